@@ -1,0 +1,8 @@
+"""runner: a threaded, multiprocess Kafka stream-processing worker runner."""
+
+__version__ = '0.1.0'
+
+from .app import App
+from .stream import Event, Stream
+
+__all__ = ['App', 'Event', 'Stream', '__version__']

@@ -1,0 +1,139 @@
+"""Settings: defaults, overridden by the App, then the config file, then the command line."""
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclasses.dataclass
+class Settings:
+    """Everything a slot needs to know besides the app's declarations.
+
+    Times are in seconds.  ``max_inflight`` is how many fetched records a
+    partition may have queued before its fetching is paused.
+    """
+
+    broker: str = 'kafka://localhost:9092'
+    datadir: str | None = None          # default: ./{app}-data
+    web_host: str = '127.0.0.1'
+    web_port: int = 6066
+    loglevel: str = 'info'
+    logfile: str | None = None
+    broker_timeout: float = 30.0
+    commit_interval: float = 2.0
+    session_timeout: float = 10.0
+    revoke_timeout: float = 10.0
+    shutdown_timeout: float = 30.0
+    max_inflight: int = 1000
+    topic_partitions: int = 8
+    replication_factor: int = -1
+
+    def bootstrap_servers(self) -> list[str]:
+        """The broker URL(s) as ``host:port`` strings."""
+        return parse_broker_url(self.broker)
+
+
+FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
+LOGLEVELS = ('debug', 'info', 'warning', 'error', 'critical')
+
+
+def parse_broker_url(url: str) -> list[str]:
+    """``kafka://h1:9092;kafka://h2`` or ``h1:9092,h2`` → ``['h1:9092', 'h2:9092']``."""
+    servers = []
+    for item in str(url).replace(';', ',').split(','):
+        item = item.strip()
+        item = item.removeprefix('kafka://')
+        item = item.rstrip('/')
+        if not item:
+            continue
+        host, _, port = item.rpartition(':') if ':' in item else (item, '', '9092')
+        if not host or not port.isdigit():
+            raise ConfigError(f'invalid broker address {item!r}: expected host:port')
+        servers.append(f'{host}:{port}')
+    if not servers:
+        raise ConfigError(f'invalid broker URL {url!r}')
+    return servers
+
+
+def normalize_key(key: str) -> str:
+    return str(key).replace('-', '_')
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert ``value`` to the type of setting ``name``; raise ValueError if it does not fit."""
+    kind = FIELDS[name].type
+    if value is None or isinstance(value, bool):
+        raise ValueError('needs a value')
+    if kind is int:
+        return _integer(name, value)
+    if kind is float:
+        number = float(value)
+        if not number > 0:
+            raise ValueError('must be a positive number of seconds')
+        return number
+    if name == 'loglevel':
+        level = str(value).lower()
+        if level not in LOGLEVELS:
+            raise ValueError(f'choose from {", ".join(LOGLEVELS)}')
+        return level
+    if name == 'broker':
+        parse_broker_url(value)
+    return str(value)
+
+
+def _integer(name: str, value: Any) -> int:
+    number = int(value)
+    if name == 'web_port' and not 0 <= number <= 65535:
+        raise ValueError('not a port number')
+    if name == 'replication_factor' and not (number == -1 or number >= 1):
+        raise ValueError('must be -1 (broker default) or at least 1')
+    if name in ('max_inflight', 'topic_partitions') and number < 1:
+        raise ValueError('must be at least 1')
+    return number
+
+
+def build(app_settings: Mapping[str, Any], file_settings: Mapping[str, Any],
+          cli_settings: Mapping[str, Any]) -> Settings:
+    """Merge the three sources, later ones winning; ``None`` means "not given"."""
+    merged: dict[str, Any] = {}
+    for source in (app_settings, file_settings, cli_settings):
+        merged.update({key: value for key, value in source.items() if value is not None})
+    return Settings(**merged)
+
+
+def check_settings(values: Mapping[str, Any], origin: str,
+                   error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """Validate and convert settings from ``origin``; unknown names are errors."""
+    checked = {}
+    for key, value in values.items():
+        name = normalize_key(key)
+        if name not in FIELDS:
+            raise error(f'unknown setting {key!r} in {origin}')
+        try:
+            checked[name] = coerce(name, value)
+        except (TypeError, ValueError, ConfigError) as exc:
+            raise error(f'invalid {key} {value!r} in {origin}: {exc}') from None
+    return checked
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read a YAML config file into a dict of raw (unchecked) values."""
+    try:
+        with open(path, encoding='utf-8') as handle:
+            data = yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError(f'cannot read config file {path}: {exc.strerror}') from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, 'problem_mark', None)
+        where = f' at line {mark.line + 1}' if mark else ''
+        problem = getattr(exc, 'problem', None) or 'invalid YAML'
+        raise ConfigError(f'bad YAML in config file {path}{where}: {problem}') from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f'config file {path} must hold a mapping of settings')
+    return data

@@ -1,0 +1,256 @@
+"""The consumer thread: the only thread that polls, pauses, resumes and commits.
+
+Commit ordering (the at-least-once invariant): offsets are read from the
+partition queues first (only records an agent has finished are marked), then
+the producer is flushed (so everything those records sent is written), and
+only then are the offsets committed.  A failed send stops the slot before any
+offset past it is committed.
+
+The rebalance listener runs on kafka-python's IO thread, where a blocking
+consumer call raises; it only touches the dispatcher and awaits the async
+commit.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from .config import Settings
+from .producer import Producer, SendFailed
+from .queues import Dispatcher, PartitionQueue, by_partition, committable, resume_offsets
+from .status import SlotStatus
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 100
+#: Upper bound for one flush-and-commit; the consumer keeps its membership meanwhile.
+COMMIT_TIMEOUT = 30.0
+#: How long a cold stop may spend on its final commit and on leaving the group.
+COLD_STOP_TIMEOUT = 0.5
+
+
+class ConsumerLoop:
+    """Owns the KafkaConsumer of a slot and feeds the agents' partition queues."""
+
+    def __init__(self, settings: Settings, group_id: str, client_id: str,
+                 dispatcher: Dispatcher, producer: Producer, status: SlotStatus,
+                 on_failure: Callable[[str], None]) -> None:
+        self._settings = settings
+        self._group_id = group_id
+        self._client_id = client_id
+        self._dispatcher = dispatcher
+        self._producer = producer
+        self._status = status
+        self._on_failure = on_failure
+        self._consumer: KafkaConsumer | None = None
+        self._committed: dict[TopicPartition, int] = {}
+        self._resume_at: dict[TopicPartition, int] = {}
+        self._stop_mode: str | None = None       # None, 'warm' or 'cold'
+        self._last_commit = 0.0
+        self._stop_deadline = 0.0
+        self.thread = threading.Thread(target=self._run, name='consumer', daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, drain: bool, deadline: float) -> None:
+        """Ask the loop to finish: ``drain`` waits (until ``deadline``) for queued records."""
+        if self._stop_mode == 'cold':
+            return
+        self._stop_mode = 'warm' if drain else 'cold'
+        self._stop_deadline = deadline
+
+    def offsets(self) -> dict[str, dict[str, int]]:
+        """Processed and committed offsets (next offset to read) for the web server."""
+        def named(offsets: dict[TopicPartition, int]) -> dict[str, int]:
+            return {f'{tp.topic}:{tp.partition}': offset for tp, offset in sorted(offsets.items())}
+        return {'processed': named(self._dispatcher.processed()),
+                'committed': named(dict(self._committed))}
+
+    def _run(self) -> None:
+        try:
+            self._consumer = self._create_consumer()
+            self._load_metadata()
+            self._consumer.subscribe(self._dispatcher.topics, listener=_Listener(self))
+            while self._stop_mode is None:
+                self._poll_once()
+            self._finish()
+        except SendFailed as exc:
+            self._on_failure(str(exc))
+        except Exception as exc:
+            log.exception('consumer loop failed')
+            self._on_failure(f'consumer loop failed: {exc}')
+
+    def _create_consumer(self) -> KafkaConsumer:
+        settings = self._settings
+        session_ms = int(settings.session_timeout * 1000)
+        return KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers(),
+            group_id=self._group_id,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            auto_offset_reset='earliest',
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(session_ms // 3, 100),
+            bootstrap_timeout_ms=int(settings.broker_timeout * 1000),
+        )
+
+    def _load_metadata(self) -> None:
+        """Know every topic's partitions before joining, or the first assignment is empty."""
+        for topic in self._dispatcher.topics:
+            self._consumer.partitions_for_topic(topic)
+
+    def _poll_once(self) -> None:
+        batches = self._consumer.poll(timeout_ms=POLL_MS)
+        for tp, records in batches.items():
+            self._dispatcher.dispatch(tp, records)
+        self._publish_membership()
+        self._apply_backpressure()
+        if time.monotonic() >= self._last_commit + self._settings.commit_interval:
+            self._commit()
+
+    def _publish_membership(self) -> None:
+        meta = self._consumer.group_metadata()
+        self._status.group_state = meta.state
+        self._status.generation = meta.generation_id
+        self._status.assignment = frozenset(self._consumer.assignment())
+        self._status.beat()
+
+    def _apply_backpressure(self) -> None:
+        """Pause partitions with too many queued records; resume them at half."""
+        high = self._settings.max_inflight
+        backlog = self._dispatcher.backlog()
+        paused = self._consumer.paused()
+        stopping = self._stop_mode is not None
+        pause = [tp for tp, queued in backlog.items()
+                 if tp not in paused and (stopping or queued >= high)]
+        resume = [tp for tp in paused if not stopping and backlog.get(tp, 0) <= high // 2]
+        if pause:
+            self._consumer.pause(*pause)
+        if resume:
+            self._consumer.resume(*resume)
+
+    def _commit(self, timeout: float = COMMIT_TIMEOUT) -> None:
+        """Flush the producer, then commit what the agents have processed."""
+        self._last_commit = time.monotonic()
+        offsets = self._uncommitted(self._dispatcher.processed())
+        if not offsets:
+            return
+        self._producer.flush(timeout)
+        try:
+            self._consumer.commit(_commit_request(offsets), timeout_ms=int(timeout * 1000))
+        except KafkaError as exc:
+            log.warning('offset commit failed, will retry: %s', exc)
+            return
+        self._committed.update(offsets)
+
+    def _uncommitted(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        return {tp: offset for tp, offset in offsets.items()
+                if offset > self._committed.get(tp, -1)}
+
+    def _finish(self) -> None:
+        """Stop fetching, let the agents finish (warm), commit, and leave the group."""
+        self._consumer.pause(*self._consumer.assignment())
+        while self._stop_mode == 'warm' and not self._dispatcher.idle():
+            if time.monotonic() >= self._stop_deadline:
+                log.warning('records still in progress at the shutdown deadline; '
+                            'they will be processed again by the next owner')
+                break
+            self._consumer.poll(timeout_ms=POLL_MS)
+            self._status.beat()
+        if self._stop_mode == 'cold':
+            self._commit_before_cold_stop()
+            self._consumer.close(autocommit=False, timeout_ms=int(COLD_STOP_TIMEOUT * 1000))
+        else:
+            try:
+                self._commit()
+            finally:
+                self._consumer.close(autocommit=False,
+                                     timeout_ms=int(self._settings.revoke_timeout * 1000))
+
+    def _commit_before_cold_stop(self) -> None:
+        try:
+            self._commit(COLD_STOP_TIMEOUT)
+        except SendFailed as exc:
+            log.warning('cold stop: nothing committed, outputs not confirmed: %s', exc)
+
+    async def _release(self, tps: Iterable[TopicPartition], commit: bool) -> None:
+        """Revoke (IO thread): abandon queued records, let in-flight ones end, commit."""
+        self._status.group_state = '<rebalancing>'
+        queues = self._dispatcher.revoke(tps)
+        if not queues:
+            return
+        await self._wait_released(queues)
+        if not commit:
+            return
+        offsets = self._uncommitted(committable(by_partition(queues).values()))
+        self._resume_at.update(resume_offsets(queues))
+        if offsets:
+            await self._commit_async(offsets)
+        for queue in queues:
+            self._committed.pop(queue.tp, None)
+
+    async def _wait_released(self, queues: list[PartitionQueue]) -> None:
+        wait = 0.0 if self._stop_mode == 'cold' else self._settings.revoke_timeout
+        deadline = time.monotonic() + wait
+        while any(q.leased and not q.failed for q in queues):
+            if time.monotonic() >= deadline:
+                if wait:
+                        log.warning('revoked partitions still busy after %.1fs; their in-flight '
+                                'records will be processed again by the next owner', wait)
+                return
+            await _io_sleep(self._consumer, 0.01)
+
+    async def _commit_async(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            self._producer.flush(COMMIT_TIMEOUT)
+        except SendFailed as exc:
+            self._on_failure(str(exc))
+            return
+        try:
+            await self._consumer.commit_async(_commit_request(offsets))
+        except KafkaError as exc:
+            log.warning('commit on revoke failed; the next owner resumes from the last '
+                        'commit: %s', exc)
+            return
+        self._committed.update(offsets)
+        log.info('committed %d revoked partitions', len(offsets))
+
+    def _take_over(self, tps: Iterable[TopicPartition]) -> None:
+        """Assign (IO thread): partitions kept across an eager rebalance resume where we stopped."""
+        tps = set(tps)
+        for tp in tps & set(self._resume_at):
+            self._consumer.seek(tp, self._resume_at[tp])
+        self._resume_at.clear()
+        self._dispatcher.assign(tps)
+        log.info('assigned %s', ', '.join(f'{tp.topic}:{tp.partition}' for tp in sorted(tps))
+                 or 'no partitions')
+
+
+class _Listener(AsyncConsumerRebalanceListener):
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._loop._release(revoked, commit=True)
+
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        await self._loop._release(lost, commit=False)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._loop._take_over(assigned)
+
+
+def _commit_request(offsets: dict[TopicPartition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {tp: OffsetAndMetadata(offset, '', -1) for tp, offset in offsets.items()}
+
+
+async def _io_sleep(consumer: KafkaConsumer, seconds: float) -> None:
+    # kafka-python has no public sleep for listener coroutines; its own
+    # coordinator awaits the IO loop's sleep the same way.
+    await consumer._net.sleep(seconds)

@@ -1,0 +1,38 @@
+"""Errors a user or operator can cause, each with its documented exit code.
+
+The exit codes follow BSD ``sysexits.h`` so that scripts, systemd and cron
+can tell the kinds of failure apart.
+"""
+
+EX_OK = 0
+EX_USAGE = 64        # bad command line
+EX_UNAVAILABLE = 69  # the broker could not be reached in time
+EX_SOFTWARE = 70     # an agent raised; the slot stopped so the record is retried
+EX_CANTCREAT = 73    # data directory or port already in use
+EX_CONFIG = 78       # the app or the config file cannot be loaded
+
+
+class RunnerError(Exception):
+    """An expected failure: reported as one line, never as a traceback."""
+
+    exit_code = EX_SOFTWARE
+
+
+class UsageError(RunnerError):
+    exit_code = EX_USAGE
+
+
+class ConfigError(RunnerError):
+    exit_code = EX_CONFIG
+
+
+class BrokerUnavailable(RunnerError):
+    exit_code = EX_UNAVAILABLE
+
+
+class ResourceBusy(RunnerError):
+    exit_code = EX_CANTCREAT
+
+
+class AgentFailed(RunnerError):
+    exit_code = EX_SOFTWARE

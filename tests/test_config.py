@@ -1,0 +1,57 @@
+"""Settings: parsing, validation and the order in which sources win."""
+
+import pytest
+
+from runner.config import Settings, build, check_settings, load_file, parse_broker_url
+from runner.errors import ConfigError, UsageError
+
+
+@pytest.mark.parametrize(('url', 'servers'), [
+    ('kafka://localhost:9092', ['localhost:9092']),
+    ('kafka://a:1;kafka://b:2', ['a:1', 'b:2']),
+    ('a:1,b', ['a:1', 'b:9092']),
+    ('kafka://h', ['h:9092']),
+])
+def test_broker_urls(url, servers):
+    assert parse_broker_url(url) == servers
+
+
+@pytest.mark.parametrize('url', ['', 'kafka://', 'host:port'])
+def test_bad_broker_urls(url):
+    with pytest.raises(ConfigError):
+        parse_broker_url(url)
+
+
+def test_command_line_wins_over_file_over_app():
+    settings = build({'web_port': 7000, 'broker': 'a:1'}, {'web_port': 7001, 'loglevel': 'debug'},
+                     {'web_port': 7002})
+    assert (settings.web_port, settings.broker, settings.loglevel) == (7002, 'a:1', 'debug')
+    assert settings.commit_interval == Settings.commit_interval
+
+
+def test_settings_are_checked_and_converted():
+    checked = check_settings({'web-port': '6070', 'commit_interval': '0.5', 'loglevel': 'INFO'},
+                             'test')
+    assert checked == {'web_port': 6070, 'commit_interval': 0.5, 'loglevel': 'info'}
+
+
+@pytest.mark.parametrize('values', [
+    {'web_port': 'x'}, {'web_port': 70000}, {'commit_interval': 0}, {'loglevel': 'loud'},
+    {'max_inflight': 0}, {'bogus': 1}, {'web_port': True},
+])
+def test_bad_settings_raise_the_given_error(values):
+    with pytest.raises(UsageError):
+        check_settings(values, 'the command line', UsageError)
+
+
+def test_config_file_errors(tmp_path):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('web_port: [1,\n')
+    with pytest.raises(ConfigError, match='bad YAML .* line'):
+        load_file(str(bad))
+    with pytest.raises(ConfigError, match='cannot read'):
+        load_file(str(tmp_path / 'missing.yaml'))
+    listing = tmp_path / 'list.yaml'
+    listing.write_text('- a\n- b\n')
+    with pytest.raises(ConfigError, match='mapping'):
+        load_file(str(listing))
