@@ -5,4 +5,4 @@ __version__ = '0.1.0'
 from .app import App
 from .stream import Event, Stream
 
-__all__ = ['App', 'Event', 'Stream', '__version__']
+__all__ = ['App', 'Event', 'Stream', '__version__', 'spawn']

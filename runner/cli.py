@@ -3,13 +3,20 @@
 Usage:
   runner [options] [worker]
   runner [options] send <topic> [<value>] [--key=KEY]
+  runner [options] status [--json]
+  runner [options] stop [--cold] [--timeout=SECONDS]
+  runner [options] restart [--timeout=SECONDS]
   runner -h | --help
   runner --version
 
 Commands:
-  worker                 Start a worker in the foreground (the default command).
+  worker                 Start the main process and its worker slots in the
+                         foreground (the default command).
   send TOPIC [VALUE]     Send one record to TOPIC and print where it was written.
                          VALUE is parsed as JSON for JSON topics, else sent as text.
+  status                 Show the slots of the process named by --pidfile.
+  stop                   Stop it (warm; --cold to stop at once) and wait.
+  restart                Restart its slots one half at a time (HUP) and wait.
 
 Options:
   -A APP, --app=APP          The app: module or module:attribute, imported from the
@@ -17,29 +24,43 @@ Options:
   -b URL, --broker=URL       Kafka bootstrap servers: kafka://host:port or
                              host:port,host:port (default: the App's broker, else
                              kafka://localhost:9092).
+  -w N, --workers=N          Number of worker slots (default: 1).
   -D DIR, --datadir=DIR      Data directory; slot i keeps its state in DIR/slot-i
                              (default: ./APP-data).
-  --web-host=HOST            Address the web server binds to (default: 127.0.0.1).
-  -p PORT, --web-port=PORT   Port of the web server (default: 6066).
+  --web-host=HOST            Address the web servers bind to (default: 127.0.0.1).
+  -p PORT, --web-port=PORT   Web port of slot 0; slot i listens on PORT+i
+                             (default: 6066).
   -l LEVEL, --loglevel=LEVEL
                              debug, info, warning, error or critical (default: info).
   -f FILE, --logfile=FILE    Write the log to FILE (default: stderr).
   -c FILE, --config=FILE     YAML file with any of these settings (keys such as
-                             web_port or web-port); the command line wins over it.
+                             web_port or web-port) and per-slot overrides under
+                             "slots:"; the command line wins over it.
   --broker-timeout=SECONDS   Give up when no broker answers within SECONDS
                              (default: 30).
+  --graceful-timeout=SECONDS
+                             A warm shutdown taking longer turns cold (default: 30).
+  --pidfile=FILE             Keep the main process's pid in FILE, locked while it
+                             runs; status, stop and restart find it there.
+  --detach                   Run in the background (needs --pidfile and --logfile);
+                             if already running, say so and exit 0.
   -k KEY, --key=KEY          Key of the record to send (send only).
+  --json                     Print the status as JSON (status only).
+  --cold                     Stop at once; work in hand is redone later (stop only).
+  --timeout=SECONDS          How long stop or restart waits (default: 60 for stop,
+                             300 for restart).
   -h, --help                 Show this help.
   --version                  Show the version.
 
 Exit codes:
-  0 success, 64 bad usage, 69 broker unreachable, 70 an agent failed,
-  73 data directory or port in use, 78 app or config cannot be loaded.
+  0 success, 1 stop or restart did not finish in time, 3 not running (status,
+  restart), 64 bad usage, 69 broker unreachable, 70 a slot failed, 73 data
+  directory, port or pidfile in use, 78 app or config cannot be loaded.
 """
 
+import functools
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -47,23 +68,36 @@ from typing import Any
 
 from docopt import DocoptExit, docopt
 
-from . import __version__, admin, logs
-from .config import Settings, build, check_settings, load_file
-from .errors import EX_OK, RunnerError, UsageError
+from . import __version__, admin, control, daemon, logs
+from .config import (
+    SUPERVISOR_KEYS,
+    Options,
+    check_settings,
+    load_file,
+    positive_int,
+    positive_seconds,
+    slot_overrides,
+)
+from .errors import EX_OK, ConfigError, RunnerError, UsageError
 from .loader import load_app
+from .pidfile import AlreadyRunning, Pidfile
+from .proctitle import set_title
+
+log = logging.getLogger('runner')
 
 #: Command-line options that are settings, by the name of their setting.
 SETTING_OPTIONS = {'broker': '--broker', 'datadir': '--datadir', 'web_host': '--web-host',
                    'web_port': '--web-port', 'loglevel': '--loglevel', 'logfile': '--logfile',
-                   'broker_timeout': '--broker-timeout'}
+                   'broker_timeout': '--broker-timeout', 'graceful_timeout': '--graceful-timeout'}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python runner.py`` and the ``runner`` script; returns the exit code."""
     try:
         args = parse(sys.argv[1:] if argv is None else list(argv))
-        if args['send']:
-            return send_command(args)
+        for command in ('send', 'status', 'stop', 'restart'):
+            if args[command]:
+                return COMMANDS[command](args)
         return worker_command(args)
     except RunnerError as exc:
         print(f'runner: {exc}', file=sys.stderr)
@@ -99,52 +133,82 @@ def _usage_problem(exc: DocoptExit) -> str:
     return 'bad command line'
 
 
-def load(args: dict[str, Any]) -> tuple[Any, Settings]:
-    """The App and its settings: App keywords < config file < command line."""
-    file_values = load_file(args['--config']) if args['--config'] else {}
-    spec = args['--app'] or file_values.pop('app', None)
-    file_values.pop('app', None)
-    if not spec:
+def load_options(args: dict[str, Any], need_app: bool = True) -> Options:
+    """Command line and config file, checked; the app itself is not imported."""
+    path = args['--config']
+    values = load_file(path) if path else {}
+    origin = f'config file {path}'
+    spec = args['--app'] or values.get('app')
+    if need_app and not spec:
         raise UsageError('no app given: use -A module[:attribute] (or app: in the config file)')
+    if args['--workers'] is not None:
+        workers = positive_int(args['--workers'], 'workers', UsageError)
+    else:
+        workers = positive_int(values.get('workers', 1), f'workers in {origin}', ConfigError)
     cli_values = {name: args[option] for name, option in SETTING_OPTIONS.items()
                   if args[option] is not None}
-    cli = check_settings(cli_values, 'the command line', UsageError)
-    origin = f'config file {args["--config"]}'
-    from_file = check_settings(file_values, origin)
-    app = load_app(str(spec))
-    return app, build(app.settings, from_file, cli)
+    file_values = {key: value for key, value in values.items() if key not in SUPERVISOR_KEYS}
+    return Options(app=str(spec or ''), workers=workers,
+                   pidfile=args['--pidfile'] or values.get('pidfile'),
+                   cli=check_settings(cli_values, 'the command line', UsageError),
+                   file=check_settings(file_values, origin),
+                   per_slot=slot_overrides(values.get('slots'), origin))
 
 
 def worker_command(args: dict[str, Any]) -> int:
-    from .slot import Slot
-    app, settings = load(args)
-    logs.setup(settings.loglevel, settings.logfile, 'slot 0')
+    """Run the main process: it forks the slots and looks after them until stopped."""
+    from .slot import boot, check_app
+    from .supervisor import Supervisor
+
+    options = load_options(args)
+    name = check_app(options)
+    settings = options.base_settings()
+    detach = args['--detach']
+    if detach and not (options.pidfile and settings.logfile):
+        raise UsageError('--detach needs --pidfile and --logfile')
+    pidfile = Pidfile(options.pidfile) if options.pidfile else None
+    if pidfile:
+        try:
+            pidfile.acquire()
+        except AlreadyRunning as exc:
+            if not detach:
+                raise
+            print(f'runner: {exc}')
+            return EX_OK
+    if detach:
+        daemon.detach()
+        pidfile.rewrite()
+    logs.setup(settings.loglevel, settings.logfile, 'main')
+    set_title(f'runner: main {name}')
+    supervisor = Supervisor(name, options.workers, functools.partial(boot, options),
+                            status_path=control.status_path(pidfile.path) if pidfile else None,
+                            close_in_children=(pidfile.fd,) if pidfile else ())
     try:
-        code = Slot(app, settings).run()
-    except RunnerError as exc:
+        code = supervisor.run()
+    finally:
+        if pidfile:
+            pidfile.release()
+    if supervisor.fatal_message:
         if settings.logfile:
-            logging.getLogger('runner').error('%s', exc)
-        raise
-    return _exit_now(code)
-
-
-def _exit_now(code: int) -> int:
-    """Leave without waiting for threads stuck in user code (all state is committed)."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+            log.error('%s', supervisor.fatal_message)
+        print(f'runner: {supervisor.fatal_message}', file=sys.stderr)
+    return code
 
 
 def send_command(args: dict[str, Any]) -> int:
-    app, settings = load(args)
+    """Send one record to a topic, serialized as the app declares the topic."""
+    options = load_options(args)
+    app = load_app(options.app)
+    settings = options.settings_for(app.settings, 0)
     logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
                settings.logfile, 'send')
-    topic = app.topics.get(args['<topic>']) or app.topic(args['<topic>'])
-    client = admin.connect(settings.bootstrap_servers(), settings.broker_timeout, f'{app.name}-send')
+    name = args['<topic>']
+    topic = app.topics.get(name) or app.topic(name)
+    client = admin.connect(settings.bootstrap_servers(), settings.broker_timeout,
+                           f'{app.name}-send')
     try:
-        if args['<topic>'] not in admin.partition_counts(client, [topic.name]):
-            raise UsageError(f'topic {topic.name!r} does not exist')
+        if name not in admin.partition_counts(client, [name]):
+            raise UsageError(f'topic {name!r} does not exist')
     finally:
         client.close()
     app.settings.update(broker=settings.broker, broker_timeout=settings.broker_timeout)
@@ -163,6 +227,41 @@ def _parse_value(topic: Any, text: str | None) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def status_command(args: dict[str, Any]) -> int:
+    _, status = control.read_status(_pidfile_of(args))
+    print(json.dumps(status, indent=1) if args['--json'] else control.format_status(status))
+    return EX_OK
+
+
+def stop_command(args: dict[str, Any]) -> int:
+    timeout = _timeout(args, 60.0)
+    print(f'runner: {control.stop(_pidfile_of(args), args["--cold"], timeout)}')
+    return EX_OK
+
+
+def restart_command(args: dict[str, Any]) -> int:
+    timeout = _timeout(args, 300.0)
+    print(f'runner: {control.restart(_pidfile_of(args), timeout)}')
+    return EX_OK
+
+
+def _pidfile_of(args: dict[str, Any]) -> str:
+    pidfile = load_options(args, need_app=False).pidfile
+    if not pidfile:
+        raise UsageError('give --pidfile (or pidfile: in the config file)')
+    return pidfile
+
+
+def _timeout(args: dict[str, Any], default: float) -> float:
+    if args['--timeout'] is None:
+        return default
+    return positive_seconds(args['--timeout'], '--timeout', UsageError)
+
+
+COMMANDS = {'send': send_command, 'status': status_command, 'stop': stop_command,
+            'restart': restart_command}
 
 
 if __name__ == '__main__':

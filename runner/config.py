@@ -27,7 +27,7 @@ class Settings:
     commit_interval: float = 2.0
     session_timeout: float = 10.0
     revoke_timeout: float = 10.0
-    shutdown_timeout: float = 30.0
+    graceful_timeout: float = 30.0
     max_inflight: int = 1000
     topic_partitions: int = 8
     replication_factor: int = -1
@@ -137,3 +137,70 @@ def load_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f'config file {path} must hold a mapping of settings')
     return data
+
+
+#: Config-file keys that belong to the main process rather than to a slot.
+SUPERVISOR_KEYS = ('app', 'workers', 'pidfile', 'slots')
+
+
+@dataclasses.dataclass
+class Options:
+    """What the command line and the config file say, before the app is imported.
+
+    The main process works from these alone; each slot imports the app and
+    turns them into its :class:`Settings` with :meth:`settings_for`.
+    """
+
+    app: str
+    workers: int = 1
+    pidfile: str | None = None
+    cli: dict[str, Any] = dataclasses.field(default_factory=dict)
+    file: dict[str, Any] = dataclasses.field(default_factory=dict)
+    per_slot: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def settings_for(self, app_settings: Mapping[str, Any], index: int) -> Settings:
+        """Slot ``index``'s settings; its port is the base port + index unless set for it."""
+        overrides = self.per_slot.get(index, {})
+        settings = build(app_settings, {**self.file, **overrides}, self.cli)
+        if 'web_port' in self.cli or 'web_port' not in overrides:
+            settings.web_port += index if settings.web_port else 0
+        return settings
+
+    def base_settings(self) -> Settings:
+        """Settings as far as the main process knows them (without the App's)."""
+        return build({}, self.file, self.cli)
+
+
+def slot_overrides(values: Any, origin: str) -> dict[int, dict[str, Any]]:
+    """``slots: {1: {web_port: 7001}}`` from a config file, checked."""
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f'slots in {origin} must map slot numbers to settings')
+    overrides = {}
+    for index, settings in values.items():
+        if not isinstance(index, int) or index < 0 or not isinstance(settings, dict):
+            raise ConfigError(f'slots in {origin}: {index!r} must be a slot number with a '
+                              f'mapping of settings')
+        overrides[index] = check_settings(settings, f'{origin} (slot {index})')
+    return overrides
+
+
+def positive_int(value: Any, what: str, error: type[Exception]) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise error(f'invalid {what} {value!r}: expected a whole number') from None
+    if number < 1 or isinstance(value, bool):
+        raise error(f'invalid {what} {value!r}: must be at least 1')
+    return number
+
+
+def positive_seconds(value: Any, what: str, error: type[Exception]) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise error(f'invalid {what} {value!r}: expected seconds') from None
+    if not seconds > 0:
+        raise error(f'invalid {what} {value!r}: must be positive')
+    return seconds

@@ -36,3 +36,10 @@ class ResourceBusy(RunnerError):
 
 class AgentFailed(RunnerError):
     exit_code = EX_SOFTWARE
+
+
+def error_with_code(message: str, exit_code: int) -> RunnerError:
+    """A RunnerError that exits with ``exit_code`` (an error reported by another process)."""
+    error = RunnerError(message)
+    error.exit_code = exit_code
+    return error

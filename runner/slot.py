@@ -8,30 +8,35 @@ socket or a lock is created here, never inherited across ``fork()``.
 import logging
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
+from typing import Any
 
 from kafka.errors import KafkaError
 
-from . import admin
+from . import admin, children, logs
 from .agents import AgentThreads
 from .app import App
-from .config import Settings
+from .config import Options, Settings
 from .consumer import ConsumerLoop
 from .datadir import DirLock, slot_dir
-from .errors import EX_OK, EX_SOFTWARE, BrokerUnavailable
+from .errors import EX_OK, EX_SOFTWARE, BrokerUnavailable, RunnerError, error_with_code
+from .loader import load_app
+from .proctitle import set_title
 from .producer import Producer
 from .queues import Dispatcher, Inbox
+from .reports import Reporter
 from .signals import SignalQueue, dump_stacks
 from .status import SlotStatus
 from .web import WebServer, status_routes
 
 log = logging.getLogger(__name__)
 
-#: Signals of a slot run on its own (in the foreground); a second INT turns warm into cold.
-FOREGROUND_SIGNALS = {signal.SIGTERM: 'warm', signal.SIGINT: 'interrupt',
-                      signal.SIGQUIT: 'cold', signal.SIGUSR1: 'dump'}
+#: Signals a slot handles; the main process owns INT (slots ignore it) and relays the rest.
+SLOT_SIGNALS = {signal.SIGTERM: 'warm', signal.SIGQUIT: 'cold', signal.SIGUSR1: 'dump'}
 #: A cold stop and the last steps of any stop get this long.
 COLD_GRACE = 1.0
+#: Seconds between reports to the main process.
+REPORT_INTERVAL = 0.25
 
 
 class Failure(str):
@@ -42,27 +47,31 @@ class Slot:
     """Runs an App's agents in this process until a signal or a failure stops it."""
 
     def __init__(self, app: App, settings: Settings, index: int = 0,
-                 signals: Mapping[signal.Signals, str] = FOREGROUND_SIGNALS) -> None:
+                 report: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.app = app
         self.settings = settings
         self.index = index
         self.status = SlotStatus(app.name, index)
         self.datadir = slot_dir(settings.datadir or f'{app.name}-data', index)
-        self._signals = signals
+        self._report_to = report
         self._events = SignalQueue()
         self._agents: list[AgentThreads] = []
         self._consumer: ConsumerLoop | None = None
+        self._web_address: str | None = None
         self._producer: Producer | None = None
 
     def run(self) -> int:
         """Work until stopped; returns the exit code.  Start-up errors raise RunnerError."""
-        self._events.install(self._signals)
+        self._events.install(SLOT_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SLOT_SIGNALS)
         lock = DirLock(self.datadir)
         lock.acquire()
         try:
             web = WebServer(self.settings.web_host, self.settings.web_port,
                             status_routes(self.status))
+            self._web_address = '{}:{}'.format(*web.address)
             web.start()
+            self._report()
             try:
                 return self._run_until_stopped()
             finally:
@@ -124,7 +133,8 @@ class Slot:
     def _wait_for_stop(self) -> tuple[str, int]:
         """Handle events until one asks to stop; returns the stop mode and the exit code."""
         while True:
-            event = self._events.get(timeout=1.0)
+            self._report()
+            event = self._events.get(timeout=REPORT_INTERVAL)
             if event is None:
                 if not self._consumer.thread.is_alive():
                     return 'cold', self._failed('the consumer thread stopped')
@@ -146,13 +156,14 @@ class Slot:
         """Stop fetching, let agents finish (warm) or abandon (cold), commit, close."""
         self.status.phase = 'stopping'
         drain = mode == 'warm'
-        deadline = time.monotonic() + (self.settings.shutdown_timeout if drain else COLD_GRACE)
+        deadline = time.monotonic() + (self.settings.graceful_timeout if drain else COLD_GRACE)
         self._stop_workers(drain, deadline)
         while self._consumer.thread.is_alive():
+            self._report()
             event = self._events.get(timeout=0.05)
             if event == 'dump':
                 dump_stacks(f'slot {self.index}')
-            elif drain and (event in ('interrupt', 'cold') or isinstance(event, Failure)):
+            elif drain and (event == 'cold' or isinstance(event, Failure)):
                 log.warning('escalating to a cold shutdown')
                 drain, deadline = False, time.monotonic() + COLD_GRACE
                 self._stop_workers(drain, deadline)
@@ -161,9 +172,68 @@ class Slot:
                 break
         for agent_threads in self._agents:
             agent_threads.join(COLD_GRACE if drain else 0.0)
+        self.status.phase = 'stopped'
+        self._report()
         log.info('slot %d stopped', self.index)
+
+    def _report(self) -> None:
+        """Tell the main process how this slot is doing (its heartbeat)."""
+        if self._report_to is None:
+            return
+        live, _ = self.status.live()
+        ready, reason = self.status.ready()
+        self._report_to({
+            'phase': self.status.phase, 'live': live, 'ready': ready, 'reason': reason,
+            'web': self._web_address, 'graceful_timeout': self.settings.graceful_timeout,
+            'assignment': sorted(f'{tp.topic}:{tp.partition}' for tp in self.status.assignment),
+        })
 
     def _stop_workers(self, drain: bool, deadline: float) -> None:
         for agent_threads in self._agents:
             agent_threads.stop(drain)
         self._consumer.stop(drain, deadline)
+
+
+def boot(options: Options, index: int, report_fd: int, main_pid: int) -> int:
+    """Run slot ``index`` in a child just forked by the main process; returns its exit code.
+
+    The app is imported here, after the fork, so a restarted slot runs the code
+    deployed now.  Errors are reported to the main process, which speaks for them.
+    """
+    children.die_with_parent(main_pid)
+    children.mark_slot()
+    reporter = Reporter(report_fd)
+    logs.retag(f'slot {index}')
+    try:
+        app = load_app(options.app)
+        settings = options.settings_for(app.settings, index)
+        logs.setup(settings.loglevel, settings.logfile, f'slot {index}')
+        set_title(f'runner: slot {index} {app.name}')
+        return Slot(app, settings, index, reporter.send).run()
+    except RunnerError as exc:
+        log.debug('slot %d could not start: %s', index, exc)
+        reporter.send({'error': str(exc), 'code': exc.exit_code})
+        return exc.exit_code
+    except BaseException:
+        log.exception('slot %d crashed', index)
+        return EX_SOFTWARE
+    finally:
+        logging.shutdown()
+
+
+def check_app(options: Options) -> str:
+    """Import the app in a throwaway child, so a bad app fails before any slot is forked.
+
+    Returns the app's name; raises the child's ConfigError (or UsageError) here.
+    """
+    def load() -> str:
+        app = load_app(options.app)
+        for index in range(options.workers):
+            options.settings_for(app.settings, index)
+        return app.name
+    try:
+        return children.call_in_child(load)
+    except children.ChildFailed as exc:
+        if exc.code is None:
+            raise RunnerError(f'cannot load app {options.app!r}: {exc.kind}: {exc}') from None
+        raise error_with_code(str(exc), exc.code) from None

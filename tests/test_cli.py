@@ -108,8 +108,9 @@ def test_data_directory_in_use_exits_73(tmp_path, names, workers):
     worker = workers('testapp')
     worker.wait_ready()
     args = ['-A', 'testapp', '-p', str(free_port()), '-D', str(worker.datadir), '-l', 'warning']
+    holder = worker.get('/')[1]['pid']
     one_line_error(run_cli(args, tmp_path), 73, f'{worker.datadir}/slot-0 is in use by pid '
-                   f'{worker.proc.pid}')
+                   f'{holder}')
 
 
 def test_declared_partitions_must_match_the_topic(tmp_path, names, kafka_bootstrap, admin):

@@ -1,0 +1,89 @@
+"""Commands that act on a running main process through its pidfile: status, stop, restart."""
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import RunnerError
+from .pidfile import running_pid
+
+EX_NOT_RUNNING = 3      # as LSB init scripts' "status" says
+EX_TIMEOUT = 1
+
+
+class NotRunning(RunnerError):
+    exit_code = EX_NOT_RUNNING
+
+
+class TimedOut(RunnerError):
+    exit_code = EX_TIMEOUT
+
+
+def status_path(pidfile: str | Path) -> Path:
+    """Where the main process keeps its JSON status: next to its pidfile."""
+    return Path(f'{pidfile}.json')
+
+
+def read_status(pidfile: str) -> tuple[int, dict[str, Any]]:
+    """The running main process's pid and status, or NotRunning."""
+    pid = running_pid(pidfile)
+    if pid is None:
+        raise NotRunning(f'not running (no live process holds {pidfile})')
+    try:
+        status = json.loads(status_path(pidfile).read_text())
+    except (OSError, ValueError):
+        status = {'pid': pid, 'state': 'starting', 'slots': []}
+    return pid, status
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """A table: one line per slot, under a line about the main process."""
+    head = (f"{status.get('app', '?')}: main pid {status['pid']}, {status['state']}, "
+            f"{len(status['slots'])} of {status.get('workers', '?')} slot(s)")
+    lines = [head]
+    rows = [('SLOT', 'PID', 'WEB', 'STATE', 'PARTITIONS')]
+    for slot in status['slots']:
+        rows.append((str(slot['slot']), str(slot['pid']), slot.get('web') or '-', slot['state'],
+                     ','.join(slot['assignment']) or '-'))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append('  '.join([*cells, row[4]]))
+    return '\n'.join(line.rstrip() for line in lines)
+
+
+def stop(pidfile: str, cold: bool, timeout: float) -> str:
+    """Ask the main process to stop and wait until it is gone."""
+    pid = running_pid(pidfile)
+    if pid is None:
+        return 'not running'
+    os.kill(pid, signal.SIGQUIT if cold else signal.SIGTERM)
+    if not _wait(lambda: running_pid(pidfile) is None, timeout):
+        raise TimedOut(f'pid {pid} still running after {timeout:g}s')
+    return f'stopped (pid {pid})'
+
+
+def restart(pidfile: str, timeout: float) -> str:
+    """Start a rolling restart (HUP) and wait until it has finished."""
+    pid, before = read_status(pidfile)
+    done = before.get('rolling_restarts', 0)
+    os.kill(pid, signal.SIGHUP)
+
+    def finished() -> bool:
+        _, now = read_status(pidfile)
+        return now.get('rolling_restarts', 0) > done and now.get('state') == 'running'
+    if not _wait(finished, timeout):
+        raise TimedOut(f'rolling restart of pid {pid} not finished after {timeout:g}s')
+    return f'restarted (pid {pid})'
+
+
+def _wait(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
