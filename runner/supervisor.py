@@ -60,11 +60,8 @@ class SlotProcess:
         self.report: dict[str, Any] = {'phase': 'booting'}
         self.reported_at = time.monotonic()
         self.retiring = False
+        self.ran = False          # it reported 'running' at least once
         self.error: dict[str, Any] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.report.get('phase') in ('running', 'stopping')
 
     @property
     def ready(self) -> bool:
@@ -243,7 +240,8 @@ class Supervisor:
             else:
                 slot.report = report
                 slot.reported_at = time.monotonic()
-                if slot.running:
+                if report.get('phase') == 'running' and not slot.ran:
+                    slot.ran = True
                     self._boot_failures.pop(slot.index, None)
 
     def _retire(self, index: int) -> None:
@@ -273,7 +271,7 @@ class Supervisor:
         if code in FATAL_CODES:
             self._fail(code, f'slot {slot.index} could not start: {reason}')
             return
-        if not slot.running:
+        if not slot.ran:
             failures = self._boot_failures.get(slot.index, 0) + 1
             self._boot_failures[slot.index] = failures
             if not self._was_ready or failures >= MAX_BOOT_FAILURES:
