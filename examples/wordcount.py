@@ -1,7 +1,9 @@
-"""Word count: split sentences into words, then count each word.
+"""Word count: split sentences into words, count each word in a table.
 
-Run it with ``python runner.py -A wordcount worker`` from this directory
-(or ``-A examples.wordcount`` from the repository root).
+Run it from this directory with ``python ../runner.py -A wordcount --workers 2``
+(or ``-A examples.wordcount`` from the repository root), send sentences with
+``python ../runner.py -A wordcount send sentences "the quick brown fox"``,
+and ask any slot for a count: ``curl localhost:6066/tables/counts/the``.
 """
 
 import runner
@@ -10,23 +12,19 @@ app = runner.App('wordcount', broker='kafka://localhost:9092')
 
 sentences = app.topic('sentences', partitions=4, value_serializer='str')
 words = app.topic('words', partitions=4, value_serializer='str')
-word_counts = app.topic('word-counts', partitions=4, config={'cleanup.policy': 'compact'})
-
-#: Counts kept by this slot for the words of its partitions.
-counts: dict[str, int] = {}
+counts = app.Table('counts', default=int, partitions=4)
 
 
 @app.agent(sentences)
 def split(stream):
-    """Re-key each sentence's words so that one partition sees every copy of a word."""
+    """Re-key each word by itself, so one partition sees every copy of a word."""
     for sentence in stream:
         for word in sentence.lower().split():
             words.send(key=word, value=word)
 
 
-@app.agent(words, sink=[word_counts])
+@app.agent(words)
 def count(stream):
-    """Count words; each new count goes to ``word-counts`` under the word's key."""
+    """Count words; the table lives in the partition of the word."""
     for word in stream:
-        counts[word] = counts.get(word, 0) + 1
-        yield counts[word]
+        counts[word] += 1

@@ -8,9 +8,10 @@ from typing import Any
 
 from .agents import Agent
 from .codecs import Codec
-from .config import check_settings
+from .config import Settings, check_settings
 from .errors import ConfigError
 from .producer import Producer
+from .tables import Table
 from .topics import Topic, check_topic_name
 
 
@@ -23,11 +24,14 @@ class App:
     """
 
     def __init__(self, name: str, broker: str | None = None, **settings: Any) -> None:
-        self.name = check_topic_name(name) if isinstance(name, str) and name else _bad_name(name)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f'invalid app name {name!r}: it must be a non-empty string')
+        self.name = check_topic_name(name)   # it names the group and the changelog topics
         given = dict(settings, broker=broker) if broker is not None else dict(settings)
         self.settings = check_settings(given, f'App({name!r})')
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
+        self.tables: dict[str, Table] = {}
         self._producer: Producer | None = None
         self._producer_pid: int | None = None
         self._producer_lock = threading.Lock()
@@ -44,6 +48,20 @@ class App:
             return known
         self.topics[name] = topic
         return topic
+
+    def Table(self, name: str, default: Callable[[], Any] | None = None,
+              partitions: int | None = None, key_serializer: str | Codec = 'str',
+              value_serializer: str | Codec = 'json') -> Table:
+        """Declare a table; its changelog topic ``{app}-{name}-changelog`` is created on start.
+
+        ``partitions`` defaults to the ``topic_partitions`` setting and must match
+        the partition count of the topics whose agents update the table.
+        """
+        if name in self.tables:
+            raise ConfigError(f'table {name!r} is declared twice')
+        table = self.tables[name] = Table(self, name, default, partitions, key_serializer,
+                                          value_serializer)
+        return table
 
     def agent(self, topic: Topic | str, sink: Iterable[Any] | Any = None, concurrency: int = 1,
               name: str | None = None) -> Callable[[Callable], Agent]:
@@ -87,17 +105,12 @@ class App:
         self.producer().flush(timeout)
 
     def _standalone_producer(self) -> Producer:
-        from .config import Settings
         settings = Settings(**self.settings)
         return Producer(settings.bootstrap_servers(), f'{self.name}-client',
                         settings.broker_timeout)
 
     def __repr__(self) -> str:
         return f'<App {self.name} topics={sorted(self.topics)} agents={len(self.agents)}>'
-
-
-def _bad_name(name: Any) -> str:
-    raise ConfigError(f'invalid app name {name!r}: it must be a non-empty string')
 
 
 def _headers(headers: Mapping[str, Any] | list | None) -> list | None:

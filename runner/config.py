@@ -14,7 +14,9 @@ class Settings:
     """Everything a slot needs to know besides the app's declarations.
 
     Times are in seconds.  ``max_inflight`` is how many fetched records a
-    partition may have queued before its fetching is paused.
+    partition may have queued before its fetching is paused;
+    ``standby_replicas`` how many other slots keep a warm copy of each table
+    partition (as many as there are other members, at most).
     """
 
     broker: str = 'kafka://localhost:9092'
@@ -31,6 +33,7 @@ class Settings:
     max_inflight: int = 1000
     topic_partitions: int = 8
     replication_factor: int = -1
+    standby_replicas: int = 1
 
     def bootstrap_servers(self) -> list[str]:
         """The broker URL(s) as ``host:port`` strings."""
@@ -93,6 +96,8 @@ def _integer(name: str, value: Any) -> int:
         raise ValueError('must be -1 (broker default) or at least 1')
     if name in ('max_inflight', 'topic_partitions') and number < 1:
         raise ValueError('must be at least 1')
+    if name == 'standby_replicas' and number < 0:
+        raise ValueError('must be 0 or more')
     return number
 
 

@@ -1,14 +1,16 @@
 """The consumer thread: the only thread that polls, pauses, resumes and commits.
 
 Commit ordering (the at-least-once invariant): offsets are read from the
-partition queues first (only records an agent has finished are marked), then
-the producer is flushed (so everything those records sent is written), and
-only then are the offsets committed.  A failed send stops the slot before any
-offset past it is committed.
+partition queues first (only records an agent has finished are marked) and,
+for tables, under each partition's guard together with its unflushed writes;
+then changelog records are sent and the producer is flushed (so everything
+those records produced is written); only then are the offsets committed, and
+last the table values are written to LevelDB.  A failed send stops the slot
+before any offset past it is committed.
 
 The rebalance listener runs on kafka-python's IO thread, where a blocking
-consumer call raises; it only touches the dispatcher and awaits the async
-commit.
+consumer call raises; it only touches the dispatcher and the table state, and
+awaits the async commit.
 """
 
 import logging
@@ -20,9 +22,11 @@ from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from .assignor import RunnerAssignor
 from .config import Settings
 from .producer import Producer, SendFailed
 from .queues import Dispatcher, PartitionQueue, by_partition, committable, resume_offsets
+from .state import Cut, Processed, StateManager
 from .status import SlotStatus
 
 log = logging.getLogger(__name__)
@@ -31,7 +35,7 @@ POLL_MS = 100
 #: Upper bound for one flush-and-commit; the consumer keeps its membership meanwhile.
 COMMIT_TIMEOUT = 30.0
 #: How long a cold stop may spend on its final commit and on leaving the group.
-COLD_STOP_TIMEOUT = 0.5
+COLD_STOP_TIMEOUT = 0.3
 
 
 class ConsumerLoop:
@@ -39,7 +43,8 @@ class ConsumerLoop:
 
     def __init__(self, settings: Settings, group_id: str, client_id: str,
                  dispatcher: Dispatcher, producer: Producer, status: SlotStatus,
-                 on_failure: Callable[[str], None]) -> None:
+                 on_failure: Callable[[str], None], assignor: RunnerAssignor,
+                 state: StateManager | None = None) -> None:
         self._settings = settings
         self._group_id = group_id
         self._client_id = client_id
@@ -47,12 +52,15 @@ class ConsumerLoop:
         self._producer = producer
         self._status = status
         self._on_failure = on_failure
+        self._assignor = assignor
+        self._state = state
         self._consumer: KafkaConsumer | None = None
         self._committed: dict[TopicPartition, int] = {}
         self._resume_at: dict[TopicPartition, int] = {}
+        self._held: set[int] = set()
         self._stop_mode: str | None = None       # None, 'warm' or 'cold'
-        self._last_commit = 0.0
         self._stop_deadline = 0.0
+        self._last_commit = 0.0
         self.thread = threading.Thread(target=self._run, name='consumer', daemon=True)
 
     def start(self) -> None:
@@ -97,6 +105,7 @@ class ConsumerLoop:
             auto_offset_reset='earliest',
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(session_ms // 3, 100),
+            partition_assignment_strategy=[self._assignor],
             bootstrap_timeout_ms=int(settings.broker_timeout * 1000),
         )
 
@@ -109,10 +118,19 @@ class ConsumerLoop:
         batches = self._consumer.poll(timeout_ms=POLL_MS)
         for tp, records in batches.items():
             self._dispatcher.dispatch(tp, records)
+        self._release_recovered()
         self._publish_membership()
         self._apply_backpressure()
         if time.monotonic() >= self._last_commit + self._settings.commit_interval:
             self._commit()
+
+    def _release_recovered(self) -> None:
+        """Hand out the records of partitions whose tables finished recovering."""
+        if self._state is not None:
+            done = self._state.take_recovered() & self._held
+            if done:
+                self._held -= done
+                self._dispatcher.unhold(done)
 
     def _publish_membership(self) -> None:
         meta = self._consumer.group_metadata()
@@ -122,32 +140,45 @@ class ConsumerLoop:
         self._status.beat()
 
     def _apply_backpressure(self) -> None:
-        """Pause partitions with too many queued records; resume them at half."""
+        """Pause partitions with too many queued records (or recovering tables); resume at half."""
         high = self._settings.max_inflight
         backlog = self._dispatcher.backlog()
         paused = self._consumer.paused()
         stopping = self._stop_mode is not None
-        pause = [tp for tp, queued in backlog.items()
-                 if tp not in paused and (stopping or queued >= high)]
-        resume = [tp for tp in paused if not stopping and backlog.get(tp, 0) <= high // 2]
+
+        def blocked(tp: TopicPartition, limit: int) -> bool:
+            return stopping or tp.partition in self._held or backlog.get(tp, 0) >= limit
+        pause = [tp for tp in self._consumer.assignment() if tp not in paused and blocked(tp, high)]
+        resume = [tp for tp in paused if not blocked(tp, high // 2 + 1)]
         if pause:
             self._consumer.pause(*pause)
         if resume:
             self._consumer.resume(*resume)
 
+    # -- committing ---------------------------------------------------------
+
     def _commit(self, timeout: float = COMMIT_TIMEOUT) -> None:
-        """Flush the producer, then commit what the agents have processed."""
+        """Cut, send changelogs, flush, commit offsets, write table stores."""
         self._last_commit = time.monotonic()
-        offsets = self._uncommitted(self._dispatcher.processed())
-        if not offsets:
+        numbers = {tp.partition for tp in self._consumer.assignment()}
+        cut = self._cut(self._dispatcher.processed, numbers)
+        offsets = self._uncommitted(cut.offsets)
+        if not offsets and not cut.changes:
             return
+        cut.send(self._producer)
         self._producer.flush(timeout)
-        try:
-            self._consumer.commit(_commit_request(offsets), timeout_ms=int(timeout * 1000))
-        except KafkaError as exc:
-            log.warning('offset commit failed, will retry: %s', exc)
-            return
-        self._committed.update(offsets)
+        if offsets:
+            try:
+                self._consumer.commit(_commit_request(offsets), timeout_ms=int(timeout * 1000))
+                self._committed.update(offsets)
+            except KafkaError as exc:
+                log.warning('offset commit failed, will retry: %s', exc)
+        cut.store()
+
+    def _cut(self, processed: Processed, numbers: set[int]) -> Cut:
+        if self._state is None:
+            return Cut(offsets=processed(numbers))
+        return self._state.cut(processed, numbers)
 
     def _uncommitted(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         return {tp: offset for tp, offset in offsets.items()
@@ -179,21 +210,24 @@ class ConsumerLoop:
         except SendFailed as exc:
             log.warning('cold stop: nothing committed, outputs not confirmed: %s', exc)
 
+    # -- rebalancing (IO thread) -----------------------------------------------
+
     async def _release(self, tps: Iterable[TopicPartition], commit: bool) -> None:
-        """Revoke (IO thread): abandon queued records, let in-flight ones end, commit."""
+        """Revoke: abandon queued records, let in-flight ones end, flush tables, commit."""
         self._status.group_state = '<rebalancing>'
+        tps = set(tps)
         queues = self._dispatcher.revoke(tps)
-        if not queues:
-            return
         await self._wait_released(queues)
-        if not commit:
-            return
-        offsets = self._uncommitted(committable(by_partition(queues).values()))
-        self._resume_at.update(resume_offsets(queues))
-        if offsets:
-            await self._commit_async(offsets)
+        kept = {tp.partition for tp in self._consumer.assignment() - tps}
+        lost = {tp.partition for tp in tps} - kept
+        if commit and queues:
+            self._resume_at.update(resume_offsets(queues))
+            await self._commit_revoked(queues, {tp.partition for tp in tps})
         for queue in queues:
             self._committed.pop(queue.tp, None)
+        if self._state is not None:
+            self._state.revoked(lost)
+        self._held -= lost
 
     async def _wait_released(self, queues: list[PartitionQueue]) -> None:
         wait = 0.0 if self._stop_mode == 'cold' else self._settings.revoke_timeout
@@ -201,33 +235,46 @@ class ConsumerLoop:
         while any(q.leased and not q.failed for q in queues):
             if time.monotonic() >= deadline:
                 if wait:
-                        log.warning('revoked partitions still busy after %.1fs; their in-flight '
+                    log.warning('revoked partitions still busy after %.1fs; their in-flight '
                                 'records will be processed again by the next owner', wait)
                 return
             await _io_sleep(self._consumer, 0.01)
 
-    async def _commit_async(self, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit_revoked(self, queues: list[PartitionQueue], numbers: set[int]) -> None:
+        def processed(wanted: set[int]) -> dict[TopicPartition, int]:
+            return committable(qs for tp, qs in by_partition(queues).items()
+                               if tp.partition in wanted)
+        cut = self._cut(processed, numbers)
+        offsets = self._uncommitted(cut.offsets)
         try:
+            cut.send(self._producer)
             self._producer.flush(COMMIT_TIMEOUT)
         except SendFailed as exc:
             self._on_failure(str(exc))
             return
-        try:
-            await self._consumer.commit_async(_commit_request(offsets))
-        except KafkaError as exc:
-            log.warning('commit on revoke failed; the next owner resumes from the last '
-                        'commit: %s', exc)
-            return
-        self._committed.update(offsets)
-        log.info('committed %d revoked partitions', len(offsets))
+        if offsets:
+            try:
+                await self._consumer.commit_async(_commit_request(offsets))
+                self._committed.update(offsets)
+                log.info('committed %d revoked partitions', len(offsets))
+            except KafkaError as exc:
+                log.warning('commit on revoke failed; the next owner resumes from the last '
+                            'commit: %s', exc)
+        cut.store()
 
     def _take_over(self, tps: Iterable[TopicPartition]) -> None:
-        """Assign (IO thread): partitions kept across an eager rebalance resume where we stopped."""
+        """Assign: kept partitions resume where we stopped; tables recover before processing."""
         tps = set(tps)
         for tp in tps & set(self._resume_at):
             self._consumer.seek(tp, self._resume_at[tp])
         self._resume_at.clear()
-        self._dispatcher.assign(tps)
+        held: set[int] = set()
+        if self._state is not None:
+            held = self._state.assigned({tp.partition for tp in tps})
+            self._state.follow(self._assignor.standbys)
+            self._held |= held
+        self._dispatcher.assign(tps, held)
+        self._status.owners = dict(self._assignor.owners)
         log.info('assigned %s', ', '.join(f'{tp.topic}:{tp.partition}' for tp in sorted(tps))
                  or 'no partitions')
 

@@ -18,17 +18,8 @@ from kafka import TopicPartition
 class PartitionQueue:
     """One agent's fetched records of one partition, and its progress."""
 
-    __slots__ = (
-        'batches',
-        'failed',
-        'leased',
-        'pending',
-        'processed',
-        'ready',
-        'revoked',
-        'start',
-        'tp',
-    )
+    __slots__ = ('batches', 'failed', 'held', 'leased', 'pending', 'processed', 'ready',
+                 'revoked', 'start', 'tp')
 
     def __init__(self, tp: TopicPartition) -> None:
         self.tp = tp
@@ -38,6 +29,7 @@ class PartitionQueue:
         self.ready = False        # waiting in the inbox's ready line
         self.revoked = False      # the partition was taken away: stop at once
         self.failed = False       # its agent raised: it is never handed out again
+        self.held = False         # its tables are recovering: not handed out yet
         self.start: int | None = None      # offset of the first record queued
         self.processed: int | None = None  # offset of the last processed record
 
@@ -57,11 +49,20 @@ class Inbox:
         self._ready: collections.deque[PartitionQueue] = collections.deque()
         self._closing = False
 
-    def assign(self, tps: Iterable[TopicPartition]) -> None:
+    def assign(self, tps: Iterable[TopicPartition], held: set[int] = frozenset()) -> None:
+        """Add queues; those with a partition number in ``held`` wait for :meth:`unhold`."""
         with self._cond:
             for tp in tps:
                 if tp not in self._queues:
-                    self._queues[tp] = PartitionQueue(tp)
+                    queue = self._queues[tp] = PartitionQueue(tp)
+                    queue.held = tp.partition in held
+
+    def unhold(self, numbers: set[int]) -> None:
+        with self._cond:
+            for queue in self._queues.values():
+                if queue.held and queue.tp.partition in numbers:
+                    queue.held = False
+                    self._line_up(queue)
 
     def revoke(self, tps: Iterable[TopicPartition]) -> list[PartitionQueue]:
         """Drop the queues of ``tps``; records not yet taken are abandoned."""
@@ -95,7 +96,7 @@ class Inbox:
                 while self._ready:
                     queue = self._ready.popleft()
                     queue.ready = False
-                    if queue.revoked or queue.failed or not queue.batches:
+                    if queue.revoked or queue.failed or queue.held or not queue.batches:
                         continue
                     queue.leased = True
                     records = queue.batches.popleft()
@@ -129,7 +130,8 @@ class Inbox:
             self._cond.notify_all()
 
     def _line_up(self, queue: PartitionQueue) -> None:
-        if queue.batches and not (queue.leased or queue.ready or queue.revoked or queue.failed):
+        if queue.batches and not (queue.leased or queue.ready or queue.revoked or queue.failed
+                                  or queue.held):
             queue.ready = True
             self._ready.append(queue)
             self._cond.notify()
@@ -139,9 +141,10 @@ class Inbox:
             return list(self._queues.values())
 
     def idle(self) -> bool:
-        """True when no record is queued or being processed (failed partitions excepted)."""
+        """True when no record is queued or being processed (failed and held ones excepted)."""
         with self._cond:
-            return not any((q.batches or q.leased) and not q.failed for q in self._queues.values())
+            return not any(q.leased or (q.batches and not (q.failed or q.held))
+                           for q in self._queues.values())
 
 
 class Dispatcher:
@@ -159,12 +162,16 @@ class Dispatcher:
         for inbox in self._routes.get(tp.topic, ()):
             inbox.put(tp, records)
 
-    def assign(self, tps: Iterable[TopicPartition]) -> None:
+    def assign(self, tps: Iterable[TopicPartition], held: set[int] = frozenset()) -> None:
         tps = list(tps)
         for topic, inboxes in self._routes.items():
             mine = [tp for tp in tps if tp.topic == topic]
             for inbox in inboxes:
-                inbox.assign(mine)
+                inbox.assign(mine, held)
+
+    def unhold(self, numbers: set[int]) -> None:
+        for inbox in self._inboxes:
+            inbox.unhold(numbers)
 
     def revoke(self, tps: Iterable[TopicPartition]) -> list[PartitionQueue]:
         tps = list(tps)
@@ -184,9 +191,15 @@ class Dispatcher:
         """Records queued per partition, counted for its slowest agent."""
         return {tp: max(q.pending for q in qs) for tp, qs in self._by_partition().items()}
 
-    def processed(self) -> dict[TopicPartition, int]:
-        """The offset to commit per partition: one past the last record every agent processed."""
-        return committable(self._by_partition().values())
+    def processed(self, numbers: set[int] | None = None) -> dict[TopicPartition, int]:
+        """The offset to commit per partition: one past the last record every agent processed.
+
+        ``numbers`` limits the answer to partitions with those numbers.
+        """
+        groups = self._by_partition()
+        if numbers is not None:
+            groups = {tp: qs for tp, qs in groups.items() if tp.partition in numbers}
+        return committable(groups.values())
 
 
 def by_partition(queues: Iterable[PartitionQueue]) -> dict[TopicPartition, list[PartitionQueue]]:

@@ -16,18 +16,30 @@ from kafka.errors import KafkaError
 from . import admin, children, logs
 from .agents import AgentThreads
 from .app import App
+from .assignor import RunnerAssignor
 from .config import Options, Settings
 from .consumer import ConsumerLoop
 from .datadir import DirLock, slot_dir
-from .errors import EX_OK, EX_SOFTWARE, BrokerUnavailable, RunnerError, error_with_code
+from .errors import (
+    EX_OK,
+    EX_SOFTWARE,
+    BrokerUnavailable,
+    ConfigError,
+    RunnerError,
+    error_with_code,
+)
 from .loader import load_app
 from .proctitle import set_title
 from .producer import Producer
+from .queries import TableQueries
 from .queues import Dispatcher, Inbox
+from .recovery import ChangelogReader
 from .reports import Reporter
 from .signals import SignalQueue, dump_stacks
+from .state import StateManager
 from .status import SlotStatus
-from .web import WebServer, status_routes
+from .tables import tables_used_by
+from .web import WebServer, advertised, status_routes
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +69,10 @@ class Slot:
         self._events = SignalQueue()
         self._agents: list[AgentThreads] = []
         self._consumer: ConsumerLoop | None = None
+        self._web: WebServer | None = None
         self._web_address: str | None = None
         self._producer: Producer | None = None
+        self._state: StateManager | None = None
 
     def run(self) -> int:
         """Work until stopped; returns the exit code.  Start-up errors raise RunnerError."""
@@ -67,9 +81,9 @@ class Slot:
         lock = DirLock(self.datadir)
         lock.acquire()
         try:
-            web = WebServer(self.settings.web_host, self.settings.web_port,
-                            status_routes(self.status))
-            self._web_address = '{}:{}'.format(*web.address)
+            web = self._web = WebServer(self.settings.web_host, self.settings.web_port,
+                                        status_routes(self.status))
+            self._web_address = advertised(*web.address)
             web.start()
             self._report()
             try:
@@ -89,19 +103,34 @@ class Slot:
             mode, code = self._wait_for_stop()
             self._stop(mode)
         finally:
+            if self._state is not None:
+                self._state.reader.stop()
             if self._producer is not None:
                 self._producer.close(COLD_GRACE)
         return code
 
     def _prepare_topics(self) -> None:
+        """Create missing topics (changelogs included) and check co-partitioning."""
         settings = self.settings
+        for table in self.app.tables.values():
+            table.partitions = table.changelog.partitions = (table.partitions
+                                                             or settings.topic_partitions)
+        topics = [*self.app.topics.values(), *(t.changelog for t in self.app.tables.values())]
         client = admin.connect(settings.bootstrap_servers(), settings.broker_timeout,
                                self._client_id())
         try:
-            admin.ensure_topics(client, self.app.topics.values(), settings.topic_partitions,
-                                settings.replication_factor)
+            counts = admin.ensure_topics(client, topics, settings.topic_partitions,
+                                         settings.replication_factor)
         finally:
             client.close()
+        for agent in self.app.agents:
+            for table in tables_used_by(agent.fn):
+                if counts[agent.topic.name] != table.partitions:
+                    raise ConfigError(
+                        f'table {table.name!r} has {table.partitions} partitions but agent '
+                        f'{agent.name} updates it from topic {agent.topic.name!r} with '
+                        f'{counts[agent.topic.name]}; tables must be co-partitioned with '
+                        'their source topics')
 
     def _start_threads(self) -> None:
         settings = self.settings
@@ -116,13 +145,31 @@ class Slot:
             inbox = Inbox()
             routes.setdefault(agent.topic.name, []).append(inbox)
             self._agents.append(AgentThreads(agent, inbox, self._producer, self._fail))
+        self._state = self._start_state()
+        assignor = RunnerAssignor(self._web_address, settings.standby_replicas,
+                                  self._state.numbers if self._state else 0)
         self._consumer = ConsumerLoop(settings, self.app.name, self._client_id(),
-                                      Dispatcher(routes), self._producer, self.status, self._fail)
+                                      Dispatcher(routes), self._producer, self.status, self._fail,
+                                      assignor, self._state)
         self.status.offsets = self._consumer.offsets
         self.status.threads = [self._consumer.thread]
         for agent_threads in self._agents:
             agent_threads.start()
         self._consumer.start()
+
+    def _start_state(self) -> StateManager | None:
+        """Table state, its changelog reader thread and its HTTP queries (if the app has tables)."""
+        if not self.app.tables:
+            return None
+
+        def reader(store_path: Callable, on_recovered: Callable) -> ChangelogReader:
+            return ChangelogReader(self.settings, self._client_id(), store_path, on_recovered)
+        state = StateManager(self.app.tables.values(), self.datadir, reader)
+        state.reader.start()
+        self.status.recovery = state.recovering
+        self.status.threads.append(state.reader.thread)
+        self._web.add_routes(TableQueries(state, self.status, self._web_address).routes())
+        return state
 
     def _client_id(self) -> str:
         return f'{self.app.name}-slot{self.index}'

@@ -28,6 +28,10 @@ class SlotStatus:
         self.last_beat = time.monotonic()
         self.threads: list[threading.Thread] = []
         self.offsets: Callable[[], dict[str, Any]] = dict
+        #: Partition numbers with tables still recovering, and changelog records left.
+        self.recovery: Callable[[], tuple[set[int], int]] = lambda: (set(), 0)
+        #: Partition number → web address of its owner (from the last rebalance).
+        self.owners: dict[int, str | None] = {}
 
     def beat(self) -> None:
         """Called by the consumer loop on every round."""
@@ -52,6 +56,10 @@ class SlotStatus:
             return False, self.phase
         if self.group_state != MemberState.STABLE or self.generation < 0:
             return False, 'joining the consumer group' if self.generation < 0 else 'rebalancing'
+        recovering, remaining = self.recovery()
+        if recovering:
+            return False, (f'recovering tables of partitions {sorted(recovering)}: '
+                           f'{remaining} changelog records remaining')
         return True, 'processing'
 
     def describe(self) -> dict[str, Any]:

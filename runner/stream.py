@@ -13,7 +13,8 @@ from .queues import Inbox, PartitionQueue
 from .topics import Topic
 
 #: What the current thread is processing: ``partition`` is the PartitionQueue
-#: being worked on and ``record`` the raw record (set for agent threads only).
+#: being worked on, ``record`` the raw record, and ``guards`` the table guards
+#: taken during the batch (set for agent threads only).
 current = threading.local()
 
 
@@ -80,6 +81,15 @@ class Stream:
                 queue.processed = record.offset
         except GeneratorExit:
             self._inbox.fail(queue)
+            release_guards()
             raise
         current.record = None
+        release_guards()
         self._inbox.release(queue)
+
+
+def release_guards() -> None:
+    """Give back the table guards this thread took during its batch (see runner.tables)."""
+    held = getattr(current, 'guards', None)
+    while held:
+        held.pop().release()

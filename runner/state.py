@@ -1,0 +1,173 @@
+"""The slot's table state: which partitions are active, recovering or standby, and the
+commit cut that makes table writes durable before source offsets are committed.
+
+Partition numbers are shared by every table of the app (tables are
+co-partitioned with their source topics): owning source partition ``p``
+means owning partition ``p`` of every table.
+"""
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import TopicPartition
+
+from .producer import Producer
+from .recovery import ChangelogReader, Key
+from .store import PartitionStore
+from .tables import Guard, Table, TablePartition
+
+log = logging.getLogger(__name__)
+
+#: Source offsets to commit for the given partition numbers (read under their guards).
+Processed = Callable[[set[int]], dict[TopicPartition, int]]
+
+
+@dataclass
+class Cut:
+    """Table writes taken at a consistent point, and the source offsets they cover."""
+
+    offsets: dict[TopicPartition, int]
+    changes: list[tuple[TablePartition, dict[Any, Any]]] = field(default_factory=list)
+    busy: set[int] = field(default_factory=set)
+    _last_sent: dict[int, Any] = field(default_factory=dict)
+
+    def send(self, producer: Producer) -> None:
+        """Write the latest value of every changed key to the changelogs."""
+        for index, (partition, changes) in enumerate(self.changes):
+            topic = partition.table.changelog.name
+            future = None
+            for key, value in partition.encoded(changes):
+                future = producer.send(topic, key, value, partition=partition.number)
+            self._last_sent[index] = future
+
+    def store(self) -> None:
+        """After the changelog is flushed: write values and changelog offsets to LevelDB."""
+        for index, (partition, changes) in enumerate(self.changes):
+            future = self._last_sent.get(index)
+            if future is None:
+                continue
+            offset = future.get(0).offset + 1
+            partition.store.write(partition.encoded(changes), partition.topic_id, offset)
+            partition.flushed(changes)
+
+
+class StateManager:
+    """Opens, recovers, flushes and closes the table partitions of one slot."""
+
+    def __init__(self, tables: Iterable[Table], datadir: Path, reader_factory: Callable[
+            ..., ChangelogReader]) -> None:
+        self.tables = {table.changelog.name: table for table in tables}
+        self._datadir = datadir
+        self._guards: dict[int, Guard] = {}
+        self._lock = threading.Lock()
+        self._recovering: set[Key] = set()
+        self._recovered: set[int] = set()
+        self._standbys: set[int] = set()
+        self.reader = reader_factory(self.store_path, self._activate)
+
+    @property
+    def numbers(self) -> int:
+        """How many partition numbers any table has."""
+        return max((table.partitions for table in self.tables.values()), default=0)
+
+    def store_path(self, key: Key) -> Path:
+        topic, number = key
+        return self._datadir / 'tables' / self.tables[topic].name / str(number)
+
+    def guard(self, number: int) -> Guard:
+        with self._lock:
+            return self._guards.setdefault(number, Guard(number))
+
+    # -- ownership ----------------------------------------------------------
+
+    def assigned(self, numbers: set[int]) -> set[int]:
+        """Start recovering the table partitions of newly owned numbers; returns those to hold."""
+        keys = [(topic, number) for number in sorted(numbers) for topic, table in
+                self.tables.items() if number < table.partitions
+                and number not in table.active and (topic, number) not in self._recovering]
+        if not keys:
+            return set()
+        with self._lock:
+            self._recovering.update(keys)
+        self.reader.recover(keys)
+        return {number for _, number in keys}
+
+    def revoked(self, numbers: set[int]) -> None:
+        """Close the table partitions of numbers no longer owned (their files stay)."""
+        dropped = []
+        for topic, table in self.tables.items():
+            for number in numbers:
+                partition = table.active.pop(number, None)
+                if partition is not None:
+                    partition.store.close()
+                with self._lock:
+                    if (topic, number) in self._recovering:
+                        self._recovering.discard((topic, number))
+                        dropped.append((topic, number))
+        if dropped:
+            self.reader.drop(dropped)
+
+    def follow(self, standbys: set[int]) -> None:
+        """Keep these partition numbers warm as standby replicas."""
+        self._standbys = set(standbys)
+        self.reader.follow({(topic, number) for number in standbys
+                            for topic, table in self.tables.items() if number < table.partitions})
+
+    def standbys_of(self, table: Table) -> set[int]:
+        return {number for number in self._standbys if number < table.partitions}
+
+    def peek(self, key: Key) -> PartitionStore | None:
+        """The store of a partition being recovered or kept as standby here (for stale reads)."""
+        return self.reader.store_for(key)
+
+    def _activate(self, key: Key, store: PartitionStore, topic_id: str) -> None:
+        """Called by the reader thread once a partition has caught up with its changelog."""
+        topic, number = key
+        table, guard = self.tables[topic], self.guard(number)
+        with self._lock:
+            if key not in self._recovering:
+                store.close()
+                return
+            self._recovering.discard(key)
+            table.active[number] = table.partition_class(table, number, store, guard, topic_id)
+            if not any(k[1] == number for k in self._recovering):
+                self._recovered.add(number)
+
+    def take_recovered(self) -> set[int]:
+        """Partition numbers whose tables all finished recovering since the last call."""
+        with self._lock:
+            done, self._recovered = self._recovered, set()
+        return done
+
+    def recovering(self) -> tuple[set[int], int]:
+        """Numbers still recovering, and how many changelog records remain."""
+        with self._lock:
+            numbers = {number for _, number in self._recovering}
+        return numbers, self.reader.remaining
+
+    # -- the commit cut -------------------------------------------------------
+
+    def cut(self, processed: Processed, numbers: Iterable[int]) -> Cut:
+        """Take the writes of partitions ``numbers`` whose guard is free right now."""
+        cut = Cut(offsets={})
+        for number in sorted(set(numbers)):
+            guard = self.guard(number)
+            if not guard.lock.acquire(blocking=False):
+                cut.busy.add(number)
+                continue
+            try:
+                cut.offsets.update(processed({number}))
+                for table in self.tables.values():
+                    partition = table.active.get(number)
+                    if partition is None:
+                        continue
+                    partition.expire()
+                    if partition.dirty:
+                        cut.changes.append((partition, partition.cut()))
+            finally:
+                guard.lock.release()
+        return cut
