@@ -123,7 +123,10 @@ def _usage_problem(exc: DocoptExit) -> str:
     message = str(exc)
     option = _UNMATCHED_OPTION.search(message)
     if option:
-        return f'unknown option {option.group(2) or option.group(1)}'
+        name = option.group(2) or option.group(1)
+        if re.search(rf'(^|[\s,]){re.escape(name)}[=\s,]', __doc__, re.MULTILINE):
+            return f'option {name} given more than once'
+        return f'unknown option {name}'
     argument = _UNMATCHED_ARGUMENT.search(message)
     if argument:
         return f'unexpected argument {argument.group(1)!r}'

@@ -22,6 +22,7 @@ from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from . import kafka_fixes  # noqa: F401 - patches kafka-python on import
 from .assignor import RunnerAssignor
 from .config import Settings
 from .producer import Producer, SendFailed
@@ -77,14 +78,18 @@ class ConsumerLoop:
         """Processed and committed offsets (next offset to read) for the web server."""
         def named(offsets: dict[TopicPartition, int]) -> dict[str, int]:
             return {f'{tp.topic}:{tp.partition}': offset for tp, offset in sorted(offsets.items())}
+        consumer = self._consumer
+        paused = consumer.paused() if consumer is not None else set()
         return {'processed': named(self._dispatcher.processed()),
-                'committed': named(dict(self._committed))}
+                'committed': named(dict(self._committed)),
+                'paused': sorted(f'{tp.topic}:{tp.partition}' for tp in paused),
+                'queued': named(self._dispatcher.backlog())}
 
     def _run(self) -> None:
         try:
             self._consumer = self._create_consumer()
-            self._load_metadata()
             self._consumer.subscribe(self._dispatcher.topics, listener=_Listener(self))
+            self._load_metadata()
             while self._stop_mode is None:
                 self._poll_once()
             self._finish()
@@ -110,9 +115,12 @@ class ConsumerLoop:
         )
 
     def _load_metadata(self) -> None:
-        """Know every topic's partitions before joining, or the first assignment is empty."""
-        for topic in self._dispatcher.topics:
-            self._consumer.partitions_for_topic(topic)
+        """Fetch metadata once subscribed and before joining.
+
+        Without it the first assignment is computed without partitions, or the
+        leader notices "new" metadata right after it and rebalances again.
+        """
+        self._consumer.topics()
 
     def _poll_once(self) -> None:
         batches = self._consumer.poll(timeout_ms=POLL_MS)

@@ -101,7 +101,7 @@ class TableQueries:
         return {'name': table.name, 'partitions': table.partitions,
                 'changelog': table.changelog.name, 'active': sorted(table.active),
                 'recovering': sorted(n for n in recovering if n < table.partitions),
-                'standby': sorted(self._state.standbys_of(table))}
+                'standby': {str(n): offset for n, offset in self._state.standbys_of(table).items()}}
 
 
 def _value(table: Table, partition: TablePartition, key: Any) -> Any:

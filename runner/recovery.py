@@ -35,6 +35,7 @@ class Replica:
 
     def __init__(self, key: Key, store: PartitionStore, topic_id: str, offset: int) -> None:
         self.key = key
+        self.request = 0                 # the recovery request being served
         self.tp = TopicPartition(*key)
         self.store = store
         self.topic_id = topic_id
@@ -53,8 +54,10 @@ class ChangelogReader:
     """The recovery and standby thread of a slot."""
 
     def __init__(self, settings: Settings, client_id: str, store_path: Callable[[Key], Path],
-                 on_recovered: Callable[[Key, PartitionStore, str], None]) -> None:
+                 on_recovered: Callable[[Key, int, PartitionStore, str], None],
+                 on_failure: Callable[[str], None]) -> None:
         self._settings = settings
+        self._on_failure = on_failure
         self._client_id = client_id
         self._store_path = store_path
         self._on_recovered = on_recovered
@@ -70,9 +73,9 @@ class ChangelogReader:
     def start(self) -> None:
         self.thread.start()
 
-    def recover(self, keys: list[Key]) -> None:
+    def recover(self, keys: list[Key], request: int) -> None:
         """Bring these partitions up to date, then hand them over as active."""
-        self._commands.put(('recover', keys))
+        self._commands.put(('recover', (keys, request)))
 
     def follow(self, keys: set[Key]) -> None:
         """Keep exactly these partitions warm as standby replicas."""
@@ -81,6 +84,10 @@ class ChangelogReader:
     def drop(self, keys: list[Key]) -> None:
         """Stop reading these partitions (revoked while recovering)."""
         self._commands.put(('drop', keys))
+
+    def positions(self) -> dict[Key, int]:
+        """Next changelog offset of every partition being read here (any thread)."""
+        return {key: replica.offset for key, replica in list(self._replicas.items())}
 
     def store_for(self, key: Key) -> PartitionStore | None:
         """The store of a partition being read here (any thread; it may lag)."""
@@ -107,6 +114,9 @@ class ChangelogReader:
                 self._handle_commands(block=not self._replicas)
                 if self._replicas and not self._stopping:
                     self._read_once()
+        except Exception as exc:
+            log.exception('the changelog reader failed')
+            self._on_failure(f'the changelog reader failed: {exc}')
         finally:
             for replica in self._replicas.values():
                 replica.store.close()
@@ -128,13 +138,14 @@ class ChangelogReader:
             for replica in self._replicas.values():
                 self._consumer.seek(replica.tp, replica.offset)
 
-    def _recover(self, keys: list[Key]) -> None:
+    def _recover(self, order: tuple[list[Key], int]) -> None:
+        keys, request = order
         ends = self._consumer.end_offsets([TopicPartition(*key) for key in keys])
         for key in keys:
             replica = self._replicas.get(key) or self._open(key)
+            replica.request = request
             replica.target = ends[TopicPartition(*key)]
             replica.first, replica.applied, replica.started = replica.offset, 0, time.monotonic()
-        self._finish_caught_up()
 
     def _follow(self, keys: set[Key]) -> None:
         for key in list(self._replicas):
@@ -198,7 +209,7 @@ class ChangelogReader:
             del self._replicas[key]
             elapsed = time.monotonic() - replica.started
             log.info('recovered %s[%d]: %d records in %.1fs', *key, replica.applied, elapsed)
-            self._on_recovered(key, replica.store, replica.topic_id)
+            self._on_recovered(key, replica.request, replica.store, replica.topic_id)
         self.remaining = sum(r.remaining for r in self._replicas.values() if r.target is not None)
 
     def _log_progress(self) -> None:

@@ -163,7 +163,8 @@ class Slot:
             return None
 
         def reader(store_path: Callable, on_recovered: Callable) -> ChangelogReader:
-            return ChangelogReader(self.settings, self._client_id(), store_path, on_recovered)
+            return ChangelogReader(self.settings, self._client_id(), store_path, on_recovered,
+                                   self._fail)
         state = StateManager(self.app.tables.values(), self.datadir, reader)
         state.reader.start()
         self.status.recovery = state.recovering

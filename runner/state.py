@@ -64,7 +64,8 @@ class StateManager:
         self._datadir = datadir
         self._guards: dict[int, Guard] = {}
         self._lock = threading.Lock()
-        self._recovering: set[Key] = set()
+        self._recovering: dict[Key, int] = {}       # key → the request it waits for
+        self._requests = 0
         self._recovered: set[int] = set()
         self._standbys: set[int] = set()
         self.reader = reader_factory(self.store_path, self._activate)
@@ -92,8 +93,10 @@ class StateManager:
         if not keys:
             return set()
         with self._lock:
-            self._recovering.update(keys)
-        self.reader.recover(keys)
+            self._requests += 1
+            self._recovering.update((key, self._requests) for key in keys)
+            request = self._requests
+        self.reader.recover(keys, request)
         return {number for _, number in keys}
 
     def revoked(self, numbers: set[int]) -> None:
@@ -105,8 +108,7 @@ class StateManager:
                 if partition is not None:
                     partition.store.close()
                 with self._lock:
-                    if (topic, number) in self._recovering:
-                        self._recovering.discard((topic, number))
+                    if self._recovering.pop((topic, number), None) is not None:
                         dropped.append((topic, number))
         if dropped:
             self.reader.drop(dropped)
@@ -117,22 +119,29 @@ class StateManager:
         self.reader.follow({(topic, number) for number in standbys
                             for topic, table in self.tables.items() if number < table.partitions})
 
-    def standbys_of(self, table: Table) -> set[int]:
-        return {number for number in self._standbys if number < table.partitions}
+    def standbys_of(self, table: Table) -> dict[int, int]:
+        """Standby partition numbers of ``table`` here, with the changelog offset each has reached."""
+        positions = self.reader.positions()
+        return {number: positions.get((table.changelog.name, number), 0)
+                for number in sorted(self._standbys) if number < table.partitions}
 
     def peek(self, key: Key) -> PartitionStore | None:
         """The store of a partition being recovered or kept as standby here (for stale reads)."""
         return self.reader.store_for(key)
 
-    def _activate(self, key: Key, store: PartitionStore, topic_id: str) -> None:
-        """Called by the reader thread once a partition has caught up with its changelog."""
+    def _activate(self, key: Key, request: int, store: PartitionStore, topic_id: str) -> None:
+        """Called by the reader thread once a partition has caught up with its changelog.
+
+        A recovery asked for before the partition was revoked (and perhaps assigned
+        again) is stale: its store is closed, and the newer request wins.
+        """
         topic, number = key
         table, guard = self.tables[topic], self.guard(number)
         with self._lock:
-            if key not in self._recovering:
+            if self._recovering.get(key) != request:
                 store.close()
                 return
-            self._recovering.discard(key)
+            del self._recovering[key]
             table.active[number] = table.partition_class(table, number, store, guard, topic_id)
             if not any(k[1] == number for k in self._recovering):
                 self._recovered.add(number)

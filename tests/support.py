@@ -121,14 +121,18 @@ class Worker:
 
 
 def produce(bootstrap: str, topic: str, items: Iterable[tuple[Any, Any]],
-            partition: int | None = None) -> None:
-    """Send ``(key, value)`` pairs as str keys and JSON values, and wait until all are written."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks='all')
+            partition: int | None = None, timestamp_ms: int | None = None,
+            encode: Callable[[Any], bytes] | None = None) -> None:
+    """Send ``(key, value)`` pairs (str keys, JSON values unless ``encode`` says otherwise)
+    and wait until all are written."""
+    encode = encode or (lambda value: json.dumps(value).encode())
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks='all', linger_ms=20,
+                             batch_size=256 * 1024)
     try:
         for key, value in items:
             producer.send(topic, key=None if key is None else str(key).encode(),
-                          value=json.dumps(value).encode(), partition=partition)
-        producer.flush(30)
+                          value=encode(value), partition=partition, timestamp_ms=timestamp_ms)
+        producer.flush(60)
     finally:
         producer.close(5)
 

@@ -10,7 +10,7 @@ FORWARD_APP = '''
 import pathlib, time
 import runner
 
-app = runner.App({app!r}, commit_interval=0.2, session_timeout=6)
+app = runner.App({app!r}, commit_interval=0.2, session_timeout=6, max_inflight={max_inflight})
 source = app.topic({source!r}, partitions={partitions})
 sink = app.topic({sink!r}, partitions={partitions})
 
@@ -24,9 +24,10 @@ def forward(stream):
 '''
 
 
-def forward_app(tmp_path, names, body='pass', partitions=4, concurrency=2):
+def forward_app(tmp_path, names, body='pass', partitions=4, concurrency=2, max_inflight=1000):
     return write_app(tmp_path, FORWARD_APP.format(body=body, partitions=partitions,
-                                                  concurrency=concurrency, **names))
+                                                  concurrency=concurrency,
+                                                  max_inflight=max_inflight, **names))
 
 
 def outputs(kafka_bootstrap, topic, count=0, timeout=60, until=None):
@@ -69,6 +70,20 @@ def test_order_is_kept_within_each_partition(tmp_path, names, workers, kafka_boo
         by_key.setdefault(item['key'], []).append(item['value'])
     for values in by_key.values():
         assert values == sorted(values)
+
+
+def test_back_pressure_pauses_and_resumes_without_losing_records(
+        tmp_path, names, workers, kafka_bootstrap):
+    app = forward_app(tmp_path, names, body='time.sleep(0.0002)', partitions=2, concurrency=1,
+                      max_inflight=30)
+    worker = workers(app)
+    worker.wait_ready()
+    total = 4000
+    produce(kafka_bootstrap, names['source'], [(f'k{n}', n) for n in range(total)])
+    everything = set(range(total))
+    seen = outputs(kafka_bootstrap, names['sink'], timeout=90,
+                   until=lambda items: {item['value'] for item in items} >= everything)
+    assert {item['value'] for item in seen} == everything
 
 
 def test_two_workers_share_the_partitions(tmp_path, names, workers, kafka_bootstrap):

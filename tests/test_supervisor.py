@@ -110,8 +110,7 @@ def test_hup_rolls_over_without_losing_records_or_going_dark(tmp_path, names, wo
 def test_a_port_shared_by_two_slots_is_refused(tmp_path, names, workers, kafka_bootstrap):
     port = free_port()
     (tmp_path / 'shared.yaml').write_text(f'web_port: {port}\nslots:\n  1:\n    web_port: {port}\n')
-    write_app(tmp_path, forward_app.__globals__['FORWARD_APP'].format(
-        body='pass', partitions=2, concurrency=1, **names))
+    forward_app(tmp_path, names, partitions=2, concurrency=1)
     result = run_cli(['-A', 'testapp', '-b', kafka_bootstrap, '-w', '2', '-c', 'shared.yaml',
                       '-D', str(tmp_path / 'd'), '-l', 'error'], tmp_path)
     assert result.returncode == 73, result.stderr
@@ -169,8 +168,8 @@ def test_an_app_that_cannot_load_stops_before_forking(tmp_path):
 
 
 def test_a_slot_that_dies_at_boot_stops_the_supervisor(tmp_path, names, kafka_bootstrap):
-    source = forward_app.__globals__['FORWARD_APP'].format(
-        body='pass', partitions=1, concurrency=1, **names)
+    forward_app(tmp_path, names, partitions=1, concurrency=1)
+    source = (tmp_path / 'testapp.py').read_text()
     write_app(tmp_path, 'import os\nif "RUNNER_SLOT_PID" in os.environ:\n'
               '    raise RuntimeError("only in slots")\n' + source)
     started = time.monotonic()
