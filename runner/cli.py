@@ -63,7 +63,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from docopt import DocoptExit, docopt
@@ -78,7 +78,7 @@ from .config import (
     positive_seconds,
     slot_overrides,
 )
-from .errors import EX_OK, ConfigError, RunnerError, UsageError
+from .errors import EX_OK, ConfigError, ResourceBusy, RunnerError, UsageError
 from .loader import load_app
 from .pidfile import AlreadyRunning, Pidfile
 from .proctitle import set_title
@@ -160,15 +160,15 @@ def load_options(args: dict[str, Any], need_app: bool = True) -> Options:
 
 def worker_command(args: dict[str, Any]) -> int:
     """Run the main process: it forks the slots and looks after them until stopped."""
-    from .slot import boot, check_app
+    from .slot import check_app
     from .supervisor import Supervisor
 
     options = load_options(args)
     name = check_app(options)
     settings = options.base_settings()
     detach = args['--detach']
-    if detach and not (options.pidfile and settings.logfile):
-        raise UsageError('--detach needs --pidfile and --logfile')
+    if detach:
+        _check_detachable(options, settings.logfile)
     pidfile = Pidfile(options.pidfile) if options.pidfile else None
     if pidfile:
         try:
@@ -183,7 +183,8 @@ def worker_command(args: dict[str, Any]) -> int:
         pidfile.rewrite()
     logs.setup(settings.loglevel, settings.logfile, 'main')
     set_title(f'runner: main {name}')
-    supervisor = Supervisor(name, options.workers, functools.partial(boot, options),
+    supervisor = Supervisor(name, options.workers, _slot_main(options),
+                            reload=lambda: _reload(args),
                             status_path=control.status_path(pidfile.path) if pidfile else None,
                             close_in_children=(pidfile.fd,) if pidfile else ())
     try:
@@ -196,6 +197,30 @@ def worker_command(args: dict[str, Any]) -> int:
             log.error('%s', supervisor.fatal_message)
         print(f'runner: {supervisor.fatal_message}', file=sys.stderr)
     return code
+
+
+def _slot_main(options: Options) -> Callable[[int, int, int], int]:
+    from .slot import boot
+    return functools.partial(boot, options)
+
+
+def _reload(args: dict[str, Any]) -> Callable[[int, int, int], int]:
+    """On HUP: the config file again, and proof that the app as deployed now loads."""
+    from .slot import check_app
+    options = load_options(args)
+    check_app(options)
+    return _slot_main(options)
+
+
+def _check_detachable(options: Options, logfile: str | None) -> None:
+    """Everything a detached process could only report into the void, checked first."""
+    if not (options.pidfile and logfile):
+        raise UsageError('--detach needs --pidfile and --logfile')
+    try:
+        with open(logfile, 'a', encoding='utf-8'):
+            pass
+    except OSError as exc:
+        raise ResourceBusy(f'cannot write the log file {logfile}: {exc.strerror}') from None
 
 
 def send_command(args: dict[str, Any]) -> int:

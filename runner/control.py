@@ -22,6 +22,10 @@ class TimedOut(RunnerError):
     exit_code = EX_TIMEOUT
 
 
+class RestartFailed(RunnerError):
+    exit_code = EX_TIMEOUT
+
+
 def status_path(pidfile: str | Path) -> Path:
     """Where the main process keeps its JSON status: next to its pidfile."""
     return Path(f'{pidfile}.json')
@@ -67,16 +71,21 @@ def stop(pidfile: str, cold: bool, timeout: float) -> str:
 
 
 def restart(pidfile: str, timeout: float) -> str:
-    """Start a rolling restart (HUP) and wait until it has finished."""
+    """Start a rolling restart (HUP) and wait until it has finished or failed."""
     pid, before = read_status(pidfile)
-    done = before.get('rolling_restarts', 0)
+    done, failed = before.get('rolling_restarts', 0), before.get('failed_restarts', 0)
     os.kill(pid, signal.SIGHUP)
+    outcome: dict[str, Any] = {}
 
     def finished() -> bool:
         _, now = read_status(pidfile)
-        return now.get('rolling_restarts', 0) > done and now.get('state') == 'running'
+        outcome.update(now)
+        return (now.get('failed_restarts', 0) > failed
+                or (now.get('rolling_restarts', 0) > done and now.get('state') == 'running'))
     if not _wait(finished, timeout):
         raise TimedOut(f'rolling restart of pid {pid} not finished after {timeout:g}s')
+    if outcome.get('failed_restarts', 0) > failed:
+        raise RestartFailed(outcome.get('restart_error') or 'rolling restart failed')
     return f'restarted (pid {pid})'
 
 

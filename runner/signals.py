@@ -9,7 +9,7 @@ import logging
 import os
 import queue
 import signal
-import sys
+import tempfile
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
@@ -44,24 +44,15 @@ def ignore(*signums: signal.Signals) -> None:
 
 
 def dump_stacks(tag: str) -> None:
-    """Write every thread's stack to the log stream with ``faulthandler``, framed by ``tag``."""
-    stream = _log_stream()
-    header = f'--- stack dump of {tag} pid {os.getpid()} ---'
-    log.warning(header)
-    _flush_log()
-    faulthandler.dump_traceback(file=stream, all_threads=True)
-    stream.flush()
-    log.warning('--- end of stack dump of %s pid %d ---', tag, os.getpid())
+    """Log every thread's stack (``faulthandler``) as one block tagged with ``tag`` and the pid.
 
-
-def _log_stream():
-    for handler in logging.getLogger().handlers:
-        stream = getattr(handler, 'stream', None)
-        if stream is not None and hasattr(stream, 'fileno'):
-            return stream
-    return sys.stderr
-
-
-def _flush_log() -> None:
-    for handler in logging.getLogger().handlers:
-        handler.flush()
+    The dump goes through a scratch file so the block reaches the log in one
+    piece even when several processes dump into the same file at once.
+    """
+    with tempfile.TemporaryFile('w+') as scratch:
+        faulthandler.dump_traceback(file=scratch, all_threads=True)
+        scratch.seek(0)
+        stacks = scratch.read()
+    pid = os.getpid()
+    log.warning('--- stack dump of %s pid %d ---\n%s--- end of stack dump of %s pid %d ---',
+                tag, pid, stacks, tag, pid)

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from . import children
-from .errors import EX_CANTCREAT, EX_CONFIG, EX_OK, EX_USAGE
+from .errors import EX_CANTCREAT, EX_CONFIG, EX_OK, EX_SOFTWARE, EX_USAGE, RunnerError
 from .reports import ReportReader
+from .rolling import RollingRestart
 from .signals import SignalQueue, dump_stacks
 from .systemd import Notifier
 
@@ -30,7 +31,7 @@ SIGNALS = {signal.SIGTERM: 'term', signal.SIGINT: 'int', signal.SIGQUIT: 'quit',
            signal.SIGTTOU: 'ttou', signal.SIGCHLD: 'chld'}
 #: Exit codes of a slot that no restart can fix: bad usage, busy directory or port, bad app.
 FATAL_CODES = {EX_USAGE, EX_CANTCREAT, EX_CONFIG}
-#: A slot that dies this many times in a row before it runs stops the supervisor.
+#: A slot that dies this many times in a row before it runs is given up on.
 MAX_BOOT_FAILURES = 5
 BACKOFF_CAP = 30.0
 #: A slot that ran this long before dying is restarted without backoff.
@@ -57,6 +58,7 @@ class SlotProcess:
         self.pid = process.pid
         self.reader = reader
         self.started = time.monotonic()
+        self.started_at = round(time.time(), 3)
         self.report: dict[str, Any] = {'phase': 'booting'}
         self.reported_at = time.monotonic()
         self.retiring = False
@@ -70,8 +72,7 @@ class SlotProcess:
     def summary(self) -> dict[str, Any]:
         return {'slot': self.index, 'pid': self.pid, 'web': self.report.get('web'),
                 'state': self.state(), 'ready': self.ready,
-                'assignment': self.report.get('assignment', []),
-                'uptime': round(time.monotonic() - self.started, 1)}
+                'assignment': self.report.get('assignment', []), 'started': self.started_at}
 
     def state(self) -> str:
         if self.retiring:
@@ -80,13 +81,20 @@ class SlotProcess:
 
 
 class Supervisor:
-    """Keeps ``workers`` slots running until a signal says otherwise."""
+    """Keeps ``workers`` slots running until a signal says otherwise.
+
+    ``reload()`` is called on HUP: it re-reads the configuration, checks that
+    the app (as deployed now) loads, and returns the slot entry point for the
+    restarted slots; if it raises, the slots keep running as they are.
+    """
 
     def __init__(self, name: str, workers: int, slot_main: SlotMain,
-                 status_path: Path | None = None, close_in_children: tuple[int, ...] = ()) -> None:
+                 reload: Callable[[], SlotMain] | None = None, status_path: Path | None = None,
+                 close_in_children: tuple[int, ...] = ()) -> None:
         self.name = name
         self.workers = workers
         self._slot_main = slot_main
+        self._reload = reload
         self._status_path = status_path
         self._close_in_children = list(close_in_children)
         self._context = multiprocessing.get_context('fork')
@@ -96,10 +104,11 @@ class Supervisor:
         self._respawn_at: dict[int, float] = {}
         self._boot_failures: dict[int, int] = {}
         self._crashes: dict[int, int] = {}
-        self._held: set[int] = set()
-        self._restart_groups: list[list[int]] = []
-        self._restart_phase = ''
+        self._failed: dict[int, str] = {}        # slots given up on, with the reason
+        self._restart: RollingRestart | None = None
         self._restarts_done = 0
+        self._restarts_failed = 0
+        self._restart_error: str | None = None
         self._stopping: str | None = None
         self._kill_at = 0.0
         self._escalated_to_kill = False
@@ -132,6 +141,8 @@ class Supervisor:
         finally:
             self._kill_adopted(lambda pid: True)
             self._notifier.notify(status='stopped')
+            if self._status_path:
+                self._status_path.unlink(missing_ok=True)
         log.info('main process of %s stopped', self.name)
         return self.exit_code
 
@@ -169,15 +180,25 @@ class Supervisor:
         self._signal_all(signal.SIGUSR1)
 
     def _on_hup(self) -> None:
-        if self._stopping or self._restart_groups:
+        if self._stopping or self._restart:
             return
-        indexes = sorted(self.slots)
-        half = (len(indexes) + 1) // 2
-        self._restart_groups = [group for group in (indexes[:half], indexes[half:]) if group]
-        self._restart_phase = 'stop'
         self._notifier.reloading()
-        log.info('rolling restart: %s', ' then '.join(
-            'slots ' + ','.join(map(str, group)) for group in self._restart_groups))
+        if self._reload is not None:
+            try:
+                self._slot_main = self._reload()
+            except RunnerError as exc:
+                self._restart_failed(f'rolling restart refused, slots keep running: {exc}')
+                return
+        self._failed.clear()          # slots that could not start get another chance
+        self._restart = RollingRestart(range(self.workers))
+        log.info('rolling restart: %s', self._restart.describe())
+
+    def _restart_failed(self, message: str) -> None:
+        log.error('%s', message)
+        self._restart = None
+        self._restarts_failed += 1
+        self._restart_error = message
+        self._notifier.notify(ready='1')
 
     def _on_ttin(self) -> None:
         if not self._stopping:
@@ -197,8 +218,9 @@ class Supervisor:
         if self._stopping:
             return
         now = time.monotonic()
+        held = self._restart.held if self._restart else set()
         for index in range(self.workers):
-            if (index not in self.slots and index not in self._held
+            if (index not in self.slots and index not in held and index not in self._failed
                     and now >= self._respawn_at.get(index, 0.0)):
                 self._spawn(index)
 
@@ -268,17 +290,27 @@ class Supervisor:
             log.info('slot %d (pid %d) %s', slot.index, slot.pid, how)
             return
         reason = slot.error['error'] if slot.error else how
-        if code in FATAL_CODES:
-            self._fail(code, f'slot {slot.index} could not start: {reason}')
+        if slot.ran:
+            self._schedule_respawn(slot, reason)
             return
-        if not slot.ran:
-            failures = self._boot_failures.get(slot.index, 0) + 1
-            self._boot_failures[slot.index] = failures
-            if not self._was_ready or failures >= MAX_BOOT_FAILURES:
-                self._fail(code if code > 0 else 1, f'slot {slot.index} could not start: '
-                           f'{reason} ({failures} attempt(s))')
-                return
-        self._schedule_respawn(slot, reason)
+        failures = self._boot_failures[slot.index] = self._boot_failures.get(slot.index, 0) + 1
+        hopeless = code in FATAL_CODES or failures >= MAX_BOOT_FAILURES
+        if not self._was_ready:
+            self._fail(code if code > 0 else EX_SOFTWARE,
+                       f'slot {slot.index} could not start: {reason}')
+        elif hopeless:
+            self._give_up_on(slot.index, f'could not start: {reason} ({failures} attempt(s))')
+        else:
+            self._schedule_respawn(slot, reason)
+
+    def _give_up_on(self, index: int, reason: str) -> None:
+        """Leave a slot that cannot start stopped; the others keep running."""
+        self._failed[index] = reason
+        log.error('slot %d %s; leaving it stopped until the next HUP', index, reason)
+        if self._restart:
+            self._restart_failed(f'rolling restart stopped: slot {index} {reason}')
+        if not self.slots:
+            self._fail(EX_SOFTWARE, f'no slot is running: slot {index} {reason}')
 
     def _schedule_respawn(self, slot: SlotProcess, reason: str) -> None:
         """Restart with exponential backoff; a slot that ran a while starts afresh."""
@@ -339,25 +371,14 @@ class Supervisor:
     # -- rolling restart --------------------------------------------------
 
     def _advance_restart(self) -> None:
-        if not self._restart_groups or self._stopping:
+        if not self._restart or self._stopping:
             return
-        group = self._restart_groups[0]
-        if self._restart_phase == 'stop':
-            self._held.update(group)
-            for index in group:
-                self._retire(index)
-            self._restart_phase = 'exit'
-        elif self._restart_phase == 'exit' and not any(i in self.slots for i in group):
-            self._held.difference_update(group)
-            self._restart_phase = 'ready'
-        elif self._restart_phase == 'ready' and all(
-                i in self.slots and self.slots[i].ready for i in group if i < self.workers):
-            self._restart_groups.pop(0)
-            self._restart_phase = 'stop'
-            if not self._restart_groups:
-                self._restarts_done += 1
-                log.info('rolling restart done')
-                self._notifier.notify(ready='1')
+        ready = {index for index, slot in self.slots.items() if slot.ready}
+        if self._restart.advance(set(self.slots), ready, self.workers, self._retire):
+            self._restart = None
+            self._restarts_done += 1
+            log.info('rolling restart done')
+            self._notifier.notify(ready='1')
 
     # -- stopping ---------------------------------------------------------
 
@@ -366,7 +387,7 @@ class Supervisor:
         if self._stopping == 'cold' or self._stopping == mode:
             return
         self._stopping = mode
-        self._restart_groups = []
+        self._restart = None
         self._notifier.notify(stopping='1')
         log.info('%s shutdown of %d slot(s)', mode, len(self.slots))
         self._signal_all(signal.SIGTERM if mode == 'warm' else signal.SIGQUIT)
@@ -392,37 +413,44 @@ class Supervisor:
     # -- publishing -------------------------------------------------------
 
     def _publish(self) -> None:
+        """Tell systemd and the status file (read by ``runner status``) what changed."""
         slots = [self.slots[i].summary() for i in sorted(self.slots)]
-        all_ready = len(slots) >= self.workers and all(s['ready'] for s in slots)
-        if all_ready and not self._was_ready:
+        slots += [{'slot': i, 'pid': None, 'web': None, 'state': 'failed', 'ready': False,
+                   'assignment': [], 'reason': reason} for i, reason in self._failed.items()]
+        slots.sort(key=lambda slot: slot['slot'])
+        ready = sum(slot['ready'] for slot in slots)
+        if ready >= self.workers and not self._was_ready:
             self._was_ready = True
             self._notifier.notify(ready='1')
             log.info('all %d slot(s) ready', self.workers)
         self._ping_watchdog()
         status = {'pid': os.getpid(), 'app': self.name, 'workers': self.workers,
-                  'state': self._state(all_ready), 'rolling_restarts': self._restarts_done,
+                  'state': self._state(ready), 'rolling_restarts': self._restarts_done,
+                  'failed_restarts': self._restarts_failed, 'restart_error': self._restart_error,
                   'slots': slots}
         text = json.dumps(status, sort_keys=True)
         if text != self._published:
             self._published = text
-            ready = sum(s['ready'] for s in slots)
-            self._notifier.notify(status=f'{ready}/{self.workers} slots ready')
+            self._notifier.notify(status=f'{ready}/{self.workers} slots ready, {status["state"]}')
             if self._status_path:
                 _write_atomically(self._status_path, text)
 
-    def _state(self, all_ready: bool) -> str:
+    def _state(self, ready: int) -> str:
         if self._stopping:
             return 'stopping'
-        if self._restart_groups:
+        if self._restart:
             return 'restarting'
-        return 'running' if all_ready else 'starting'
+        if self._failed:
+            return 'degraded'
+        return 'running' if ready >= self.workers else 'starting'
 
     def _ping_watchdog(self) -> None:
         interval = self._notifier.watchdog_interval
         now = time.monotonic()
         if interval is None or now - self._last_watchdog < interval:
             return
-        fresh = all(now - slot.reported_at < FRESH_REPORT and slot.report.get('live') is not False
+        fresh = all(not slot.ran or (now - slot.reported_at < FRESH_REPORT
+                                     and slot.report.get('live') is not False)
                     for slot in self.slots.values())
         if fresh:
             self._last_watchdog = now

@@ -34,10 +34,23 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
         time.sleep(interval)
 
 
-def free_port() -> int:
+def free_port(count: int = 1) -> int:
+    """A loopback port that is free, with the ``count - 1`` ports after it free too."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(('127.0.0.1', 0))
+            port = sock.getsockname()[1]
+        if port + count <= 65536 and all(_free(port + i) for i in range(1, count)):
+            return port
+
+
+def _free(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(('127.0.0.1', port))
+        except OSError:
+            return False
+    return True
 
 
 def write_app(directory: Path, source: str, name: str = 'testapp') -> str:
@@ -76,7 +89,7 @@ class Worker:
     def for_app(cls, cwd: Path, app: str, bootstrap: str, name: str = 'w',
                 extra: Iterable[str] = ()) -> Worker:
         """A worker of ``app`` on a free port with its own data directory."""
-        port, datadir = free_port(), cwd / f'{name}-data'
+        port, datadir = free_port(count=4), cwd / f'{name}-data'
         args = ['-A', app, '-b', bootstrap, '-p', str(port), '-D', str(datadir), '-l', 'info',
                 *extra]
         return cls(cwd, args, port, name, datadir)

@@ -249,7 +249,7 @@ def test_systemd_hears_ready_reloading_watchdog_and_stopping(tmp_path, names, ka
         return field in heard
     try:
         wait_for(lambda: hear('READY=1'), 60, 'READY=1')
-        wait_for(lambda: hear('STATUS=2/2 slots ready'), 10, 'the status line')
+        wait_for(lambda: hear('STATUS=2/2 slots ready, running'), 10, 'the status line')
         heard.clear()
         wait_for(lambda: hear('WATCHDOG=1'), 10, 'a watchdog ping')
         proc.send_signal(signal.SIGHUP)
@@ -273,11 +273,13 @@ def test_killing_the_main_process_takes_the_slots_with_it(tmp_path, names, worke
 
 def test_a_stuck_agent_is_stopped_cold_after_the_graceful_timeout(tmp_path, names, workers,
                                                                 kafka_bootstrap, admin):
-    app = forward_app(tmp_path, names, body='time.sleep(1000)', partitions=1, concurrency=1)
+    stuck = tmp_path / 'stuck'
+    app = forward_app(tmp_path, names, body=f'pathlib.Path({str(stuck)!r}).touch(); '
+                      'time.sleep(1000)', partitions=1, concurrency=1)
     worker = workers(app, extra=('--graceful-timeout', '2'))
     worker.wait_ready()
     produce(kafka_bootstrap, names['source'], [(None, 1), (None, 2)])
-    wait_for(lambda: (worker_get(worker, 0) or {}).get('assignment'), 30, 'an assignment')
+    wait_for(stuck.exists, 30, 'the agent to be stuck on a record')
     started = time.monotonic()
     worker.signal(signal.SIGTERM)
     assert worker.wait(30) == 0
@@ -286,14 +288,54 @@ def test_a_stuck_agent_is_stopped_cold_after_the_graceful_timeout(tmp_path, name
 
 
 def test_a_second_interrupt_turns_a_warm_stop_cold(tmp_path, names, workers, kafka_bootstrap):
-    app = forward_app(tmp_path, names, body='time.sleep(1000)', partitions=1, concurrency=1)
+    stuck = tmp_path / 'stuck'
+    app = forward_app(tmp_path, names, body=f'pathlib.Path({str(stuck)!r}).touch(); '
+                      'time.sleep(1000)', partitions=1, concurrency=1)
     worker = workers(app)
     worker.wait_ready()
     produce(kafka_bootstrap, names['source'], [(None, 1)])
-    wait_for(lambda: 'assigned' in worker.log(), 30, 'an assignment')
+    wait_for(stuck.exists, 30, 'the agent to be stuck on a record')
     worker.signal(signal.SIGINT)
     wait_for(lambda: 'warm shutdown' in worker.log(), 10, 'the warm shutdown')
     started = time.monotonic()
     worker.signal(signal.SIGINT)
     assert worker.wait(10) == 0
     assert time.monotonic() - started < 3
+
+
+def test_a_broken_deploy_is_refused_before_any_slot_stops(tmp_path, names, workers):
+    pidfile = tmp_path / 'runner.pid'
+    worker = workers(forward_app(tmp_path, names), extra=('-w', '2', '--pidfile', str(pidfile)))
+    before = slot_pids(worker, 2)
+    wait_for(lambda: status(tmp_path, pidfile).get('state') == 'running', 60, 'ready slots')
+    app = tmp_path / 'testapp.py'
+    app.write_text(app.read_text() + '\nraise RuntimeError("half-deployed")\n')
+    result = run_cli(['restart', '--pidfile', str(pidfile)], tmp_path)
+    assert result.returncode == 1
+    assert 'rolling restart refused, slots keep running' in result.stderr
+    assert 'RuntimeError: half-deployed' in result.stderr
+    assert slot_pids(worker, 2) == before
+    assert status(tmp_path, pidfile)['state'] == 'running'
+
+
+def test_a_slot_that_cannot_start_later_is_left_stopped_while_the_rest_run(
+        tmp_path, names, workers):
+    pidfile = tmp_path / 'runner.pid'
+    worker = workers(forward_app(tmp_path, names), extra=('-w', '2', '--pidfile', str(pidfile)))
+    old_first, old_second = slot_pids(worker, 2)
+    wait_for(lambda: status(tmp_path, pidfile).get('state') == 'running', 60, 'ready slots')
+    app = tmp_path / 'testapp.py'
+    good = app.read_text()
+    app.write_text('import os\nif "RUNNER_SLOT_PID" in os.environ:\n'
+                   '    raise RuntimeError("only in slots")\n' + good)
+    result = run_cli(['restart', '--pidfile', str(pidfile)], tmp_path)
+    assert result.returncode == 1 and 'only in slots' in result.stderr
+    state = status(tmp_path, pidfile)
+    assert state['state'] == 'degraded'
+    assert [s['state'] for s in state['slots']] == ['failed', 'ready']
+    assert state['slots'][1]['pid'] == old_second
+    app.write_text(good)
+    fixed = run_cli(['restart', '--pidfile', str(pidfile)], tmp_path, timeout=300)
+    assert fixed.returncode == 0, fixed.stderr
+    assert status(tmp_path, pidfile)['state'] == 'running'
+    assert not {old_first, old_second} & set(slot_pids(worker, 2))
