@@ -30,7 +30,7 @@ class Settings:
     session_timeout: float = 10.0
     revoke_timeout: float = 10.0
     graceful_timeout: float = 30.0
-    max_inflight: int = 1000
+    max_inflight: int = 10000
     topic_partitions: int = 8
     replication_factor: int = -1
     standby_replicas: int = 1
