@@ -16,7 +16,9 @@ class Settings:
     Times are in seconds.  ``max_inflight`` is how many fetched records a
     partition may have queued before its fetching is paused;
     ``standby_replicas`` how many other slots keep a warm copy of each table
-    partition (as many as there are other members, at most).
+    partition (as many as there are other members, at most);
+    ``table_cleanup_delay`` how long local state of a table partition this
+    slot neither owns nor keeps as standby is kept before it is deleted.
     """
 
     broker: str = 'kafka://localhost:9092'
@@ -34,6 +36,7 @@ class Settings:
     topic_partitions: int = 8
     replication_factor: int = -1
     standby_replicas: int = 1
+    table_cleanup_delay: float = 600.0
 
     def bootstrap_servers(self) -> list[str]:
         """The broker URL(s) as ``host:port`` strings."""

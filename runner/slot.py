@@ -49,6 +49,8 @@ SLOT_SIGNALS = {signal.SIGTERM: 'warm', signal.SIGQUIT: 'cold', signal.SIGUSR1: 
 COLD_GRACE = 1.0
 #: Seconds between reports to the main process.
 REPORT_INTERVAL = 0.25
+#: Seconds between looks for local table state that is no longer used.
+CLEANUP_EVERY = 60.0
 
 
 class Failure(str):
@@ -180,8 +182,12 @@ class Slot:
 
     def _wait_for_stop(self) -> tuple[str, int]:
         """Handle events until one asks to stop; returns the stop mode and the exit code."""
+        next_cleanup = time.monotonic() + CLEANUP_EVERY
         while True:
             self._report()
+            if self._state is not None and time.monotonic() >= next_cleanup:
+                self._state.remove_unused(self.settings.table_cleanup_delay)
+                next_cleanup = time.monotonic() + CLEANUP_EVERY
             event = self._events.get(timeout=REPORT_INTERVAL)
             if event is None:
                 if not self._consumer.thread.is_alive():

@@ -7,7 +7,9 @@ means owning partition ``p`` of every table.
 """
 
 import logging
+import shutil
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +160,23 @@ class StateManager:
             numbers = {number for _, number in self._recovering}
         return numbers, self.reader.remaining
 
+    def remove_unused(self, older_than: float) -> list[Path]:
+        """Delete local table partitions that have been neither owned nor kept as standby
+        here for ``older_than`` seconds (their changelog can rebuild them)."""
+        root = self._datadir / 'tables'
+        with self._lock:
+            keys = set(self._recovering) | {(topic, number) for topic, table in self.tables.items()
+                                            for number in table.active}
+            keys |= {(topic, number) for topic in self.tables for number in self._standbys}
+            in_use = {self.store_path(key) for key in keys if key[0] in self.tables}
+            removed = [path for path in root.glob('*/*')
+                       if path.is_dir() and path not in in_use and _idle_for(path) > older_than]
+            for path in removed:
+                shutil.rmtree(path, ignore_errors=True)
+        for path in removed:
+            log.info('removed local state %s, unused for over %.0fs', path, older_than)
+        return removed
+
     # -- the commit cut -------------------------------------------------------
 
     def cut(self, processed: Processed, numbers: Iterable[int]) -> Cut:
@@ -180,3 +199,9 @@ class StateManager:
             finally:
                 guard.lock.release()
         return cut
+
+
+def _idle_for(path: Path) -> float:
+    """Seconds since anything in ``path`` was last written."""
+    newest = max((entry.stat().st_mtime for entry in path.iterdir()), default=path.stat().st_mtime)
+    return time.time() - newest

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""The demo: word count on a local Kafka, two worker slots, counts read over HTTP.
+
+Starts a single-node Apache Kafka on free loopback ports (or uses
+$KAFKA_BOOTSTRAP_SERVERS), runs examples/wordcount.py with ``--workers 2``,
+sends a few sentences with ``runner send``, prints every word's count as the
+slots' table endpoint reports it, and stops everything.
+"""
+
+import collections
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'scripts'))
+
+import kafka_broker  # lives beside this script
+
+SENTENCES = [
+    'the quick brown fox jumps over the lazy dog',
+    'the dog barks and the fox runs',
+    'a stream of words is counted word by word',
+    'every slot answers for every word',
+]
+
+
+def main() -> int:
+    bootstrap = os.environ.get('KAFKA_BOOTSTRAP_SERVERS')
+    if bootstrap:
+        return run_demo(bootstrap)
+    print('starting a local Kafka broker (the first run downloads its jars with Maven)...')
+    with kafka_broker.Broker() as broker:
+        return run_demo(broker.bootstrap_servers)
+
+
+def run_demo(bootstrap: str) -> int:
+    port = free_ports(2)
+    with tempfile.TemporaryDirectory(prefix='runner-demo-') as scratch:
+        worker = start_worker(bootstrap, port, Path(scratch))
+        try:
+            wait_until(lambda: all(ready(port + i) for i in range(2)), 120, 'both slots ready')
+            print(f'two slots ready on ports {port} and {port + 1}; sending sentences')
+            for sentence in SENTENCES:
+                runner('-A', 'wordcount', '-b', bootstrap, 'send', 'sentences', sentence)
+            truth = collections.Counter(w for s in SENTENCES for w in s.split())
+            wait_until(lambda: all(count(port, w)[0] == n for w, n in truth.items()), 60,
+                       'the counts')
+            print_counts(port, truth)
+        finally:
+            worker.terminate()
+            worker.wait(60)
+    return 0
+
+
+def start_worker(bootstrap: str, port: int, scratch: Path) -> subprocess.Popen:
+    log = open(scratch / 'worker.log', 'w')  # noqa: SIM115 - lives as long as the worker
+    return subprocess.Popen(
+        [sys.executable, str(REPO / 'runner.py'), '-A', 'wordcount', '-b', bootstrap,
+         '--workers', '2', '-p', str(port), '-D', str(scratch / 'data'), '-l', 'warning'],
+        cwd=REPO / 'examples', stdout=log, stderr=subprocess.STDOUT)
+
+
+def runner(*args: str) -> str:
+    return subprocess.run([sys.executable, str(REPO / 'runner.py'), *args], cwd=REPO / 'examples',
+                          check=True, capture_output=True, text=True).stdout
+
+
+def print_counts(port: int, truth: collections.Counter) -> None:
+    print(f'\n{"word":<10} {"count":>5}  served by (asked slot 0 on port {port})')
+    for word in sorted(truth, key=lambda w: (-truth[w], w)):
+        value, served_by = count(port, word)
+        print(f'{word:<10} {value:>5}  {served_by}')
+
+
+def count(port: int, word: str) -> tuple[int, str]:
+    """A word's count and which slot answered (slot 0 forwards keys it does not own)."""
+    body = get(port, f'/tables/counts/{word}') or {}
+    return body.get('value', 0), f"slot {body.get('slot', '?')} ({body.get('served_by', '-')})"
+
+
+def ready(port: int) -> bool:
+    return bool((get(port, '/ready') or {}).get('ready'))
+
+
+def get(port: int, path: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(f'http://127.0.0.1:{port}{path}', timeout=5) as reply:
+            return json.load(reply)
+    except urllib.error.HTTPError as exc:
+        return json.load(exc)
+    except OSError:
+        return None
+
+
+def free_ports(count: int) -> int:
+    """A free loopback port followed by ``count - 1`` more free ones."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(('127.0.0.1', 0))
+            port = sock.getsockname()[1]
+        if all(_free(port + i) for i in range(1, count)):
+            return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(('127.0.0.1', port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f'demo: timed out waiting for {what}')
+        time.sleep(0.1)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
