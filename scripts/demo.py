@@ -10,7 +10,6 @@ slots' table endpoint reports it, and stops everything.
 import collections
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,7 @@ def main() -> int:
 
 
 def run_demo(bootstrap: str) -> int:
-    port = free_ports(2)
+    port = kafka_broker.free_port(2)
     with tempfile.TemporaryDirectory(prefix='runner-demo-') as scratch:
         worker = start_worker(bootstrap, port, Path(scratch))
         try:
@@ -98,25 +97,6 @@ def get(port: int, path: str) -> dict | None:
         return json.load(exc)
     except OSError:
         return None
-
-
-def free_ports(count: int) -> int:
-    """A free loopback port followed by ``count - 1`` more free ones."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(('127.0.0.1', 0))
-            port = sock.getsockname()[1]
-        if all(_free(port + i) for i in range(1, count)):
-            return port
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(('127.0.0.1', port))
-        except OSError:
-            return False
-    return True
 
 
 def wait_until(condition, timeout: float, what: str) -> None:

@@ -266,6 +266,23 @@ class Broker:
         return self.workdir
 
 
+def free_port(count: int = 1) -> int:
+    """A free loopback port followed by ``count - 1`` more free ones (e.g. for slots on PORT+i)."""
+    while True:
+        [port] = _free_ports(1)
+        if port + count <= 65536 and all(_port_is_free(port + i) for i in range(1, count)):
+            return port
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _free_ports(count: int) -> list[int]:
     """`count` distinct loopback ports that are free right now."""
     sockets = [socket.socket() for _ in range(count)]

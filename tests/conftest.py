@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import kafka_broker
 import pytest
 from kafka import KafkaAdminClient
 from support import Worker
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import kafka_broker  # lives in scripts/, which is not a package
 
 
 @pytest.fixture(scope="session")

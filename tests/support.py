@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka_broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / 'runner.py'
@@ -32,25 +32,6 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
         if time.monotonic() >= deadline:
             raise AssertionError(f'timed out after {timeout}s waiting for {what}')
         time.sleep(interval)
-
-
-def free_port(count: int = 1) -> int:
-    """A loopback port that is free, with the ``count - 1`` ports after it free too."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(('127.0.0.1', 0))
-            port = sock.getsockname()[1]
-        if port + count <= 65536 and all(_free(port + i) for i in range(1, count)):
-            return port
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(('127.0.0.1', port))
-        except OSError:
-            return False
-    return True
 
 
 def write_app(directory: Path, source: str, name: str = 'testapp') -> str:
