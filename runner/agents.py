@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .errors import RunnerError
 from .queues import Inbox
 from .stream import Stream, current
 from .topics import Topic
@@ -50,7 +51,7 @@ class AgentThreads:
     """The running instances of one agent inside a slot, one thread each."""
 
     def __init__(self, agent: Agent, inbox: Inbox, producer: 'Producer',
-                 on_failure: Callable[[str], None]) -> None:
+                 on_failure: Callable[..., None]) -> None:
         self.agent = agent
         self.inbox = inbox
         self._producer = producer
@@ -83,8 +84,8 @@ class AgentThreads:
             if inspect.isgenerator(result):
                 for value in result:
                     self._forward(value)
-        except Exception:  # noqa: BLE001 - whatever user code raises stops the slot
-            self._report_crash()
+        except Exception as exc:  # noqa: BLE001 - whatever user code raises stops the slot
+            self._report_crash(exc)
             return
         if not self._stopping:
             self._on_failure(f'agent {self.agent.name} returned while its stream was open')
@@ -100,13 +101,22 @@ class AgentThreads:
             else:
                 sink(value)
 
-    def _report_crash(self) -> None:
+    def _report_crash(self, exc: Exception) -> None:
+        """Log where the agent failed and stop the slot; the record is not committed.
+
+        A RunnerError (a mistake in how the app is set up, such as a table that is
+        not co-partitioned) stops the slot with its own exit code and no traceback.
+        """
         record = getattr(current, 'record', None)
         queue = getattr(current, 'partition', None)
         if queue is not None:
             self.inbox.fail(queue)
         where = (f'{record.topic}[{record.partition}]@{record.offset}'
                  if record is not None else 'no record')
+        if isinstance(exc, RunnerError):
+            log.error('agent %s stopped on %s: %s', self.agent.name, where, exc)
+            self._on_failure(str(exc), exc.exit_code)
+            return
         log.exception('agent %s raised while processing %s; stopping the slot so the '
                       'record is retried', self.agent.name, where)
         self._on_failure(f'agent {self.agent.name} raised on {where}')

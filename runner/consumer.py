@@ -44,7 +44,7 @@ class ConsumerLoop:
 
     def __init__(self, settings: Settings, group_id: str, client_id: str,
                  dispatcher: Dispatcher, producer: Producer, status: SlotStatus,
-                 on_failure: Callable[[str], None], assignor: RunnerAssignor,
+                 on_failure: Callable[..., None], assignor: RunnerAssignor,
                  state: StateManager | None = None) -> None:
         self._settings = settings
         self._group_id = group_id
@@ -59,6 +59,7 @@ class ConsumerLoop:
         self._committed: dict[TopicPartition, int] = {}
         self._resume_at: dict[TopicPartition, int] = {}
         self._held: set[int] = set()
+        self._paused: frozenset[TopicPartition] = frozenset()   # as last seen, for the web
         self._stop_mode: str | None = None       # None, 'warm' or 'cold'
         self._stop_deadline = 0.0
         self._last_commit = 0.0
@@ -78,11 +79,9 @@ class ConsumerLoop:
         """Processed and committed offsets (next offset to read) for the web server."""
         def named(offsets: dict[TopicPartition, int]) -> dict[str, int]:
             return {f'{tp.topic}:{tp.partition}': offset for tp, offset in sorted(offsets.items())}
-        consumer = self._consumer
-        paused = consumer.paused() if consumer is not None else set()
         return {'processed': named(self._dispatcher.processed()),
                 'committed': named(dict(self._committed)),
-                'paused': sorted(f'{tp.topic}:{tp.partition}' for tp in paused),
+                'paused': sorted(f'{tp.topic}:{tp.partition}' for tp in self._paused),
                 'queued': named(self._dispatcher.backlog())}
 
     def _run(self) -> None:
@@ -162,6 +161,7 @@ class ConsumerLoop:
             self._consumer.pause(*pause)
         if resume:
             self._consumer.resume(*resume)
+        self._paused = frozenset(self._consumer.paused())
 
     # -- committing ---------------------------------------------------------
 

@@ -18,7 +18,7 @@ from .state import StateManager
 from .status import SlotStatus
 from .store import PartitionStore
 from .tables import MISSING, Table, TablePartition
-from .web import Response, Route, route
+from .web import Handler, Response, Route, route
 from .windows import key_windows
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ class TableQueries:
 
     def routes(self) -> list[Route]:
         return [route('/tables', self.list_tables),
-                route('/tables/(?P<name>[^/]+)', self.describe),
-                route('/tables/(?P<name>[^/]+)/(?P<key>.+)', self.lookup)]
+                route('/tables/(?P<name>[^/]+)', _moving_is_503(self.describe)),
+                route('/tables/(?P<name>[^/]+)/(?P<key>.+)', _moving_is_503(self.lookup))]
 
     def list_tables(self, _match: re.Match, _params: dict[str, str]) -> Response:
         return 200, {'tables': [self._summary(table) for table in self._tables.values()]}
@@ -102,6 +102,16 @@ class TableQueries:
                 'changelog': table.changelog.name, 'active': sorted(table.active),
                 'recovering': sorted(n for n in recovering if n < table.partitions),
                 'standby': {str(n): offset for n, offset in self._state.standbys_of(table).items()}}
+
+
+def _moving_is_503(view: Handler) -> Handler:
+    """A partition closed under a reader (it moved away meanwhile) answers 503, not 500."""
+    def guarded(match: re.Match, params: dict[str, str]) -> Response:
+        try:
+            return view(match, params)
+        except RuntimeError as exc:     # plyvel: the database was closed meanwhile
+            return 503, {'error': f'the partition moved while reading: {exc}', 'stale': True}
+    return guarded
 
 
 def _value(table: Table, partition: TablePartition, key: Any) -> Any:

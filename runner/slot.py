@@ -9,7 +9,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from kafka.errors import KafkaError
 
@@ -54,7 +54,12 @@ CLEANUP_EVERY = 60.0
 
 
 class Failure(str):
-    """An event: a thread of the slot failed and the slot must stop with EX_SOFTWARE."""
+    """An event: a thread of the slot failed; the slot stops and exits with ``code``."""
+
+    def __new__(cls, reason: str, code: int = EX_SOFTWARE) -> Self:
+        failure = super().__new__(cls, reason)
+        failure.code = code
+        return failure
 
 
 class Slot:
@@ -177,8 +182,8 @@ class Slot:
     def _client_id(self) -> str:
         return f'{self.app.name}-slot{self.index}'
 
-    def _fail(self, reason: str) -> None:
-        self._events.put(Failure(reason))
+    def _fail(self, reason: str, code: int = EX_SOFTWARE) -> None:
+        self._events.put(Failure(reason, code))
 
     def _wait_for_stop(self) -> tuple[str, int]:
         """Handle events until one asks to stop; returns the stop mode and the exit code."""
@@ -195,16 +200,16 @@ class Slot:
             elif event == 'dump':
                 dump_stacks(f'slot {self.index}')
             elif isinstance(event, Failure):
-                return 'cold', self._failed(event)
+                return 'cold', self._failed(event, event.code)
             else:
                 mode = 'cold' if event == 'cold' else 'warm'
                 log.info('%s shutdown requested', mode)
                 return mode, EX_OK
 
-    def _failed(self, reason: str) -> int:
+    def _failed(self, reason: str, code: int = EX_SOFTWARE) -> int:
         self.status.failure = reason
         log.error('slot %d is stopping: %s', self.index, reason)
-        return EX_SOFTWARE
+        return code
 
     def _stop(self, mode: str) -> None:
         """Stop fetching, let agents finish (warm) or abandon (cold), commit, close."""

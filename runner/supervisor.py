@@ -290,7 +290,7 @@ class Supervisor:
             log.info('slot %d (pid %d) %s', slot.index, slot.pid, how)
             return
         reason = slot.error['error'] if slot.error else how
-        if slot.ran:
+        if slot.ran and code not in FATAL_CODES:
             self._schedule_respawn(slot, reason)
             return
         failures = self._boot_failures[slot.index] = self._boot_failures.get(slot.index, 0) + 1

@@ -22,6 +22,16 @@ def slot_pids(worker, count):
     return wait_for(read, 60, f'{count} slots to answer')
 
 
+def split_between(worker, count):
+    """Wait until ``count`` slots are ready and each owns partitions; returns their pids."""
+    def settled():
+        states = [worker_get(worker, index) for index in range(count)]
+        if all(state and state['ready'] and state['assignment'] for state in states):
+            return [state['pid'] for state in states]
+        return None
+    return wait_for(settled, 60, f'{count} ready slots sharing the partitions')
+
+
 def worker_get(worker, index, path='/'):
     original = worker.port
     worker.port = original + index
@@ -43,7 +53,7 @@ def alive(pid):
 def test_kill_9_of_a_slot_restarts_it_and_loses_nothing(tmp_path, names, workers,
                                                         kafka_bootstrap):
     worker = workers(forward_app(tmp_path, names, body='time.sleep(0.001)'), extra=('-w', '2'))
-    first, second = slot_pids(worker, 2)
+    first, second = split_between(worker, 2)
     produce(kafka_bootstrap, names['source'], [(f'k{n}', n) for n in range(2000)])
     wait_for(lambda: (worker_get(worker, 0) or {}).get('processed'), 30, 'slot 0 to work')
     os.kill(first, signal.SIGKILL)
@@ -73,7 +83,7 @@ def test_hup_rolls_over_without_losing_records_or_going_dark(tmp_path, names, wo
     pidfile = tmp_path / 'runner.pid'
     worker = workers(forward_app(tmp_path, names, body='time.sleep(0.002)'),
                      extra=('-w', '2', '--pidfile', str(pidfile)))
-    old = slot_pids(worker, 2)
+    old = split_between(worker, 2)
     dark_moments = []
     stop = threading.Event()
 

@@ -7,7 +7,7 @@ import signal
 
 from kafka import KafkaConsumer, TopicPartition
 from support import Worker, consume, free_port, produce, run_cli, wait_for, write_app
-from test_supervisor import slot_pids, worker_get
+from test_supervisor import split_between, worker_get
 
 COUNT_APP = '''
 import time
@@ -59,6 +59,12 @@ def counts_of(worker, words, slot=0):
     return found
 
 
+def same_answer(worker, word):
+    """Both slots' answer for ``word`` when they agree and are not stale, else None."""
+    first, second = lookup(worker, word, 0), lookup(worker, word, 1)
+    return first if first == second and first[0] == 200 else None
+
+
 def recoveries(log, pid=None):
     """[(partition, records, seconds)] of every 'recovered' line (of one process)."""
     return [(int(m[3]), int(m[4]), float(m[5])) for m in RECOVERED.finditer(log)
@@ -68,16 +74,14 @@ def recoveries(log, pid=None):
 def test_counts_equal_the_truth_and_any_slot_answers_any_key(tmp_path, names, workers,
                                                              kafka_bootstrap):
     worker = workers(count_app(tmp_path, names), extra=('-w', '2'))
-    slot_pids(worker, 2)
-    worker.wait_ready()
+    split_between(worker, 2)
     words = some_words(3000)
     produce(kafka_bootstrap, names['source'], [(w, w) for w in words])
     truth = collections.Counter(words)
     wait_for(lambda: counts_of(worker, truth) == truth, 60, 'counts to reach the truth')
     owners = set()
     for word in truth:
-        first, second = lookup(worker, word, 0), lookup(worker, word, 1)
-        assert first == second, word
+        first = wait_for(lambda w=word: same_answer(worker, w), 30, f'both slots to agree on {word}')
         status, body = first
         assert status == 200 and body['value'] == truth[word] and body['stale'] is False
         assert body['partition'] in range(4)
@@ -93,8 +97,7 @@ def test_counts_equal_the_truth_and_any_slot_answers_any_key(tmp_path, names, wo
 def test_kill_9_of_a_slot_never_undercounts_and_recovers_its_state(tmp_path, names, workers,
                                                                   kafka_bootstrap):
     worker = workers(count_app(tmp_path, names, body='time.sleep(0.0005)'), extra=('-w', '2'))
-    first, _ = slot_pids(worker, 2)
-    worker.wait_ready()
+    first, _ = split_between(worker, 2)
     words = some_words(6000, seed=2)
     produce(kafka_bootstrap, names['source'], [(w, w) for w in words[:3000]])
     wait_for(lambda: sum(counts_of(worker, VOCABULARY[:10]).values()) > 0, 30, 'counting')
