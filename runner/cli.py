@@ -82,6 +82,7 @@ from .errors import EX_OK, ConfigError, ResourceBusy, RunnerError, UsageError
 from .loader import load_app
 from .pidfile import AlreadyRunning, Pidfile
 from .proctitle import set_title
+from .producer import Producer
 
 log = logging.getLogger('runner')
 
@@ -239,10 +240,11 @@ def send_command(args: dict[str, Any]) -> int:
             raise UsageError(f'topic {name!r} does not exist')
     finally:
         client.close()
-    app.settings.update(broker=settings.broker, broker_timeout=settings.broker_timeout)
+    producer = Producer(settings.bootstrap_servers(), f'{app.name}-send', settings.broker_timeout)
+    app.use_producer(producer)
     value = _parse_value(topic, args['<value>'])
     metadata = app.send(topic, key=args['--key'], value=value).get(settings.broker_timeout)
-    app.flush(settings.broker_timeout)
+    producer.close(settings.broker_timeout)
     print(json.dumps({'topic': metadata.topic, 'partition': metadata.partition,
                       'offset': metadata.offset}))
     return EX_OK
