@@ -8,59 +8,88 @@ compares with a worker slot's), with kafka-python's default consumer settings:
 * no ``--group``: ``assign()`` every partition, read from the beginning to the end
   offsets seen at start, doing nothing with the records; timed from the assignment.
 
-Prints one JSON line: records, seconds, rate, peak_rss_mb.
+It applies the runner's kafka-python workarounds (``runner.kafka_fixes``): without
+them a plain kafka-python 3.0.12 group consumer was once seen to join and then never
+fetch (bug 2 there).  Like the runner, it loads the topic metadata before joining.
+
+Prints one JSON line: records, seconds, rate, cpu_s (CPU time of the timed part),
+peak_rss_mb and finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 
 POLL_MS = 100
 
 
-class _Clock(ConsumerRebalanceListener):
-    """Notes when the group first gave this consumer its partitions."""
+def apply_runner_workarounds() -> None:
+    """Run ``runner/kafka_fixes.py`` alone (not the runner package, to keep RSS comparable)."""
+    path = Path(__file__).resolve().parents[1] / 'runner' / 'kafka_fixes.py'
+    spec = importlib.util.spec_from_file_location('runner_kafka_fixes', path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+class Stopwatch:
+    """Wall-clock and CPU time since ``start()``."""
 
     def __init__(self) -> None:
-        self.assigned_at: float | None = None
+        self.wall: float | None = None
+        self.cpu = 0.0
+
+    def start(self) -> None:
+        self.wall, self.cpu = time.monotonic(), time.process_time()
+
+    def read(self) -> tuple[float, float]:
+        if self.wall is None:
+            return 0.0, 0.0
+        return time.monotonic() - self.wall, time.process_time() - self.cpu
+
+
+class _StartOnAssignment(ConsumerRebalanceListener):
+    def __init__(self, watch: Stopwatch) -> None:
+        self.watch = watch
 
     def on_partitions_revoked(self, revoked: object) -> None:
         pass
 
     def on_partitions_assigned(self, assigned: object) -> None:
-        if self.assigned_at is None:
-            self.assigned_at = time.monotonic()
+        if self.watch.wall is None:
+            self.watch.start()
 
 
 def count_as_group(consumer: KafkaConsumer, topic: str, count: int,
-                   deadline: float) -> tuple[int, float, bool]:
-    """Records counted (until ``count``), seconds since the assignment, whether all came."""
-    clock = _Clock()
-    consumer.subscribe([topic], listener=clock)
+                   deadline: float) -> dict[str, Any]:
+    """Count records (until ``count``) as a group member, timed from the assignment."""
+    watch = Stopwatch()
+    consumer.topics()
+    consumer.subscribe([topic], listener=_StartOnAssignment(watch))
     seen = 0
     while seen < count and time.monotonic() < deadline:
         for records in consumer.poll(timeout_ms=POLL_MS).values():
             seen += len(records)
-    return seen, time.monotonic() - (clock.assigned_at or time.monotonic()), seen >= count
+    return measured(seen, watch, seen >= count)
 
 
-def read_to_end(consumer: KafkaConsumer, topic: str,
-                deadline: float) -> tuple[int, float, bool]:
-    """Records read from the beginning to the end offsets, the seconds taken, whether done."""
+def read_to_end(consumer: KafkaConsumer, topic: str, deadline: float) -> dict[str, Any]:
+    """Read every partition from the beginning to the end offsets seen at start."""
     numbers = consumer.partitions_for_topic(topic)
     while not numbers and time.monotonic() < deadline:
         time.sleep(0.05)
         numbers = consumer.partitions_for_topic(topic)
     partitions = [TopicPartition(topic, n) for n in sorted(numbers or ())]
     ends = consumer.end_offsets(partitions)
-    began = time.monotonic()
+    watch = Stopwatch()
+    watch.start()
     consumer.assign(partitions)
     consumer.seek_to_beginning()
     seen = 0
@@ -70,7 +99,14 @@ def read_to_end(consumer: KafkaConsumer, topic: str,
     while behind() and time.monotonic() < deadline:
         for records in consumer.poll(timeout_ms=POLL_MS).values():
             seen += len(records)
-    return seen, time.monotonic() - began, not behind()
+    return measured(seen, watch, not behind())
+
+
+def measured(records: int, watch: Stopwatch, finished: bool) -> dict[str, Any]:
+    seconds, cpu = watch.read()
+    return {'records': records, 'seconds': round(seconds, 3),
+            'rate': round(records / seconds) if seconds > 0 else 0, 'cpu_s': round(cpu, 3),
+            'finished': finished}
 
 
 def own_peak_rss_mb() -> float:
@@ -87,19 +123,18 @@ def main() -> int:
     parser.add_argument('--timeout', type=float, default=600)
     args = parser.parse_args()
     deadline = time.monotonic() + args.timeout
+    apply_runner_workarounds()
     consumer = KafkaConsumer(bootstrap_servers=args.bootstrap, group_id=args.group,
                              auto_offset_reset='earliest', enable_auto_commit=False)
     try:
         if args.group:
-            seen, seconds, finished = count_as_group(consumer, args.topic, args.count, deadline)
+            report = count_as_group(consumer, args.topic, args.count, deadline)
         else:
-            seen, seconds, finished = read_to_end(consumer, args.topic, deadline)
+            report = read_to_end(consumer, args.topic, deadline)
     finally:
         consumer.close(autocommit=False)
-    print(json.dumps({'records': seen, 'seconds': round(seconds, 3),
-                      'rate': round(seen / seconds) if seconds > 0 else 0,
-                      'peak_rss_mb': own_peak_rss_mb(), 'finished': finished}))
-    return 0 if finished else 1
+    print(json.dumps({**report, 'peak_rss_mb': own_peak_rss_mb()}))
+    return 0 if report['finished'] else 1
 
 
 if __name__ == '__main__':

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import kafka
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -121,7 +121,8 @@ def run_baseline_consumer(bootstrap: str, topic: str, extra: Iterable[str] = (),
     result = subprocess.run(args, env=child_env(), capture_output=True, text=True,
                             timeout=timeout + 60, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f'baseline consumer failed ({result.returncode}):\n{result.stderr}')
+        raise RuntimeError(f'baseline consumer failed ({result.returncode}):\n'
+                           f'{result.stdout}{result.stderr}')
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -134,7 +135,6 @@ class Worker:
     def __init__(self, cwd: Path, module: str, bootstrap: str, datadir: Path,
                  name: str) -> None:
         self.port = free_port()
-        self.datadir = datadir
         self.log_path = cwd / f'{name}.log'
         args = [sys.executable, str(RUNNER), '-A', module, '-b', bootstrap,
                 '-p', str(self.port), '-D', str(datadir), '-l', 'info']
@@ -143,10 +143,10 @@ class Worker:
             self.proc = subprocess.Popen(args, cwd=cwd, env=child_env(), stdout=log,
                                          stderr=subprocess.STDOUT)
 
-    def __enter__(self) -> Worker:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type | None, *_: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         if kind is not None and not issubclass(kind, KeyboardInterrupt):
             print(f'--- last lines of {self.log_path.name} ---\n{self.log_tail()}',
                   file=sys.stderr)
@@ -170,7 +170,7 @@ class Worker:
     def wait_ready(self, timeout: float) -> float:
         """Wait for ``/ready`` to say 200; returns the seconds since the process started."""
         wait_for(lambda: self.get('/ready')[0] == 200 or self.proc.poll() is not None,
-                 timeout, f'{self.log_path.name} to be ready', interval=0.02)
+                 timeout, f'{self.log_path.name} to be ready', interval=0.05)
         if self.proc.poll() is not None:
             raise RuntimeError(f'the worker exited with {self.proc.returncode} before it was '
                                'ready')
@@ -218,16 +218,34 @@ def create_topic(admin: KafkaAdminClient, name: str, partitions: int,
 
 
 def delete_run_topics(admin: KafkaAdminClient, tag: str) -> None:
-    """Delete every topic whose name contains this run's tag (on a broker we do not own)."""
+    """On ``$KAFKA_BOOTSTRAP_SERVERS`` (not our own broker), delete the topics named with ``tag``."""
+    if not os.environ.get('KAFKA_BOOTSTRAP_SERVERS'):
+        return
     mine = [name for name in admin.list_topics() if tag in name]
     if mine:
         admin.delete_topics(mine, raise_errors=False)
 
 
-def fast_producer(bootstrap: str) -> KafkaProducer:
-    """A producer that batches hard: the data is written once, before anything is measured."""
-    return KafkaProducer(bootstrap_servers=bootstrap, acks='all', linger_ms=50,
-                         batch_size=512 * 1024, buffer_memory=256 * 1024 * 1024)
+def produce(bootstrap: str, topic: str,
+            records: Iterable[tuple[bytes, bytes, int | None]]) -> float:
+    """Write (key, value, partition or None) records to an empty topic, batching hard, and
+    check they are all there; returns the seconds it took."""
+    began = time.monotonic()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks='all', linger_ms=50,
+                             batch_size=512 * 1024)
+    sent = 0
+    try:
+        for key, value, partition in records:
+            producer.send(topic, key=key, value=value, partition=partition)
+            sent += 1
+        producer.flush(600)
+    finally:
+        producer.close(10)
+    seconds = time.monotonic() - began
+    written = sum(end_offsets(bootstrap, topic).values())
+    if written != sent:
+        raise RuntimeError(f'{topic} holds {written} records, expected {sent}')
+    return seconds
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -262,6 +280,12 @@ def peak_rss_mb(pid: int) -> float:
     return round(kib / 1024, 1)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a live process (all its threads) has used so far."""
+    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def dir_size_mb(path: Path) -> float:
     """Bytes of all files under ``path``, in MiB."""
     size = sum(file.stat().st_size for file in Path(path).rglob('*') if file.is_file())
@@ -282,9 +306,23 @@ def median(values: Iterable[float]) -> float:
 
 
 def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on (the load averages tell of other work running)."""
     return {'nproc': os.cpu_count(), 'cpu': _cpu_model(), 'python': platform.python_version(),
-            'kafka_python': kafka.__version__, 'date': time.strftime('%Y-%m-%d %H:%M:%S %Z')}
+            'kafka_python': kafka.__version__, 'runner_commit': _runner_commit(),
+            'date': time.strftime('%Y-%m-%d %H:%M:%S %Z'),
+            'loadavg': [round(load, 2) for load in os.getloadavg()]}
+
+
+def _runner_commit() -> str:
+    """The checkout's commit, with ``+dirty`` when runner/ has uncommitted changes."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(['git', '-C', str(REPO), *args], capture_output=True,
+                                  text=True, check=False).stdout.strip()
+        except OSError:
+            return ''
+    commit = git('rev-parse', '--short', 'HEAD') or 'unknown'
+    return commit + ('+dirty' if git('status', '--porcelain', '--', 'runner') else '')
 
 
 def _cpu_model() -> str:

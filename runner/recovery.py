@@ -41,7 +41,7 @@ class Replica:
         self.topic_id = topic_id
         self.offset = offset             # next changelog offset to apply
         self.target: int | None = None   # set while recovering: stop here
-        self.started = time.monotonic()
+        self.started = time.monotonic()  # when its recovery was asked for
         self.first = offset
         self.applied = 0
 
@@ -104,8 +104,7 @@ class ChangelogReader:
         servers = self._settings.bootstrap_servers()
         self._consumer = KafkaConsumer(
             bootstrap_servers=servers, client_id=f'{self._client_id}-changelog', group_id=None,
-            enable_auto_commit=False, max_poll_records=10000,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            enable_auto_commit=False, max_poll_records=5000,
             bootstrap_timeout_ms=int(self._settings.broker_timeout * 1000))
         self._admin = KafkaAdminClient(bootstrap_servers=servers,
                                        client_id=f'{self._client_id}-changelog-admin')
@@ -208,7 +207,7 @@ class ChangelogReader:
                 replica.offset = max(replica.offset, position)
             del self._replicas[key]
             elapsed = time.monotonic() - replica.started
-            log.info('recovered %s[%d]: %d records in %.1fs', *key, replica.applied, elapsed)
+            log.info('recovered %s[%d]: %d records in %.2fs', *key, replica.applied, elapsed)
             self._on_recovered(key, replica.request, replica.store, replica.topic_id)
         self.remaining = sum(r.remaining for r in self._replicas.values() if r.target is not None)
 

@@ -35,26 +35,24 @@ class Cut:
     offsets: dict[TopicPartition, int]
     changes: list[tuple[TablePartition, dict[Any, Any]]] = field(default_factory=list)
     busy: set[int] = field(default_factory=set)
-    _last_sent: dict[int, Any] = field(default_factory=dict)
+    _sent: list[tuple[TablePartition, dict[Any, Any], list, Any]] = field(default_factory=list)
 
     def send(self, producer: Producer) -> None:
         """Write the latest value of every changed key to the changelogs."""
-        for index, (partition, changes) in enumerate(self.changes):
-            topic = partition.table.changelog.name
+        for partition, changes in self.changes:
+            encoded = partition.encoded(changes)
             future = None
-            for key, value in partition.encoded(changes):
-                future = producer.send(topic, key, value, partition=partition.number)
-            self._last_sent[index] = future
+            for key, value in encoded:
+                future = producer.send(partition.table.changelog.name, key, value,
+                                       partition=partition.number)
+            self._sent.append((partition, changes, encoded, future))
 
     def store(self) -> None:
         """After the changelog is flushed: write values and changelog offsets to LevelDB."""
-        for index, (partition, changes) in enumerate(self.changes):
-            future = self._last_sent.get(index)
-            if future is None:
-                continue
-            offset = future.get(0).offset + 1
-            partition.store.write(partition.encoded(changes), partition.topic_id, offset)
-            partition.flushed(changes)
+        for partition, changes, encoded, future in self._sent:
+            if future is not None:
+                partition.store.write(encoded, partition.topic_id, future.get(0).offset + 1)
+                partition.flushed(changes)
 
 
 class StateManager:

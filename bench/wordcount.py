@@ -1,0 +1,261 @@
+"""Stateful word count in ONE worker slot vs the raw kafka-python consume loop, on one topic.
+
+    python bench/wordcount.py [--records N] [--repeat R] [--seed S]
+
+Produces N words (key = value = the word, 2000 distinct, 4 partitions) once, then runs,
+alternating, R times each:
+
+* raw: ``baseline_consumer.py`` counting the records with a plain ``KafkaConsumer``
+  (a group of its own), timed from its partition assignment;
+* runner: a worker of an app with a ``counts`` table (``counts[word] += 1``), timed
+  from ``/ready`` = 200 until the processed offsets of ``GET /`` reach N (processing
+  rate), and until the group's committed offsets reach the end and sampled counts
+  equal the truth (end-to-end rate); then every count is checked once.
+
+Uses ``$KAFKA_BOOTSTRAP_SERVERS`` if set, else starts a broker of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    Worker,
+    committed_offsets,
+    cpu_seconds,
+    create_topic,
+    delete_run_topics,
+    emit_json,
+    end_offsets,
+    kafka_bootstrap,
+    median,
+    peak_rss_mb,
+    produce,
+    progress,
+    rate,
+    ratio,
+    run_baseline_consumer,
+    run_id,
+    run_main,
+    say,
+    scratch_dir,
+    wait_for,
+    write_module,
+)
+from kafka import KafkaAdminClient
+
+PARTITIONS = 4
+VOCABULARY = 2000
+#: Quix Streams' rate per process on this kind of machine, and the project's target.
+QUIX_RATE = 21_000
+TARGET_RATE = 2 * QUIX_RATE
+#: Words whose counts are checked while timing the end-to-end rate (all are checked after).
+SAMPLE = 50
+
+APP_SOURCE = '''\
+import runner
+
+app = runner.App({app!r})
+words = app.topic({topic!r}, partitions={partitions}, value_serializer='str')
+counts = app.Table('counts', default=int, partitions={partitions})
+
+
+@app.agent(words)
+def count(stream):
+    for word in stream:
+        counts[word] += 1
+'''
+
+
+def make_words(count: int, seed: int) -> list[str]:
+    """``count`` words drawn uniformly from a fixed vocabulary."""
+    rng = random.Random(seed)
+    vocabulary = [f'word{n:04d}' for n in range(VOCABULARY)]
+    return [rng.choice(vocabulary) for _ in range(count)]
+
+
+def produce_words(bootstrap: str, topic: str, words: list[str]) -> float:
+    """Write the words (key = value = the word); returns the seconds it took."""
+    return produce(bootstrap, topic, ((data, data, None) for data in map(str.encode, words)))
+
+
+def run_raw(bootstrap: str, topic: str, count: int, group: str) -> dict[str, Any]:
+    """One baseline run: the raw consume loop, in a process of its own."""
+    report = run_baseline_consumer(bootstrap, topic, ['--group', group, '--count', str(count)],
+                                   timeout=max(120.0, count / 2000))
+    return {'rate': report['rate'], 'seconds': report['seconds'], 'cpu_s': report['cpu_s'],
+            'records_per_cpu_s': rate(count, report['cpu_s']),
+            'peak_rss_mb': report['peak_rss_mb']}
+
+
+def processed_total(state: dict[str, Any], topic: str) -> int:
+    """Sum of the processed offsets (next offset) in a ``GET /`` answer over ``topic``."""
+    processed = state.get('processed', {})
+    return sum(offset for name, offset in processed.items() if name.startswith(f'{topic}:'))
+
+
+def counts_of(worker: Worker, words: list[str]) -> dict[str, int]:
+    """The table's counts of ``words`` over HTTP (0 for a word it does not have)."""
+    found = {}
+    for word in words:
+        status, body = worker.get(f'/tables/counts/{word}')
+        found[word] = body['value'] if status == 200 else 0
+    return found
+
+
+def wrong_counts(worker: Worker, truth: dict[str, int]) -> dict[str, tuple[int, int]]:
+    """Every word whose count differs from the truth: word → (found, expected)."""
+    found = counts_of(worker, list(truth))
+    return {word: (found[word], expected) for word, expected in truth.items()
+            if found[word] != expected}
+
+
+def run_worker(bootstrap: str, admin: KafkaAdminClient, workdir: Path, topic: str,
+               truth: dict[str, int], app: str) -> dict[str, Any]:
+    """One runner run: a fresh app (its own group and changelog) over the whole topic."""
+    source = APP_SOURCE.format(app=app, topic=topic, partitions=PARTITIONS)
+    module = write_module(workdir, app.replace('-', '_'), source)
+    with Worker(workdir, module, bootstrap, workdir / f'{app}-data', app) as worker:
+        timed = time_processing(worker, topic, sum(truth.values()))
+        timed['end_to_end_s'] = wait_settled(worker, admin, app, topic, truth) - timed['ready_at']
+        wrong = wrong_counts(worker, truth)
+        rss = peak_rss_mb(timed['pid'])
+        exit_code, stop_seconds = worker.stop()
+    records = timed['records']
+    return {'rate': rate(records, timed['processing_s']),
+            'end_to_end_rate': rate(records, timed['end_to_end_s']),
+            'records_per_cpu_s': rate(records, timed['cpu_s']),
+            **{key: round(value, 3) for key, value in timed.items()
+               if key.endswith('_s')},
+            'processed_at_ready': timed['processed_at_ready'], 'peak_rss_mb': rss,
+            'wrong_counts': len(wrong), 'wrong_examples': dict(list(wrong.items())[:5]),
+            'changelog_records': sum(end_offsets(bootstrap, f'{app}-counts-changelog').values()),
+            'stop_exit_code': exit_code, 'stop_s': round(stop_seconds, 3)}
+
+
+def time_processing(worker: Worker, topic: str, count: int) -> dict[str, Any]:
+    """Wait for ``/ready``, then time the slot until its processed offsets reach ``count``.
+
+    Records already processed when ``/ready`` said 200 are not counted in the rate.
+    """
+    start_to_ready = worker.wait_ready(120)
+    ready_at = time.monotonic()
+    state = worker.state()
+    pid = state['pid']
+    cpu_at_ready = cpu_seconds(pid)
+    wait_for(lambda: processed_total(worker.state(), topic) >= count, max(120.0, count / 2000),
+             'the worker to process every record', interval=0.05)
+    at_ready = processed_total(state, topic)
+    return {'pid': pid, 'ready_at': ready_at, 'start_to_ready_s': start_to_ready,
+            'processing_s': time.monotonic() - ready_at,
+            'cpu_s': cpu_seconds(pid) - cpu_at_ready,
+            'records': count - at_ready, 'processed_at_ready': at_ready}
+
+
+def wait_settled(worker: Worker, admin: KafkaAdminClient, group: str, topic: str,
+                 truth: dict[str, int]) -> float:
+    """Wait until the committed offsets reach the end and sampled counts equal the truth;
+    returns the monotonic time it happened."""
+    count = sum(truth.values())
+    sample = random.Random(0).sample(sorted(truth), min(SAMPLE, len(truth)))
+    expected = {word: truth[word] for word in sample}
+
+    def settled() -> bool:
+        return (sum(committed_offsets(admin, group, topic).values()) >= count
+                and counts_of(worker, sample) == expected)
+    wait_for(settled, 60, 'the committed offsets to reach the end and the counts the truth')
+    return time.monotonic()
+
+
+def summarize(count: int, produce_seconds: float, raws: list[dict], runs: list[dict]) -> dict:
+    """Print the human summary; returns the numbers for the JSON line."""
+    raw_rate = round(median(r['rate'] for r in raws))
+    runner_rate = round(median(r['rate'] for r in runs))
+    e2e_rate = round(median(r['end_to_end_rate'] for r in runs))
+    results = {
+        'records': count, 'vocabulary': VOCABULARY, 'partitions': PARTITIONS,
+        'produce_s': round(produce_seconds, 3), 'produce_rate': rate(count, produce_seconds),
+        'raw_rate': raw_rate, 'runner_rate': runner_rate, 'runner_end_to_end_rate': e2e_rate,
+        'ratio_runner_raw': ratio(runner_rate, raw_rate),
+        'ratio_end_to_end_raw': ratio(e2e_rate, raw_rate),
+        'target_rate': TARGET_RATE, 'ratio_runner_target': ratio(runner_rate, TARGET_RATE),
+        'ratio_runner_quix': ratio(runner_rate, QUIX_RATE),
+        'raw_records_per_cpu_s': round(median(r['records_per_cpu_s'] for r in raws)),
+        'runner_records_per_cpu_s': round(median(r['records_per_cpu_s'] for r in runs)),
+        'runner_start_to_ready_s': median(r['start_to_ready_s'] for r in runs),
+        'runner_peak_rss_mb': max(r['peak_rss_mb'] for r in runs),
+        'raw_peak_rss_mb': max(r['peak_rss_mb'] for r in raws),
+        'wrong_counts': sum(r['wrong_counts'] for r in runs), 'raw_runs': raws, 'runner_runs': runs,
+    }
+    say(f'median of {len(runs)}: raw kafka-python {raw_rate:,.0f} records/s | runner '
+        f'{runner_rate:,.0f} records/s processed ({results["ratio_runner_raw"]:.2f}x raw), '
+        f'{e2e_rate:,.0f} records/s end to end ({results["ratio_end_to_end_raw"]:.2f}x raw)')
+    say(f'target >= {TARGET_RATE:,} records/s (2x Quix Streams ~{QUIX_RATE:,}): runner at '
+        f'{results["ratio_runner_target"]:.2f}x the target, {results["ratio_runner_quix"]:.2f}x '
+        'Quix')
+    say(f'CPU: raw {results["raw_records_per_cpu_s"]:,} records per CPU second, runner slot '
+        f'{results["runner_records_per_cpu_s"]:,} (all its threads)')
+    say(f'peak RSS: slot {results["runner_peak_rss_mb"]} MiB, raw consumer '
+        f'{results["raw_peak_rss_mb"]} MiB; slot ready {results["runner_start_to_ready_s"]}s '
+        'after start')
+    for problem in problems(runs):
+        say(f'WRONG: {problem}')
+    return results
+
+
+def problems(runs: list[dict]) -> list[str]:
+    """What did not go as a correct run must go."""
+    found = []
+    for index, run in enumerate(runs, 1):
+        if run['wrong_counts']:
+            found.append(f'run {index}: {run["wrong_counts"]} counts differ from the truth '
+                         f'after settling, e.g. {run["wrong_examples"]}')
+        if run['stop_exit_code'] != 0:
+            found.append(f'run {index}: the worker exited with {run["stop_exit_code"]} on TERM')
+    return found
+
+
+def benchmark(args: argparse.Namespace) -> None:
+    tag = run_id()
+    topic = f'bench-words-{tag}'
+    words = make_words(args.records, args.seed)
+    truth = dict(collections.Counter(words))
+    with kafka_bootstrap() as bootstrap, scratch_dir('bench-wordcount-') as workdir:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            progress(f'producing {args.records:,} words to {topic} ...')
+            create_topic(admin, topic, PARTITIONS)
+            produce_seconds = produce_words(bootstrap, topic, words)
+            say(f'wordcount: {args.records:,} words ({len(truth)} distinct, {PARTITIONS} '
+                f'partitions) produced in {produce_seconds:.1f}s')
+            raws, runs = [], []
+            for index in range(1, args.repeat + 1):
+                progress(f'run {index} of {args.repeat}: raw consumer, then runner ...')
+                raws.append(run_raw(bootstrap, topic, args.records, f'bench-raw-{tag}-{index}'))
+                runs.append(run_worker(bootstrap, admin, workdir, topic, truth,
+                                       f'bench-wc-{tag}-{index}'))
+                say(f'run {index}: raw {raws[-1]["rate"]:,} records/s | runner '
+                    f'{runs[-1]["rate"]:,} records/s processed, {runs[-1]["end_to_end_rate"]:,} '
+                    f'end to end, {runs[-1]["wrong_counts"]} wrong counts')
+            results = summarize(args.records, produce_seconds, raws, runs)
+        finally:
+            delete_run_topics(admin, tag)
+            admin.close()
+    emit_json('wordcount', {'seed': args.seed, 'repeat': args.repeat, **results})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--records', type=int, default=500_000, help='words to produce')
+    parser.add_argument('--repeat', type=int, default=3, help='runs of each side')
+    parser.add_argument('--seed', type=int, default=1, help='random seed of the words')
+    benchmark(parser.parse_args())
+
+
+if __name__ == '__main__':
+    raise SystemExit(run_main(main))
