@@ -17,8 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -31,6 +29,12 @@ from kafka.partitioner.default import murmur2
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+sys.path[:0] = [str(REPO), str(REPO / 'scripts')]   # runner and kafka_broker, uninstalled too
+
+import kafka_broker
+
+from runner.web import get_json
+
 RUNNER = REPO / 'runner.py'
 #: Seconds between two looks at a condition.
 POLL = 0.03
@@ -76,11 +80,8 @@ def kafka_bootstrap() -> Iterator[str]:
     if external:
         yield external
         return
-    sys.path.insert(0, str(REPO / 'scripts'))
-    from kafka_broker import Broker  # scripts/ is not a package
-
     print('starting a Kafka broker ...', file=sys.stderr)
-    with Broker() as broker:
+    with kafka_broker.Broker() as broker:
         yield broker.bootstrap_servers
 
 
@@ -154,14 +155,7 @@ class Worker:
 
     def get(self, path: str) -> tuple[int, Any]:
         """``GET path``: (status, JSON body), or (0, None) while the server does not answer."""
-        url = f'http://127.0.0.1:{self.port}{path}'
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.status, json.load(response)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return 0, None
+        return get_json(f'http://127.0.0.1:{self.port}{path}', timeout=5)
 
     def state(self) -> dict[str, Any]:
         """``GET /`` (an empty dict while the server does not answer)."""

@@ -9,16 +9,14 @@ answers come from local or standby state and say ``"stale": true``.
 import json
 import logging
 import re
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from .state import StateManager
 from .status import SlotStatus
 from .store import PartitionStore
 from .tables import MISSING, Table, TablePartition
-from .web import Handler, Response, Route, route
+from .web import Handler, Response, Route, get_json, route
 from .windows import key_windows
 
 log = logging.getLogger(__name__)
@@ -87,14 +85,11 @@ class TableQueries:
         return 200, {**body, 'value': value}
 
     def _forward(self, owner: str, path: str) -> Response:
-        url = f'http://{owner}{urllib.parse.quote(path)}?forwarded=1'
-        try:
-            with urllib.request.urlopen(url, timeout=FORWARD_TIMEOUT) as reply:
-                return reply.status, json.load(reply)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            return 502, {'error': f'the owner at {owner} did not answer: {exc}', 'stale': True}
+        status, body = get_json(f'http://{owner}{urllib.parse.quote(path)}?forwarded=1',
+                                FORWARD_TIMEOUT)
+        if status == 0:
+            return 502, {'error': f'the owner at {owner} did not answer', 'stale': True}
+        return status, body
 
     def _summary(self, table: Table) -> dict[str, Any]:
         recovering, _ = self._state.recovering()

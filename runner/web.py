@@ -9,7 +9,9 @@ import logging
 import re
 import socket
 import threading
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -42,6 +44,17 @@ def status_routes(status: SlotStatus) -> list[Route]:
 
     return [route('/health', health), route('/ready', ready),
             route('/', lambda _match, _params: (200, status.describe()))]
+
+
+def get_json(url: str, timeout: float) -> tuple[int, Any]:
+    """``GET url`` from another slot (or anywhere): (status, JSON body); (0, None) if unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, None
 
 
 def advertised(host: str, port: int) -> str:

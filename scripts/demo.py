@@ -8,20 +8,19 @@ slots' table endpoint reports it, and stops everything.
 """
 
 import collections
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / 'scripts'))
+sys.path[:0] = [str(REPO), str(REPO / 'scripts')]
 
 import kafka_broker  # lives beside this script
+
+from runner.web import get_json
 
 SENTENCES = [
     'the quick brown fox jumps over the lazy dog',
@@ -90,13 +89,7 @@ def ready(port: int) -> bool:
 
 
 def get(port: int, path: str) -> dict | None:
-    try:
-        with urllib.request.urlopen(f'http://127.0.0.1:{port}{path}', timeout=5) as reply:
-            return json.load(reply)
-    except urllib.error.HTTPError as exc:
-        return json.load(exc)
-    except OSError:
-        return None
+    return get_json(f'http://127.0.0.1:{port}{path}', timeout=5)[1]
 
 
 def wait_until(condition, timeout: float, what: str) -> None:

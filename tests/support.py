@@ -9,14 +9,14 @@ import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka_broker import free_port
+
+from runner.web import get_json
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / 'runner.py'
@@ -77,14 +77,7 @@ class Worker:
 
     def get(self, path: str) -> tuple[int, Any]:
         """``GET path`` on the worker's web server: (status, JSON body), or (0, None) if down."""
-        url = f'http://127.0.0.1:{self.port}{path}'
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return response.status, json.load(response)
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return 0, None
+        return get_json(f'http://127.0.0.1:{self.port}{path}', timeout=2)
 
     def wait_ready(self, timeout: float = 60) -> None:
         wait_for(lambda: self.get('/ready')[0] == 200 or self._exited(), timeout,
