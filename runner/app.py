@@ -1,6 +1,7 @@
 """The application object: what a user declares (topics, agents, settings)."""
 
 import atexit
+import inspect
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -70,6 +71,7 @@ class App:
         sinks = [] if sink is None else list(sink) if isinstance(sink, (list, tuple)) else [sink]
 
         def register(fn: Callable) -> Agent:
+            _check_takes_a_stream(fn)
             agent = Agent(self, fn, source, sinks, concurrency, name)
             self.agents.append(agent)
             return agent
@@ -111,6 +113,19 @@ class App:
 
     def __repr__(self) -> str:
         return f'<App {self.name} topics={sorted(self.topics)} agents={len(self.agents)}>'
+
+
+def _check_takes_a_stream(fn: Callable) -> None:
+    """An agent is called as ``fn(stream)``: say so at import rather than crash in a slot."""
+    if not callable(fn):
+        raise ConfigError(f'@app.agent decorates a function, not {fn!r}')
+    try:
+        inspect.signature(fn).bind(None)
+    except TypeError:
+        raise ConfigError(f'agent {fn.__qualname__} must take exactly one argument, the '
+                          'stream') from None
+    except ValueError:
+        pass            # no signature to inspect (a builtin): let it be
 
 
 def _headers(headers: Mapping[str, Any] | list | None) -> list | None:

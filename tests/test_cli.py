@@ -160,3 +160,10 @@ def test_config_file_sets_options_and_the_command_line_wins(tmp_path, names, kaf
     worker = workers.raw(['-c', 'runner.yaml', '-p', str(port)], port)
     worker.wait_ready()
     assert (tmp_path / 'cfg' / 'slot-0').is_dir()
+
+
+def test_an_agent_that_takes_no_stream_exits_78(tmp_path):
+    write_app(tmp_path, 'import runner\napp = runner.App("bad")\n\n@app.agent("t")\n'
+              'def nothing():\n    pass\n', 'badagent')
+    one_line_error(run_cli(['-A', 'badagent'], tmp_path), 78,
+                   'agent nothing must take exactly one argument, the stream')
