@@ -33,6 +33,7 @@ sys.path[:0] = [str(REPO), str(REPO / 'scripts')]   # runner and kafka_broker, u
 
 import kafka_broker
 
+from runner.control import wait_until
 from runner.web import get_json
 
 RUNNER = REPO / 'runner.py'
@@ -63,14 +64,10 @@ def _interrupt(_signum: int, _frame: Any) -> None:
 def wait_for(condition: Callable[[], Any], timeout: float, what: str,
              interval: float = POLL) -> Any:
     """Poll ``condition`` until it returns something truthy; TimeoutError after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f'timed out after {timeout:.0f}s waiting for {what}')
-        time.sleep(interval)
+    result = wait_until(condition, timeout, interval)
+    if not result:
+        raise TimeoutError(f'timed out after {timeout:.0f}s waiting for {what}')
+    return result
 
 
 @contextmanager

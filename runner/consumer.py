@@ -126,8 +126,9 @@ class ConsumerLoop:
         for tp, records in batches.items():
             self._dispatcher.dispatch(tp, records)
         self._release_recovered()
-        self._publish_membership()
-        self._apply_backpressure()
+        assignment = frozenset(self._consumer.assignment())
+        self._publish_membership(assignment)
+        self._apply_backpressure(assignment)
         if time.monotonic() >= self._last_commit + self._settings.commit_interval:
             self._commit()
 
@@ -139,14 +140,14 @@ class ConsumerLoop:
                 self._held -= done
                 self._dispatcher.unhold(done)
 
-    def _publish_membership(self) -> None:
+    def _publish_membership(self, assignment: frozenset[TopicPartition]) -> None:
         meta = self._consumer.group_metadata()
         self._status.group_state = meta.state
         self._status.generation = meta.generation_id
-        self._status.assignment = frozenset(self._consumer.assignment())
+        self._status.assignment = assignment
         self._status.beat()
 
-    def _apply_backpressure(self) -> None:
+    def _apply_backpressure(self, assignment: frozenset[TopicPartition]) -> None:
         """Pause partitions with too many queued records (or recovering tables); resume at half."""
         high = self._settings.max_inflight
         backlog = self._dispatcher.backlog()
@@ -155,13 +156,13 @@ class ConsumerLoop:
 
         def blocked(tp: TopicPartition, limit: int) -> bool:
             return stopping or tp.partition in self._held or backlog.get(tp, 0) >= limit
-        pause = [tp for tp in self._consumer.assignment() if tp not in paused and blocked(tp, high)]
-        resume = [tp for tp in paused if not blocked(tp, high // 2 + 1)]
+        pause = {tp for tp in assignment if tp not in paused and blocked(tp, high)}
+        resume = {tp for tp in paused if not blocked(tp, high // 2 + 1)}
         if pause:
             self._consumer.pause(*pause)
         if resume:
             self._consumer.resume(*resume)
-        self._paused = frozenset(self._consumer.paused())
+        self._paused = frozenset((paused - resume) | pause)
 
     # -- committing ---------------------------------------------------------
 

@@ -4,26 +4,12 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import RunnerError
+from .errors import NotFinished, NotRunning
 from .pidfile import running_pid
-
-EX_NOT_RUNNING = 3      # as LSB init scripts' "status" says
-EX_TIMEOUT = 1
-
-
-class NotRunning(RunnerError):
-    exit_code = EX_NOT_RUNNING
-
-
-class TimedOut(RunnerError):
-    exit_code = EX_TIMEOUT
-
-
-class RestartFailed(RunnerError):
-    exit_code = EX_TIMEOUT
 
 
 def status_path(pidfile: str | Path) -> Path:
@@ -65,8 +51,8 @@ def stop(pidfile: str, cold: bool, timeout: float) -> str:
     if pid is None:
         return 'not running'
     os.kill(pid, signal.SIGQUIT if cold else signal.SIGTERM)
-    if not _wait(lambda: running_pid(pidfile) is None, timeout):
-        raise TimedOut(f'pid {pid} still running after {timeout:g}s')
+    if not wait_until(lambda: running_pid(pidfile) is None, timeout):
+        raise NotFinished(f'pid {pid} still running after {timeout:g}s')
     return f'stopped (pid {pid})'
 
 
@@ -82,17 +68,21 @@ def restart(pidfile: str, timeout: float) -> str:
         outcome.update(now)
         return (now.get('failed_restarts', 0) > failed
                 or (now.get('rolling_restarts', 0) > done and now.get('state') == 'running'))
-    if not _wait(finished, timeout):
-        raise TimedOut(f'rolling restart of pid {pid} not finished after {timeout:g}s')
+    if not wait_until(finished, timeout):
+        raise NotFinished(f'rolling restart of pid {pid} not finished after {timeout:g}s')
     if outcome.get('failed_restarts', 0) > failed:
-        raise RestartFailed(outcome.get('restart_error') or 'rolling restart failed')
+        raise NotFinished(outcome.get('restart_error') or 'rolling restart failed')
     return f'restarted (pid {pid})'
 
 
-def _wait(condition, timeout: float) -> bool:
+def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
+    """Poll ``condition`` until it returns something truthy and return that; None after
+    ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        result = condition()
+        if result:
+            return result
         if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
-    return True
+            return None
+        time.sleep(interval)

@@ -5,6 +5,8 @@ can tell the kinds of failure apart.
 """
 
 EX_OK = 0
+EX_NOT_FINISHED = 1  # stop or restart did not get done (timed out, refused, failed)
+EX_NOT_RUNNING = 3   # nothing holds the pidfile (as LSB init scripts' "status" says)
 EX_USAGE = 64        # bad command line
 EX_UNAVAILABLE = 69  # the broker could not be reached in time
 EX_SOFTWARE = 70     # an agent raised; the slot stopped so the record is retried
@@ -34,8 +36,14 @@ class ResourceBusy(RunnerError):
     exit_code = EX_CANTCREAT
 
 
-class AgentFailed(RunnerError):
-    exit_code = EX_SOFTWARE
+class NotRunning(RunnerError):
+    exit_code = EX_NOT_RUNNING
+
+
+class NotFinished(RunnerError):
+    """``stop`` or ``restart`` did not get done: it timed out, or the restart failed."""
+
+    exit_code = EX_NOT_FINISHED
 
 
 def error_with_code(message: str, exit_code: int) -> RunnerError:

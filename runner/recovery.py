@@ -123,16 +123,20 @@ class ChangelogReader:
             self._admin.close()
 
     def _handle_commands(self, block: bool) -> None:
+        """Apply every queued command, then read the resulting set of partitions once."""
         timeout = 0.5 if block else 0
+        handled = False
         while True:
             try:
-                command, keys = self._commands.get(timeout=timeout)
+                command, argument = self._commands.get(timeout=timeout)
             except queue.Empty:
-                return
+                break
             timeout = 0
             if command == 'stop':
-                return
-            getattr(self, f'_{command}')(keys)
+                break
+            getattr(self, f'_{command}')(argument)
+            handled = True
+        if handled:
             self._consumer.assign([replica.tp for replica in self._replicas.values()])
             for replica in self._replicas.values():
                 self._consumer.seek(replica.tp, replica.offset)

@@ -38,11 +38,6 @@ class SignalQueue:
             return None
 
 
-def ignore(*signums: signal.Signals) -> None:
-    for signum in signums:
-        signal.signal(signum, signal.SIG_IGN)
-
-
 def dump_stacks(tag: str) -> None:
     """Log every thread's stack (``faulthandler``) as one block tagged with ``tag`` and the pid.
 

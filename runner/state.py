@@ -79,6 +79,11 @@ class StateManager:
         topic, number = key
         return self._datadir / 'tables' / self.tables[topic].name / str(number)
 
+    def _keys(self, numbers: Iterable[int]) -> list[Key]:
+        """(changelog, number) of every table that has each of these partition numbers."""
+        return [(topic, number) for number in numbers for topic, table in self.tables.items()
+                if number < table.partitions]
+
     def guard(self, number: int) -> Guard:
         with self._lock:
             return self._guards.setdefault(number, Guard(number))
@@ -87,9 +92,8 @@ class StateManager:
 
     def assigned(self, numbers: set[int]) -> set[int]:
         """Start recovering the table partitions of newly owned numbers; returns those to hold."""
-        keys = [(topic, number) for number in sorted(numbers) for topic, table in
-                self.tables.items() if number < table.partitions
-                and number not in table.active and (topic, number) not in self._recovering]
+        keys = [key for key in self._keys(sorted(numbers))
+                if key[1] not in self.tables[key[0]].active and key not in self._recovering]
         if not keys:
             return set()
         with self._lock:
@@ -116,8 +120,7 @@ class StateManager:
     def follow(self, standbys: set[int]) -> None:
         """Keep these partition numbers warm as standby replicas."""
         self._standbys = set(standbys)
-        self.reader.follow({(topic, number) for number in standbys
-                            for topic, table in self.tables.items() if number < table.partitions})
+        self.reader.follow(set(self._keys(standbys)))
 
     def standbys_of(self, table: Table) -> dict[int, int]:
         """Standby partition numbers of ``table`` here, with the changelog offset each has reached."""
@@ -165,8 +168,8 @@ class StateManager:
         with self._lock:
             keys = set(self._recovering) | {(topic, number) for topic, table in self.tables.items()
                                             for number in table.active}
-            keys |= {(topic, number) for topic in self.tables for number in self._standbys}
-            in_use = {self.store_path(key) for key in keys if key[0] in self.tables}
+            keys.update(self._keys(self._standbys))
+            in_use = {self.store_path(key) for key in keys}
             removed = [path for path in root.glob('*/*')
                        if path.is_dir() and path not in in_use and _idle_for(path) > older_than]
             for path in removed:

@@ -184,10 +184,10 @@ class Table:
         return value
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        self._writable().dirty[key] = value
+        self.here().dirty[key] = value
 
     def __delitem__(self, key: Any) -> None:
-        self._writable().dirty[key] = DELETED
+        self.here().dirty[key] = DELETED
 
     def __contains__(self, key: Any) -> bool:
         return self._partition_for(key).get(key) is not MISSING
@@ -221,9 +221,6 @@ class Table:
 
     def here(self) -> 'TablePartition | _Empty':
         """The partition of the record being processed (its guard taken for this batch)."""
-        return self._writable()
-
-    def _writable(self) -> 'TablePartition | _Empty':
         queue = getattr(current, 'partition', None)
         if queue is None:
             raise RuntimeError(f'table {self.name!r} can only be changed from an agent')

@@ -16,6 +16,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka_broker import free_port
 
+from runner.control import wait_until
 from runner.web import get_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,14 +25,10 @@ RUNNER = REPO / 'runner.py'
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05):
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f'timed out after {timeout}s waiting for {what}')
-        time.sleep(interval)
+    result = wait_until(condition, timeout, interval)
+    if not result:
+        raise AssertionError(f'timed out after {timeout}s waiting for {what}')
+    return result
 
 
 def write_app(directory: Path, source: str, name: str = 'testapp') -> str:

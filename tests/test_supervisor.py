@@ -92,7 +92,7 @@ def test_hup_rolls_over_without_losing_records_or_going_dark(tmp_path, names, wo
             answers = [worker_get(worker, i, '/health') is not None for i in range(2)]
             if not any(answers):
                 dark_moments.append(time.monotonic())
-            time.sleep(0.02)
+            stop.wait(0.02)
     watcher = threading.Thread(target=watch_health)
     watcher.start()
     try:

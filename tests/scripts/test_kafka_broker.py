@@ -6,22 +6,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
+from runner.control import wait_until
+
 KAFKA_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "kafka_broker.py"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    """Poll `condition` until it holds or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def process_alive(pid: int) -> bool:
@@ -94,7 +85,7 @@ def test_cli_start_and_stop_round_trip(tmp_path: Path) -> None:
     finally:
         stopped = kafka_cli("stop", "--dir", str(workdir))
     assert stopped.returncode == 0, stopped.stderr
-    assert wait_for(lambda: not process_alive(pid), timeout=30)
+    assert wait_until(lambda: not process_alive(pid), timeout=30)
     assert not (workdir / "broker.pid").exists()
 
     again = kafka_cli("stop", "--dir", str(workdir))
