@@ -166,8 +166,8 @@ def test_usr1_dumps_every_thread_to_the_log(tmp_path, names, workers):
     worker = workers(forward_app(tmp_path, names))
     worker.wait_ready()
     worker.signal(signal.SIGUSR1)
-    log = wait_for(lambda: 'end of stack dump' in worker.log() and worker.log(), 10,
-                   'the stack dump')
+    log = wait_for(lambda: 'end of stack dump of slot 0' in worker.log() and worker.log(), 10,
+                   "the slot's stack dump (the main process dumps its own first)")
     assert 'stack dump of slot 0' in log
     assert log.count('Thread 0x') >= 4          # main, consumer, agents, web
     assert worker.get('/health')[0] == 200
