@@ -33,13 +33,13 @@ sys.path[:0] = [str(REPO), str(REPO / 'scripts')]   # runner and kafka_broker, u
 
 import kafka_broker
 
-from runner.control import wait_until
-from runner.web import get_json
+from runner.main.control import wait_until
+from runner.runtime.web import get_json
 
 RUNNER = REPO / 'runner.py'
 #: Seconds between two looks at a condition.
 POLL = 0.03
-RECOVERED = re.compile(r'INFO runner\.recovery: recovered (\S+)\[(\d+)\]: (\d+) records in '
+RECOVERED = re.compile(r'INFO runner\.state\.recovery: recovered (\S+)\[(\d+)\]: (\d+) records in '
                        r'([\d.]+)s')
 
 

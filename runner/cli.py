@@ -58,7 +58,6 @@ Exit codes:
   directory, port or pidfile in use, 78 app or config cannot be loaded.
 """
 
-import functools
 import json
 import logging
 import re
@@ -68,7 +67,7 @@ from typing import Any
 
 from docopt import DocoptExit, docopt
 
-from . import __version__, admin, control, daemon, logs
+from . import __version__, logs, platform
 from .config import (
     SUPERVISOR_KEYS,
     Options,
@@ -78,11 +77,8 @@ from .config import (
     positive_seconds,
     slot_overrides,
 )
-from .errors import EX_OK, ConfigError, ResourceBusy, RunnerError, UsageError
-from .loader import load_app
-from .pidfile import AlreadyRunning, Pidfile
-from .proctitle import set_title
-from .producer import Producer
+from .errors import EX_OK, ConfigError, ResourceBusy, RunnerError, UsageError, error_with_code
+from .main import control
 
 log = logging.getLogger('runner')
 
@@ -160,9 +156,12 @@ def load_options(args: dict[str, Any], need_app: bool = True) -> Options:
 
 
 def worker_command(args: dict[str, Any]) -> int:
-    """Run the main process: it forks the slots and looks after them until stopped."""
-    from .slot import check_app
-    from .supervisor import Supervisor
+    """Run the main process: it forks the slots and looks after them until stopped.
+
+    The main process imports neither the app nor the runtime: the app is
+    imported in throwaway children to check it, and in each slot after the fork.
+    """
+    from .main.supervisor import Supervisor
 
     options = load_options(args)
     name = check_app(options)
@@ -170,20 +169,20 @@ def worker_command(args: dict[str, Any]) -> int:
     detach = args['--detach']
     if detach:
         _check_detachable(options, settings.logfile)
-    pidfile = Pidfile(options.pidfile) if options.pidfile else None
+    pidfile = platform.Pidfile(options.pidfile) if options.pidfile else None
     if pidfile:
         try:
             pidfile.acquire()
-        except AlreadyRunning as exc:
+        except platform.AlreadyRunning as exc:
             if not detach:
                 raise
             print(f'runner: {exc}')
             return EX_OK
     if detach:
-        daemon.detach()
+        platform.detach()
         pidfile.rewrite()
     logs.setup(settings.loglevel, settings.logfile, 'main')
-    set_title(f'runner: main {name}')
+    platform.set_title(f'runner: main {name}')
     supervisor = Supervisor(name, options.workers, _slot_main(options),
                             reload=lambda: _reload(args),
                             status_path=control.status_path(pidfile.path) if pidfile else None,
@@ -200,14 +199,35 @@ def worker_command(args: dict[str, Any]) -> int:
     return code
 
 
+def check_app(options: Options) -> str:
+    """Import the app in a throwaway child, so a bad app fails before any slot is forked.
+
+    Returns the app's name; raises the child's ConfigError (or UsageError) here.
+    """
+    def load() -> str:
+        from .app.loader import load_app
+        app = load_app(options.app)
+        for index in range(options.workers):
+            options.settings_for(app.settings, index)
+        return app.name
+    try:
+        return platform.call_in_child(load)
+    except platform.ChildFailed as exc:
+        if exc.code is None:
+            raise RunnerError(f'cannot load app {options.app!r}: {exc.kind}: {exc}') from None
+        raise error_with_code(str(exc), exc.code) from None
+
+
 def _slot_main(options: Options) -> Callable[[int, int, int], int]:
-    from .slot import boot
-    return functools.partial(boot, options)
+    """The slot entry point; the runtime is imported in the forked child, not here."""
+    def slot_main(index: int, report_fd: int, main_pid: int) -> int:
+        from .runtime.slot import boot
+        return boot(options, index, report_fd, main_pid)
+    return slot_main
 
 
 def _reload(args: dict[str, Any]) -> Callable[[int, int, int], int]:
     """On HUP: the config file again, and proof that the app as deployed now loads."""
-    from .slot import check_app
     options = load_options(args)
     check_app(options)
     return _slot_main(options)
@@ -226,6 +246,11 @@ def _check_detachable(options: Options, logfile: str | None) -> None:
 
 def send_command(args: dict[str, Any]) -> int:
     """Send one record to a topic, serialized as the app declares the topic."""
+    from .app.loader import load_app
+    from .kafka import admin
+    from .kafka.producer import Producer
+    from .runtime import outside
+
     options = load_options(args)
     app = load_app(options.app)
     settings = options.settings_for(app.settings, 0)
@@ -241,7 +266,8 @@ def send_command(args: dict[str, Any]) -> int:
     finally:
         client.close()
     producer = Producer(settings.bootstrap_servers(), f'{app.name}-send', settings.broker_timeout)
-    app.use_producer(producer)
+    outside.install()
+    outside.OUTSIDE.use(app.name, producer)
     value = _parse_value(topic, args['<value>'])
     metadata = app.send(topic, key=args['--key'], value=value).get(settings.broker_timeout)
     producer.close(settings.broker_timeout)

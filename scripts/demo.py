@@ -20,7 +20,7 @@ sys.path[:0] = [str(REPO), str(REPO / 'scripts')]
 
 import kafka_broker  # lives beside this script
 
-from runner.web import get_json
+from runner.runtime.web import get_json
 
 SENTENCES = [
     'the quick brown fox jumps over the lazy dog',

@@ -20,6 +20,7 @@ import base64
 import ctypes
 import fcntl
 import os
+import random
 import re
 import shutil
 import signal
@@ -234,7 +235,8 @@ class Broker:
         java, libs = _require("java"), ensure_jars(self.version)
         deadline = time.monotonic() + timeout
         workdir = self._prepare_workdir()
-        port, controller_port = _free_ports(2)
+        port = free_port(2)
+        controller_port = port + 1
         address = f"127.0.0.1:{port}"
         try:
             _write_config(workdir, port, controller_port)
@@ -267,11 +269,25 @@ class Broker:
 
 
 def free_port(count: int = 1) -> int:
-    """A free loopback port followed by ``count - 1`` more free ones (e.g. for slots on PORT+i)."""
+    """A free loopback port followed by ``count - 1`` more free ones (e.g. for slots on PORT+i).
+
+    Ports are drawn below the kernel's ephemeral range, so an outgoing connection
+    (a Kafka client, an HTTP request) cannot take one between this choice and its use.
+    """
+    low, high = _unassigned_range()
     while True:
-        [port] = _free_ports(1)
-        if port + count <= 65536 and all(_port_is_free(port + i) for i in range(1, count)):
+        port = random.randrange(low, high - count)
+        if all(_port_is_free(port + i) for i in range(count)):
             return port
+
+
+def _unassigned_range() -> tuple[int, int]:
+    """Ports the kernel never hands out on its own: from 10000 to its ephemeral range."""
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    return (10000, first) if first > 12000 else (first - 2000, first)
 
 
 def _port_is_free(port: int) -> bool:
@@ -281,18 +297,6 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _free_ports(count: int) -> list[int]:
-    """`count` distinct loopback ports that are free right now."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _write_config(workdir: Path, port: int, controller_port: int) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import kafka_broker
 import pytest
+from harness import Worker
 from kafka import KafkaAdminClient
-from support import Worker
 
 
 @pytest.fixture(scope="session")

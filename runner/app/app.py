@@ -1,0 +1,97 @@
+"""The application: what a user declares (topics, agents, tables, settings)."""
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ..config import check_settings
+from ..errors import ConfigError
+from .agents import Agent
+from .codecs import Codec
+from .context import current
+from .tables import Table
+from .topics import Topic, check_topic_name
+
+
+class App:
+    """A stream-processing application.
+
+    ``App('proj')`` joins consumer group ``proj``.  Keyword arguments are
+    settings (see :class:`runner.config.Settings`); the config file and the
+    command line override them.
+    """
+
+    def __init__(self, name: str, broker: str | None = None, **settings: Any) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f'invalid app name {name!r}: it must be a non-empty string')
+        self.name = check_topic_name(name)   # it names the group and the changelog topics
+        given = dict(settings, broker=broker) if broker is not None else dict(settings)
+        self.settings = check_settings(given, f'App({name!r})')
+        self.topics: dict[str, Topic] = {}
+        self.agents: list[Agent] = []
+        self.tables: dict[str, Table] = {}
+
+    def topic(self, name: str, partitions: int | None = None, key_serializer: str | Codec = 'str',
+              value_serializer: str | Codec = 'json', config: Mapping[str, str] | None = None) -> Topic:
+        """Declare a topic; it is created on start when missing."""
+        topic = Topic(self, name, partitions, key_serializer, value_serializer, dict(config or {}))
+        known = self.topics.get(name)
+        if known is not None:
+            if (known.partitions, known.key_codec, known.value_codec) != (
+                    topic.partitions, topic.key_codec, topic.value_codec):
+                raise ConfigError(f'topic {name!r} is declared twice with different settings')
+            return known
+        self.topics[name] = topic
+        return topic
+
+    def Table(self, name: str, default: Callable[[], Any] | None = None,
+              partitions: int | None = None, key_serializer: str | Codec = 'str',
+              value_serializer: str | Codec = 'json') -> Table:
+        """Declare a table; its changelog topic ``{app}-{name}-changelog`` is created on start.
+
+        ``partitions`` defaults to the partition count of the topics whose
+        agents use the table, and must match it when given.
+        """
+        if name in self.tables:
+            raise ConfigError(f'table {name!r} is declared twice')
+        table = self.tables[name] = Table(self, name, default, partitions, key_serializer,
+                                          value_serializer)
+        return table
+
+    def agent(self, topic: Topic | str, sink: Iterable[Any] | Any = None, concurrency: int = 1,
+              name: str | None = None) -> Callable[[Callable], Agent]:
+        """Decorate ``fn(stream)`` to run it over ``topic`` in every slot."""
+        source = topic if isinstance(topic, Topic) else self.topic(topic)
+        sinks = [] if sink is None else list(sink) if isinstance(sink, (list, tuple)) else [sink]
+
+        def register(fn: Callable) -> Agent:
+            agent = Agent(self, fn, source, sinks, concurrency, name)
+            self.agents.append(agent)
+            return agent
+        return register
+
+    def send(self, topic: Topic | str, key: Any = None, value: Any = None,
+             headers: Mapping[str, Any] | list | None = None, partition: int | None = None) -> Any:
+        """Send one record; works inside agents and from plain code.
+
+        Returns kafka-python's future (``.get(timeout)`` waits for the write).
+        Outside a worker, a producer is created on first use and flushed at exit.
+        """
+        if not isinstance(topic, Topic):
+            topic = self.topics.get(topic) or Topic(self, topic)
+        return current().send(topic, topic.key_codec.dumps(key),
+                              topic.value_codec.dumps(value), _headers(headers), partition)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every record sent from this process is written."""
+        current().flush(timeout)
+
+    def __repr__(self) -> str:
+        return f'<App {self.name} topics={sorted(self.topics)} agents={len(self.agents)}>'
+
+
+def _headers(headers: Mapping[str, Any] | list | None) -> list | None:
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return [(str(k), v if isinstance(v, bytes) or v is None else str(v).encode())
+            for k, v in items]

@@ -1,0 +1,93 @@
+"""How an app's topics and tables line up: partition counts and co-partition groups.
+
+Once the broker has said how many partitions each existing topic has, every
+topic and table of the app has a partition count, and falls into the
+*co-partition group* of that count.  Partition ``p`` of every member of a
+group belongs together: it is one *task*, owned by one slot at a time, so a
+record and the table state its key updates are in the same slot whichever
+co-partitioned topic the record came from.  Topics with other partition
+counts are groups of their own and work beside them.
+
+A table's partition count is its declared one, else the count of the topics
+whose agents use it, else the ``topic_partitions`` setting.  A table used by
+agents of a topic with another count is refused at start (exit 78).
+"""
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from .tables import Table, tables_used_by
+
+if TYPE_CHECKING:
+    from .app import App
+    from .topics import Topic
+
+
+class Layout:
+    """The partition count of every topic and table of an app, and its groups.
+
+    ``existing`` holds the partition counts of the app's topics that exist
+    (changelogs included); the others get their declared count or
+    ``default_partitions`` when created.
+    """
+
+    def __init__(self, app: 'App', existing: Mapping[str, int], default_partitions: int) -> None:
+        self.app = app
+        #: Every topic of the app (changelogs included) → its partition count.
+        self.topics: dict[str, int] = {}
+        #: Table name → partition count.
+        self.tables: dict[str, int] = {}
+        for topic in app.topics.values():
+            self.topics[topic.name] = _count(topic, existing, default_partitions)
+        for table in app.tables.values():
+            count = self._table_count(table, default_partitions)
+            changelog = table.changelog.name
+            if existing.get(changelog, count) != count:
+                raise ConfigError(f'changelog topic {changelog!r} has {existing[changelog]} '
+                                  f'partitions but table {table.name!r} has {count}')
+            self.tables[table.name] = self.topics[changelog] = count
+
+    def _table_count(self, table: Table, default_partitions: int) -> int:
+        users = [agent for agent in self.app.agents if table in tables_used_by(agent.fn)]
+        for agent in users:
+            count = self.topics[agent.topic.name]
+            if table.partitions is not None and count != table.partitions:
+                raise ConfigError(
+                    f'table {table.name!r} has {table.partitions} partitions but agent '
+                    f'{agent.name} updates it from topic {agent.topic.name!r} with {count}; '
+                    'tables must be co-partitioned with their source topics')
+        counts = {self.topics[agent.topic.name]: agent for agent in users}
+        if len(counts) > 1:
+            named = ', '.join(f'{agent.topic.name!r} ({count})'
+                              for count, agent in sorted(counts.items()))
+            raise ConfigError(f'table {table.name!r} is used by agents of topics with different '
+                              f'partition counts: {named}; tables must be co-partitioned with '
+                              'their source topics')
+        return table.partitions or next(iter(counts), None) or default_partitions
+
+    def partitions(self, table: Table) -> int:
+        return self.tables[table.name]
+
+    def sources(self) -> dict[str, int]:
+        """The topics agents read, with their partition counts."""
+        return {agent.topic.name: self.topics[agent.topic.name] for agent in self.app.agents}
+
+    def changelogs(self) -> dict[str, int]:
+        """The tables' changelog topics, with their partition counts."""
+        return {table.changelog.name: self.tables[table.name]
+                for table in self.app.tables.values()}
+
+    def tables_of(self, group: int) -> list[Table]:
+        """The tables of the co-partition group of ``group`` partitions."""
+        return [table for table in self.app.tables.values() if self.tables[table.name] == group]
+
+
+def _count(topic: 'Topic', existing: Mapping[str, int], default_partitions: int) -> int:
+    count = existing.get(topic.name)
+    if count is None:
+        return topic.partitions or default_partitions
+    if topic.partitions is not None and topic.partitions != count:
+        raise ConfigError(f'topic {topic.name!r} has {count} partitions but the app declares '
+                          f'{topic.partitions}; change the declaration or the topic')
+    return count

@@ -1,0 +1,134 @@
+"""Table declarations: key/value state that agents update, partitioned like their streams.
+
+A Table is a declaration: it holds no data.  Reads and writes go through the
+processing context (:mod:`runner.app.context`) to the slot that owns the
+partition: inside an agent, the partition of the record being processed;
+elsewhere in a slot, the partition the key hashes to.  How the slot keeps that
+state (LevelDB, changelog, checkpoints) is :mod:`runner.state`'s business.
+"""
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from .codecs import Codec, codec
+from .context import DELETED, MISSING, current
+from .topics import Topic, check_topic_name
+
+if TYPE_CHECKING:
+    from .app import App
+    from .windows import WindowedTable
+
+
+class Table:
+    """A dict-like table, updated from agents and durable through its changelog topic.
+
+    ``partitions`` may be left out: the table then has the partition count of
+    the topics whose agents use it (the ``topic_partitions`` setting if none do).
+    """
+
+    #: How table keys are stored; windowed tables store ``(key, window start)``.
+    windowing: Any = None
+
+    def __init__(self, app: 'App', name: str, default: Callable[[], Any] | None = None,
+                 partitions: int | None = None, key_serializer: str | Codec = 'str',
+                 value_serializer: str | Codec = 'json') -> None:
+        if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
+            raise ConfigError(f'table {name!r}: partitions must be a positive integer')
+        if default is not None and not callable(default):
+            raise ConfigError(f'table {name!r}: default must be callable, such as int')
+        self.app = app
+        self.name = check_topic_name(name)
+        self.default = default
+        self.partitions = partitions
+        self.key_codec = codec(key_serializer)
+        self.value_codec = codec(value_serializer)
+        self.changelog = Topic(app, f'{app.name}-{name}-changelog', partitions,
+                               key_serializer, value_serializer,
+                               config=self._changelog_config())
+
+    @property
+    def stored_key_codec(self) -> Codec:
+        """How keys are written to the store and the changelog."""
+        return self.key_codec
+
+    def routing_key(self, stored_key: Any) -> Any:
+        """The part of a stored key that decides its partition."""
+        return stored_key
+
+    def _changelog_config(self) -> dict[str, str]:
+        return {'cleanup.policy': 'compact'}
+
+    def tumbling(self, size: float, expires: float | None = None) -> 'WindowedTable':
+        """This table kept per ``size``-second window; replaces the plain table in the app."""
+        return self.hopping(size, size, expires)
+
+    def hopping(self, size: float, step: float, expires: float | None = None) -> 'WindowedTable':
+        """This table kept per overlapping ``size``-second window, one starting every ``step``."""
+        from .windows import WindowedTable, Windowing
+        windowed = WindowedTable(self.app, self.name, Windowing(size, step, expires),
+                                 self.default, self.partitions, self.key_codec, self.value_codec)
+        self.app.tables[self.name] = windowed
+        return windowed
+
+    # -- dict interface -----------------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        value = current().read(self, key)
+        if value is MISSING:
+            if self.default is None:
+                raise KeyError(key)
+            return self.default()
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        current().write(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        current().write(self, key, DELETED)
+
+    def __contains__(self, key: Any) -> bool:
+        return current().read(self, key) is not MISSING
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        value = current().read(self, key)
+        return default if value is MISSING else value
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        """Every (key, value) of the partitions this slot owns."""
+        return current().items(self)
+
+    def keys(self) -> Iterator[Any]:
+        return (key for key, _ in self.items())
+
+    def values(self) -> Iterator[Any]:
+        return (value for _, value in self.items())
+
+    def __repr__(self) -> str:
+        return f'<{type(self).__name__} {self.name}>'
+
+
+def tables_used_by(function: Callable) -> set[Table]:
+    """Tables a function names: module globals and closure variables it refers to, nested
+    code included.
+
+    Lets a slot check co-partitioning at start and derive partition counts for
+    the usual case of a table declared at module level (or in an enclosing function).
+    """
+    names: set[str] = set()
+    codes = [getattr(function, '__code__', None)]
+    while codes:
+        code = codes.pop()
+        if code is not None:
+            names.update(code.co_names)
+            codes.extend(const for const in code.co_consts if hasattr(const, 'co_names'))
+    scope = dict(getattr(function, '__globals__', {}))
+    code = getattr(function, '__code__', None)
+    for name, cell in zip(code.co_freevars if code else (), function.__closure__ or (),
+                          strict=True):
+        names.add(name)
+        try:
+            scope[name] = cell.cell_contents
+        except ValueError:        # not yet bound
+            pass
+    return {scope[name] for name in names if isinstance(scope.get(name), Table)}

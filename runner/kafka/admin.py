@@ -1,0 +1,71 @@
+"""Talking to the cluster before work starts: reachability, partition counts, topic creation."""
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from ..errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+
+def connect(bootstrap_servers: list[str], timeout: float, client_id: str) -> KafkaAdminClient:
+    """An admin client, or BrokerUnavailable if no broker answers within ``timeout`` seconds.
+
+    kafka-python's own complaints about each failed attempt are muted: the one
+    line this raises says what went wrong.
+    """
+    try:
+        with _quiet('kafka'):
+            return KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id,
+                                    bootstrap_timeout_ms=int(timeout * 1000),
+                                    request_timeout_ms=int(max(timeout, 5) * 1000))
+    except KafkaError as exc:
+        servers = ','.join(bootstrap_servers)
+        raise BrokerUnavailable(
+            f'cannot reach Kafka at {servers} within {timeout:g}s ({exc})') from None
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    level = logger.level
+    if not logger.isEnabledFor(logging.DEBUG):
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def partition_counts(admin: KafkaAdminClient, names: Iterable[str]) -> dict[str, int]:
+    """Partition count of each named topic that exists."""
+    counts = {}
+    for info in admin.describe_topics(sorted(set(names))):
+        if info.get('error_code', 0) == 0 and info.get('partitions'):
+            counts[info['name']] = len(info['partitions'])
+    return counts
+
+
+def create_missing(admin: KafkaAdminClient, wanted: dict[str, tuple[int, dict[str, str]]],
+                   existing: Iterable[str], replication_factor: int) -> None:
+    """Create the topics of ``wanted`` (name → partition count and config) not in ``existing``."""
+    missing = {name: spec for name, spec in wanted.items() if name not in set(existing)}
+    for name, (partitions, config) in missing.items():
+        _create(admin, name, partitions, replication_factor, config)
+    if missing:
+        admin.wait_for_topics(list(missing), timeout_ms=30000)
+
+
+def _create(admin: KafkaAdminClient, name: str, partitions: int, replication_factor: int,
+            config: dict[str, str]) -> None:
+    spec = {'num_partitions': partitions, 'replication_factor': replication_factor,
+            'configs': config}
+    try:
+        admin.create_topics({name: spec})
+        log.info('created topic %s with %d partitions', name, partitions)
+    except TopicAlreadyExistsError:
+        log.debug('topic %s was created by another worker meanwhile', name)

@@ -1,0 +1,74 @@
+"""Workarounds for kafka-python bugs that stall a consumer, and the private parts of
+kafka-python the runner relies on.
+
+Both touch kafka-python's private attributes, so they are applied only to the
+versions they were verified on (:data:`VERIFIED`); :func:`install` refuses any
+other version with a one-line error instead of patching code that may have
+changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
+
+1. A paused partition whose fetched records were only partly returned is
+   parked; ``Fetcher.fetch_records`` restores parked records only when its
+   "next records" slot is ``None``, but a drained batch stays in that slot, so
+   after ``resume()`` the partition is never fetched again.  Back-pressure
+   pauses exactly such partitions.  Fix: a drained batch counts as empty.
+2. When the group leader notices changed metadata, ``need_rejoin()`` is true
+   only until the leader's own assignment records that metadata; a ``poll()``
+   that times out between JoinGroup and SyncGroup then never completes the
+   join, leaving the member's partitions marked as being revoked.  Fix: a join
+   in progress is always a reason to keep joining.
+"""
+
+from typing import Any
+
+import kafka
+from kafka.consumer.fetcher import Fetcher
+from kafka.coordinator.consumer import ConsumerCoordinator
+
+from ..errors import ConfigError
+
+#: kafka-python versions these workarounds were verified on.
+VERIFIED = ('3.0.12',)
+
+
+def install() -> None:
+    """Check the installed kafka-python and patch it (once per process)."""
+    if kafka.__version__ not in VERIFIED:
+        raise ConfigError(f'kafka-python {kafka.__version__} is installed, but runner is '
+                          f'verified with {", ".join(VERIFIED)} only: pip install '
+                          f'"kafka-python=={VERIFIED[-1]}"')
+    _forget_drained_records()
+    _keep_joining_until_done()
+
+
+def _forget_drained_records() -> None:
+    fetch_records = Fetcher.fetch_records
+    if getattr(fetch_records, 'runner_fix', False):
+        return
+
+    def patched(fetcher: Fetcher, *args: Any, **kwargs: Any) -> Any:
+        pending = fetcher._next_partition_records
+        if pending is not None and not pending:
+            fetcher._next_partition_records = None
+        return fetch_records(fetcher, *args, **kwargs)
+    patched.runner_fix = True
+    Fetcher.fetch_records = patched
+
+
+def _keep_joining_until_done() -> None:
+    need_rejoin = ConsumerCoordinator.need_rejoin
+    if getattr(need_rejoin, 'runner_fix', False):
+        return
+
+    def patched(coordinator: ConsumerCoordinator) -> bool:
+        return coordinator.rejoining or need_rejoin(coordinator)
+    patched.runner_fix = True
+    ConsumerCoordinator.need_rejoin = patched
+
+
+async def io_sleep(consumer: kafka.KafkaConsumer, seconds: float) -> None:
+    """Sleep inside a rebalance listener without stopping the consumer's IO loop.
+
+    kafka-python has no public sleep for listener coroutines; its coordinator
+    awaits the IO loop's own sleep the same way.
+    """
+    await consumer._net.sleep(seconds)

@@ -1,0 +1,363 @@
+"""The consumer thread: the only thread that polls, pauses, resumes and takes checkpoints.
+
+Each round of the loop polls (for at most ``POLL_MS``), hands the fetched
+batches to the partition queues, hands out tasks whose tables have finished
+recovering, applies back-pressure, and advances the checkpoint: one is opened
+every ``commit_interval``, collects the cut of every task (made at a record
+boundary, see :mod:`runner.state.checkpoint`), and is committed once every
+task is cut — or after one more interval without the tasks that could not be
+cut, such as one whose agent is stuck inside a record.  So offsets are
+committed at least every two commit intervals, whatever the load.
+
+Rebalances: kafka-python runs the listener on its IO thread while this thread
+waits inside ``poll()``, so the two never run at once; the listener must not
+block (heartbeats would stop), so it awaits.  On revocation it fences the
+partitions' queues, asks a checkpoint for the final cut of their tasks, waits
+up to ``revoke_timeout``, commits what was cut and abandons the rest.  An
+abandoned task's writes are never applied, what its agents send afterwards
+is dropped, and if its partitions come back they are read again from the
+committed offset, so its work is redone by the next owner, never lost.
+"""
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from ..config import Settings
+from ..kafka.assignor import RunnerAssignor
+from ..kafka.fixes import io_sleep
+from ..kafka.producer import Producer, SendFailed
+from ..state.checkpoint import Checkpoint
+from ..state.manager import TableState
+from .context import SlotContext
+from .queues import Dispatcher
+from .status import SlotStatus
+from .tasks import Task, Tasks
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 100
+#: Upper bound for the barrier of one checkpoint (every record sent is acknowledged).
+COMMIT_TIMEOUT = 30.0
+#: How long a cold stop may spend on its last checkpoint and on leaving the group.
+COLD_STOP_TIMEOUT = 0.3
+#: How often a waiting rebalance listener looks again.
+LISTENER_TICK = 0.005
+
+
+class ConsumerLoop:
+    """Owns the KafkaConsumer of a slot: feeds the partition queues, takes checkpoints."""
+
+    def __init__(self, settings: Settings, group_id: str, client_id: str,
+                 dispatcher: Dispatcher, tasks: Tasks, slot: SlotContext, status: SlotStatus,
+                 on_failure: Callable[..., None], assignor: RunnerAssignor) -> None:
+        self._settings = settings
+        self._group_id = group_id
+        self._client_id = client_id
+        self._dispatcher = dispatcher
+        self._tasks = tasks
+        self._slot = slot
+        self._producer: Producer = slot.producer
+        self._state: TableState | None = slot.state
+        self._status = status
+        self._on_failure = on_failure
+        self._assignor = assignor
+        self._consumer: KafkaConsumer | None = None
+        self._checkpoint: Checkpoint | None = None
+        self._next_checkpoint = 0.0
+        self._generation = -1
+        self._committed: dict[TopicPartition, int] = {}
+        self._rewind: dict[TopicPartition, int] = {}
+        self._paused: frozenset[TopicPartition] = frozenset()   # as last seen, for the web
+        self._stop_mode: str | None = None       # None, 'warm' or 'cold'
+        self._stop_deadline = 0.0
+        self.thread = threading.Thread(target=self._run, name='consumer', daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, drain: bool, deadline: float) -> None:
+        """Ask the loop to finish: ``drain`` waits (until ``deadline``) for queued records."""
+        if self._stop_mode == 'cold':
+            return
+        self._stop_mode = 'warm' if drain else 'cold'
+        self._stop_deadline = deadline
+
+    def offsets(self) -> dict[str, object]:
+        """Processed and committed offsets (next offset to read) for the web server."""
+        def named(offsets: dict[TopicPartition, int]) -> dict[str, int]:
+            return {f'{tp.topic}:{tp.partition}': offset for tp, offset in sorted(offsets.items())}
+        return {'processed': named(self._dispatcher.processed()),
+                'committed': named(dict(self._committed)),
+                'paused': sorted(f'{tp.topic}:{tp.partition}' for tp in self._paused),
+                'queued': named(self._dispatcher.backlog())}
+
+    # -- the loop ------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._consumer = self._create_consumer()
+            self._consumer.subscribe(self._dispatcher.topics, listener=_Listener(self))
+            self._consumer.topics()        # metadata before joining (see kafka/fixes.py)
+            while self._stop_mode is None:
+                self._poll_once()
+            self._finish()
+        except SendFailed as exc:
+            self._on_failure(str(exc))
+        except Exception as exc:
+            log.exception('consumer loop failed')
+            self._on_failure(f'consumer loop failed: {exc}')
+
+    def _create_consumer(self) -> KafkaConsumer:
+        settings = self._settings
+        session_ms = int(settings.session_timeout * 1000)
+        return KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers(),
+            group_id=self._group_id,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            auto_offset_reset='earliest',
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(session_ms // 3, 100),
+            partition_assignment_strategy=[self._assignor],
+            bootstrap_timeout_ms=int(settings.broker_timeout * 1000),
+        )
+
+    def _poll_once(self) -> None:
+        for tp, records in self._consumer.poll(timeout_ms=POLL_MS).items():
+            self._dispatcher.dispatch(tp, records)
+        self._activate_recovered()
+        assignment = frozenset(self._consumer.assignment())
+        self._publish_membership(assignment)
+        self._apply_backpressure(assignment)
+        self._advance_checkpoint()
+
+    def _activate_recovered(self) -> None:
+        """Give recovered table partitions to their tasks; hand out tasks that are ready."""
+        if self._state is None:
+            return
+        recovered = self._state.take_recovered()
+        if not recovered:
+            return
+        tasks = {key: task for task in self._tasks for key in task.keys}
+        for key, partition in recovered:
+            task = tasks[key]
+            task.partitions[partition.table.name] = partition
+            self._slot.active[key] = partition
+            if task.ready:
+                self._dispatcher.unhold(task.queues)
+
+    def _publish_membership(self, assignment: frozenset[TopicPartition]) -> None:
+        meta = self._consumer.group_metadata()
+        self._status.group_state = meta.state
+        self._status.generation = meta.generation_id
+        self._status.assignment = assignment
+        self._status.beat()
+
+    def _apply_backpressure(self, assignment: frozenset[TopicPartition]) -> None:
+        """Pause partitions holding more than their share of ``max_inflight`` queued records
+        (or whose tables are recovering); resume them at half their share."""
+        share = max(1, self._settings.max_inflight // max(1, len(assignment)))
+        backlog = self._dispatcher.backlog()
+        paused = self._consumer.paused()
+        stopping = self._stop_mode is not None
+        waiting = {tp for task in self._tasks if not task.ready for tp in task.sources}
+
+        def blocked(tp: TopicPartition, limit: int) -> bool:
+            return stopping or tp in waiting or backlog.get(tp, 0) >= limit
+        pause = {tp for tp in assignment if tp not in paused and blocked(tp, share)}
+        resume = {tp for tp in paused if not blocked(tp, share // 2 + 1)}
+        if pause:
+            self._consumer.pause(*pause)
+        if resume:
+            self._consumer.resume(*resume)
+        self._paused = frozenset((paused - resume) | pause)
+
+    # -- checkpoints (this thread) -------------------------------------------
+
+    def _advance_checkpoint(self) -> None:
+        now = time.monotonic()
+        if self._checkpoint is None and now >= self._next_checkpoint:
+            self._next_checkpoint = now + self._settings.commit_interval
+            self._checkpoint = Checkpoint(deadline=self._next_checkpoint)
+            self._checkpoint.request(self._tasks.active())
+        checkpoint = self._checkpoint
+        if checkpoint is not None and (checkpoint.complete() or now >= checkpoint.deadline):
+            self._checkpoint = None
+            self._commit(checkpoint)
+
+    def _commit(self, checkpoint: Checkpoint, timeout: float = COMMIT_TIMEOUT) -> None:
+        """Close the checkpoint and run its steps: changelog, barrier, commit, store."""
+        busy = checkpoint.close()
+        if busy:
+            log.info('checkpoint without %d busy task(s): %s', len(busy), _names(busy))
+        if checkpoint.empty:
+            return
+        generation = self._consumer.group_metadata().generation_id
+        if generation != self._generation:
+            log.warning('checkpoint skipped: this member has generation %d, its tasks were '
+                        'assigned in %d', generation, self._generation)
+            return
+        self._producer.wait(checkpoint.send_changelogs(self._producer), timeout)
+        offsets = checkpoint.offsets()
+        if offsets:
+            try:
+                self._consumer.commit(_commit_request(offsets), timeout_ms=int(timeout * 1000))
+                self._record_commit(offsets)
+            except KafkaError as exc:
+                log.warning('offset commit failed, will retry: %s', exc)
+        checkpoint.store()
+
+    def _record_commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self._committed.update(offsets)
+        for task in self._tasks:
+            for tp in task.sources:
+                if tp in offsets:
+                    task.committed[tp] = offsets[tp]
+
+    def _finish(self) -> None:
+        """Stop fetching, let the agents finish (warm), then leave the group: the listener
+        takes the last checkpoint as the partitions are revoked."""
+        self._consumer.pause(*self._consumer.assignment())
+        while self._stop_mode == 'warm' and not self._dispatcher.idle():
+            if time.monotonic() >= self._stop_deadline:
+                log.warning('records still in progress at the shutdown deadline; '
+                            'they will be processed again by the next owner')
+                break
+            self._consumer.poll(timeout_ms=POLL_MS)
+            self._advance_checkpoint()
+            self._status.beat()
+        timeout = COLD_STOP_TIMEOUT if self._stop_mode == 'cold' else self._settings.revoke_timeout
+        self._consumer.close(autocommit=False, timeout_ms=int(timeout * 1000))
+
+    # -- rebalancing (kafka-python's IO thread) --------------------------------
+
+    async def _revoke(self, tps: Iterable[TopicPartition], lost: bool) -> None:
+        """Fence the partitions, take the final cut of their tasks, commit, retire them."""
+        self._status.group_state = '<rebalancing>'
+        tps = set(tps)
+        self._dispatcher.revoke(tps)
+        tasks = self._tasks.revoke(tps)
+        if self._state is not None:
+            self._state.cancel(key for task in tasks if not task.ready for key in task.keys)
+        checkpoint, self._checkpoint = self._checkpoint, None
+        if lost:
+            if checkpoint is not None:
+                checkpoint.close()
+            self._abandon(tasks, 'this member lost its membership')
+        else:
+            checkpoint = checkpoint or Checkpoint(deadline=0.0)
+            checkpoint.request(tasks, final=True)
+            deadline = time.monotonic() + self._revoke_wait()
+            while not checkpoint.has_cut(tasks) and time.monotonic() < deadline:
+                await io_sleep(self._consumer, LISTENER_TICK)
+            busy = [task for task in checkpoint.close() if task in tasks]
+            self._abandon(busy, f'still busy after {self._revoke_wait():.1f}s')
+            try:
+                await self._commit_revoked(checkpoint)
+            except SendFailed as exc:
+                self._on_failure(str(exc))
+        for task in tasks:
+            self._rewind.update(task.restart_offsets())
+            self._retire(task)
+
+    def _revoke_wait(self) -> float:
+        """How long a revocation waits for busy tasks: less when the slot is stopping."""
+        if self._stop_mode == 'cold':
+            return 0.0
+        if self._stop_mode == 'warm':
+            return max(0.0, min(self._settings.revoke_timeout,
+                                self._stop_deadline - time.monotonic()))
+        return self._settings.revoke_timeout
+
+    def _abandon(self, tasks: list[Task], why: str) -> None:
+        for task in tasks:
+            task.finished = True
+        if tasks:
+            log.warning('abandoning %s (%s): not committed, their records will be processed '
+                        'again by the next owner', _names(tasks), why)
+
+    async def _commit_revoked(self, checkpoint: Checkpoint) -> None:
+        """The checkpoint's steps, awaiting instead of blocking the IO thread."""
+        if checkpoint.empty:
+            return
+        timeout = COLD_STOP_TIMEOUT if self._stop_mode == 'cold' else COMMIT_TIMEOUT
+        epoch = checkpoint.send_changelogs(self._producer)
+        deadline = time.monotonic() + timeout
+        while not self._producer.acknowledged(epoch):
+            if time.monotonic() >= deadline:
+                raise SendFailed(f'records sent were not acknowledged within {timeout:g}s')
+            await io_sleep(self._consumer, LISTENER_TICK)
+        offsets = checkpoint.offsets()
+        if offsets:
+            try:
+                await self._consumer.commit_async(_commit_request(offsets))
+                self._record_commit(offsets)
+                log.info('committed %d revoked partition(s)', len(offsets))
+            except KafkaError as exc:
+                log.warning('commit on revocation failed; the next owner resumes from the '
+                            'last commit: %s', exc)
+        checkpoint.store()
+
+    def _retire(self, task: Task) -> None:
+        """Forget a revoked task; its stores close once no agent is inside it."""
+        for key in task.keys:
+            self._slot.active.pop(key, None)
+        for tp in task.sources:
+            self._committed.pop(tp, None)
+
+        held = [(partition.table.changelog.name, task.number)
+                for partition in task.partitions.values()]
+
+        def release() -> None:
+            for key in held:
+                self._state.stores.release(key)
+        if held:
+            task.retire(release)
+
+    def _assign(self, tps: Iterable[TopicPartition]) -> None:
+        """New tasks: their queues (held while tables recover) and a rewind to the last
+        commit for partitions this slot had before."""
+        tps = set(tps)
+        self._generation = self._consumer.group_metadata().generation_id
+        for tp in tps & self._rewind.keys():
+            self._consumer.seek(tp, self._rewind[tp])
+        self._rewind.clear()
+        tasks = self._tasks.assign(tps)
+        for task in tasks:
+            for tp in task.sources:
+                task.queues += self._dispatcher.assign(tp, task, held=not task.ready)
+        if self._state is not None:
+            self._state.recover([key for task in tasks for key in task.keys])
+            self._state.follow(self._assignor.standbys)
+        self._status.owners = dict(self._assignor.owners)
+        log.info('assigned %s', ', '.join(f'{tp.topic}:{tp.partition}' for tp in sorted(tps))
+                 or 'no partitions')
+
+
+class _Listener(AsyncConsumerRebalanceListener):
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._loop._revoke(revoked, lost=False)
+
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        await self._loop._revoke(lost, lost=True)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._loop._assign(assigned)
+
+
+def _commit_request(offsets: dict[TopicPartition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {tp: OffsetAndMetadata(offset, '', -1) for tp, offset in offsets.items()}
+
+
+def _names(tasks: Iterable[Task]) -> str:
+    return ', '.join(sorted(', '.join(f'{tp.topic}:{tp.partition}' for tp in task.sources)
+                            or repr(task) for task in tasks))

@@ -1,0 +1,177 @@
+"""The processing contexts of a slot: how tables and sends reach its state and producer.
+
+:class:`SlotContext` serves every thread of the slot that is not processing
+a record (the web server, threads an app starts): a key is found in the
+partition its bytes hash to, and tables are read-only.  Each agent thread
+binds an :class:`AgentContext`, which follows the record being processed:
+keys live in that record's task, whose guard the thread takes at its first
+table access of a batch.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+from kafka.future import Future
+
+from ..app.context import MISSING
+from ..app.layout import Layout
+from ..app.partitioners import murmur2_partition
+from ..app.tables import Table
+from ..app.topics import Topic
+from ..errors import ConfigError
+from ..kafka.producer import Producer
+from ..state.checkpoint import Guard
+from ..state.manager import TableState
+from ..state.partitions import TablePartition
+from ..state.stores import Key
+from .queues import PartitionQueue
+from .tasks import Task
+
+
+class SlotContext:
+    """Tables read by key hash, and sends through the slot's producer."""
+
+    def __init__(self, layout: Layout, producer: Producer, state: TableState | None) -> None:
+        self.layout = layout
+        self.producer = producer
+        self.state = state
+        #: Changelog partition → its live table partition (written by the consumer thread).
+        self.active: dict[Key, TablePartition] = {}
+
+    def key_of(self, table: Table, key: Any) -> Key:
+        """The changelog partition a (routing) key of ``table`` hashes to."""
+        self._check_declared(table)
+        number = murmur2_partition(table.key_codec.dumps(key), self.layout.partitions(table))
+        return table.changelog.name, number
+
+    def _check_declared(self, table: Table) -> None:
+        if self.layout.app.tables.get(table.name) is not table:
+            raise ConfigError(f'table {table.name!r} is not a table of app '
+                              f'{self.layout.app.name!r} (a windowed table replaces the plain '
+                              'one it was made from)')
+
+    def event_time(self) -> float | None:
+        return None
+
+    def read(self, table: Table, key: Any) -> Any:
+        changelog_key = self.key_of(table, table.routing_key(key))
+        with self.state.stores.reading(changelog_key) as store:
+            partition = self.active.get(changelog_key)
+            if store is None or partition is None or partition.store is not store:
+                return MISSING
+            return partition.get(key)
+
+    def write(self, table: Table, key: Any, value: Any) -> None:
+        raise RuntimeError(f'table {table.name!r} can only be changed from an agent')
+
+    def items(self, table: Table) -> Iterator[tuple[Any, Any]]:
+        self._check_declared(table)
+        for changelog_key, partition in sorted(self.active.items()):
+            if changelog_key[0] == table.changelog.name:
+                with self.state.stores.reading(changelog_key) as store:
+                    if store is partition.store:
+                        yield from list(partition.items())
+
+    def windows(self, table: Table, key: Any) -> list[tuple[float, Any]]:
+        changelog_key = self.key_of(table, key)
+        with self.state.stores.reading(changelog_key) as store:
+            partition = self.active.get(changelog_key)
+            if store is None or partition is None or partition.store is not store:
+                return []
+            return partition.windows(key)
+
+    def send(self, topic: Topic, key: bytes | None, value: bytes | None,
+             headers: list | None = None, partition: int | None = None) -> Any:
+        return self.producer.send(topic.name, key, value, headers, partition)
+
+    def flush(self, timeout: float) -> None:
+        self.producer.flush(timeout)
+
+
+class AgentContext:
+    """The context of one agent thread: the record it is processing and that record's task."""
+
+    __slots__ = ('guard', 'queue', 'record', 'slot', 'task')
+
+    def __init__(self, slot: SlotContext) -> None:
+        self.slot = slot
+        self.queue: PartitionQueue | None = None
+        self.task: Task | None = None
+        self.record: Any = None
+        self.guard: Guard | None = None     # the guard this thread holds, if any
+
+    # -- the stream's side ---------------------------------------------------
+
+    def begin(self, queue: PartitionQueue) -> None:
+        """A batch of ``queue`` starts."""
+        self.queue, self.task = queue, queue.task
+        self.task.enter()
+
+    def boundary(self) -> None:
+        """Between two records: serve a checkpoint waiting for this thread."""
+        guard = self.guard
+        if guard is not None:
+            guard.boundary()
+
+    def end(self) -> None:
+        """The batch is over (done, revoked or abandoned): let go of the guard and the task."""
+        guard, self.guard = self.guard, None
+        if guard is not None:
+            guard.release()
+        task, self.task, self.queue, self.record = self.task, None, None, None
+        if task is not None:
+            task.leave()
+
+    # -- the processing context ----------------------------------------------
+
+    def event_time(self) -> float | None:
+        record = self.record
+        return None if record is None else record.timestamp / 1000.0
+
+    def read(self, table: Table, key: Any) -> Any:
+        if self.task is None:
+            return self.slot.read(table, key)
+        return self._partition(table).get(key, fill_cache=True)
+
+    def write(self, table: Table, key: Any, value: Any) -> None:
+        if self.task is None:
+            raise RuntimeError(f'table {table.name!r} can only be changed while processing a '
+                               'record')
+        partition = self._partition(table)
+        partition.set(key, value)
+        if table.windowing is not None:
+            partition.observe(self.event_time())
+
+    def items(self, table: Table) -> Iterator[tuple[Any, Any]]:
+        return self.slot.items(table)
+
+    def windows(self, table: Table, key: Any) -> list[tuple[float, Any]]:
+        if self.task is None:
+            return self.slot.windows(table, key)
+        return self._partition(table).windows(key)
+
+    def send(self, topic: Topic, key: bytes | None, value: bytes | None,
+             headers: list | None = None, partition: int | None = None) -> Any:
+        """Send through the slot's producer; dropped once the record's task is finished
+        (its partition was taken away, and the next owner processes the record again)."""
+        task = self.task
+        if task is not None and task.finished:
+            return Future().success(None)
+        return self.slot.producer.send(topic.name, key, value, headers, partition)
+
+    def flush(self, timeout: float) -> None:
+        self.slot.flush(timeout)
+
+    def _partition(self, table: Table) -> TablePartition:
+        task = self.task
+        partition = task.partitions.get(table.name)
+        if partition is None:
+            self.slot._check_declared(table)
+            raise ConfigError(
+                f'table {table.name!r} has {self.slot.layout.partitions(table)} partitions but '
+                f'topic {self.queue.tp.topic!r} has {task.id[0]}; tables must be co-partitioned '
+                'with their source topics')
+        if self.guard is not task.guard:
+            task.guard.take()
+            self.guard = task.guard
+        return partition

@@ -1,0 +1,287 @@
+"""One worker process (a slot): consumer thread, agent threads and web server.
+
+The slot's main thread starts everything, then only waits for events (signals
+and failure reports) and shuts down in order.  Everything holding a thread, a
+socket or a lock is created here, never inherited across ``fork()``.
+"""
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Self
+
+from kafka.errors import KafkaError
+
+from .. import logs, platform
+from ..app import context
+from ..app.app import App
+from ..app.layout import Layout
+from ..app.loader import load_app
+from ..config import Options, Settings
+from ..errors import EX_OK, EX_SOFTWARE, BrokerUnavailable, RunnerError
+from ..kafka import admin, fixes
+from ..kafka.assignor import RunnerAssignor
+from ..kafka.producer import Producer
+from ..reports import Reporter
+from ..state.manager import TableState
+from ..state.recovery import ChangelogReader
+from .agents import AgentThreads
+from .consumer import ConsumerLoop
+from .context import SlotContext
+from .queries import TableQueries
+from .queues import Dispatcher, Inbox
+from .status import SlotStatus
+from .tasks import Tasks
+from .web import WebServer, advertised, status_routes
+
+log = logging.getLogger(__name__)
+
+#: Signals a slot handles; the main process owns INT (slots ignore it) and relays the rest.
+SLOT_SIGNALS = {signal.SIGTERM: 'warm', signal.SIGQUIT: 'cold', signal.SIGUSR1: 'dump'}
+#: A cold stop and the last steps of any stop get this long.
+COLD_GRACE = 1.0
+#: Seconds between reports to the main process.
+REPORT_INTERVAL = 0.25
+#: Seconds between looks for local table state that is no longer used.
+CLEANUP_EVERY = 60.0
+
+
+class Failure(str):
+    """An event: a thread of the slot failed; the slot stops and exits with ``code``."""
+
+    def __new__(cls, reason: str, code: int = EX_SOFTWARE) -> Self:
+        failure = super().__new__(cls, reason)
+        failure.code = code
+        return failure
+
+
+class Slot:
+    """Runs an App's agents in this process until a signal or a failure stops it."""
+
+    def __init__(self, app: App, settings: Settings, index: int = 0,
+                 report: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.app = app
+        self.settings = settings
+        self.index = index
+        self.status = SlotStatus(app.name, index)
+        self.datadir = slot_dir(settings.datadir or f'{app.name}-data', index)
+        self._report_to = report
+        self._events = platform.SignalQueue()
+        self._agents: list[AgentThreads] = []
+        self._consumer: ConsumerLoop | None = None
+        self._web: WebServer | None = None
+        self._web_address: str | None = None
+        self._producer: Producer | None = None
+        self._state: TableState | None = None
+
+    def run(self) -> int:
+        """Work until stopped; returns the exit code.  Start-up errors raise RunnerError."""
+        self._events.install(SLOT_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SLOT_SIGNALS)
+        fixes.install()
+        lock = platform.DirLock(self.datadir)
+        lock.acquire()
+        try:
+            web = self._web = WebServer(self.settings.web_host, self.settings.web_port,
+                                        status_routes(self.status))
+            self._web_address = advertised(*web.address)
+            web.start()
+            self._report()
+            try:
+                return self._run_until_stopped()
+            finally:
+                web.stop()
+        finally:
+            lock.release()
+
+    def _run_until_stopped(self) -> int:
+        try:
+            self._start_threads(self._prepare_topics())
+            self.status.phase = 'running'
+            log.info('slot %d of %s running with data directory %s', self.index,
+                     self.app.name, self.datadir)
+            mode, code = self._wait_for_stop()
+            self._stop(mode)
+        finally:
+            self._close()
+        return code
+
+    def _prepare_topics(self) -> Layout:
+        """Partition counts of every topic and table; missing topics (changelogs too) created."""
+        settings = self.settings
+        declared = [*self.app.topics.values(), *(t.changelog for t in self.app.tables.values())]
+        client = admin.connect(settings.bootstrap_servers(), settings.broker_timeout,
+                               self._client_id())
+        try:
+            existing = admin.partition_counts(client, [topic.name for topic in declared])
+            layout = Layout(self.app, existing, settings.topic_partitions)
+            admin.create_missing(client, {topic.name: (layout.topics[topic.name], topic.config)
+                                          for topic in declared},
+                                 existing, settings.replication_factor)
+        finally:
+            client.close()
+        return layout
+
+    def _start_threads(self, layout: Layout) -> None:
+        settings = self.settings
+        try:
+            self._producer = Producer(settings.bootstrap_servers(), self._client_id(),
+                                      settings.broker_timeout)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f'cannot start the producer: {exc}') from None
+        self._state = self._start_state()
+        slot_context = SlotContext(layout, self._producer, self._state)
+        context.install(slot_context)
+        routes: dict[str, list[Inbox]] = {}
+        for agent in self.app.agents:
+            inbox = Inbox()
+            routes.setdefault(agent.topic.name, []).append(inbox)
+            self._agents.append(AgentThreads(agent, inbox, slot_context, self._fail))
+        assignor = RunnerAssignor(self._web_address, settings.standby_replicas,
+                                  layout.changelogs())
+        self._consumer = ConsumerLoop(settings, self.app.name, self._client_id(),
+                                      Dispatcher(routes), Tasks(layout.topics, layout.tables_of),
+                                      slot_context, self.status, self._fail, assignor)
+        self.status.offsets = self._consumer.offsets
+        self.status.threads.append(self._consumer.thread)
+        if self._state is not None:
+            self._web.add_routes(TableQueries(slot_context, self.status,
+                                              self._web_address).routes())
+        for agent_threads in self._agents:
+            agent_threads.start()
+        self._consumer.start()
+
+    def _start_state(self) -> TableState | None:
+        """Table state and its changelog reader thread (if the app has tables)."""
+        if not self.app.tables:
+            return None
+
+        def reader(stores: Any, on_recovered: Callable) -> ChangelogReader:
+            return ChangelogReader(self.settings, self._client_id(), stores, on_recovered,
+                                   self._fail)
+        state = TableState(self.app.tables.values(), self.datadir, reader)
+        state.reader.start()
+        self.status.recovery = state.describe_recovering
+        self.status.threads.append(state.reader.thread)
+        return state
+
+    def _client_id(self) -> str:
+        return f'{self.app.name}-slot{self.index}'
+
+    def _fail(self, reason: str, code: int = EX_SOFTWARE) -> None:
+        self._events.put(Failure(reason, code))
+
+    def _wait_for_stop(self) -> tuple[str, int]:
+        """Handle events until one asks to stop; returns the stop mode and the exit code."""
+        next_cleanup = time.monotonic() + CLEANUP_EVERY
+        while True:
+            self._report()
+            if self._state is not None and time.monotonic() >= next_cleanup:
+                self._state.remove_unused(self.settings.table_cleanup_delay)
+                next_cleanup = time.monotonic() + CLEANUP_EVERY
+            event = self._events.get(timeout=REPORT_INTERVAL)
+            if event is None:
+                if not self._consumer.thread.is_alive():
+                    return 'cold', self._failed('the consumer thread stopped')
+            elif event == 'dump':
+                platform.dump_stacks(f'slot {self.index}')
+            elif isinstance(event, Failure):
+                return 'cold', self._failed(event, event.code)
+            else:
+                mode = 'cold' if event == 'cold' else 'warm'
+                log.info('%s shutdown requested', mode)
+                return mode, EX_OK
+
+    def _failed(self, reason: str, code: int = EX_SOFTWARE) -> int:
+        self.status.failure = reason
+        log.error('slot %d is stopping: %s', self.index, reason)
+        return code
+
+    def _stop(self, mode: str) -> None:
+        """Stop fetching, let agents finish (warm) or abandon (cold), checkpoint, leave."""
+        self.status.phase = 'stopping'
+        drain = mode == 'warm'
+        deadline = time.monotonic() + (self.settings.graceful_timeout if drain else COLD_GRACE)
+        self._stop_workers(drain, deadline)
+        while self._consumer.thread.is_alive():
+            self._report()
+            event = self._events.get(timeout=0.05)
+            if event == 'dump':
+                platform.dump_stacks(f'slot {self.index}')
+            elif drain and (event == 'cold' or isinstance(event, Failure)):
+                log.warning('escalating to a cold shutdown')
+                drain, deadline = False, time.monotonic() + COLD_GRACE
+                self._stop_workers(drain, deadline)
+            if time.monotonic() > deadline + COLD_GRACE:
+                log.error('the consumer did not stop in time; exiting anyway')
+                break
+        for agent_threads in self._agents:
+            agent_threads.join(COLD_GRACE if drain else 0.0)
+        self.status.phase = 'stopped'
+        self._report()
+        log.info('slot %d stopped', self.index)
+
+    def _close(self) -> None:
+        """Stop the reader and the producer; close the stores unless a thread may still
+        read them (an agent stuck in user code): the process exit then lets them go."""
+        if self._state is not None:
+            self._state.reader.stop()
+            self._state.reader.thread.join(COLD_GRACE)
+        if self._producer is not None:
+            self._producer.close(COLD_GRACE)
+        threads = [t for agents in self._agents for t in agents.threads]
+        if self._state is not None and not any(t.is_alive() for t in threads) \
+                and not self._state.reader.thread.is_alive():
+            self._state.stores.close_all()
+
+    def _report(self) -> None:
+        """Tell the main process how this slot is doing (its heartbeat)."""
+        if self._report_to is None:
+            return
+        live, _ = self.status.live()
+        ready, reason = self.status.ready()
+        self._report_to({
+            'phase': self.status.phase, 'live': live, 'ready': ready, 'reason': reason,
+            'web': self._web_address, 'graceful_timeout': self.settings.graceful_timeout,
+            'assignment': sorted(f'{tp.topic}:{tp.partition}' for tp in self.status.assignment),
+        })
+
+    def _stop_workers(self, drain: bool, deadline: float) -> None:
+        for agent_threads in self._agents:
+            agent_threads.stop(drain)
+        self._consumer.stop(drain, deadline)
+
+
+def slot_dir(datadir: str, index: int) -> Path:
+    """The data directory of slot ``index``: ``{datadir}/slot-{index}``."""
+    return Path(datadir) / f'slot-{index}'
+
+
+def boot(options: Options, index: int, report_fd: int, main_pid: int) -> int:
+    """Run slot ``index`` in a child just forked by the main process; returns its exit code.
+
+    The app is imported here, after the fork, so a restarted slot runs the code
+    deployed now.  Errors are reported to the main process, which speaks for them.
+    """
+    platform.die_with_parent(main_pid)
+    platform.mark_slot()
+    reporter = Reporter(report_fd)
+    logs.retag(f'slot {index}')
+    try:
+        app = load_app(options.app)
+        settings = options.settings_for(app.settings, index)
+        logs.setup(settings.loglevel, settings.logfile, f'slot {index}')
+        platform.set_title(f'runner: slot {index} {app.name}')
+        return Slot(app, settings, index, reporter.send).run()
+    except RunnerError as exc:
+        log.debug('slot %d could not start: %s', index, exc)
+        reporter.send({'error': str(exc), 'code': exc.exit_code})
+        return exc.exit_code
+    except BaseException:
+        log.exception('slot %d crashed', index)
+        return EX_SOFTWARE
+    finally:
+        logging.shutdown()
+

@@ -1,0 +1,80 @@
+"""Liveness, readiness and progress of one slot, as the web server reports them."""
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka.structs import MemberState
+
+#: The consumer loop is considered stuck when it has not come round for this long.
+STALL_LIMIT = 60.0
+
+
+class SlotStatus:
+    """Written by the slot's threads, read by the web server; every field is a plain value."""
+
+    def __init__(self, app: str, slot: int) -> None:
+        self.app = app
+        self.slot = slot
+        self.pid = os.getpid()
+        self.started = time.time()
+        self.phase = 'starting'            # starting → running → stopping
+        self.group_state = MemberState.UNJOINED
+        self.generation = -1
+        self.assignment: frozenset = frozenset()
+        self.failure: str | None = None
+        self.last_beat = time.monotonic()
+        self.threads: list[threading.Thread] = []
+        self.offsets: Callable[[], dict[str, Any]] = dict
+        #: Table partitions still recovering (as ``table[p]``), and changelog records left.
+        self.recovery: Callable[[], tuple[list[str], int]] = lambda: ([], 0)
+        #: Changelog topic → web address of the owner of each partition (last rebalance).
+        self.owners: dict[str, list[str | None]] = {}
+
+    def beat(self) -> None:
+        """Called by the consumer loop on every round."""
+        self.last_beat = time.monotonic()
+
+    def live(self) -> tuple[bool, str]:
+        if self.failure:
+            return False, self.failure
+        dead = [thread.name for thread in self.threads if not thread.is_alive()]
+        if dead and self.phase == 'running':
+            return False, f'threads stopped: {", ".join(dead)}'
+        stalled = time.monotonic() - self.last_beat
+        if self.phase == 'running' and stalled > STALL_LIMIT:
+            return False, f'consumer loop stalled for {stalled:.0f}s'
+        return True, self.phase
+
+    def ready(self) -> tuple[bool, str]:
+        live, reason = self.live()
+        if not live:
+            return False, reason
+        if self.phase != 'running':
+            return False, self.phase
+        if self.group_state != MemberState.STABLE or self.generation < 0:
+            return False, 'joining the consumer group' if self.generation < 0 else 'rebalancing'
+        recovering, remaining = self.recovery()
+        if recovering:
+            return False, (f'recovering tables {", ".join(recovering)}: '
+                           f'{remaining} changelog records remaining')
+        return True, 'processing'
+
+    def describe(self) -> dict[str, Any]:
+        live, _ = self.live()
+        ready, reason = self.ready()
+        return {
+            'app': self.app,
+            'slot': self.slot,
+            'pid': self.pid,
+            'phase': self.phase,
+            'live': live,
+            'ready': ready,
+            'reason': reason,
+            'uptime': round(time.time() - self.started, 3),
+            'group': {'state': self.group_state.strip('<>'), 'generation': self.generation},
+            'assignment': sorted(f'{tp.topic}:{tp.partition}' for tp in self.assignment),
+            **self.offsets(),
+        }

@@ -1,0 +1,135 @@
+"""The slot's HTTP server: health, readiness, state and table queries as JSON, on its own threads.
+
+It never touches the Kafka consumer, so it keeps answering while the group rebalances.
+"""
+
+import errno
+import http.client
+import json
+import logging
+import re
+import socket
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from ..errors import ResourceBusy
+from .status import SlotStatus
+
+log = logging.getLogger(__name__)
+
+Response = tuple[int, Any]
+#: ``handler(match, query_parameters) -> (status, JSON body)``
+Handler = Callable[[re.Match, dict[str, str]], Response]
+Route = tuple[re.Pattern, Handler]
+
+
+def route(pattern: str, handler: Handler) -> Route:
+    """A route for paths matching ``pattern`` entirely (named groups are URL-decoded)."""
+    return re.compile(pattern), handler
+
+
+def status_routes(status: SlotStatus) -> list[Route]:
+    """``GET /health``, ``GET /ready`` and ``GET /`` for one slot."""
+    def health(_match: re.Match, _params: dict[str, str]) -> Response:
+        live, reason = status.live()
+        return (200 if live else 503), {'live': live, 'reason': reason}
+
+    def ready(_match: re.Match, _params: dict[str, str]) -> Response:
+        is_ready, reason = status.ready()
+        return (200 if is_ready else 503), {'ready': is_ready, 'reason': reason}
+
+    return [route('/health', health), route('/ready', ready),
+            route('/', lambda _match, _params: (200, status.describe()))]
+
+
+def get_json(url: str, timeout: float) -> tuple[int, Any]:
+    """``GET url`` from another slot (or anywhere): (status, JSON body); (0, None) if unreachable."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.load(exc)
+        except (http.client.HTTPException, OSError, ValueError):
+            return 0, None
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
+        return 0, None
+
+
+def advertised(host: str, port: int) -> str:
+    """The address other members use to reach this server (a wildcard bind means this host)."""
+    if host in ('', '0.0.0.0', '::'):
+        host = socket.getfqdn()
+    return f'{host}:{port}'
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: '_Server'
+    protocol_version = 'HTTP/1.1'
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        params = dict(urllib.parse.parse_qsl(url.query))
+        code, body = self._dispatch(url.path.rstrip('/') or '/', params)
+        payload = json.dumps(body, indent=1, sort_keys=True).encode() + b'\n'
+        self.send_response(code)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Length', str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _dispatch(self, path: str, params: dict[str, str]) -> Response:
+        for pattern, handler in self.server.routes:
+            match = pattern.fullmatch(path)
+            if match:
+                try:
+                    return handler(match, params)
+                except Exception as exc:
+                    log.exception('web view %s failed', path)
+                    return 500, {'error': str(exc)}
+        return 404, {'error': f'no such path: {path}'}
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug('%s %s', self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    routes: Sequence[Route]
+
+
+class WebServer:
+    """Binds at construction (so a taken port fails early) and serves on a thread."""
+
+    def __init__(self, host: str, port: int, routes: Sequence[Route]) -> None:
+        try:
+            self._server = _Server((host, port), _Handler)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ResourceBusy(f'web port {host}:{port} is already in use') from None
+            raise ResourceBusy(f'cannot listen on {host}:{port}: {exc.strerror}') from None
+        self._server.routes = list(routes)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,),
+                                        name='web', daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._server.server_address[:2]
+
+    def add_routes(self, routes: Sequence[Route]) -> None:
+        """More routes, tried before the existing ones."""
+        self._server.routes = [*routes, *self._server.routes]
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info('web server listening on http://%s:%d/', *self.address)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+        self._server.server_close()

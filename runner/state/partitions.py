@@ -1,0 +1,182 @@
+"""The live state of a table partition in the slot that owns it.
+
+Reads see, in this order: writes not yet taken by a checkpoint (``dirty``),
+writes a checkpoint has taken but not yet stored (``flushing``), values read
+from the store before (a cache), and the LevelDB store.  Writes go to
+``dirty`` only; the checkpoint moves them on (see :mod:`runner.state.checkpoint`).
+
+Only agent threads holding the task's guard fill the cache: a web request
+reading a key while a checkpoint stores a newer value could otherwise plant
+the older one.  The cache is one per slot, bounded, and keyed by partition
+*incarnation*, so a partition that moves away and back never sees values
+from its previous stay.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+from ..app.context import DELETED, MISSING
+from ..app.tables import Table
+from ..app.windows import WINDOW_KEYS
+from .stores import PartitionStore
+
+#: Decoded values a slot keeps cached, over all its table partitions.
+CACHE_SIZE = 100_000
+
+
+class ValueCache:
+    """A bounded cache of two generations: when the young one is full it becomes the old
+    one, and a hit in the old one is promoted.  Hot values stay; nothing is ever sorted."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._half = max(1, size // 2)
+        self._young: dict[Any, Any] = {}
+        self._old: dict[Any, Any] = {}
+
+    def get(self, key: Any) -> Any:
+        value = self._young.get(key, MISSING)
+        if value is MISSING:
+            value = self._old.get(key, MISSING)
+            if value is not MISSING:
+                self.put(key, value)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        young = self._young
+        young[key] = value
+        if len(young) >= self._half:
+            self._old, self._young = young, {}
+
+    def drop(self, key: Any) -> None:
+        self._young.pop(key, None)
+        self._old.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._young) + len(self._old)
+
+
+class TablePartition:
+    """One partition of one table: its unflushed writes over its store."""
+
+    def __init__(self, table: Table, number: int, store: PartitionStore, topic_id: str,
+                 cache: ValueCache) -> None:
+        self.table = table
+        self.number = number
+        self.store = store
+        self.topic_id = topic_id      # of the changelog the store follows
+        self.cache = cache
+        self.dirty: dict[Any, Any] = {}
+        self.flushing: dict[Any, Any] | None = None
+        self._key_dumps = table.stored_key_codec.dumps
+        self._value_loads = table.value_codec.loads
+
+    def get(self, key: Any, fill_cache: bool = False) -> Any:
+        """The current value of ``key``, or MISSING.  Only the guard's holder fills the cache."""
+        value = self.dirty.get(key, MISSING)
+        if value is MISSING:
+            flushing = self.flushing
+            if flushing is not None:
+                value = flushing.get(key, MISSING)
+            if value is MISSING:
+                value = self.cache.get((self, key))
+                if value is MISSING:
+                    value = self._load(key, fill_cache)
+        return MISSING if value is DELETED else value
+
+    def _load(self, key: Any, fill_cache: bool) -> Any:
+        raw = self.store.get(self._key_dumps(key))
+        value = DELETED if raw is None else self._value_loads(raw)
+        if fill_cache:
+            self.cache.put((self, key), value)
+        return value
+
+    def set(self, key: Any, value: Any) -> None:
+        """Write ``key`` (DELETED deletes); the caller holds the guard."""
+        self.dirty[key] = value
+
+    def cut(self) -> dict[Any, Any]:
+        """Take the unflushed writes for a checkpoint (the caller holds the guard).
+
+        Writes a previous checkpoint took but never stored (it was skipped)
+        are taken again, under newer ones; reads see them all meanwhile.
+        """
+        self.expire()
+        taken = {**self.flushing, **self.dirty} if self.flushing else self.dirty
+        self.flushing, self.dirty = taken, {}
+        return taken
+
+    def expire(self) -> None:
+        """Drop what has outlived its time (windowed tables); the caller holds the guard."""
+
+    def encoded(self, changes: dict[Any, Any]) -> list[tuple[bytes, bytes | None]]:
+        value_dumps = self.table.value_codec.dumps
+        return [(self._key_dumps(key), None if value is DELETED else value_dumps(value))
+                for key, value in changes.items()]
+
+    def flushed(self, changes: dict[Any, Any]) -> None:
+        """The changes are in the store: serve them from the cache from now on."""
+        for key, value in changes.items():
+            self.cache.put((self, key), value)
+        if self.flushing is changes:
+            self.flushing = None
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        """(key, value) pairs: stored values overlaid with unflushed ones, stored keys first."""
+        yield from overlay(self, self.store.items())
+
+    def windows(self, key: Any) -> list[tuple[float, Any]]:
+        """(window start, value) of every window of ``key`` (windowed tables), oldest first."""
+        stored = self.store.items(WINDOW_KEYS.prefix(key))
+        return sorted((start, value) for (k, start), value in overlay(self, stored, key)
+                      if k == key)
+
+
+def overlay(partition: TablePartition, stored: Iterator[tuple[bytes, bytes]],
+            only: Any = MISSING) -> Iterator[tuple[Any, Any]]:
+    """Stored pairs, decoded, with the partition's unflushed writes laid over them.
+
+    ``only``: of the unflushed writes, keep the windows of this key alone.
+    """
+    pending: dict[Any, Any] = {}
+    for layer in (partition.flushing, partition.dirty):
+        if layer:
+            pending.update((k, v) for k, v in list(layer.items())
+                           if only is MISSING or k[0] == only)
+    key_loads = partition.table.stored_key_codec.loads
+    value_loads = partition.table.value_codec.loads
+    for raw_key, raw_value in stored:
+        key = key_loads(raw_key)
+        value = pending.pop(key, MISSING)
+        if value is MISSING:
+            yield key, value_loads(raw_value)
+        elif value is not DELETED:
+            yield key, value
+    for key, value in pending.items():
+        if value is not DELETED:
+            yield key, value
+
+
+class WindowedPartition(TablePartition):
+    """A partition of a windowed table: it expires windows as its event time moves on."""
+
+    def __init__(self, table: Table, number: int, store: PartitionStore, topic_id: str,
+                 cache: ValueCache) -> None:
+        super().__init__(table, number, store, topic_id, cache)
+        self.latest = store.newest_window() or 0.0     # newest event time seen, in seconds
+
+    def observe(self, timestamp: float) -> None:
+        """An event of this time was processed here (the caller holds the guard)."""
+        self.latest = max(self.latest, timestamp)
+
+    def expire(self) -> None:
+        """Delete the windows that ended more than ``expires`` before the newest event."""
+        windowing = self.table.windowing
+        if windowing.expires is None:
+            return
+        cutoff = self.latest - windowing.expires - windowing.size
+        for raw_key in self.store.windows_before(cutoff):
+            self.dirty[WINDOW_KEYS.loads(raw_key)] = DELETED
+
+
+def partition_class(table: Table) -> type[TablePartition]:
+    return WindowedPartition if table.windowing is not None else TablePartition

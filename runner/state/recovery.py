@@ -1,0 +1,235 @@
+"""Reading changelogs into LevelDB: recovery of newly owned partitions and standby replicas.
+
+One thread per slot with a consumer of its own (``assign()``, no group).
+A recovering partition replays its changelog from the offset stored with the
+local state up to the end offset seen when recovery began, then is handed to
+the slot as active.  A standby partition is followed for as long as this
+slot keeps it warm, so a takeover only replays the last few records.
+Local state that does not belong to the current changelog (topic deleted or
+recreated, offsets truncated past it) is wiped and rebuilt, never trusted.
+"""
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from ..config import Settings
+from .stores import Key, PartitionStore, Stores
+
+log = logging.getLogger(__name__)
+
+#: How often recovery progress is logged.
+PROGRESS_EVERY = 5.0
+
+
+class Replica:
+    """One changelog partition being read into its store."""
+
+    def __init__(self, key: Key, store: PartitionStore, topic_id: str, offset: int) -> None:
+        self.key = key
+        self.request = 0                 # the recovery request being served
+        self.tp = TopicPartition(*key)
+        self.store = store
+        self.topic_id = topic_id
+        self.offset = offset             # next changelog offset to apply
+        self.target: int | None = None   # set while recovering: stop here
+        self.started = time.monotonic()  # when its recovery was asked for
+        self.first = offset
+        self.applied = 0
+
+    @property
+    def remaining(self) -> int:
+        return max(0, (self.target or 0) - self.offset)
+
+
+class ChangelogReader:
+    """The recovery and standby thread of a slot."""
+
+    def __init__(self, settings: Settings, client_id: str, stores: Stores,
+                 on_recovered: Callable[[Key, int, PartitionStore, str], None],
+                 on_failure: Callable[[str], None]) -> None:
+        self._settings = settings
+        self._on_failure = on_failure
+        self._client_id = client_id
+        self._stores = stores
+        self._on_recovered = on_recovered
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._replicas: dict[Key, Replica] = {}
+        self._stopping = False
+        self._last_progress = time.monotonic()
+        self.remaining = 0               # records still to replay before recovery is done
+        self.thread = threading.Thread(target=self._run, name='changelog', daemon=True)
+
+    # -- commands (from other threads) --------------------------------------
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def recover(self, keys: list[Key], request: int) -> None:
+        """Bring these partitions up to date, then hand them over (with their store
+        reference) to ``on_recovered``."""
+        self._commands.put(('recover', (keys, request)))
+
+    def follow(self, keys: set[Key]) -> None:
+        """Keep exactly these partitions warm as standby replicas."""
+        self._commands.put(('follow', keys))
+
+    def drop(self, keys: list[Key]) -> None:
+        """Stop reading these partitions (revoked while recovering)."""
+        self._commands.put(('drop', keys))
+
+    def positions(self) -> dict[Key, int]:
+        """Next changelog offset of every partition being read here (any thread)."""
+        return {key: replica.offset for key, replica in list(self._replicas.items())}
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._commands.put(('stop', None))
+
+    # -- the thread ----------------------------------------------------------
+
+    def _run(self) -> None:
+        servers = self._settings.bootstrap_servers()
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=servers, client_id=f'{self._client_id}-changelog', group_id=None,
+            enable_auto_commit=False, max_poll_records=5000, auto_offset_reset='earliest',
+            bootstrap_timeout_ms=int(self._settings.broker_timeout * 1000))
+        self._admin = KafkaAdminClient(bootstrap_servers=servers,
+                                       client_id=f'{self._client_id}-changelog-admin')
+        try:
+            while not self._stopping:
+                self._handle_commands(block=not self._replicas)
+                if self._replicas and not self._stopping:
+                    self._read_once()
+        except Exception as exc:
+            log.exception('the changelog reader failed')
+            self._on_failure(f'the changelog reader failed: {exc}')
+        finally:
+            for key in self._replicas:
+                self._stores.release(key)
+            self._consumer.close(autocommit=False)
+            self._admin.close()
+
+    def _handle_commands(self, block: bool) -> None:
+        """Apply every queued command, then read the resulting set of partitions once."""
+        timeout = 0.5 if block else 0
+        handled = False
+        while True:
+            try:
+                command, argument = self._commands.get(timeout=timeout)
+            except queue.Empty:
+                break
+            timeout = 0
+            if command == 'stop':
+                break
+            getattr(self, f'_{command}')(argument)
+            handled = True
+        if handled:
+            self._consumer.assign([replica.tp for replica in self._replicas.values()])
+            for replica in self._replicas.values():
+                self._consumer.seek(replica.tp, replica.offset)
+
+    def _recover(self, order: tuple[list[Key], int]) -> None:
+        keys, request = order
+        ends = self._consumer.end_offsets([TopicPartition(*key) for key in keys])
+        for key in keys:
+            replica = self._replicas.get(key) or self._open(key)
+            replica.request = request
+            replica.target = ends[TopicPartition(*key)]
+            replica.first, replica.applied, replica.started = replica.offset, 0, time.monotonic()
+
+    def _follow(self, keys: set[Key]) -> None:
+        for key in list(self._replicas):
+            if key not in keys and self._replicas[key].target is None:
+                del self._replicas[key]
+                self._stores.release(key)
+        for key in keys:
+            if key not in self._replicas:
+                self._open(key)
+
+    def _drop(self, keys: list[Key]) -> None:
+        for key in keys:
+            if self._replicas.pop(key, None) is not None:
+                self._stores.release(key)
+
+    def _open(self, key: Key) -> Replica:
+        """Open the local store and check it against the changelog; rebuild what cannot be trusted."""
+        tp = TopicPartition(*key)
+        store = self._stores.open(key)
+        topic_id = self._topic_id(key[0])
+        stored_id, offset = store.position()
+        start = self._consumer.beginning_offsets([tp])[tp]
+        end = self._consumer.end_offsets([tp])[tp]
+        problem = _untrusted(stored_id, offset, topic_id, start, end)
+        if problem:
+            log.warning('rebuilding %s[%d] from its changelog: %s', *key, problem)
+            store.clear()
+            offset = start
+        replica = self._replicas[key] = Replica(key, store, topic_id, max(offset, start))
+        return replica
+
+    def _topic_id(self, topic: str) -> str:
+        [info] = self._admin.describe_topics([topic])
+        return info['topic_id']
+
+    def _read_once(self) -> None:
+        batches = self._consumer.poll(timeout_ms=100)
+        for tp, records in batches.items():
+            replica = self._replicas.get((tp.topic, tp.partition))
+            if replica is not None:
+                self._apply(replica, records)
+        self._finish_caught_up()
+        self._log_progress()
+
+    def _apply(self, replica: Replica, records: list[Any]) -> None:
+        changes = [(record.key, record.value) for record in records if record.key is not None]
+        replica.offset = records[-1].offset + 1
+        replica.applied += len(records)
+        replica.store.write(changes, replica.topic_id, replica.offset)
+
+    def _finish_caught_up(self) -> None:
+        for key, replica in list(self._replicas.items()):
+            if replica.target is None:
+                continue
+            if replica.offset < replica.target:
+                position = self._consumer.position(replica.tp)
+                if position is None or position < replica.target:
+                    continue
+                replica.offset = max(replica.offset, position)
+            del self._replicas[key]
+            elapsed = time.monotonic() - replica.started
+            log.info('recovered %s[%d]: %d records in %.2fs', *key, replica.applied, elapsed)
+            self._on_recovered(key, replica.request, replica.store, replica.topic_id)
+        self.remaining = sum(r.remaining for r in self._replicas.values() if r.target is not None)
+
+    def _log_progress(self) -> None:
+        now = time.monotonic()
+        recovering = [r for r in self._replicas.values() if r.target is not None]
+        if not recovering or now - self._last_progress < PROGRESS_EVERY:
+            return
+        self._last_progress = now
+        done = sum(r.offset - r.first for r in recovering)
+        total = done + self.remaining
+        elapsed = max(now - min(r.started for r in recovering), 1e-6)
+        rate = done / elapsed
+        left = f'about {self.remaining / rate:.0f}s left' if rate else 'rate unknown'
+        log.info('recovering tables: %d of %d records (%.0f%%), %.0f records/s, %s',
+                 done, total, 100 * done / max(total, 1), rate, left)
+
+
+def _untrusted(stored_id: str | None, offset: int, topic_id: str, start: int, end: int) -> str:
+    """Why local state cannot be trusted against this changelog, or '' if it can."""
+    if stored_id is None:
+        return ''
+    if stored_id != topic_id:
+        return 'the changelog topic was deleted and created again'
+    if offset > end:
+        return f'the state is at offset {offset} but the changelog ends at {end}'
+    if offset < start:
+        return f'the changelog starts at {start}, after the state\'s offset {offset}'
+    return ''

@@ -1,0 +1,91 @@
+"""The apps the integration tests run, and helpers to read what they did."""
+
+import json
+import random
+
+from harness import consume, write_app
+
+FORWARD_APP = '''
+import pathlib, time
+import runner
+
+app = runner.App({app!r}, commit_interval=0.2, session_timeout=6, max_inflight={max_inflight})
+source = app.topic({source!r}, partitions={partitions})
+sink = app.topic({sink!r}, partitions={partitions})
+
+
+@app.agent(source, sink=[sink], concurrency={concurrency})
+def forward(stream):
+    for event in stream.events():
+        {body}
+        yield {{'key': event.key, 'value': event.value,
+                'partition': event.partition, 'offset': event.offset}}
+'''
+
+COUNT_APP = '''
+import time
+import runner
+
+app = runner.App({app!r}, commit_interval=0.2, session_timeout=6)
+words = app.topic({source!r}, partitions={partitions})
+counts = app.Table('counts', default=int, partitions={table_partitions})
+
+
+@app.agent(words, concurrency=2)
+def count(stream):
+    for word in stream:
+        {body}
+        counts[word] += 1
+'''
+
+VOCABULARY = [f'w{n:03d}' for n in range(60)]
+
+
+def forward_app(tmp_path, names, body='pass', partitions=4, concurrency=2, max_inflight=1000):
+    """An app whose agent forwards every event to the sink as JSON (optionally running
+    ``body`` first)."""
+    return write_app(tmp_path, FORWARD_APP.format(body=body, partitions=partitions,
+                                                  concurrency=concurrency,
+                                                  max_inflight=max_inflight, **names))
+
+
+def count_app(tmp_path, names, body='pass', partitions=4, table_partitions=None):
+    """An app that counts words (record values) in table ``counts``."""
+    return write_app(tmp_path, COUNT_APP.format(
+        body=body, partitions=partitions, table_partitions=table_partitions or partitions,
+        **names))
+
+
+def outputs(kafka_bootstrap, topic, count=0, timeout=60, until=None):
+    """Decoded sink records; ``until`` sees the decoded list."""
+    def done(records):
+        return until([json.loads(r.value) for r in records]) if until else len(records) >= count
+    return [json.loads(r.value) for r in consume(kafka_bootstrap, topic, timeout=timeout,
+                                                 until=done)]
+
+
+def some_words(count, seed=1):
+    rng = random.Random(seed)
+    return [rng.choice(VOCABULARY) for _ in range(count)]
+
+
+def lookup(worker, word, slot=0, table='counts'):
+    """(status, body) of ``GET /tables/<table>/<word>`` on one slot."""
+    return worker.get(f'/tables/{table}/{word}', slot)
+
+
+def counts_of(worker, words, slot=0, table='counts'):
+    """The values of ``words`` as one slot answers them (0 for a key it does not have)."""
+    found = {}
+    for word in words:
+        status, body = lookup(worker, word, slot, table)
+        found[word] = body['value'] if status == 200 else 0
+    return found
+
+
+def alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,169 @@
+"""The command line: options anywhere, help, send, and one-line errors with their exit codes."""
+
+import json
+import socket
+
+import pytest
+from harness import consume, free_port, run_cli, write_app
+
+APP = '''
+import runner
+app = runner.App({app!r}, session_timeout=6)
+source = app.topic({source!r}, partitions={partitions})
+
+@app.agent(source)
+def ignore(stream):
+    for _ in stream:
+        pass
+'''
+
+
+def one_line_error(result, code: int, *fragments: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert 'Traceback' not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def write_test_app(tmp_path, names, partitions=2):
+    return write_app(tmp_path, APP.format(partitions=partitions, **names))
+
+
+def test_help_lists_every_option_with_its_default(tmp_path):
+    result = run_cli(['worker', '--help'], tmp_path)
+    assert result.returncode == 0
+    for option in ('-A APP, --app=APP', '-b URL, --broker=URL', '-D DIR, --datadir=DIR',
+                   '--web-host=HOST', '-p PORT, --web-port=PORT', '-l LEVEL, --loglevel=LEVEL',
+                   '-f FILE, --logfile=FILE', '-c FILE, --config=FILE', '--version',
+                   '(default: 6066)', '(default: 127.0.0.1)', '(default: info)'):
+        assert option in result.stdout
+
+
+def test_version(tmp_path):
+    result = run_cli(['--version'], tmp_path)
+    assert result.returncode == 0 and result.stdout.startswith('runner ')
+
+
+@pytest.mark.parametrize(('args', 'fragment'), [
+    (['--bogus'], 'unknown option --bogus'),
+    (['-A', 'x', 'work'], "unexpected argument 'work'"),
+    (['-A'], '-A requires argument'),
+    (['worker'], 'no app given'),
+    (['-A', 'x', '--web-port=high'], "invalid web_port 'high'"),
+    (['-A', 'x', '-l', 'loud'], "invalid loglevel 'loud'"),
+])
+def test_bad_usage_exits_64(tmp_path, args, fragment):
+    one_line_error(run_cli(args, tmp_path), 64, fragment)
+
+
+def test_unknown_module_exits_78(tmp_path):
+    one_line_error(run_cli(['-A', 'nosuchmodule'], tmp_path), 78, "no module named 'nosuchmodule'")
+
+
+def test_module_without_an_app_exits_78(tmp_path):
+    write_app(tmp_path, 'x = 1\n', 'plain')
+    one_line_error(run_cli(['-A', 'plain'], tmp_path), 78, 'defines no runner.App')
+    one_line_error(run_cli(['-A', 'plain:x'], tmp_path), 78, "no App named 'x'")
+
+
+def test_module_that_raises_exits_78_with_the_place(tmp_path):
+    write_app(tmp_path, 'import runner\n1 / 0\n', 'broken')
+    one_line_error(run_cli(['-A', 'broken'], tmp_path), 78, 'ZeroDivisionError', 'broken.py:2')
+    write_app(tmp_path, 'def (:\n', 'syntax')
+    one_line_error(run_cli(['-A', 'syntax'], tmp_path), 78, 'SyntaxError', 'syntax.py:1')
+
+
+def test_bad_yaml_exits_78(tmp_path, names):
+    write_test_app(tmp_path, names)
+    (tmp_path / 'bad.yaml').write_text('web_port: [1,\n')
+    one_line_error(run_cli(['-A', 'testapp', '-c', 'bad.yaml'], tmp_path), 78, 'bad YAML',
+                   'line')
+    (tmp_path / 'unknown.yaml').write_text('colour: blue\n')
+    one_line_error(run_cli(['-A', 'testapp', '-c', 'unknown.yaml'], tmp_path), 78,
+                   "unknown setting 'colour'")
+
+
+def test_unreachable_broker_exits_69(tmp_path, names):
+    write_test_app(tmp_path, names)
+    args = ['-A', 'testapp', '-b', f'127.0.0.1:{free_port()}', '--broker-timeout=1',
+            '-p', str(free_port()), '-D', str(tmp_path / 'data'), '-l', 'warning']
+    one_line_error(run_cli(args, tmp_path), 69, 'cannot reach Kafka', 'within 1s')
+
+
+def test_taken_port_exits_73(tmp_path, names, kafka_bootstrap):
+    write_test_app(tmp_path, names)
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = ['-A', 'testapp', '-b', kafka_bootstrap, '-p', str(port), '-D', str(tmp_path),
+                '-l', 'warning']
+        one_line_error(run_cli(args, tmp_path), 73, f'web port 127.0.0.1:{port} is already in use')
+
+
+def test_data_directory_in_use_exits_73(tmp_path, names, workers):
+    write_test_app(tmp_path, names)
+    worker = workers('testapp')
+    worker.wait_ready()
+    args = ['-A', 'testapp', '-p', str(free_port()), '-D', str(worker.datadir), '-l', 'warning']
+    holder = worker.get('/')[1]['pid']
+    one_line_error(run_cli(args, tmp_path), 73, f'{worker.datadir}/slot-0 is in use by pid '
+                   f'{holder}')
+
+
+def test_declared_partitions_must_match_the_topic(tmp_path, names, kafka_bootstrap, admin):
+    admin.create_topics({names['source']: {'num_partitions': 3, 'replication_factor': 1}})
+    write_test_app(tmp_path, names, partitions=2)
+    args = ['-A', 'testapp', '-b', kafka_bootstrap, '-p', str(free_port()), '-D',
+            str(tmp_path / 'data'), '-l', 'warning']
+    one_line_error(run_cli(args, tmp_path), 78, f"topic {names['source']!r} has 3 partitions "
+                   'but the app declares 2')
+
+
+def test_options_may_stand_before_and_after_the_command(tmp_path, names, kafka_bootstrap,
+                                                       workers):
+    write_test_app(tmp_path, names)
+    port = free_port()
+    worker = workers.raw([f'--datadir={tmp_path / "d"}', '-A', 'testapp', '-b', kafka_bootstrap,
+                          '-l', 'info', 'worker', f'--web-port={port}'], port)
+    worker.wait_ready()
+    assert (tmp_path / 'd' / 'slot-0' / 'runner.lock').exists()
+
+
+def test_send_writes_one_record(tmp_path, names, kafka_bootstrap, admin):
+    admin.create_topics({names['source']: {'num_partitions': 2, 'replication_factor': 1}})
+    write_test_app(tmp_path, names)
+    result = run_cli(['-A', 'testapp', '-b', kafka_bootstrap, 'send', names['source'],
+                      '{"n": 1}', '-k', 'alpha'], tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(result.stdout)
+    assert written['topic'] == names['source'] and written['offset'] == 0
+    [record] = consume(kafka_bootstrap, names['source'], 1)
+    assert (record.key, json.loads(record.value)) == (b'alpha', {'n': 1})
+
+
+def test_send_to_a_missing_topic_exits_64(tmp_path, names, kafka_bootstrap):
+    write_test_app(tmp_path, names)
+    result = run_cli(['-A', 'testapp', '-b', kafka_bootstrap, 'send', 'no-such-topic', 'x'],
+                     tmp_path)
+    one_line_error(result, 64, "topic 'no-such-topic' does not exist")
+
+
+def test_config_file_sets_options_and_the_command_line_wins(tmp_path, names, kafka_bootstrap,
+                                                            workers):
+    write_test_app(tmp_path, names)
+    (tmp_path / 'runner.yaml').write_text(
+        f'app: testapp\nbroker: {kafka_bootstrap}\nweb-port: 1\ndatadir: {tmp_path / "cfg"}\n')
+    port = free_port()
+    worker = workers.raw(['-c', 'runner.yaml', '-p', str(port)], port)
+    worker.wait_ready()
+    assert (tmp_path / 'cfg' / 'slot-0').is_dir()
+
+
+def test_an_agent_that_takes_no_stream_exits_78(tmp_path):
+    write_app(tmp_path, 'import runner\napp = runner.App("bad")\n\n@app.agent("t")\n'
+              'def nothing():\n    pass\n', 'badagent')
+    one_line_error(run_cli(['-A', 'badagent'], tmp_path), 78,
+                   'agent nothing must take exactly one argument, the stream')

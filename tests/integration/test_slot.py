@@ -1,0 +1,170 @@
+"""One worker process against the real broker: commits, order, failures, signals."""
+
+import signal
+import time
+
+from apps import forward_app, outputs
+from harness import Worker, committed, free_port, produce, wait_for
+
+
+def test_offsets_are_committed_exactly_up_to_what_was_processed(
+        tmp_path, names, workers, kafka_bootstrap, admin):
+    gate = tmp_path / 'gate'
+    body = f"while event.value == 'block' and not pathlib.Path({str(gate)!r}).exists(): " \
+           "time.sleep(0.01)"
+    worker = workers(forward_app(tmp_path, names, body, partitions=1, concurrency=1))
+    worker.wait_ready()
+    produce(kafka_bootstrap, names['source'],
+            [(None, i) for i in range(10)] + [(None, 'block')] + [(None, i) for i in range(5)])
+    wait_for(lambda: committed(admin, names['app'], names['source']).get(0) == 10, 30,
+             'the ten records before the blocked one to be committed')
+    start = worker.get('/')[1]['uptime']
+    wait_for(lambda: worker.get('/')[1]['uptime'] > start + 1.0, 10, 'five commit intervals')
+    assert committed(admin, names['app'], names['source']) == {0: 10}
+    assert worker.get('/')[1]['processed'] == {f'{names["source"]}:0': 10}
+    gate.touch()
+    wait_for(lambda: committed(admin, names['app'], names['source']).get(0) == 16, 30,
+             'every record to be committed once the gate opens')
+
+
+def test_order_is_kept_within_each_partition(tmp_path, names, workers, kafka_bootstrap):
+    worker = workers(forward_app(tmp_path, names, partitions=4, concurrency=3))
+    worker.wait_ready()
+    produce(kafka_bootstrap, names['source'],
+            [(f'k{n % 20}', n) for n in range(600)])
+    seen = outputs(kafka_bootstrap, names['sink'], 600)
+    assert sorted(item['value'] for item in seen) == list(range(600))
+    by_key: dict[str, list[int]] = {}
+    for item in seen:
+        by_key.setdefault(item['key'], []).append(item['value'])
+    for values in by_key.values():
+        assert values == sorted(values)
+
+
+def test_back_pressure_pauses_and_resumes_without_losing_records(
+        tmp_path, names, workers, kafka_bootstrap):
+    app = forward_app(tmp_path, names, body='time.sleep(0.0002)', partitions=2, concurrency=1,
+                      max_inflight=30)
+    worker = workers(app)
+    worker.wait_ready()
+    total = 4000
+    produce(kafka_bootstrap, names['source'], [(f'k{n}', n) for n in range(total)])
+    everything = set(range(total))
+    seen = outputs(kafka_bootstrap, names['sink'], timeout=90,
+                   until=lambda items: {item['value'] for item in items} >= everything)
+    assert {item['value'] for item in seen} == everything
+
+
+def test_two_workers_share_the_partitions(tmp_path, names, workers, kafka_bootstrap):
+    app = forward_app(tmp_path, names, partitions=4)
+    first, second = workers(app, 'a'), workers(app, 'b')
+    first.wait_ready()
+    second.wait_ready()
+    wait_for(lambda: len(first.get('/')[1]['assignment']) + len(second.get('/')[1]['assignment'])
+             == 4 and first.get('/ready')[0] == second.get('/ready')[0] == 200, 30,
+             'the four partitions to be split between both workers')
+    assert first.get('/')[1]['assignment'] and second.get('/')[1]['assignment']
+
+
+def test_kill_9_loses_nothing(tmp_path, names, workers, kafka_bootstrap):
+    app = forward_app(tmp_path, names, body='time.sleep(0.002)', partitions=4)
+    doomed, survivor = workers(app, 'doomed'), workers(app, 'survivor')
+    doomed.wait_ready()
+    survivor.wait_ready()
+    wait_for(lambda: doomed.get('/')[1]['assignment'], 30, 'the doomed worker to own partitions')
+    total = 3000
+    produce(kafka_bootstrap, names['source'], [(f'k{n}', n) for n in range(total)])
+    wait_for(lambda: sum(int(v) for v in doomed.get('/')[1]['processed'].values()) > 100, 30,
+             'the doomed worker to be mid-stream')
+    doomed.signal(signal.SIGKILL)
+    assert doomed.wait(10) == -signal.SIGKILL
+    everything = set(range(total))
+    seen = outputs(kafka_bootstrap, names['sink'], timeout=90,
+                   until=lambda items: {item['value'] for item in items} >= everything)
+    assert {item['value'] for item in seen} == everything
+
+
+def test_an_agent_error_restarts_the_slot_and_the_record_is_retried(
+        tmp_path, names, workers, kafka_bootstrap, admin):
+    marker = tmp_path / 'failed-once'
+    body = (f"if event.value == 'boom' and not pathlib.Path({str(marker)!r}).exists(): "
+            f"pathlib.Path({str(marker)!r}).touch(); raise ValueError('boom')")
+    worker = workers(forward_app(tmp_path, names, body, partitions=1, concurrency=2))
+    worker.wait_ready()
+    produce(kafka_bootstrap, names['source'], [(None, 1), (None, 'boom'), (None, 3)])
+    seen = outputs(kafka_bootstrap, names['sink'], 3)
+    assert [item['value'] for item in seen] == [1, 'boom', 3]
+    wait_for(lambda: committed(admin, names['app'], names['source']) == {0: 3}, 30,
+             'the retried record to be committed')
+    log = worker.log()
+    assert f'raised while processing {names["source"]}[0]@1' in log
+    assert 'Traceback' in log and 'ValueError: boom' in log
+    assert 'exited with code 70; restarting it in 1s' in log
+    assert worker.proc.poll() is None
+
+
+def test_term_finishes_records_in_hand_and_exits_0(
+        tmp_path, names, workers, kafka_bootstrap, admin):
+    app = forward_app(tmp_path, names, body='time.sleep(0.05)', partitions=1, concurrency=1)
+    worker = workers(app)
+    worker.wait_ready()
+    produce(kafka_bootstrap, names['source'], [(None, n) for n in range(40)])
+    wait_for(lambda: worker.get('/')[1]['processed'], 30, 'processing to start')
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    done = committed(admin, names['app'], names['source'])[0]
+    assert done > 1
+    seen = outputs(kafka_bootstrap, names['sink'], done)
+    assert [item['offset'] for item in seen] == list(range(done))
+    assert 'warm shutdown requested' in worker.log()
+
+
+def test_quit_exits_within_a_second(tmp_path, names, workers, kafka_bootstrap):
+    app = forward_app(tmp_path, names, body='time.sleep(0.2)', partitions=1, concurrency=1)
+    worker = workers(app)
+    worker.wait_ready()
+    produce(kafka_bootstrap, names['source'], [(None, n) for n in range(50)])
+    wait_for(lambda: worker.get('/')[1]['processed'], 30, 'processing to start')
+    started = time.monotonic()
+    worker.signal(signal.SIGQUIT)
+    assert worker.wait(10) == 0
+    assert time.monotonic() - started < 1.0
+
+
+def test_usr1_dumps_every_thread_to_the_log(tmp_path, names, workers):
+    worker = workers(forward_app(tmp_path, names))
+    worker.wait_ready()
+    worker.signal(signal.SIGUSR1)
+    log = wait_for(lambda: 'end of stack dump of slot 0' in worker.log() and worker.log(), 10,
+                   "the slot's stack dump (the main process dumps its own first)")
+    assert 'stack dump of slot 0' in log
+    assert log.count('Thread 0x') >= 4          # main, consumer, agents, web
+    assert worker.get('/health')[0] == 200
+
+
+def test_health_and_ready_before_and_after_joining(tmp_path, names, workers, kafka_bootstrap):
+    app = forward_app(tmp_path, names)
+    worker = workers(app, 'joining')
+    wait_for(lambda: worker.get('/health')[0] == 200 or worker.proc.poll() is not None, 30,
+             'the web server')
+    status, body = worker.get('/ready')
+    if status == 503:
+        assert body['ready'] is False and body['reason']
+    worker.wait_ready()
+    assert worker.get('/health') == (200, {'live': True, 'reason': 'running'})
+    state = worker.get('/')[1]
+    assert state['app'] == names['app'] and state['slot'] == 0
+    assert state['group']['state'] == 'stable' and len(state['assignment']) == 4
+
+
+def test_ready_is_503_until_the_broker_answers(tmp_path, names, workers):
+    app = forward_app(tmp_path, names)
+    worker = Worker.for_app(tmp_path, app, f'127.0.0.1:{free_port()}', 'nobroker',
+                            ['--broker-timeout=3'])
+    try:
+        wait_for(lambda: worker.get('/health')[0] == 200, 10, 'the web server')
+        assert worker.get('/ready') == (503, {'ready': False, 'reason': 'starting'})
+        assert worker.wait(30) == 69
+        assert 'cannot reach Kafka' in worker.log()
+    finally:
+        worker.kill()

@@ -1,0 +1,315 @@
+"""The main process: restarts, signals, rolling restarts, scaling, orphans, operating commands."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from apps import alive, forward_app, outputs
+from harness import RUNNER, committed, free_port, produce, run_cli, runner_env, wait_for, write_app
+
+
+def test_kill_9_of_a_slot_restarts_it_and_loses_nothing(tmp_path, names, workers,
+                                                        kafka_bootstrap):
+    worker = workers(forward_app(tmp_path, names, body='time.sleep(0.001)'), extra=('-w', '2'))
+    first, second = worker.split_between(2)
+    produce(kafka_bootstrap, names['source'], [(f'k{n}', n) for n in range(2000)])
+    wait_for(lambda: (worker.state(0) or {}).get('processed'), 30, 'slot 0 to work')
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: (worker.state(0) or {}).get('pid') not in (None, first), 60,
+             'slot 0 to be restarted')
+    everything = set(range(2000))
+    seen = outputs(kafka_bootstrap, names['sink'], timeout=90,
+                   until=lambda items: {item['value'] for item in items} >= everything)
+    assert {item['value'] for item in seen} == everything
+    assert f'slot 0 (pid {first}): was killed by signal 9; restarting it in 1s' in worker.log()
+    assert alive(second) and worker.proc.poll() is None
+
+
+def test_usr1_dumps_the_main_process_and_every_slot(tmp_path, names, workers):
+    worker = workers(forward_app(tmp_path, names), extra=('-w', '2'))
+    pids = worker.slot_pids(2)
+    worker.signal(signal.SIGUSR1)
+    wait_for(lambda: worker.log().count('--- end of stack dump') >= 3, 10, 'three stack dumps')
+    log = worker.log()
+    assert f'stack dump of main pid {worker.proc.pid}' in log
+    for index, pid in enumerate(pids):
+        assert f'stack dump of slot {index} pid {pid}' in log
+
+
+def test_hup_rolls_over_without_losing_records_or_going_dark(tmp_path, names, workers,
+                                                            kafka_bootstrap):
+    pidfile = tmp_path / 'runner.pid'
+    worker = workers(forward_app(tmp_path, names, body='time.sleep(0.002)'),
+                     extra=('-w', '2', '--pidfile', str(pidfile)))
+    old = worker.split_between(2)
+    dark_moments = []
+    stop = threading.Event()
+
+    def watch_health():
+        while not stop.is_set():
+            answers = [worker.state(i, '/health') is not None for i in range(2)]
+            if not any(answers):
+                dark_moments.append(time.monotonic())
+            stop.wait(0.02)
+    watcher = threading.Thread(target=watch_health)
+    watcher.start()
+    try:
+        feeder = threading.Thread(target=produce, args=(
+            kafka_bootstrap, names['source'], [(f'k{n}', n) for n in range(3000)]))
+        feeder.start()
+        result = run_cli(['restart', '--pidfile', str(pidfile), '--timeout', '120'], tmp_path,
+                         timeout=150)
+        feeder.join()
+    finally:
+        stop.set()
+        watcher.join()
+    assert result.returncode == 0, result.stderr
+    new = worker.slot_pids(2)
+    assert not set(old) & set(new)
+    assert dark_moments == []
+    everything = set(range(3000))
+    seen = outputs(kafka_bootstrap, names['sink'], timeout=90,
+                   until=lambda items: {item['value'] for item in items} >= everything)
+    assert {item['value'] for item in seen} == everything
+    log = worker.log()
+    assert log.index('slot 0 (pid') < log.index('slot 1 (pid')
+
+
+def test_a_port_shared_by_two_slots_is_refused(tmp_path, names, workers, kafka_bootstrap):
+    port = free_port()
+    (tmp_path / 'shared.yaml').write_text(f'web_port: {port}\nslots:\n  1:\n    web_port: {port}\n')
+    forward_app(tmp_path, names, partitions=2, concurrency=1)
+    result = run_cli(['-A', 'testapp', '-b', kafka_bootstrap, '-w', '2', '-c', 'shared.yaml',
+                      '-D', str(tmp_path / 'd'), '-l', 'error'], tmp_path)
+    assert result.returncode == 73, result.stderr
+    assert re.fullmatch(f'runner: slot [01] could not start: web port 127.0.0.1:{port} is '
+                        'already in use', result.stderr.strip())
+
+
+DOUBLE_FORK_APP = '''
+import os, subprocess, runner
+app = runner.App({app!r}, session_timeout=6)
+source = app.topic({source!r}, partitions=1)
+
+@app.agent(source)
+def start_daemons(stream):
+    for path in stream:
+        # a daemon that escapes both the process group and its parent
+        subprocess.run(['sh', '-c', 'setsid sleep 1000 & echo $! > ' + path + '.daemon'])
+        child = runner.spawn(['sleep', '1000'])
+        open(path + '.child', 'w').write(str(child.pid))
+'''
+
+
+def read_pids(marker):
+    """The pids the test agent wrote, once both files are complete."""
+    pids = []
+    for suffix in ('.daemon', '.child'):
+        try:
+            with open(marker + suffix) as handle:
+                pids.append(int(handle.read()))
+        except (FileNotFoundError, ValueError):
+            return None
+    return pids
+
+
+def test_nothing_a_killed_slot_started_outlives_it(tmp_path, names, workers, kafka_bootstrap):
+    write_app(tmp_path, DOUBLE_FORK_APP.format(**names))
+    worker = workers('testapp')
+    [slot] = worker.slot_pids(1)
+    marker = str(tmp_path / 'started')
+    produce(kafka_bootstrap, names['source'], [(None, marker)])
+    pids = wait_for(lambda: read_pids(marker), 30, 'the agent to start its subprocesses')
+    assert all(alive(pid) for pid in pids)
+    os.kill(slot, signal.SIGKILL)
+    wait_for(lambda: not any(alive(pid) for pid in pids), 10, 'the subprocesses to be killed')
+    wait_for(lambda: (worker.state(0) or {}).get('pid') not in (None, slot), 60,
+             'the slot to be restarted')
+
+
+def test_an_app_that_cannot_load_stops_before_forking(tmp_path):
+    write_app(tmp_path, 'import runner\nraise RuntimeError("no database")\n', 'broken')
+    result = run_cli(['-A', 'broken', '-w', '2'], tmp_path)
+    assert result.returncode == 78
+    assert result.stderr.strip().splitlines() == [
+        f"runner: cannot load app 'broken': RuntimeError: no database ({tmp_path}/broken.py:2)"]
+
+
+def test_a_slot_that_dies_at_boot_stops_the_supervisor(tmp_path, names, kafka_bootstrap):
+    forward_app(tmp_path, names, partitions=1, concurrency=1)
+    source = (tmp_path / 'testapp.py').read_text()
+    write_app(tmp_path, 'import os\nif "RUNNER_SLOT_PID" in os.environ:\n'
+              '    raise RuntimeError("only in slots")\n' + source)
+    started = time.monotonic()
+    result = run_cli(['-A', 'testapp', '-b', kafka_bootstrap, '-w', '2', '-l', 'error',
+                      '-D', str(tmp_path / 'd')], tmp_path)
+    assert result.returncode == 78, result.stderr
+    assert 'only in slots' in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 20
+
+
+def test_ttin_and_ttou_add_and_remove_a_slot(tmp_path, names, workers):
+    pidfile = tmp_path / 'runner.pid'
+    worker = workers(forward_app(tmp_path, names), extra=('--pidfile', str(pidfile)))
+    worker.slot_pids(1)
+    worker.signal(signal.SIGTTIN)
+    worker.slot_pids(2)
+    wait_for(lambda: status(tmp_path, pidfile).get('state') == 'running'
+             and len(status(tmp_path, pidfile)['slots']) == 2, 60, 'two ready slots')
+    worker.signal(signal.SIGTTOU)
+    wait_for(lambda: len(status(tmp_path, pidfile)['slots']) == 1, 60, 'one slot again')
+    assert worker.state(1, '/health') is None
+
+
+def status(tmp_path, pidfile):
+    result = run_cli(['status', '--json', '--pidfile', str(pidfile)], tmp_path)
+    return json.loads(result.stdout) if result.returncode == 0 else {}
+
+
+def test_detach_status_stop_and_restart(tmp_path, names, kafka_bootstrap):
+    app = forward_app(tmp_path, names)
+    pidfile, logfile, port = tmp_path / 'r.pid', tmp_path / 'r.log', free_port()
+    start = ['-A', app, '-b', kafka_bootstrap, '-w', '2', '-p', str(port), '--detach',
+             '--pidfile', str(pidfile), '-f', str(logfile), '-D', str(tmp_path / 'd')]
+    try:
+        assert run_cli(start, tmp_path).returncode == 0
+        wait_for(lambda: status(tmp_path, pidfile).get('state') == 'running', 60,
+                 'the detached workers to be ready')
+        again = run_cli(start, tmp_path)
+        assert again.returncode == 0 and 'already running' in again.stdout
+        table = run_cli(['status', '--pidfile', str(pidfile)], tmp_path)
+        assert table.returncode == 0
+        lines = table.stdout.splitlines()
+        assert lines[1].split() == ['SLOT', 'PID', 'WEB', 'STATE', 'PARTITIONS']
+        assert lines[2].split()[2:4] == [f'127.0.0.1:{port}', 'ready']
+        assert lines[3].split()[2:4] == [f'127.0.0.1:{port + 1}', 'ready']
+        before = status(tmp_path, pidfile)
+        restarted = run_cli(['restart', '--pidfile', str(pidfile)], tmp_path, timeout=300)
+        assert restarted.returncode == 0, restarted.stderr
+        after = status(tmp_path, pidfile)
+        assert after['pid'] == before['pid'] and after['rolling_restarts'] == 1
+        assert {s['pid'] for s in after['slots']}.isdisjoint(s['pid'] for s in before['slots'])
+    finally:
+        stopped = run_cli(['stop', '--pidfile', str(pidfile)], tmp_path)
+    assert stopped.returncode == 0 and 'stopped' in stopped.stdout
+    assert not pidfile.exists()
+    gone = run_cli(['status', '--pidfile', str(pidfile)], tmp_path)
+    assert gone.returncode == 3 and 'not running' in gone.stderr
+
+
+def test_systemd_hears_ready_reloading_watchdog_and_stopping(tmp_path, names, kafka_bootstrap):
+    app = forward_app(tmp_path, names)
+    address = str(tmp_path / 'notify.sock')
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(0.2)
+    env = {**runner_env(), 'NOTIFY_SOCKET': address, 'WATCHDOG_USEC': '2000000'}
+    proc = subprocess.Popen([sys.executable, str(RUNNER), '-A', app, '-b', kafka_bootstrap,
+                             '-w', '2', '-p', str(free_port()), '-D', str(tmp_path / 'd')],
+                            cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
+    heard: list[str] = []
+
+    def hear(field):
+        try:
+            heard.extend(listener.recv(4096).decode().splitlines())
+        except TimeoutError:
+            pass
+        return field in heard
+    try:
+        wait_for(lambda: hear('READY=1'), 60, 'READY=1')
+        wait_for(lambda: hear('STATUS=2/2 slots ready, running'), 10, 'the status line')
+        heard.clear()
+        wait_for(lambda: hear('WATCHDOG=1'), 10, 'a watchdog ping')
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: hear('RELOADING=1'), 10, 'RELOADING=1')
+        heard.clear()
+        wait_for(lambda: hear('READY=1'), 120, 'READY=1 after the rolling restart')
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: hear('STOPPING=1'), 10, 'STOPPING=1')
+        assert proc.wait(60) == 0
+    finally:
+        proc.kill()
+        listener.close()
+
+
+def test_killing_the_main_process_takes_the_slots_with_it(tmp_path, names, workers):
+    worker = workers(forward_app(tmp_path, names), extra=('-w', '2'))
+    pids = worker.slot_pids(2)
+    worker.signal(signal.SIGKILL)
+    wait_for(lambda: not any(alive(pid) for pid in pids), 10, 'the slots to die')
+
+
+def test_a_stuck_agent_is_stopped_cold_after_the_graceful_timeout(tmp_path, names, workers,
+                                                                kafka_bootstrap, admin):
+    stuck = tmp_path / 'stuck'
+    app = forward_app(tmp_path, names, body=f'pathlib.Path({str(stuck)!r}).touch(); '
+                      'time.sleep(1000)', partitions=1, concurrency=1)
+    worker = workers(app, extra=('--graceful-timeout', '2'))
+    worker.wait_ready()
+    produce(kafka_bootstrap, names['source'], [(None, 1), (None, 2)])
+    wait_for(stuck.exists, 30, 'the agent to be stuck on a record')
+    started = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    assert 2 < time.monotonic() - started < 15
+    assert committed(admin, names['app'], names['source']) == {}
+
+
+def test_a_second_interrupt_turns_a_warm_stop_cold(tmp_path, names, workers, kafka_bootstrap):
+    stuck = tmp_path / 'stuck'
+    app = forward_app(tmp_path, names, body=f'pathlib.Path({str(stuck)!r}).touch(); '
+                      'time.sleep(1000)', partitions=1, concurrency=1)
+    worker = workers(app)
+    worker.wait_ready()
+    produce(kafka_bootstrap, names['source'], [(None, 1)])
+    wait_for(stuck.exists, 30, 'the agent to be stuck on a record')
+    worker.signal(signal.SIGINT)
+    wait_for(lambda: 'warm shutdown' in worker.log(), 10, 'the warm shutdown')
+    started = time.monotonic()
+    worker.signal(signal.SIGINT)
+    assert worker.wait(10) == 0
+    assert time.monotonic() - started < 3
+
+
+def test_a_broken_deploy_is_refused_before_any_slot_stops(tmp_path, names, workers):
+    pidfile = tmp_path / 'runner.pid'
+    worker = workers(forward_app(tmp_path, names), extra=('-w', '2', '--pidfile', str(pidfile)))
+    before = worker.slot_pids(2)
+    wait_for(lambda: status(tmp_path, pidfile).get('state') == 'running', 60, 'ready slots')
+    app = tmp_path / 'testapp.py'
+    app.write_text(app.read_text() + '\nraise RuntimeError("half-deployed")\n')
+    result = run_cli(['restart', '--pidfile', str(pidfile)], tmp_path)
+    assert result.returncode == 1
+    assert 'rolling restart refused, slots keep running' in result.stderr
+    assert 'RuntimeError: half-deployed' in result.stderr
+    assert worker.slot_pids(2) == before
+    assert status(tmp_path, pidfile)['state'] == 'running'
+
+
+def test_a_slot_that_cannot_start_later_is_left_stopped_while_the_rest_run(
+        tmp_path, names, workers):
+    pidfile = tmp_path / 'runner.pid'
+    worker = workers(forward_app(tmp_path, names), extra=('-w', '2', '--pidfile', str(pidfile)))
+    old_first, old_second = worker.slot_pids(2)
+    wait_for(lambda: status(tmp_path, pidfile).get('state') == 'running', 60, 'ready slots')
+    app = tmp_path / 'testapp.py'
+    good = app.read_text()
+    app.write_text('import os\nif "RUNNER_SLOT_PID" in os.environ:\n'
+                   '    raise RuntimeError("only in slots")\n' + good)
+    result = run_cli(['restart', '--pidfile', str(pidfile)], tmp_path)
+    assert result.returncode == 1 and 'only in slots' in result.stderr
+    state = status(tmp_path, pidfile)
+    assert state['state'] == 'degraded'
+    assert [s['state'] for s in state['slots']] == ['failed', 'ready']
+    assert state['slots'][1]['pid'] == old_second
+    app.write_text(good)
+    fixed = run_cli(['restart', '--pidfile', str(pidfile)], tmp_path, timeout=300)
+    assert fixed.returncode == 0, fixed.stderr
+    assert status(tmp_path, pidfile)['state'] == 'running'
+    assert not {old_first, old_second} & set(worker.slot_pids(2))

@@ -1,0 +1,68 @@
+"""Imports run one way: runtime → state → declarations; the main process knows nothing
+of the app, the runtime, the state or Kafka."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from harness import REPO, runner_env
+
+PACKAGE = REPO / 'runner'
+#: Package → what it must never import (runner's packages, or third-party modules).
+FORBIDDEN = {
+    'runner.main': ('runner.app', 'runner.runtime', 'runner.state', 'runner.kafka', 'kafka',
+                    'plyvel'),
+    'runner.app': ('runner.runtime', 'runner.state', 'runner.kafka', 'runner.main', 'plyvel'),
+    'runner.state': ('runner.runtime', 'runner.main'),
+    'runner.kafka': ('runner.app', 'runner.runtime', 'runner.state', 'runner.main'),
+    'runner.runtime': ('runner.main',),
+    'runner.platform': ('runner.app', 'runner.runtime', 'runner.state', 'runner.kafka',
+                        'kafka', 'plyvel'),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix('').parts
+    return '.'.join(parts[:-1] if parts[-1] == '__init__' else parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module a file imports, anywhere in it (functions included), made absolute."""
+    package = module_name(path) if path.name == '__init__.py' else module_name(path).rpartition(
+        '.')[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split('.')
+            if node.level:
+                base = base[:len(base) - node.level + 1]
+                name = '.'.join([*base, node.module] if node.module else base)
+            else:
+                name = node.module
+            found.add(name)
+            found.update(f'{name}.{alias.name}' for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize('package', sorted(FORBIDDEN))
+def test_imports_run_one_way(package):
+    files = [PACKAGE / f'{package.split(".")[1]}.py'] if package == 'runner.platform' else \
+        sorted((PACKAGE / package.split('.')[1]).glob('*.py'))
+    broken = [f'{path.relative_to(REPO)} imports {name}' for path in files
+              for name in sorted(imports_of(path))
+              if any(name == bad or name.startswith(bad + '.') for bad in FORBIDDEN[package])]
+    assert broken == []
+
+
+def test_the_main_process_loads_no_app_runtime_state_or_kafka_module():
+    probe = ('import sys, runner.cli, runner.main.supervisor, runner.main.control; '
+             'print(sorted(m for m in sys.modules if m.split(".")[0] in ("kafka", "plyvel") '
+             'or m.startswith(("runner.app", "runner.runtime", "runner.state", '
+             '"runner.kafka"))))')
+    result = subprocess.run([sys.executable, '-c', probe], env=runner_env(), cwd=REPO,
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == '[]'

@@ -1,0 +1,303 @@
+"""The consumer loop's checkpoints and rebalances, driven with a fake consumer and producer
+and real queues, tasks, agent threads and LevelDB stores."""
+
+import threading
+from types import SimpleNamespace
+
+import pytest
+from harness import wait_for
+from kafka import TopicPartition
+from kafka.future import Future
+
+import runner
+from runner.app.layout import Layout
+from runner.config import Settings
+from runner.kafka.assignor import RunnerAssignor
+from runner.runtime.agents import AgentThreads
+from runner.runtime.consumer import ConsumerLoop
+from runner.runtime.context import SlotContext
+from runner.runtime.queues import Dispatcher, Inbox
+from runner.runtime.status import SlotStatus
+from runner.runtime.tasks import Tasks
+from runner.state.manager import TableState
+
+TP0, TP1 = TopicPartition('words', 0), TopicPartition('words', 1)
+CHANGELOG = 'loop-counts-changelog'
+
+app = runner.App('loop')
+words = app.topic('words', partitions=2, value_serializer='str')
+counts = app.Table('counts', default=int)
+#: The agent blocks inside the record whose value is in ``BLOCK``, until released.
+BLOCK: dict[str, threading.Event] = {}
+INSIDE: dict[str, threading.Event] = {}
+
+
+@app.agent(words, concurrency=2)
+def count(stream):
+    for word in stream:
+        counts[word] += 1
+        if word in BLOCK:
+            INSIDE[word].set()
+            BLOCK[word].wait(30)
+
+
+def block_on(word):
+    BLOCK[word], INSIDE[word] = threading.Event(), threading.Event()
+    return BLOCK[word]
+
+
+class FakeConsumer:
+    """Enough of KafkaConsumer for the loop; every commit and seek goes to ``events``."""
+
+    def __init__(self, events):
+        self.events = events
+        self.assigned: set[TopicPartition] = set()
+        self.paused_set: set[TopicPartition] = set()
+        self.generation = 1
+        self._net = SimpleNamespace(sleep=self._sleep)
+        self._never = threading.Event()
+
+    async def _sleep(self, seconds):
+        self._never.wait(seconds)        # the real IO loop would run heartbeats meanwhile
+
+    def poll(self, timeout_ms):
+        return {}
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def paused(self):
+        return set(self.paused_set)
+
+    def pause(self, *tps):
+        self.paused_set.update(tps)
+
+    def resume(self, *tps):
+        self.paused_set.difference_update(tps)
+
+    def group_metadata(self):
+        return SimpleNamespace(state='stable', generation_id=self.generation, member_id='m')
+
+    def commit(self, offsets, timeout_ms=None):
+        self.events.append(('commit', {tp: meta.offset for tp, meta in offsets.items()}))
+
+    async def commit_async(self, offsets):
+        self.commit(offsets)
+
+    def seek(self, tp, offset):
+        self.events.append(('seek', tp, offset))
+
+
+class FakeProducer:
+    """Sends are acknowledged at once; every send and barrier goes to ``events``."""
+
+    def __init__(self, events):
+        self.events = events
+        self.ends: dict = {}
+
+    def send(self, topic, key, value, headers=None, partition=None):
+        self.events.append(('send', topic, key, value, partition))
+        offset = self.ends.get((topic, partition), 0)
+        self.ends[(topic, partition)] = offset + 1
+        return Future().success(SimpleNamespace(offset=offset))
+
+    def mark(self):
+        self.events.append(('barrier',))
+        return len(self.events)
+
+    def acknowledged(self, epoch):
+        return True
+
+    def wait(self, epoch, timeout):
+        pass
+
+
+class FakeReader:
+    """Recovers every partition at once from its (local) store."""
+
+    def __init__(self, stores, on_recovered):
+        self.stores, self.on_recovered, self.remaining = stores, on_recovered, 0
+
+    def recover(self, keys, request):
+        for key in keys:
+            self.on_recovered(key, request, self.stores.open(key), 'topic-id')
+
+    def drop(self, keys):
+        for key in keys:
+            self.stores.release(key)
+
+    def follow(self, keys):
+        pass
+
+    def positions(self):
+        return {}
+
+
+class World:
+    """A consumer loop of app ``loop`` with its agent running on one thread."""
+
+    def __init__(self, tmp_path, **settings):
+        self.events: list = []
+        self.failures: list = []
+        layout = Layout(app, {'words': 2}, 2)
+        producer = FakeProducer(self.events)
+        self.state = TableState(app.tables.values(), tmp_path, FakeReader)
+        slot = SlotContext(layout, producer, self.state)
+        self.inbox = Inbox()
+        self.dispatcher = Dispatcher({'words': [self.inbox]})
+        self.loop = ConsumerLoop(Settings(**settings), 'loop', 'loop-0', self.dispatcher,
+                                 Tasks(layout.topics, layout.tables_of), slot,
+                                 SlotStatus('loop', 0), self.failures.append,
+                                 RunnerAssignor(None, 0, layout.changelogs()))
+        self.consumer = self.loop._consumer = FakeConsumer(self.events)
+        self.agents = AgentThreads(app.agents[0], self.inbox, slot, self.failures.append)
+        self.agents.start()
+
+    def assign(self, *tps):
+        self.consumer.assigned.update(tps)
+        self.loop._assign(set(tps))
+        self.loop._activate_recovered()
+
+    def feed(self, tp, *values, first=0):
+        records = [SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=first + n,
+                                   key=value.encode(), value=value.encode(), headers=None,
+                                   timestamp=0) for n, value in enumerate(values)]
+        self.dispatcher.dispatch(tp, records)
+
+    def processed(self, offsets):
+        wait_for(lambda: self.dispatcher.processed() == offsets, 10, f'processed {offsets}',
+                 interval=0.01)
+
+    def revoke(self, *tps, lost=False):
+        self.consumer.assigned.difference_update(tps)
+        _run(self.loop._revoke(set(tps), lost=lost))
+
+    def stored(self, number):
+        with self.state.stores.reading((CHANGELOG, number)) as store:
+            if store is None:
+                store = self.state.stores.open((CHANGELOG, number))
+                try:
+                    return dict(store.items()), store.position()[1]
+                finally:
+                    self.state.stores.release((CHANGELOG, number))
+            return dict(store.items()), store.position()[1]
+
+    def close(self):
+        for event in BLOCK.values():
+            event.set()
+        self.agents.stop(drain=False)
+        self.agents.join(5)
+
+
+def _run(coroutine):
+    """Drive a listener coroutine whose waits (the fake sleep) never suspend."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    raise AssertionError('the coroutine waited on something the fakes cannot give')
+
+
+@pytest.fixture
+def world(tmp_path):
+    BLOCK.clear()
+    INSIDE.clear()
+    made = World(tmp_path, revoke_timeout=0.3, commit_interval=0.2)
+    yield made
+    made.close()
+
+
+def kinds(events):
+    return [event[0] for event in events]
+
+
+def test_revocation_sends_changelogs_then_commits_then_stores(world):
+    world.assign(TP0, TP1)
+    world.feed(TP0, 'a', 'b', 'a')
+    world.feed(TP1, 'c')
+    world.processed({TP0: 3, TP1: 1})
+    world.revoke(TP0, TP1)
+    assert kinds(world.events) == ['send', 'send', 'send', 'barrier', 'commit']
+    assert world.events[-1] == ('commit', {TP0: 3, TP1: 1})
+    assert {event[2]: event[4] for event in world.events[:3]} == {b'a': 0, b'b': 0, b'c': 1}
+    assert world.stored(0) == ({b'a': b'2', b'b': b'1'}, 2)
+    assert world.stored(1) == ({b'c': b'1'}, 1)
+    assert world.failures == []
+
+
+def test_a_task_busy_past_the_revoke_timeout_is_abandoned_and_read_again_from_its_commit(
+        world):
+    world.assign(TP0, TP1)
+    world.feed(TP0, 'a')
+    world.processed({TP0: 1})
+    world.loop._advance_checkpoint()                       # commits TP0 at 1
+    assert world.events[-1] == ('commit', {TP0: 1})
+    release = block_on('stuck')
+    world.feed(TP0, 'b', 'stuck', first=1)
+    world.feed(TP1, 'c')
+    wait_for(INSIDE['stuck'].is_set, 10, 'the agent to be stuck inside a record')
+    wait_for(lambda: world.dispatcher.processed().get(TP1) == 1, 10, 'TP1 processed')
+    world.events.clear()
+    world.revoke(TP0, TP1)
+    assert world.events == [('send', CHANGELOG, b'c', b'1', 1), ('barrier',),
+                            ('commit', {TP1: 1})]         # TP0 abandoned: nothing of it
+    release.set()
+    wait_for(lambda: not world.inbox.queues() and world.inbox.idle(), 10, 'the agent to leave')
+    world.events.clear()
+    world.assign(TP0)
+    assert world.events == [('seek', TP0, 1)]              # the committed offset, not 3
+    assert world.stored(0) == ({b'a': b'1'}, 1)            # 'b' and 'stuck' were never applied
+
+
+def test_a_stuck_task_does_not_hold_up_the_commit_of_the_others(world):
+    world.assign(TP0, TP1)
+    release = block_on('stuck')
+    world.feed(TP0, 'stuck')
+    wait_for(INSIDE['stuck'].is_set, 10, 'the agent to be stuck inside a record')
+    world.loop._advance_checkpoint()                       # opens a checkpoint
+    assert 'commit' not in kinds(world.events)
+    world.feed(TP1, 'c')
+    world.processed({TP1: 1})                              # TP0's record is still in hand
+    wait_for(lambda: world.loop._advance_checkpoint() or 'commit' in kinds(world.events), 5,
+             'a commit within a commit interval', interval=0.01)
+    assert world.events[-1] == ('commit', {TP1: 1})
+    release.set()
+    world.processed({TP0: 1, TP1: 1})
+    wait_for(lambda: world.loop._advance_checkpoint() or ('commit', {TP0: 1}) in world.events,
+             5, 'the released task to be committed', interval=0.01)
+
+
+def test_a_checkpoint_is_skipped_once_the_member_left_its_generation(world):
+    world.assign(TP0)
+    world.feed(TP0, 'a')
+    world.processed({TP0: 1})
+    world.consumer.generation = 2                          # expelled, not yet told
+    world.loop._advance_checkpoint()
+    assert world.events == []
+    world.consumer.generation = 1
+    world.loop._next_checkpoint = 0
+    world.loop._advance_checkpoint()                       # the writes were kept
+    assert kinds(world.events) == ['send', 'barrier', 'commit']
+
+
+def test_lost_partitions_send_and_commit_nothing(world):
+    world.assign(TP0)
+    world.feed(TP0, 'a')
+    world.processed({TP0: 1})
+    world.revoke(TP0, lost=True)
+    assert world.events == []
+
+
+def test_partitions_pause_at_their_share_of_max_inflight(tmp_path):
+    made = World(tmp_path, max_inflight=20)
+    try:
+        made.assign(TP0, TP1)
+        made.agents.stop(drain=False)                      # nobody takes the records
+        made.agents.join(5)
+        made.inbox._closing = False
+        made.feed(TP0, *['x'] * 10)
+        made.feed(TP1, *['x'] * 9)
+        made.loop._apply_backpressure(frozenset({TP0, TP1}))
+        assert made.consumer.paused_set == {TP0}           # 10 of a share of 20 / 2
+    finally:
+        made.close()

@@ -1,0 +1,59 @@
+"""LevelDB stores: reference counts, reads that keep a store open, the window index."""
+
+import json
+
+from runner.state.stores import PartitionStore, Stores
+
+KEY = ('app-t-changelog', 0)
+
+
+def stores(tmp_path, windowed=False):
+    return Stores(lambda key: tmp_path / key[0] / str(key[1]), lambda _changelog: windowed)
+
+
+def test_a_store_closes_when_its_last_reference_goes(tmp_path):
+    registry = stores(tmp_path)
+    first = registry.open(KEY)
+    assert registry.open(KEY) is first                 # the task and the reader share it
+    registry.release(KEY)
+    assert not first.closed and registry.in_use() == {KEY}
+    registry.release(KEY)
+    assert first.closed and registry.in_use() == set()
+
+
+def test_a_read_keeps_the_store_open_after_its_owner_lets_go(tmp_path):
+    registry = stores(tmp_path)
+    store = registry.open(KEY)
+    store.write([(b'k', b'1')], 'id', 1)
+    with registry.reading(KEY) as read:
+        registry.release(KEY)                           # the partition moves away meanwhile
+        assert read is store and not store.closed and store.get(b'k') == b'1'
+    assert store.closed
+    with registry.reading(KEY) as late:
+        assert late is None                             # the request answers 503
+
+
+def test_values_and_position_are_written_together_and_cleared_together(tmp_path):
+    store = PartitionStore(tmp_path / 's')
+    assert store.position() == (None, 0)
+    store.write([(b'a', b'1'), (b'b', b'2')], 'id', 7)
+    store.write([(b'a', None)], 'id', 8)
+    assert dict(store.items()) == {b'b': b'2'} and store.position() == ('id', 8)
+    store.clear()
+    assert dict(store.items()) == {} and store.position() == (None, 0)
+    store.close()
+
+
+def test_the_window_index_lists_windows_oldest_first(tmp_path):
+    store = PartitionStore(tmp_path / 'w', windowed=True)
+
+    def key(name, start):
+        return json.dumps([name, start], separators=(',', ':')).encode()
+    store.write([(key('a', 120.0), b'1'), (key('b', 60.0), b'1'), (key('a', 60.0), b'2')],
+                'id', 3)
+    assert list(store.windows_before(120.0)) == [key('a', 60.0), key('b', 60.0)]
+    assert store.newest_window() == 120.0
+    store.write([(key('a', 60.0), None)], 'id', 4)
+    assert list(store.windows_before(1e9)) == [key('b', 60.0), key('a', 120.0)]
+    assert dict(store.items(b'["a",')) == {key('a', 120.0): b'1'}
+    store.close()
