@@ -8,9 +8,9 @@ compares with a worker slot's), with kafka-python's default consumer settings:
 * no ``--group``: ``assign()`` every partition, read from the beginning to the end
   offsets seen at start, doing nothing with the records; timed from the assignment.
 
-It applies the runner's kafka-python workarounds (``runner.kafka_fixes``): without
-them a plain kafka-python 3.0.12 group consumer was once seen to join and then never
-fetch (bug 2 there).  Like the runner, it loads the topic metadata before joining.
+It applies the runner's kafka-python workarounds (``runner.kafka.fixes``), as a slot
+does: without them a plain kafka-python 3.0.12 consumer can stall (the bugs described
+there).  Like the runner, it loads the topic metadata before joining.
 
 Prints one JSON line: records, seconds, rate, cpu_s (CPU time of the timed part),
 peak_rss_mb and finished.
@@ -19,7 +19,6 @@ peak_rss_mb and finished.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import sys
@@ -33,10 +32,10 @@ POLL_MS = 100
 
 
 def apply_runner_workarounds() -> None:
-    """Run ``runner/kafka_fixes.py`` alone (not the runner package, to keep RSS comparable)."""
-    path = Path(__file__).resolve().parents[1] / 'runner' / 'kafka_fixes.py'
-    spec = importlib.util.spec_from_file_location('runner_kafka_fixes', path)
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    """Only ``runner.kafka.fixes`` (the runner package loads lazily, so RSS stays comparable)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from runner.kafka import fixes
+    fixes.install()
 
 
 class Stopwatch:

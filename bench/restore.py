@@ -34,9 +34,7 @@ from common import (
     dir_size_mb,
     emit_json,
     kafka_bootstrap,
-    partition_of,
     peak_rss_mb,
-    produce,
     progress,
     rate,
     ratio,
@@ -45,7 +43,8 @@ from common import (
     run_main,
     say,
     scratch_dir,
-    write_module,
+    timed_produce,
+    write_app,
 )
 from kafka import KafkaAdminClient
 
@@ -73,9 +72,9 @@ def make_keys(count: int) -> list[bytes]:
 
 
 def fill_changelog(bootstrap: str, changelog: str, keys: list[bytes]) -> float:
-    """Write ``key → 1`` for every key into its murmur2 partition; returns the seconds taken."""
-    return produce(bootstrap, changelog,
-                   ((key, b'1', partition_of(key, PARTITIONS)) for key in keys))
+    """Write ``key → 1`` for every key into its murmur2 partition (kafka-python's default
+    partitioner, as the table's); returns the seconds taken."""
+    return timed_produce(bootstrap, changelog, ((key, b'1') for key in keys))
 
 
 def missing_values(worker: Worker, keys: list[bytes]) -> list[str]:
@@ -92,9 +91,9 @@ def missing_values(worker: Worker, keys: list[bytes]) -> list[str]:
 def start_and_stop(workdir: Path, module: str, bootstrap: str, datadir: Path, name: str,
                    keys: list[bytes]) -> dict[str, Any]:
     """Start a worker, time it to ready, look at what it recovered, stop it warm."""
-    with Worker(workdir, module, bootstrap, datadir, name) as worker:
+    with Worker.for_app(workdir, module, bootstrap, name, datadir=datadir) as worker:
         to_ready = worker.wait_ready(max(120.0, len(keys) / 2000))
-        pid = worker.slot_pid()
+        pid = worker.slot_pids(1)[0]
         cpu = cpu_seconds(pid)
         recovered = worker.recoveries()
         missing = missing_values(worker, keys)
@@ -197,8 +196,8 @@ def benchmark(args: argparse.Namespace) -> None:
             progress('raw read of the changelog ...')
             raw = run_baseline_consumer(bootstrap, changelog,
                                         timeout=max(120.0, args.records / 2000))
-            module = write_module(workdir, 'restoreapp', APP_SOURCE.format(
-                app=app, topic=f'{app}-source', partitions=PARTITIONS))
+            module = write_app(workdir, APP_SOURCE.format(
+                app=app, topic=f'{app}-source', partitions=PARTITIONS), 'restoreapp')
             datadir = workdir / 'data'
             progress('cold restore ...')
             cold = start_and_stop(workdir, module, bootstrap, datadir, 'cold', keys)

@@ -1,6 +1,6 @@
 """Stateful word count in ONE worker slot vs the raw kafka-python consume loop, on one topic.
 
-    python bench/wordcount.py [--records N] [--repeat R] [--seed S]
+    python bench/wordcount.py [--records N] [--repeat R] [--seed S] [--compare CHECKOUT]
 
 Produces N words (key = value = the word, 2000 distinct, 4 partitions) once, then runs,
 alternating, R times each:
@@ -10,7 +10,9 @@ alternating, R times each:
 * runner: a worker of an app with a ``counts`` table (``counts[word] += 1``), timed
   from ``/ready`` = 200 until the processed offsets of ``GET /`` reach N (processing
   rate), and until the group's committed offsets reach the end and sampled counts
-  equal the truth (end-to-end rate); then every count is checked once.
+  equal the truth (end-to-end rate); then every count is checked once;
+* with ``--compare``: the same runner run from another checkout of this repository
+  (an earlier commit, say), so two versions are measured side by side.
 
 Uses ``$KAFKA_BOOTSTRAP_SERVERS`` if set, else starts a broker of its own.
 """
@@ -25,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    REPO,
     Worker,
-    committed_offsets,
+    committed,
     cpu_seconds,
     create_topic,
     delete_run_topics,
@@ -35,7 +38,6 @@ from common import (
     kafka_bootstrap,
     median,
     peak_rss_mb,
-    produce,
     progress,
     rate,
     ratio,
@@ -44,16 +46,14 @@ from common import (
     run_main,
     say,
     scratch_dir,
+    timed_produce,
     wait_for,
-    write_module,
+    write_app,
 )
 from kafka import KafkaAdminClient
 
 PARTITIONS = 4
 VOCABULARY = 2000
-#: Quix Streams' rate per process on this kind of machine, and the project's target.
-QUIX_RATE = 21_000
-TARGET_RATE = 2 * QUIX_RATE
 #: Words whose counts are checked while timing the end-to-end rate (all are checked after).
 SAMPLE = 50
 
@@ -77,11 +77,6 @@ def make_words(count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     vocabulary = [f'word{n:04d}' for n in range(VOCABULARY)]
     return [rng.choice(vocabulary) for _ in range(count)]
-
-
-def produce_words(bootstrap: str, topic: str, words: list[str]) -> float:
-    """Write the words (key = value = the word); returns the seconds it took."""
-    return produce(bootstrap, topic, ((data, data, None) for data in map(str.encode, words)))
 
 
 def run_raw(bootstrap: str, topic: str, count: int, group: str) -> dict[str, Any]:
@@ -116,11 +111,11 @@ def wrong_counts(worker: Worker, truth: dict[str, int]) -> dict[str, tuple[int, 
 
 
 def run_worker(bootstrap: str, admin: KafkaAdminClient, workdir: Path, topic: str,
-               truth: dict[str, int], app: str) -> dict[str, Any]:
+               truth: dict[str, int], app: str, repo: Path) -> dict[str, Any]:
     """One runner run: a fresh app (its own group and changelog) over the whole topic."""
     source = APP_SOURCE.format(app=app, topic=topic, partitions=PARTITIONS)
-    module = write_module(workdir, app.replace('-', '_'), source)
-    with Worker(workdir, module, bootstrap, workdir / f'{app}-data', app) as worker:
+    module = write_app(workdir, source, app.replace('-', '_'))
+    with Worker.for_app(workdir, module, bootstrap, app, repo=repo) as worker:
         timed = time_processing(worker, topic, sum(truth.values()))
         timed['end_to_end_s'] = wait_settled(worker, admin, app, topic, truth) - timed['ready_at']
         wrong = wrong_counts(worker, truth)
@@ -148,8 +143,8 @@ def time_processing(worker: Worker, topic: str, count: int) -> dict[str, Any]:
     state = worker.state()
     pid = state['pid']
     cpu_at_ready = cpu_seconds(pid)
-    wait_for(lambda: processed_total(worker.state(), topic) >= count, max(120.0, count / 2000),
-             'the worker to process every record', interval=0.05)
+    wait_for(lambda: processed_total(worker.state() or {}, topic) >= count,
+             max(120.0, count / 2000), 'the worker to process every record', interval=0.05)
     at_ready = processed_total(state, topic)
     return {'pid': pid, 'ready_at': ready_at, 'start_to_ready_s': start_to_ready,
             'processing_s': time.monotonic() - ready_at,
@@ -166,57 +161,66 @@ def wait_settled(worker: Worker, admin: KafkaAdminClient, group: str, topic: str
     expected = {word: truth[word] for word in sample}
 
     def settled() -> bool:
-        return (sum(committed_offsets(admin, group, topic).values()) >= count
+        return (sum(committed(admin, group, topic).values()) >= count
                 and counts_of(worker, sample) == expected)
     wait_for(settled, 60, 'the committed offsets to reach the end and the counts the truth')
     return time.monotonic()
 
 
-def summarize(count: int, produce_seconds: float, raws: list[dict], runs: list[dict]) -> dict:
+def side(runs: list[dict]) -> dict[str, Any]:
+    """The medians of one runner's runs."""
+    return {'rate': round(median(r['rate'] for r in runs)),
+            'end_to_end_rate': round(median(r['end_to_end_rate'] for r in runs)),
+            'records_per_cpu_s': round(median(r['records_per_cpu_s'] for r in runs)),
+            'start_to_ready_s': median(r['start_to_ready_s'] for r in runs),
+            'peak_rss_mb': max(r['peak_rss_mb'] for r in runs),
+            'wrong_counts': sum(r['wrong_counts'] for r in runs), 'runs': runs}
+
+
+def summarize(count: int, produce_seconds: float, raws: list[dict],
+              sides: dict[str, list[dict]]) -> dict:
     """Print the human summary; returns the numbers for the JSON line."""
     raw_rate = round(median(r['rate'] for r in raws))
-    runner_rate = round(median(r['rate'] for r in runs))
-    e2e_rate = round(median(r['end_to_end_rate'] for r in runs))
-    results = {
+    results: dict[str, Any] = {
         'records': count, 'vocabulary': VOCABULARY, 'partitions': PARTITIONS,
         'produce_s': round(produce_seconds, 3), 'produce_rate': rate(count, produce_seconds),
-        'raw_rate': raw_rate, 'runner_rate': runner_rate, 'runner_end_to_end_rate': e2e_rate,
-        'ratio_runner_raw': ratio(runner_rate, raw_rate),
-        'ratio_end_to_end_raw': ratio(e2e_rate, raw_rate),
-        'target_rate': TARGET_RATE, 'ratio_runner_target': ratio(runner_rate, TARGET_RATE),
-        'ratio_runner_quix': ratio(runner_rate, QUIX_RATE),
+        'raw_rate': raw_rate,
         'raw_records_per_cpu_s': round(median(r['records_per_cpu_s'] for r in raws)),
-        'runner_records_per_cpu_s': round(median(r['records_per_cpu_s'] for r in runs)),
-        'runner_start_to_ready_s': median(r['start_to_ready_s'] for r in runs),
-        'runner_peak_rss_mb': max(r['peak_rss_mb'] for r in runs),
-        'raw_peak_rss_mb': max(r['peak_rss_mb'] for r in raws),
-        'wrong_counts': sum(r['wrong_counts'] for r in runs), 'raw_runs': raws, 'runner_runs': runs,
+        'raw_peak_rss_mb': max(r['peak_rss_mb'] for r in raws), 'raw_runs': raws,
     }
-    say(f'median of {len(runs)}: raw kafka-python {raw_rate:,.0f} records/s | runner '
-        f'{runner_rate:,.0f} records/s processed ({results["ratio_runner_raw"]:.2f}x raw), '
-        f'{e2e_rate:,.0f} records/s end to end ({results["ratio_end_to_end_raw"]:.2f}x raw)')
-    say(f'target >= {TARGET_RATE:,} records/s (2x Quix Streams ~{QUIX_RATE:,}): runner at '
-        f'{results["ratio_runner_target"]:.2f}x the target, {results["ratio_runner_quix"]:.2f}x '
-        'Quix')
-    say(f'CPU: raw {results["raw_records_per_cpu_s"]:,} records per CPU second, runner slot '
-        f'{results["runner_records_per_cpu_s"]:,} (all its threads)')
-    say(f'peak RSS: slot {results["runner_peak_rss_mb"]} MiB, raw consumer '
-        f'{results["raw_peak_rss_mb"]} MiB; slot ready {results["runner_start_to_ready_s"]}s '
-        'after start')
-    for problem in problems(runs):
+    say(f'median of {len(raws)}: raw kafka-python {raw_rate:,} records/s, '
+        f'{results["raw_records_per_cpu_s"]:,} per CPU second, peak RSS '
+        f'{results["raw_peak_rss_mb"]} MiB')
+    for name, runs in sides.items():
+        numbers = results[name] = side(runs)
+        numbers['ratio_raw'] = ratio(numbers['rate'], raw_rate)
+        say(f'{name}: {numbers["rate"]:,} records/s processed ({numbers["ratio_raw"]:.2f}x raw), '
+            f'{numbers["end_to_end_rate"]:,} end to end, {numbers["records_per_cpu_s"]:,} per '
+            f'CPU second, peak RSS {numbers["peak_rss_mb"]} MiB, ready '
+            f'{numbers["start_to_ready_s"]}s after start')
+    if 'compared' in sides:
+        runner, compared = results['runner'], results['compared']
+        results['ratio_runner_compared'] = ratio(runner['rate'], compared['rate'])
+        results['ratio_cpu_runner_compared'] = ratio(runner['records_per_cpu_s'],
+                                                     compared['records_per_cpu_s'])
+        say(f'runner / compared: {results["ratio_runner_compared"]:.3f}x the rate, '
+            f'{results["ratio_cpu_runner_compared"]:.3f}x the records per CPU second')
+    for problem in problems(sides):
         say(f'WRONG: {problem}')
     return results
 
 
-def problems(runs: list[dict]) -> list[str]:
+def problems(sides: dict[str, list[dict]]) -> list[str]:
     """What did not go as a correct run must go."""
     found = []
-    for index, run in enumerate(runs, 1):
-        if run['wrong_counts']:
-            found.append(f'run {index}: {run["wrong_counts"]} counts differ from the truth '
-                         f'after settling, e.g. {run["wrong_examples"]}')
-        if run['stop_exit_code'] != 0:
-            found.append(f'run {index}: the worker exited with {run["stop_exit_code"]} on TERM')
+    for name, runs in sides.items():
+        for index, run in enumerate(runs, 1):
+            if run['wrong_counts']:
+                found.append(f'{name} run {index}: {run["wrong_counts"]} counts differ from the '
+                             f'truth after settling, e.g. {run["wrong_examples"]}')
+            if run['stop_exit_code'] != 0:
+                found.append(f'{name} run {index}: the worker exited with '
+                             f'{run["stop_exit_code"]} on TERM')
     return found
 
 
@@ -225,28 +229,36 @@ def benchmark(args: argparse.Namespace) -> None:
     topic = f'bench-words-{tag}'
     words = make_words(args.records, args.seed)
     truth = dict(collections.Counter(words))
+    checkouts = {'runner': REPO}
+    if args.compare:
+        checkouts['compared'] = Path(args.compare).resolve()
     with kafka_bootstrap() as bootstrap, scratch_dir('bench-wordcount-') as workdir:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         try:
             progress(f'producing {args.records:,} words to {topic} ...')
             create_topic(admin, topic, PARTITIONS)
-            produce_seconds = produce_words(bootstrap, topic, words)
+            produce_seconds = timed_produce(bootstrap, topic,
+                                            ((data, data) for data in map(str.encode, words)))
             say(f'wordcount: {args.records:,} words ({len(truth)} distinct, {PARTITIONS} '
                 f'partitions) produced in {produce_seconds:.1f}s')
-            raws, runs = [], []
+            raws: list[dict] = []
+            sides: dict[str, list[dict]] = {name: [] for name in checkouts}
             for index in range(1, args.repeat + 1):
-                progress(f'run {index} of {args.repeat}: raw consumer, then runner ...')
+                progress(f'run {index} of {args.repeat}: raw consumer, then '
+                         f'{" and ".join(checkouts)} ...')
                 raws.append(run_raw(bootstrap, topic, args.records, f'bench-raw-{tag}-{index}'))
-                runs.append(run_worker(bootstrap, admin, workdir, topic, truth,
-                                       f'bench-wc-{tag}-{index}'))
-                say(f'run {index}: raw {raws[-1]["rate"]:,} records/s | runner '
-                    f'{runs[-1]["rate"]:,} records/s processed, {runs[-1]["end_to_end_rate"]:,} '
-                    f'end to end, {runs[-1]["wrong_counts"]} wrong counts')
-            results = summarize(args.records, produce_seconds, raws, runs)
+                line = [f'raw {raws[-1]["rate"]:,}']
+                for name, repo in checkouts.items():
+                    sides[name].append(run_worker(bootstrap, admin, workdir, topic, truth,
+                                                  f'bench-wc-{tag}-{name}-{index}', repo))
+                    line.append(f'{name} {sides[name][-1]["rate"]:,}')
+                say(f'run {index}: {" | ".join(line)} records/s')
+            results = summarize(args.records, produce_seconds, raws, sides)
         finally:
             delete_run_topics(admin, tag)
             admin.close()
-    emit_json('wordcount', {'seed': args.seed, 'repeat': args.repeat, **results})
+    emit_json('wordcount', {'seed': args.seed, 'repeat': args.repeat,
+                            'compared_checkout': args.compare, **results})
 
 
 def main() -> None:
@@ -254,6 +266,8 @@ def main() -> None:
     parser.add_argument('--records', type=int, default=500_000, help='words to produce')
     parser.add_argument('--repeat', type=int, default=3, help='runs of each side')
     parser.add_argument('--seed', type=int, default=1, help='random seed of the words')
+    parser.add_argument('--compare', metavar='CHECKOUT',
+                        help='another checkout of runner to run side by side')
     benchmark(parser.parse_args())
 
 

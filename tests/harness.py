@@ -54,10 +54,10 @@ def write_app(directory: Path, source: str, name: str = 'testapp') -> str:
     return name
 
 
-def runner_env() -> dict[str, str]:
-    """The environment of worker processes: the repository importable, output unbuffered."""
+def runner_env(repo: Path = REPO) -> dict[str, str]:
+    """The environment of worker processes: ``repo`` importable, output unbuffered."""
     env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')]))
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(repo), env.get('PYTHONPATH')]))
     env['PYTHONUNBUFFERED'] = '1'
     return env
 
@@ -72,33 +72,34 @@ class Worker:
     """A ``python runner.py ARGS`` process (a main process and its slots), its log and ports.
 
     Slot ``i`` answers on ``port + i``.  Used as a context manager it is killed at
-    the end, and the tail of its log is printed if the block failed.
+    the end, and the tail of its log is printed if the block failed.  ``repo`` is the
+    runner checkout to run (this one by default; the benchmarks compare others).
     """
 
     def __init__(self, cwd: Path, args: Iterable[str], port: int, name: str = 'w',
-                 datadir: Path | None = None) -> None:
+                 datadir: Path | None = None, host: str = '127.0.0.1',
+                 repo: Path = REPO) -> None:
         self.port = port
+        self.host = host
         self.datadir = datadir
         self.args = list(args)
         self.log_path = cwd / f'{name}.log'
         self._log = open(self.log_path, 'w')  # noqa: SIM115 - closed in kill()
         self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, str(RUNNER), *self.args], cwd=cwd,
-                                     env=runner_env(), stdout=self._log,
+        self.proc = subprocess.Popen([sys.executable, str(repo / 'runner.py'), *self.args],
+                                     cwd=cwd, env=runner_env(repo), stdout=self._log,
                                      stderr=subprocess.STDOUT)
 
     @classmethod
     def for_app(cls, cwd: Path, app: str, bootstrap: str, name: str = 'w',
-                extra: Iterable[str] = (), host: str = '127.0.0.1') -> Worker:
-        """A worker of ``app`` on free ports (four slots' worth) with its own data directory."""
-        port, datadir = free_port(count=4), cwd / f'{name}-data'
+                extra: Iterable[str] = (), host: str = '127.0.0.1',
+                datadir: Path | None = None, repo: Path = REPO) -> Worker:
+        """A worker of ``app`` on free ports (four slots' worth); its data directory is
+        ``datadir``, by default one of its own."""
+        port, datadir = free_port(count=4), datadir or cwd / f'{name}-data'
         args = ['-A', app, '-b', bootstrap, '-p', str(port), '-D', str(datadir), '-l', 'info',
                 '--web-host', host, *extra]
-        worker = cls(cwd, args, port, name, datadir)
-        worker.host = host
-        return worker
-
-    host = '127.0.0.1'
+        return cls(cwd, args, port, name, datadir, host, repo)
 
     def __enter__(self) -> Self:
         return self

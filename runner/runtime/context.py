@@ -40,11 +40,12 @@ class SlotContext:
 
     def key_of(self, table: Table, key: Any) -> Key:
         """The changelog partition a (routing) key of ``table`` hashes to."""
-        self._check_declared(table)
+        self.check_declared(table)
         number = murmur2_partition(table.key_codec.dumps(key), self.layout.partitions(table))
         return table.changelog.name, number
 
-    def _check_declared(self, table: Table) -> None:
+    def check_declared(self, table: Table) -> None:
+        """Refuse a table that is not the app's own (such as a plain table made windowed)."""
         if self.layout.app.tables.get(table.name) is not table:
             raise ConfigError(f'table {table.name!r} is not a table of app '
                               f'{self.layout.app.name!r} (a windowed table replaces the plain '
@@ -65,7 +66,7 @@ class SlotContext:
         raise RuntimeError(f'table {table.name!r} can only be changed from an agent')
 
     def items(self, table: Table) -> Iterator[tuple[Any, Any]]:
-        self._check_declared(table)
+        self.check_declared(table)
         for changelog_key, partition in sorted(self.active.items()):
             if changelog_key[0] == table.changelog.name:
                 with self.state.stores.reading(changelog_key) as store:
@@ -166,7 +167,7 @@ class AgentContext:
         task = self.task
         partition = task.partitions.get(table.name)
         if partition is None:
-            self.slot._check_declared(table)
+            self.slot.check_declared(table)
             raise ConfigError(
                 f'table {table.name!r} has {self.slot.layout.partitions(table)} partitions but '
                 f'topic {self.queue.tp.topic!r} has {task.id[0]}; tables must be co-partitioned '

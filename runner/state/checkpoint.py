@@ -133,6 +133,9 @@ class Checkpoint:
             self._wanted.update((unit.guard, unit) for unit in units)
             if final:
                 self._final.update(units)
+                for unit in units:
+                    if unit in self._cuts:     # cut earlier: what came after is not committed
+                        unit.finished = True
         for unit in units:
             unit.guard.request(self)
 

@@ -156,3 +156,12 @@ def test_changelogs_are_sent_before_the_barrier_and_stored_with_their_position(t
     assert partition.store.get(b'a') == b'3' and partition.store.position() == ('id', 43)
     assert partition.flushing is None and partition.get('b') == 2
     partition.store.close()
+
+
+def test_a_unit_cut_before_its_final_request_is_finished_at_once():
+    unit = Unit()
+    checkpoint = Checkpoint(deadline=0)
+    checkpoint.request([unit])                  # the interval checkpoint cut it
+    unit.processed = 7                          # then it went on
+    checkpoint.request([unit], final=True)      # its partitions are taken away
+    assert unit.finished and cuts_of(checkpoint) == [Cut({})]
