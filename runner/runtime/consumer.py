@@ -5,13 +5,17 @@ batches to the partition queues, hands out tasks whose tables have finished
 recovering, applies back-pressure, and advances the checkpoint: one is opened
 every ``commit_interval``, collects the cut of every task (made at a record
 boundary, see :mod:`runner.state.checkpoint`), and is committed once every
-task is cut — or after one more interval without the tasks that could not be
-cut, such as one whose agent is stuck inside a record.  So offsets are
-committed at least every two commit intervals, whatever the load.
+task is cut — or when the interval is over, without the tasks that could not
+be cut, such as one whose agent is stuck inside a record.  So offsets are
+committed at least once per commit interval, whatever the load.
 
 Rebalances: kafka-python runs the listener on its IO thread while this thread
-waits inside ``poll()``, so the two never run at once; the listener must not
-block (heartbeats would stop), so it awaits.  On revocation it fences the
+waits inside ``poll()``, so the two never run at once.  The listener must not
+block (heartbeats would stop): every wait in it (for busy agents, the barrier,
+the offset commit) is awaited and bounded, and what it does synchronously
+(cutting, encoding and sending changelog records, one LevelDB batch per
+partition) is proportional to the writes since the last checkpoint.  On
+revocation it fences the
 partitions' queues, asks a checkpoint for the final cut of their tasks, waits
 up to ``revoke_timeout``, commits what was cut and abandons the rest.  An
 abandoned task's writes are never applied, what its agents send afterwards
@@ -33,7 +37,7 @@ from ..kafka.assignor import RunnerAssignor
 from ..kafka.fixes import io_sleep
 from ..kafka.producer import Producer, SendFailed
 from ..state.checkpoint import Checkpoint
-from ..state.manager import TableState
+from ..state.manager import StateManager
 from .context import SlotContext
 from .queues import Dispatcher
 from .status import SlotStatus
@@ -63,7 +67,7 @@ class ConsumerLoop:
         self._tasks = tasks
         self._slot = slot
         self._producer: Producer = slot.producer
-        self._state: TableState | None = slot.state
+        self._state: StateManager | None = slot.state
         self._status = status
         self._on_failure = on_failure
         self._assignor = assignor
@@ -191,34 +195,37 @@ class ConsumerLoop:
             self._checkpoint = None
             self._commit(checkpoint)
 
-    def _commit(self, checkpoint: Checkpoint, timeout: float = COMMIT_TIMEOUT) -> None:
-        """Close the checkpoint and run its steps: changelog, barrier, commit, store."""
+    def _commit(self, checkpoint: Checkpoint) -> None:
+        """Close the checkpoint and drive its steps, blocking this thread."""
         busy = checkpoint.close()
         if busy:
             log.info('checkpoint without %d busy task(s): %s', len(busy), _names(busy))
-        if checkpoint.empty:
+        if checkpoint.empty or not self._still_member():
             return
+        for step, value in checkpoint.steps(self._producer):
+            if step == 'barrier':
+                self._producer.wait(value, COMMIT_TIMEOUT)
+            else:
+                try:
+                    self._consumer.commit(_commit_request(value),
+                                          timeout_ms=int(COMMIT_TIMEOUT * 1000))
+                except KafkaError as exc:
+                    log.warning('offset commit failed, will retry: %s', exc)
+                else:
+                    self._record_commit(checkpoint, value)
+
+    def _still_member(self) -> bool:
+        """Whether this member still has the generation its tasks were assigned in (an
+        expelled member must not write to changelogs that now belong to others)."""
         generation = self._consumer.group_metadata().generation_id
         if generation != self._generation:
             log.warning('checkpoint skipped: this member has generation %d, its tasks were '
                         'assigned in %d', generation, self._generation)
-            return
-        self._producer.wait(checkpoint.send_changelogs(self._producer), timeout)
-        offsets = checkpoint.offsets()
-        if offsets:
-            try:
-                self._consumer.commit(_commit_request(offsets), timeout_ms=int(timeout * 1000))
-                self._record_commit(offsets)
-            except KafkaError as exc:
-                log.warning('offset commit failed, will retry: %s', exc)
-        checkpoint.store()
+        return generation == self._generation
 
-    def _record_commit(self, offsets: dict[TopicPartition, int]) -> None:
+    def _record_commit(self, checkpoint: Checkpoint, offsets: dict[TopicPartition, int]) -> None:
+        checkpoint.committed()
         self._committed.update(offsets)
-        for task in self._tasks:
-            for tp in task.sources:
-                if tp in offsets:
-                    task.committed[tp] = offsets[tp]
 
     def _finish(self) -> None:
         """Stop fetching, let the agents finish (warm), then leave the group: the listener
@@ -238,33 +245,35 @@ class ConsumerLoop:
     # -- rebalancing (kafka-python's IO thread) --------------------------------
 
     async def _revoke(self, tps: Iterable[TopicPartition], lost: bool) -> None:
-        """Fence the partitions, take the final cut of their tasks, commit, retire them."""
+        """Fence the partitions, take the last cut of their tasks, commit, retire them."""
         self._status.group_state = '<rebalancing>'
         tps = set(tps)
         self._dispatcher.revoke(tps)
         tasks = self._tasks.revoke(tps)
         if self._state is not None:
             self._state.cancel(key for task in tasks if not task.ready for key in task.keys)
-        checkpoint, self._checkpoint = self._checkpoint, None
-        if lost:
-            if checkpoint is not None:
-                checkpoint.close()
+        checkpoint, self._checkpoint = self._checkpoint or Checkpoint(deadline=0.0), None
+        if lost:          # kafka-python forgets their positions too: nothing to rewind
+            checkpoint.close()
             self._abandon(tasks, 'this member lost its membership')
         else:
-            checkpoint = checkpoint or Checkpoint(deadline=0.0)
-            checkpoint.request(tasks, final=True)
-            deadline = time.monotonic() + self._revoke_wait()
-            while not checkpoint.has_cut(tasks) and time.monotonic() < deadline:
-                await io_sleep(self._consumer, LISTENER_TICK)
-            busy = [task for task in checkpoint.close() if task in tasks]
-            self._abandon(busy, f'still busy after {self._revoke_wait():.1f}s')
-            try:
-                await self._commit_revoked(checkpoint)
-            except SendFailed as exc:
-                self._on_failure(str(exc))
+            await self._last_checkpoint(checkpoint, tasks)
+            for task in tasks:     # partitions kept keep their fetch positions: rewind them
+                self._rewind.update(task.restart_offsets())
         for task in tasks:
-            self._rewind.update(task.restart_offsets())
             self._retire(task)
+
+    async def _last_checkpoint(self, checkpoint: Checkpoint, tasks: list[Task]) -> None:
+        """The final cut of revoked tasks, committed; tasks still busy are abandoned."""
+        checkpoint.request(tasks, final=True)
+        wait = self._revoke_wait()
+        await self._awaited(lambda: checkpoint.has_cut(tasks), wait)
+        busy = [task for task in checkpoint.close() if task in tasks]
+        self._abandon(busy, f'still busy after {wait:.1f}s')
+        try:
+            await self._commit_revoked(checkpoint)
+        except SendFailed as exc:
+            self._on_failure(str(exc))
 
     def _revoke_wait(self) -> float:
         """How long a revocation waits for busy tasks: less when the slot is stopping."""
@@ -283,26 +292,35 @@ class ConsumerLoop:
                         'again by the next owner', _names(tasks), why)
 
     async def _commit_revoked(self, checkpoint: Checkpoint) -> None:
-        """The checkpoint's steps, awaiting instead of blocking the IO thread."""
+        """Drive the checkpoint's steps, awaiting instead of blocking the IO thread."""
         if checkpoint.empty:
             return
         timeout = COLD_STOP_TIMEOUT if self._stop_mode == 'cold' else COMMIT_TIMEOUT
-        epoch = checkpoint.send_changelogs(self._producer)
-        deadline = time.monotonic() + timeout
-        while not self._producer.acknowledged(epoch):
-            if time.monotonic() >= deadline:
-                raise SendFailed(f'records sent were not acknowledged within {timeout:g}s')
-            await io_sleep(self._consumer, LISTENER_TICK)
-        offsets = checkpoint.offsets()
-        if offsets:
-            try:
-                await self._consumer.commit_async(_commit_request(offsets))
-                self._record_commit(offsets)
-                log.info('committed %d revoked partition(s)', len(offsets))
-            except KafkaError as exc:
+        for step, value in checkpoint.steps(self._producer):
+            if step == 'barrier':
+                if not await self._awaited(lambda epoch=value: self._producer.acknowledged(epoch),
+                                           timeout):
+                    raise SendFailed(f'records sent were not acknowledged within {timeout:g}s')
+                continue
+            future = self._consumer.commit_async(_commit_request(value))
+            if not await self._awaited(lambda done=future: done.is_done, timeout):
+                log.warning('commit on revocation not answered within %gs; the next owner '
+                            'resumes from the last commit', timeout)
+            elif future.failed():
                 log.warning('commit on revocation failed; the next owner resumes from the '
-                            'last commit: %s', exc)
-        checkpoint.store()
+                            'last commit: %s', future.exception)
+            else:
+                self._record_commit(checkpoint, value)
+                log.info('committed %d revoked partition(s)', len(value))
+
+    async def _awaited(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Await ``condition`` on the IO loop; False if it is not true within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() >= deadline:
+                return False
+            await io_sleep(self._consumer, LISTENER_TICK)
+        return True
 
     def _retire(self, task: Task) -> None:
         """Forget a revoked task; its stores close once no agent is inside it."""

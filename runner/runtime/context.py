@@ -8,6 +8,7 @@ keys live in that record's task, whose guard the thread takes at its first
 table access of a batch.
 """
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +22,7 @@ from ..app.topics import Topic
 from ..errors import ConfigError
 from ..kafka.producer import Producer
 from ..state.checkpoint import Guard
-from ..state.manager import TableState
+from ..state.manager import StateManager
 from ..state.partitions import TablePartition
 from ..state.stores import Key
 from .queues import PartitionQueue
@@ -31,7 +32,7 @@ from .tasks import Task
 class SlotContext:
     """Tables read by key hash, and sends through the slot's producer."""
 
-    def __init__(self, layout: Layout, producer: Producer, state: TableState | None) -> None:
+    def __init__(self, layout: Layout, producer: Producer, state: StateManager | None) -> None:
         self.layout = layout
         self.producer = producer
         self.state = state
@@ -51,35 +52,36 @@ class SlotContext:
                               f'{self.layout.app.name!r} (a windowed table replaces the plain '
                               'one it was made from)')
 
+    @contextlib.contextmanager
+    def active_partition(self, changelog_key: Key) -> Iterator[TablePartition | None]:
+        """The live partition of ``changelog_key`` if this slot owns it, its store held
+        open for the block (a partition that moves away meanwhile closes after it)."""
+        with self.state.stores.reading(changelog_key) as store:
+            partition = self.active.get(changelog_key)
+            yield partition if store is not None and partition is not None \
+                and partition.store is store else None
+
     def event_time(self) -> float | None:
         return None
 
     def read(self, table: Table, key: Any) -> Any:
-        changelog_key = self.key_of(table, table.routing_key(key))
-        with self.state.stores.reading(changelog_key) as store:
-            partition = self.active.get(changelog_key)
-            if store is None or partition is None or partition.store is not store:
-                return MISSING
-            return partition.get(key)
+        with self.active_partition(self.key_of(table, table.routing_key(key))) as partition:
+            return MISSING if partition is None else partition.get(key)
 
     def write(self, table: Table, key: Any, value: Any) -> None:
         raise RuntimeError(f'table {table.name!r} can only be changed from an agent')
 
     def items(self, table: Table) -> Iterator[tuple[Any, Any]]:
         self.check_declared(table)
-        for changelog_key, partition in sorted(self.active.items()):
+        for changelog_key in sorted(self.active):
             if changelog_key[0] == table.changelog.name:
-                with self.state.stores.reading(changelog_key) as store:
-                    if store is partition.store:
+                with self.active_partition(changelog_key) as partition:
+                    if partition is not None:
                         yield from list(partition.items())
 
     def windows(self, table: Table, key: Any) -> list[tuple[float, Any]]:
-        changelog_key = self.key_of(table, key)
-        with self.state.stores.reading(changelog_key) as store:
-            partition = self.active.get(changelog_key)
-            if store is None or partition is None or partition.store is not store:
-                return []
-            return partition.windows(key)
+        with self.active_partition(self.key_of(table, key)) as partition:
+            return [] if partition is None else partition.windows(key)
 
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None) -> Any:
@@ -104,9 +106,8 @@ class AgentContext:
     # -- the stream's side ---------------------------------------------------
 
     def begin(self, queue: PartitionQueue) -> None:
-        """A batch of ``queue`` starts."""
+        """A batch of ``queue`` starts (its lease already counts as inside its task)."""
         self.queue, self.task = queue, queue.task
-        self.task.enter()
 
     def boundary(self) -> None:
         """Between two records: serve a checkpoint waiting for this thread."""

@@ -68,9 +68,8 @@ class TableQueries:
             return 404, {'error': f'no table {match["name"]!r}'}
         key = _key_from_text(table, urllib.parse.unquote(match['key']))
         changelog_key = self._slot.key_of(table, key)
-        with self._state.stores.reading(changelog_key) as store:
-            partition = self._slot.active.get(changelog_key)
-            if store is not None and partition is not None and partition.store is store:
+        with self._slot.active_partition(changelog_key) as partition:
+            if partition is not None:
                 value = (partition.get(key) if table.windowing is None
                          else partition.windows(key))
                 return self._answer(table, key, changelog_key, value, stale=False)

@@ -29,7 +29,7 @@ class PartitionQueue:
 
     def __init__(self, tp: TopicPartition, task: Any) -> None:
         self.tp = tp
-        self.task = task          # the runtime Task this partition belongs to
+        self.task = task          # the runtime Task this partition belongs to (enter/leave)
         self.batches: collections.deque[Sequence] = collections.deque()
         self.pending = 0          # records queued and not yet taken by a thread
         self.leased = False       # an agent thread is working on a batch of it
@@ -97,7 +97,8 @@ class Inbox:
 
     def take(self) -> tuple[PartitionQueue, Sequence] | None:
         """Lease the next partition with records (blocking); ``None`` once the inbox is
-        closed and nothing is left to take."""
+        closed and nothing is left to take.  The lease counts as being inside its task
+        (:meth:`runner.runtime.tasks.Task.enter`) until the taker leaves it."""
         with self._cond:
             while True:
                 while self._ready:
@@ -106,6 +107,7 @@ class Inbox:
                     if not self._can_take(queue):
                         continue
                     queue.leased = True
+                    queue.task.enter()       # counted before a revocation can look
                     records = queue.batches.popleft()
                     queue.pending -= len(records)
                     return queue, records

@@ -25,7 +25,7 @@ from ..kafka import admin, fixes
 from ..kafka.assignor import RunnerAssignor
 from ..kafka.producer import Producer
 from ..reports import Reporter
-from ..state.manager import TableState
+from ..state.manager import StateManager
 from ..state.recovery import ChangelogReader
 from .agents import AgentThreads
 from .consumer import ConsumerLoop
@@ -74,7 +74,7 @@ class Slot:
         self._web: WebServer | None = None
         self._web_address: str | None = None
         self._producer: Producer | None = None
-        self._state: TableState | None = None
+        self._state: StateManager | None = None
 
     def run(self) -> int:
         """Work until stopped; returns the exit code.  Start-up errors raise RunnerError."""
@@ -153,7 +153,7 @@ class Slot:
             agent_threads.start()
         self._consumer.start()
 
-    def _start_state(self) -> TableState | None:
+    def _start_state(self) -> StateManager | None:
         """Table state and its changelog reader thread (if the app has tables)."""
         if not self.app.tables:
             return None
@@ -161,7 +161,7 @@ class Slot:
         def reader(stores: Any, on_recovered: Callable) -> ChangelogReader:
             return ChangelogReader(self.settings, self._client_id(), stores, on_recovered,
                                    self._fail)
-        state = TableState(self.app.tables.values(), self.datadir, reader)
+        state = StateManager(self.app.tables.values(), self.datadir, reader)
         state.reader.start()
         self.status.recovery = state.describe_recovering
         self.status.threads.append(state.reader.thread)
@@ -224,17 +224,14 @@ class Slot:
         log.info('slot %d stopped', self.index)
 
     def _close(self) -> None:
-        """Stop the reader and the producer; close the stores unless a thread may still
-        read them (an agent stuck in user code): the process exit then lets them go."""
+        """Stop the changelog reader and the producer.  Stores close by themselves when
+        their last reference goes; one still held (an agent stuck in user code, a web
+        request) is let go by the process exit, which LevelDB survives."""
         if self._state is not None:
             self._state.reader.stop()
             self._state.reader.thread.join(COLD_GRACE)
         if self._producer is not None:
             self._producer.close(COLD_GRACE)
-        threads = [t for agents in self._agents for t in agents.threads]
-        if self._state is not None and not any(t.is_alive() for t in threads) \
-                and not self._state.reader.thread.is_alive():
-            self._state.stores.close_all()
 
     def _report(self) -> None:
         """Tell the main process how this slot is doing (its heartbeat)."""

@@ -61,12 +61,12 @@ class Stream:
         context.begin(queue)
         try:
             for record in records:
+                if queue.revoked:
+                    break
                 context.record = record
                 yield convert(record)
                 queue.processed = record.offset
                 context.boundary()
-                if queue.revoked:
-                    break
         except GeneratorExit:
             self._inbox.fail(queue)     # the context keeps the record for the crash report
             raise

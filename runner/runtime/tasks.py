@@ -43,7 +43,7 @@ class Task:
         #: The last cut was taken (or the task was abandoned): nothing it does later is
         #: committed, and what its agents send from now on is dropped.
         self.finished = False
-        #: Last committed offset of each source (at first, where fetching began).
+        #: Last committed offset of each source, once this slot has committed one.
         self.committed: dict[TopicPartition, int] = {}
         self._lock = threading.Lock()
         self._leases = 0

@@ -28,7 +28,7 @@ revocation, abandoned) without holding up the others.
 """
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,11 +54,12 @@ class Guard:
     the lock when the request is seen, always at a record boundary.
     """
 
-    __slots__ = ('_cut', '_lock', 'wanted')
+    __slots__ = ('_asked', '_cut', '_lock', 'wanted')
 
     def __init__(self, cut: Callable[[], Cut]) -> None:
         self._cut = cut
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()       # held by an agent thread for a batch
+        self._asked = threading.Lock()      # guards ``wanted``, for an instant
         self.wanted: Checkpoint | None = None
 
     # -- agent threads -------------------------------------------------------
@@ -84,7 +85,8 @@ class Guard:
 
     def request(self, checkpoint: 'Checkpoint') -> None:
         """Ask for a cut: made now if the guard is free, else by its holder."""
-        self.wanted = checkpoint
+        with self._asked:
+            self.wanted = checkpoint
         self._serve_if_free()
 
     def _serve_if_free(self) -> None:
@@ -95,7 +97,8 @@ class Guard:
                 self._lock.release()
 
     def _serve(self) -> None:
-        checkpoint, self.wanted = self.wanted, None
+        with self._asked:
+            checkpoint, self.wanted = self.wanted, None
         if checkpoint is not None:
             checkpoint.take(self, self._cut)
 
@@ -104,17 +107,20 @@ class Unit(Protocol):
     """What a checkpoint cuts: a task of the slot's runtime."""
 
     guard: Guard
+    #: Its last cut was taken: nothing it does later is committed.
     finished: bool
+    #: The last committed offset of each of its source partitions.
+    committed: dict[TopicPartition, int]
 
 
 class Checkpoint:
     """One commit, from the cuts of its tasks to the stored state (see the module docstring).
 
     Cuts arrive from agent threads; the consumer thread (or the rebalance
-    listener) closes the checkpoint and runs the remaining steps.  A cut that
-    arrives after :meth:`close` is refused, and the writes stay for the next
-    checkpoint.  Tasks cut with ``final`` are finished: nothing they do later
-    is committed.
+    listener) closes the checkpoint and drives the remaining steps
+    (:meth:`steps`).  A cut that arrives after :meth:`close` is refused, and
+    the writes stay for the next checkpoint.  Tasks cut with ``final`` are
+    finished: nothing they do later is committed.
     """
 
     def __init__(self, deadline: float) -> None:
@@ -150,13 +156,13 @@ class Checkpoint:
                 unit.finished = True
 
     def has_cut(self, units: Iterable[Unit]) -> bool:
+        """Every one of ``units`` has been cut."""
         with self._lock:
             return all(unit in self._cuts for unit in units)
 
     def complete(self) -> bool:
         """Every unit asked has been cut."""
-        with self._lock:
-            return all(unit in self._cuts for unit in self._wanted.values())
+        return self.has_cut(list(self._wanted.values()))
 
     def close(self) -> list[Unit]:
         """No more cuts; returns the units asked that were not cut."""
@@ -172,7 +178,27 @@ class Checkpoint:
         """The source offsets to commit: one past the last record every agent processed."""
         return {tp: offset for cut in self._cuts.values() for tp, offset in cut.offsets.items()}
 
-    def send_changelogs(self, producer: Producer) -> Epoch:
+    def steps(self, producer: Producer) -> Iterator[tuple[str, Any]]:
+        """Steps 2 to 5, in their order, once the checkpoint is closed.
+
+        The driver — the consumer thread, blocking, or the rebalance listener,
+        awaiting — is asked to wait for the barrier (``('barrier', epoch)``)
+        and to commit the offsets (``('commit', offsets)``); after a commit
+        that succeeded it calls :meth:`committed`.
+        """
+        epoch = self._send_changelogs(producer)
+        yield 'barrier', epoch
+        offsets = self.offsets()
+        if offsets:
+            yield 'commit', offsets
+        self._store()
+
+    def committed(self) -> None:
+        """The offsets were committed: each unit remembers its own."""
+        for unit, cut in self._cuts.items():
+            unit.committed.update(cut.offsets)
+
+    def _send_changelogs(self, producer: Producer) -> Epoch:
         """Step 2: send the latest value of every changed key; returns the barrier to wait for."""
         for cut in self._cuts.values():
             for partition, changes in cut.changes:
@@ -184,7 +210,7 @@ class Checkpoint:
                 self._sent.append((partition, changes, encoded, future))
         return producer.mark()
 
-    def store(self) -> None:
+    def _store(self) -> None:
         """Step 5, once the barrier is passed: values and changelog positions to LevelDB."""
         for partition, changes, encoded, future in self._sent:
             if future is not None:

@@ -27,7 +27,7 @@ ReaderFactory = Callable[[Stores, Callable[[Key, int, PartitionStore, str], None
                          ChangelogReader]
 
 
-class TableState:
+class StateManager:
     """Recoveries, standby replicas, stores and the cache of one slot's tables."""
 
     def __init__(self, tables: Iterable[Table], datadir: Path, reader: ReaderFactory) -> None:

@@ -12,6 +12,7 @@ the older one.  The cache is one per slot, bounded, and keyed by partition
 from its previous stay.
 """
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,30 +27,38 @@ CACHE_SIZE = 100_000
 
 class ValueCache:
     """A bounded cache of two generations: when the young one is full it becomes the old
-    one, and a hit in the old one is promoted.  Hot values stay; nothing is ever sorted."""
+    one, and a hit in the old one can be promoted.  Hot values stay; nothing is sorted.
+
+    Changes take a lock (two threads turning generations over at once could
+    otherwise bring back a value already replaced); looks do not.
+    """
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self._half = max(1, size // 2)
+        self._lock = threading.Lock()
         self._young: dict[Any, Any] = {}
         self._old: dict[Any, Any] = {}
 
-    def get(self, key: Any) -> Any:
+    def get(self, key: Any, promote: bool = False) -> Any:
+        """The cached value or MISSING; ``promote`` keeps an old hit young (only a caller
+        that may fill the cache promotes: see the module docstring)."""
         value = self._young.get(key, MISSING)
         if value is MISSING:
             value = self._old.get(key, MISSING)
-            if value is not MISSING:
-                self.put(key, value)
+            if value is not MISSING and promote:
+                with self._lock:
+                    if key not in self._young:
+                        self._put(key, value)
         return value
 
     def put(self, key: Any, value: Any) -> None:
-        young = self._young
-        young[key] = value
-        if len(young) >= self._half:
-            self._old, self._young = young, {}
+        with self._lock:
+            self._put(key, value)
 
-    def drop(self, key: Any) -> None:
-        self._young.pop(key, None)
-        self._old.pop(key, None)
+    def _put(self, key: Any, value: Any) -> None:
+        self._young[key] = value
+        if len(self._young) >= self._half:
+            self._old, self._young = self._young, {}
 
     def __len__(self) -> int:
         return len(self._young) + len(self._old)
@@ -78,7 +87,7 @@ class TablePartition:
             if flushing is not None:
                 value = flushing.get(key, MISSING)
             if value is MISSING:
-                value = self.cache.get((self, key))
+                value = self.cache.get((self, key), promote=fill_cache)
                 if value is MISSING:
                     value = self._load(key, fill_cache)
         return MISSING if value is DELETED else value

@@ -153,10 +153,6 @@ class Stores:
             if store is not None:
                 self.release(key)
 
-    def in_use(self) -> set[Key]:
-        with self._lock:
-            return set(self._open)
-
     def remove(self, paths: Iterable[Path]) -> list[Path]:
         """Delete the files of stores that are not open; returns those removed."""
         with self._lock:
@@ -165,11 +161,3 @@ class Stores:
             for path in removed:
                 shutil.rmtree(path, ignore_errors=True)
         return removed
-
-    def close_all(self) -> None:
-        """Close every store (the slot is stopping and its threads are gone)."""
-        with self._lock:
-            for store in self._open.values():
-                store.close()
-            self._open.clear()
-            self._refs.clear()

@@ -22,6 +22,7 @@ class Unit:
         self.processed = None
         self.writes: dict = {}
         self.finished = False
+        self.committed: dict = {}
         self.guard = Guard(self.cut)
 
     def cut(self) -> Cut:
@@ -147,12 +148,15 @@ def test_changelogs_are_sent_before_the_barrier_and_stored_with_their_position(t
     checkpoint = Checkpoint(deadline=0)
     checkpoint.request([unit])
     checkpoint.close()
-    assert checkpoint.send_changelogs(Producer(events)) == 'epoch'
+    steps = checkpoint.steps(Producer(events))
+    assert next(steps) == ('barrier', 'epoch')
     assert events == [('send', 'unit-t-changelog', b'a', b'3', 1),
                       ('send', 'unit-t-changelog', b'b', b'2', 1), ('mark',)]
-    assert checkpoint.offsets() == {TP: 8}
+    assert next(steps) == ('commit', {TP: 8})
     assert partition.store.get(b'a') is None and partition.get('a') == 3   # not stored yet
-    checkpoint.store()
+    checkpoint.committed()
+    assert unit.committed == {TP: 8}
+    assert list(steps) == []
     assert partition.store.get(b'a') == b'3' and partition.store.position() == ('id', 43)
     assert partition.flushing is None and partition.get('b') == 2
     partition.store.close()

@@ -56,7 +56,7 @@ def test_the_cache_is_bounded_and_keeps_what_is_read_again():
     cache = ValueCache(size=10)
     for n in range(100):
         cache.put(n, n)
-        assert cache.get(0) == 0 or n == 0               # 0 is read all the time
+        assert cache.get(0, promote=True) == 0 or n == 0     # 0 is read all the time
     assert len(cache) <= 10 and cache.get(0) == 0
 
 
@@ -89,3 +89,12 @@ def test_windows_expire_oldest_first_from_the_index(tmp_path):
     reopened = windowed_partition(tmp_path)
     assert reopened.latest == 40.0           # newest window start after a restart
     reopened.store.close()
+
+
+def test_a_read_that_may_not_fill_the_cache_never_writes_to_it():
+    cache = ValueCache(size=4)
+    cache.put('k', 1)
+    cache.put('x', 0)                  # 'k' is now in the old generation
+    young = dict(cache._young)
+    assert cache.get('k') == 1 and cache._young == young
+    assert cache.get('k', promote=True) == 1 and 'k' in cache._young

@@ -6,10 +6,14 @@ from types import SimpleNamespace
 from harness import wait_for
 from kafka import TopicPartition
 
+import runner
 from runner.runtime.queues import Dispatcher, Inbox, committable
+from runner.runtime.tasks import Task
 
 TP0 = TopicPartition('t', 0)
 TP1 = TopicPartition('t', 1)
+#: The task of every queue here: it only counts the threads inside it.
+TASK = SimpleNamespace(enter=lambda: None, leave=lambda: None)
 
 
 def records(tp, start, count):
@@ -19,8 +23,8 @@ def records(tp, start, count):
 
 def test_a_leased_partition_is_not_handed_to_a_second_thread():
     inbox = Inbox()
-    inbox.assign(TP0, None, held=False)
-    inbox.assign(TP1, None, held=False)
+    inbox.assign(TP0, TASK, held=False)
+    inbox.assign(TP1, TASK, held=False)
     inbox.put(TP0, records(TP0, 0, 2))
     inbox.put(TP0, records(TP0, 2, 2))
     inbox.put(TP1, records(TP1, 0, 1))
@@ -37,7 +41,7 @@ def test_a_leased_partition_is_not_handed_to_a_second_thread():
 
 def test_take_blocks_until_records_arrive():
     inbox = Inbox()
-    inbox.assign(TP0, None, held=False)
+    inbox.assign(TP0, TASK, held=False)
     taken = []
     thread = threading.Thread(target=lambda: taken.append(inbox.take()))
     thread.start()
@@ -50,7 +54,7 @@ def test_take_blocks_until_records_arrive():
 
 def test_revoke_drops_queued_records_and_flags_the_holder():
     inbox = Inbox()
-    inbox.assign(TP0, None, held=False)
+    inbox.assign(TP0, TASK, held=False)
     inbox.put(TP0, records(TP0, 0, 3))
     inbox.put(TP0, records(TP0, 3, 3))
     queue, _ = inbox.take()
@@ -60,11 +64,11 @@ def test_revoke_drops_queued_records_and_flags_the_holder():
 
 def test_a_partition_back_while_its_old_holder_is_inside_a_record_waits_for_it():
     inbox = Inbox()
-    inbox.assign(TP0, None, held=False)
+    inbox.assign(TP0, TASK, held=False)
     inbox.put(TP0, records(TP0, 0, 3))
     old, _ = inbox.take()                  # a thread is inside a record of TP0
     inbox.revoke([TP0])
-    new = inbox.assign(TP0, None, held=False)
+    new = inbox.assign(TP0, TASK, held=False)
     inbox.put(TP0, records(TP0, 0, 3))
     assert new.blocked
     inbox.close(drain=True)
@@ -76,7 +80,7 @@ def test_a_partition_back_while_its_old_holder_is_inside_a_record_waits_for_it()
 
 def test_held_partitions_wait_until_their_tables_are_recovered():
     inbox = Inbox()
-    queue = inbox.assign(TP0, None, held=True)
+    queue = inbox.assign(TP0, TASK, held=True)
     inbox.put(TP0, records(TP0, 0, 1))
     inbox.close(drain=True)
     assert inbox.take() is None
@@ -86,7 +90,7 @@ def test_held_partitions_wait_until_their_tables_are_recovered():
 
 def test_a_failed_partition_is_never_handed_out_again():
     inbox = Inbox()
-    inbox.assign(TP0, None, held=False)
+    inbox.assign(TP0, TASK, held=False)
     inbox.put(TP0, records(TP0, 0, 1))
     queue, _ = inbox.take()
     inbox.fail(queue)
@@ -106,7 +110,7 @@ def test_records_for_unassigned_partitions_are_dropped():
 def test_the_commit_offset_waits_for_every_agent_of_the_topic():
     first, second = Inbox(), Inbox()
     dispatcher = Dispatcher({'t': [first, second]})
-    queues = dispatcher.assign(TP0, None, held=False)
+    queues = dispatcher.assign(TP0, TASK, held=False)
     dispatcher.dispatch(TP0, records(TP0, 10, 5))
     a, _ = first.take()
     b, _ = second.take()
@@ -115,3 +119,17 @@ def test_the_commit_offset_waits_for_every_agent_of_the_topic():
     b.processed = 11
     assert dispatcher.processed() == {TP0: 12} == committable(queues)
     assert dispatcher.backlog() == {TP0: 0}
+
+
+def test_a_taken_batch_counts_as_inside_its_task_until_the_taker_leaves():
+    table = runner.App('q').Table('t', default=int, partitions=2)
+    task, gone = Task(2, 0, [table]), []
+    inbox = Inbox()
+    inbox.assign(TP0, task, held=False)
+    inbox.put(TP0, records(TP0, 0, 1))
+    inbox.take()                       # handed out; the agent has not started on it yet
+    inbox.revoke([TP0])
+    task.retire(lambda: gone.append('stores'))
+    assert gone == []                  # its stores stay open for the agent
+    task.leave()
+    assert gone == ['stores']

@@ -4,7 +4,7 @@ import os
 import time
 
 import runner
-from runner.state.manager import TableState
+from runner.state.manager import StateManager
 
 CHANGELOG = 'stateapp-counts-changelog'
 
@@ -32,12 +32,14 @@ class FakeReader:
 
     def finish(self, key, request):
         """Play the reader thread: the partition caught up with its changelog."""
-        self.on_recovered(key, request, self.stores.open(key), 'id-1')
+        store = self.stores.open(key)
+        self.on_recovered(key, request, store, 'id-1')
+        return store
 
 
 def make_state(tmp_path, partitions=2):
     table = runner.App('stateapp').Table('counts', default=int, partitions=partitions)
-    return table, TableState([table], tmp_path, FakeReader)
+    return table, StateManager([table], tmp_path, FakeReader)
 
 
 def test_recovered_partitions_are_handed_over_once(tmp_path):
@@ -60,8 +62,8 @@ def test_a_recovery_asked_for_before_a_revocation_is_released_not_handed_over(tm
     assert state.reader.asked[-1] == ('drop', [key])
     state.recover([key])
     _, _, new = state.reader.asked[-1]
-    state.reader.finish(key, old)
-    assert state.take_recovered() == [] and state.stores.in_use() == set()
+    stale = state.reader.finish(key, old)
+    assert state.take_recovered() == [] and stale.closed
     state.reader.finish(key, new)
     [(_, partition)] = state.take_recovered()
     assert not partition.store.closed
