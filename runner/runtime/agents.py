@@ -66,6 +66,8 @@ class AgentThreads:
             self._on_failure(f'agent {self.agent.name} returned while its stream was open')
 
     def _forward(self, agent_context: AgentContext, value: Any) -> None:
+        if agent_context.dropping:
+            return
         record = agent_context.record
         key = record.key if record is not None else None
         for sink in self.agent.sinks:

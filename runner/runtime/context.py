@@ -156,10 +156,15 @@ class AgentContext:
              headers: list | None = None, partition: int | None = None) -> Any:
         """Send through the slot's producer; dropped once the record's task is finished
         (its partition was taken away, and the next owner processes the record again)."""
-        task = self.task
-        if task is not None and task.finished:
+        if self.dropping:
             return Future().success(None)
         return self.slot.producer.send(topic.name, key, value, headers, partition)
+
+    @property
+    def dropping(self) -> bool:
+        """Whether the record's task is finished: its outputs would only be duplicates."""
+        task = self.task
+        return task is not None and task.finished
 
     def flush(self, timeout: float) -> None:
         self.slot.flush(timeout)

@@ -121,20 +121,20 @@ def order(stream):
 
 def test_topics_with_different_partition_counts_answer_every_key_from_any_slot(
         tmp_path, names, workers, kafka_bootstrap):
-    worker = workers(write_app(tmp_path, UNEVEN_APP.format(**names)), extra=('-w', '2'))
-    worker.split_between(2)
+    worker = workers(write_app(tmp_path, UNEVEN_APP.format(**names)), extra=('-w', '3'))
+    worker.split_between(3)
     customers = [f'c{n:02d}' for n in range(60)]
     placed = [customers[(n * 11) % 60] for n in range(1800)]
     produce(kafka_bootstrap, names['source'], [(c, c) for c in placed], encode=str.encode)
     produce(kafka_bootstrap, names['sink'], [(c, c) for c in placed], encode=str.encode)
     truth = collections.Counter(placed)
-    for slot in (0, 1):
+    for slot in range(3):
         wait_for(lambda slot=slot: counts_of(worker, truth, slot, 'totals') == truth, 60,
                  f'slot {slot} to answer every total right')
-    answers = [worker.get(f'/tables/totals/{c}', slot)[1] for c in customers for slot in (0, 1)]
+    answers = [worker.get(f'/tables/totals/{c}', slot)[1] for c in customers for slot in range(3)]
     assert all(answer['stale'] is False for answer in answers)
-    listings = [worker.state(slot, '/tables')['tables'][0] for slot in (0, 1)]
-    assert sorted(listings[0]['active'] + listings[1]['active']) == [0, 1, 2, 3]
+    listings = [worker.state(slot, '/tables')['tables'][0] for slot in range(3)]
+    assert sorted(n for listing in listings for n in listing['active']) == [0, 1, 2, 3]
     for listing in listings:
         assert listing['partitions'] == 4
         assert not set(map(int, listing['standby'])) & set(listing['active'])
