@@ -30,6 +30,11 @@ Options:
   --web-host=HOST            Address the web servers bind to (default: 127.0.0.1).
   -p PORT, --web-port=PORT   Web port of slot 0; slot i listens on PORT+i
                              (default: 6066).
+  --web-advertise=HOST[:PORT]
+                             Where other members reach the web servers (with a
+                             PORT, slot i's is PORT+i); default: --web-host, or
+                             for 0.0.0.0 the address this host reaches the
+                             broker from.
   -l LEVEL, --loglevel=LEVEL
                              debug, info, warning, error or critical (default: info).
   -f FILE, --logfile=FILE    Write the log to FILE (default: stderr).
@@ -84,7 +89,8 @@ log = logging.getLogger('runner')
 
 #: Command-line options that are settings, by the name of their setting.
 SETTING_OPTIONS = {'broker': '--broker', 'datadir': '--datadir', 'web_host': '--web-host',
-                   'web_port': '--web-port', 'loglevel': '--loglevel', 'logfile': '--logfile',
+                   'web_port': '--web-port', 'web_advertise': '--web-advertise',
+                   'loglevel': '--loglevel', 'logfile': '--logfile',
                    'broker_timeout': '--broker-timeout', 'graceful_timeout': '--graceful-timeout'}
 
 

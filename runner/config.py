@@ -25,6 +25,7 @@ class Settings:
     datadir: str | None = None          # default: ./{app}-data
     web_host: str = '127.0.0.1'
     web_port: int = 6066
+    web_advertise: str | None = None    # default: web_host, or for a wildcard the broker route
     loglevel: str = 'info'
     logfile: str | None = None
     broker_timeout: float = 30.0
@@ -88,7 +89,18 @@ def coerce(name: str, value: Any) -> Any:
         return level
     if name == 'broker':
         parse_broker_url(value)
+    if name == 'web_advertise':
+        return _host_and_port(str(value))
     return str(value)
+
+
+def _host_and_port(text: str) -> str:
+    """``HOST`` or ``HOST:PORT`` (other members reach a slot there)."""
+    host, colon, port = text.rpartition(':') if ':' in text else (text, '', '')
+    if not host or any(c.isspace() or c in '/?#@' for c in host) or (
+            colon and not (port.isdigit() and 1 <= int(port) <= 65535)):
+        raise ValueError('expected HOST or HOST:PORT')
+    return text
 
 
 def _integer(name: str, value: Any) -> int:
@@ -167,11 +179,17 @@ class Options:
     per_slot: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def settings_for(self, app_settings: Mapping[str, Any], index: int) -> Settings:
-        """Slot ``index``'s settings; its port is the base port + index unless set for it."""
+        """Slot ``index``'s settings; its port (and the port it advertises, if one is given)
+        is the base port + index unless set for it."""
         overrides = self.per_slot.get(index, {})
         settings = build(app_settings, {**self.file, **overrides}, self.cli)
         if 'web_port' in self.cli or 'web_port' not in overrides:
             settings.web_port += index if settings.web_port else 0
+        advertise = settings.web_advertise
+        if advertise and ':' in advertise and (
+                'web_advertise' in self.cli or 'web_advertise' not in overrides):
+            host, _, port = advertise.rpartition(':')
+            settings.web_advertise = f'{host}:{int(port) + index}'
         return settings
 
     def base_settings(self) -> Settings:

@@ -8,6 +8,7 @@ from ..errors import ConfigError
 from .agents import Agent
 from .codecs import Codec
 from .context import current
+from .partitioners import Partitioner
 from .tables import Table
 from .topics import Topic, check_topic_name
 
@@ -31,13 +32,17 @@ class App:
         self.tables: dict[str, Table] = {}
 
     def topic(self, name: str, partitions: int | None = None, key_serializer: str | Codec = 'str',
-              value_serializer: str | Codec = 'json', config: Mapping[str, str] | None = None) -> Topic:
-        """Declare a topic; it is created on start when missing."""
-        topic = Topic(self, name, partitions, key_serializer, value_serializer, dict(config or {}))
+              value_serializer: str | Codec = 'json', config: Mapping[str, str] | None = None,
+              partitioner: str | Partitioner = 'murmur2') -> Topic:
+        """Declare a topic; it is created on start when missing.  ``partitioner`` says how
+        its producers place keys: ``murmur2`` (Java clients, kafka-python), ``crc32``
+        (librdkafka clients) or a function."""
+        topic = Topic(self, name, partitions, key_serializer, value_serializer, dict(config or {}),
+                      partitioner)
         known = self.topics.get(name)
         if known is not None:
-            if (known.partitions, known.key_codec, known.value_codec) != (
-                    topic.partitions, topic.key_codec, topic.value_codec):
+            if (known.partitions, known.key_codec, known.value_codec, known.partitioner) != (
+                    topic.partitions, topic.key_codec, topic.value_codec, topic.partitioner):
                 raise ConfigError(f'topic {name!r} is declared twice with different settings')
             return known
         self.topics[name] = topic
@@ -45,16 +50,17 @@ class App:
 
     def Table(self, name: str, default: Callable[[], Any] | None = None,
               partitions: int | None = None, key_serializer: str | Codec = 'str',
-              value_serializer: str | Codec = 'json') -> Table:
+              value_serializer: str | Codec = 'json',
+              partitioner: str | Partitioner | None = None) -> Table:
         """Declare a table; its changelog topic ``{app}-{name}-changelog`` is created on start.
 
-        ``partitions`` defaults to the partition count of the topics whose
-        agents use the table, and must match it when given.
+        ``partitions`` and ``partitioner`` default to those of the topics whose
+        agents use the table, and must match them when given.
         """
         if name in self.tables:
             raise ConfigError(f'table {name!r} is declared twice')
         table = self.tables[name] = Table(self, name, default, partitions, key_serializer,
-                                          value_serializer)
+                                          value_serializer, partitioner)
         return table
 
     def agent(self, topic: Topic | str, sink: Iterable[Any] | Any = None, concurrency: int = 1,

@@ -9,14 +9,17 @@ co-partitioned topic the record came from.  Topics with other partition
 counts are groups of their own and work beside them.
 
 A table's partition count is its declared one, else the count of the topics
-whose agents use it, else the ``topic_partitions`` setting.  A table used by
-agents of a topic with another count is refused at start (exit 78).
+whose agents use it, else the ``topic_partitions`` setting; its partitioner
+(how its keys are placed, for lookups) likewise, else ``murmur2``.  A table
+used by agents of a topic with another count or partitioner is refused at
+start (exit 78).
 """
 
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from .partitioners import Partitioner, murmur2_partition
 from .tables import Table, tables_used_by
 
 if TYPE_CHECKING:
@@ -38,18 +41,21 @@ class Layout:
         self.topics: dict[str, int] = {}
         #: Table name → partition count.
         self.tables: dict[str, int] = {}
+        #: Table name → how its keys are placed.
+        self.partitioners: dict[str, Partitioner] = {}
         for topic in app.topics.values():
             self.topics[topic.name] = _count(topic, existing, default_partitions)
         for table in app.tables.values():
-            count = self._table_count(table, default_partitions)
+            users = [agent for agent in app.agents if table in tables_used_by(agent.fn)]
+            self.partitioners[table.name] = _table_partitioner(table, users)
+            count = self._table_count(table, users, default_partitions)
             changelog = table.changelog.name
             if existing.get(changelog, count) != count:
                 raise ConfigError(f'changelog topic {changelog!r} has {existing[changelog]} '
                                   f'partitions but table {table.name!r} has {count}')
             self.tables[table.name] = self.topics[changelog] = count
 
-    def _table_count(self, table: Table, default_partitions: int) -> int:
-        users = [agent for agent in self.app.agents if table in tables_used_by(agent.fn)]
+    def _table_count(self, table: Table, users: list, default_partitions: int) -> int:
         for agent in users:
             count = self.topics[agent.topic.name]
             if table.partitions is not None and count != table.partitions:
@@ -69,6 +75,10 @@ class Layout:
     def partitions(self, table: Table) -> int:
         return self.tables[table.name]
 
+    def partition_of(self, table: Table, key: bytes) -> int:
+        """The partition of ``table`` an encoded (routing) key lives in."""
+        return self.partitioners[table.name](key, self.tables[table.name])
+
     def sources(self) -> dict[str, int]:
         """The topics agents read, with their partition counts."""
         return {agent.topic.name: self.topics[agent.topic.name] for agent in self.app.agents}
@@ -81,6 +91,18 @@ class Layout:
     def tables_of(self, group: int) -> list[Table]:
         """The tables of the co-partition group of ``group`` partitions."""
         return [table for table in self.app.tables.values() if self.tables[table.name] == group]
+
+
+def _table_partitioner(table: Table, users: list) -> Partitioner:
+    """The declared partitioner, else that of the topics whose agents use the table."""
+    placed = {agent.topic.partitioner: agent.topic.name for agent in users}
+    if table.partitioner is not None:
+        placed.setdefault(table.partitioner, f'table {table.name!r}')
+    if len(placed) > 1:
+        raise ConfigError(f'table {table.name!r} and the topics that update it place keys with '
+                          f'different partitioners ({", ".join(sorted(placed.values()))}); '
+                          'declare the same partitioner on them')
+    return next(iter(placed), murmur2_partition)
 
 
 def _count(topic: 'Topic', existing: Mapping[str, int], default_partitions: int) -> int:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConfigError
 from .codecs import Codec, codec
 from .context import DELETED, MISSING, current
+from .partitioners import Partitioner, resolve
 from .topics import Topic, check_topic_name
 
 if TYPE_CHECKING:
@@ -23,8 +24,9 @@ if TYPE_CHECKING:
 class Table:
     """A dict-like table, updated from agents and durable through its changelog topic.
 
-    ``partitions`` may be left out: the table then has the partition count of
-    the topics whose agents use it (the ``topic_partitions`` setting if none do).
+    ``partitions`` and ``partitioner`` may be left out: the table then has
+    those of the topics whose agents use it (the ``topic_partitions`` setting
+    and ``murmur2`` if none do).
     """
 
     #: How table keys are stored; windowed tables store ``(key, window start)``.
@@ -32,7 +34,8 @@ class Table:
 
     def __init__(self, app: 'App', name: str, default: Callable[[], Any] | None = None,
                  partitions: int | None = None, key_serializer: str | Codec = 'str',
-                 value_serializer: str | Codec = 'json') -> None:
+                 value_serializer: str | Codec = 'json',
+                 partitioner: str | Partitioner | None = None) -> None:
         if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
             raise ConfigError(f'table {name!r}: partitions must be a positive integer')
         if default is not None and not callable(default):
@@ -43,6 +46,8 @@ class Table:
         self.partitions = partitions
         self.key_codec = codec(key_serializer)
         self.value_codec = codec(value_serializer)
+        self.partitioner = None if partitioner is None else resolve(partitioner,
+                                                                    f'table {name!r}')
         self.changelog = Topic(app, f'{app.name}-{name}-changelog', partitions,
                                key_serializer, value_serializer,
                                config=self._changelog_config())
@@ -67,7 +72,8 @@ class Table:
         """This table kept per overlapping ``size``-second window, one starting every ``step``."""
         from .windows import WindowedTable, Windowing
         windowed = WindowedTable(self.app, self.name, Windowing(size, step, expires),
-                                 self.default, self.partitions, self.key_codec, self.value_codec)
+                                 self.default, self.partitions, self.key_codec, self.value_codec,
+                                 self.partitioner)
         self.app.tables[self.name] = windowed
         return windowed
 

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .codecs import Codec, codec
+from .partitioners import Partitioner, resolve
 
 if TYPE_CHECKING:
     from .app import App
@@ -24,11 +25,15 @@ class Topic:
 
     ``partitions=None`` accepts whatever count an existing topic has and
     creates a missing one with the app's ``topic_partitions`` setting.
+    ``partitioner`` says where its producers put keyed records (see
+    :mod:`runner.app.partitioners`): ``app.send`` does the same, and the
+    tables fed from the topic look keys up that way.
     """
 
     def __init__(self, app: 'App', name: str, partitions: int | None = None,
                  key_serializer: str | Codec = 'str', value_serializer: str | Codec = 'json',
-                 config: dict[str, str] | None = None) -> None:
+                 config: dict[str, str] | None = None,
+                 partitioner: str | Partitioner = 'murmur2') -> None:
         if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
             raise ConfigError(f'topic {name!r}: partitions must be a positive integer')
         self.app = app
@@ -37,6 +42,11 @@ class Topic:
         self.key_codec = codec(key_serializer)
         self.value_codec = codec(value_serializer)
         self.config = dict(config or {})
+        self.partitioner = resolve(partitioner, f'topic {name!r}')
+
+    def partition_of(self, key: bytes, partitions: int) -> int | None:
+        """Where this topic's producers put ``key`` (an encoded key); None for no key."""
+        return None if key is None else self.partitioner(key, partitions)
 
     def send(self, key: Any = None, value: Any = None, headers: list | None = None):
         """Send one record to this topic; see :meth:`App.send`."""

@@ -18,6 +18,7 @@ from typing import Any, Self
 from ..errors import ConfigError
 from .codecs import Codec
 from .context import MISSING, current
+from .partitioners import Partitioner
 from .tables import Table
 
 
@@ -77,9 +78,10 @@ class WindowedTable(Table):
 
     def __init__(self, app: Any, name: str, windowing: Windowing,
                  default: Callable[[], Any] | None, partitions: int | None,
-                 key_codec: Codec, value_codec: Codec) -> None:
+                 key_codec: Codec, value_codec: Codec,
+                 partitioner: Partitioner | None) -> None:
         self.windowing = windowing
-        super().__init__(app, name, default, partitions, key_codec, value_codec)
+        super().__init__(app, name, default, partitions, key_codec, value_codec, partitioner)
 
     @property
     def stored_key_codec(self) -> Codec:

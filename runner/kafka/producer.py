@@ -81,6 +81,10 @@ class Producer:
         future.add_errback(epoch.fail)
         return future
 
+    def partition_count(self, topic: str) -> int:
+        """How many partitions ``topic`` has (waits for its metadata the first time)."""
+        return len(self._producer.partitions_for(topic))
+
     def mark(self) -> Epoch:
         """Close the current epoch: every send made so far belongs to it or an earlier one."""
         with self._lock:

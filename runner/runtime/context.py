@@ -40,10 +40,9 @@ class SlotContext:
         self.active: dict[Key, TablePartition] = {}
 
     def key_of(self, table: Table, key: Any) -> Key:
-        """The changelog partition a (routing) key of ``table`` hashes to."""
+        """The changelog partition a (routing) key of ``table`` is placed in."""
         self.check_declared(table)
-        number = murmur2_partition(table.key_codec.dumps(key), self.layout.partitions(table))
-        return table.changelog.name, number
+        return table.changelog.name, self.layout.partition_of(table, table.key_codec.dumps(key))
 
     def check_declared(self, table: Table) -> None:
         """Refuse a table that is not the app's own (such as a plain table made windowed)."""
@@ -85,7 +84,8 @@ class SlotContext:
 
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None) -> Any:
-        return self.producer.send(topic.name, key, value, headers, partition)
+        return self.producer.send(topic.name, key, value, headers,
+                                  placed(topic, key, partition, self.producer))
 
     def flush(self, timeout: float) -> None:
         self.producer.flush(timeout)
@@ -158,7 +158,7 @@ class AgentContext:
         (its partition was taken away, and the next owner processes the record again)."""
         if self.dropping:
             return Future().success(None)
-        return self.slot.producer.send(topic.name, key, value, headers, partition)
+        return self.slot.send(topic, key, value, headers, partition)
 
     @property
     def dropping(self) -> bool:
@@ -182,3 +182,11 @@ class AgentContext:
             task.guard.take()
             self.guard = task.guard
         return partition
+
+
+def placed(topic: Topic, key: bytes | None, partition: int | None, producer: Producer) -> int | None:
+    """The partition a record goes to: the one asked for, else where the topic's partitioner
+    puts its key (kafka-python places keys with murmur2 by itself)."""
+    if partition is not None or key is None or topic.partitioner is murmur2_partition:
+        return partition
+    return topic.partitioner(key, producer.partition_count(topic.name))

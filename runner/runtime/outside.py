@@ -15,6 +15,7 @@ from ..app.tables import Table
 from ..app.topics import Topic
 from ..config import Settings
 from ..kafka.producer import Producer
+from .context import placed
 
 
 class OutsideContext:
@@ -61,7 +62,9 @@ class OutsideContext:
 
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None) -> Any:
-        return self._producer(topic).send(topic.name, key, value, headers, partition)
+        producer = self._producer(topic)
+        return producer.send(topic.name, key, value, headers,
+                             placed(topic, key, partition, producer))
 
     def flush(self, timeout: float) -> None:
         with self._lock:

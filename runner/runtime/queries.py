@@ -1,14 +1,23 @@
-"""Table queries over HTTP; a key whose partition lives in another slot is forwarded there.
+"""Table queries over HTTP: any slot on any host answers any key.
 
 At every rebalance each slot learns, per changelog partition, the web address
-of the member that owns it (see :mod:`runner.kafka.assignor`), so any slot on
-any host answers any key with one hop.  While a partition is recovering or
-moving, answers come from a local standby or recovering copy and say
-``"stale": true``.  Every read holds the store it reads open (see
-:mod:`runner.state.stores`), so a partition that moves away meanwhile is
-closed only after the read.
+of the member that owns it (see :mod:`runner.kafka.assignor`).  A key is
+looked up in the partition its table's partitioner places it in, on its
+owner (one hop away at most).  If the owner does not hold it there, the owner
+asks every other owner before answering 404 — a producer may have placed the
+key with another partitioner — so a lookup never misses a key that exists.
+
+Answers say what is known: 404 only when the owners, caught up, do not hold
+the key; while a partition moves or recovers, a local copy's value is served
+with ``"stale": true``, and without one the answer is 503 with
+``Retry-After``.  Every read holds the store it reads open (see
+:mod:`runner.state.stores`).
 """
 
+import concurrent.futures
+import contextlib
+import heapq
+import itertools
 import json
 import logging
 import re
@@ -31,91 +40,199 @@ MAX_PAGE = 1000
 
 
 class TableQueries:
-    """``GET /tables``, ``GET /tables/{name}`` and ``GET /tables/{name}/{key}``."""
+    """``GET /tables``, ``GET /tables/{name}`` and ``GET /tables/{name}/{key}``.
 
-    def __init__(self, slot: SlotContext, status: SlotStatus, web: str) -> None:
-        self._slot = slot
-        self._state = slot.state
-        self._tables = {table.name: table for table in slot.layout.app.tables.values()}
+    The routes exist from the moment the web server starts; until the slot's
+    tables are open (:meth:`open`) they answer 503.
+    """
+
+    def __init__(self, tables: dict[str, Table], status: SlotStatus, web: str) -> None:
+        self._tables = tables
         self._status = status
         self._web = web
+        self._slot: SlotContext | None = None
+
+    def open(self, slot: SlotContext) -> None:
+        """The slot's tables are open: answer from them from now on."""
+        self._slot = slot
 
     def routes(self) -> list[Route]:
-        return [route('/tables', self.list_tables),
-                route('/tables/(?P<name>[^/]+)', self.describe),
-                route('/tables/(?P<name>[^/]+)/(?P<key>.+)', self.lookup)]
+        return [route('/tables', self._when_open(self.list_tables)),
+                route('/tables/(?P<name>[^/]+)', self._when_open(self.describe)),
+                route('/tables/(?P<name>[^/]+)/(?P<key>.+)', self._when_open(self.lookup))]
 
-    def list_tables(self, _match: re.Match, _params: dict[str, str]) -> Response:
+    def _when_open(self, view: Any) -> Any:
+        def answer(match: re.Match, params: dict[str, str]) -> Response:
+            if self._slot is None:
+                return 503, {'error': 'the slot is starting: its tables are not open yet'}
+            table = None
+            if 'name' in match.groupdict():
+                table = self._tables.get(urllib.parse.unquote(match['name']))
+                if table is None:
+                    return 404, {'error': f'no table {match["name"]!r}'}
+            return view(table, match, params)
+        return answer
+
+    # -- views -----------------------------------------------------------------
+
+    def list_tables(self, _table: None, _match: re.Match, _params: dict[str, str]) -> Response:
         return 200, {'tables': [self._summary(table) for table in self._tables.values()]}
 
-    def describe(self, match: re.Match, params: dict[str, str]) -> Response:
-        """This slot's partitions of a table, and a page of its keys."""
-        table = self._tables.get(urllib.parse.unquote(match['name']))
-        if table is None:
-            return 404, {'error': f'no table {match["name"]!r}'}
-        limit = min(int(params.get('limit', PAGE)), MAX_PAGE)
+    def describe(self, table: Table, _match: re.Match, params: dict[str, str]) -> Response:
+        """This slot's partitions of a table, and a page of its keys in key order."""
+        try:
+            limit = int(params.get('limit', PAGE))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_PAGE:
+            return 400, {'error': f'limit must be a whole number from 1 to {MAX_PAGE}'}
         after = params.get('after')
-        keys = sorted(str(key) for key, _ in self._slot.items(table))
-        if after is not None:
-            keys = [key for key in keys if key > after]
-        page = keys[:limit]
-        return 200, {**self._summary(table), 'keys': page,
-                     'next': page[-1] if len(keys) > limit else None}
+        start = None if after is None else _cursor(table, _key_from_text(table, after))
+        keys = self._page(table, start, limit + 1)
+        return 200, {**self._summary(table), 'keys': keys[:limit],
+                     'next': keys[limit - 1] if len(keys) > limit else None}
 
-    def lookup(self, match: re.Match, params: dict[str, str]) -> Response:
-        table = self._tables.get(urllib.parse.unquote(match['name']))
-        if table is None:
-            return 404, {'error': f'no table {match["name"]!r}'}
+    def lookup(self, table: Table, match: re.Match, params: dict[str, str]) -> Response:
         key = _key_from_text(table, urllib.parse.unquote(match['key']))
+        if params.get('search'):
+            return self._search_here(table, key)
         changelog_key = self._slot.key_of(table, key)
         with self._slot.active_partition(changelog_key) as partition:
             if partition is not None:
-                value = (partition.get(key) if table.windowing is None
-                         else partition.windows(key))
-                return self._answer(table, key, changelog_key, value, stale=False)
+                value = _value(table, partition, key)
+                if value is not MISSING:
+                    return self._answer(table, key, changelog_key[1], value, stale=False)
+        if partition is not None:
+            return self._search_everywhere(table, key, changelog_key)
         owner = self._owner(changelog_key)
         if owner and owner != self._web and not params.get('forwarded'):
             return self._forward(owner, match.string)
-        with self._state.stores.reading(changelog_key) as store:
-            if store is not None:
-                return self._answer(table, key, changelog_key, _stored(table, store, key),
-                                    stale=True)
-        return 503, {'error': f'partition {changelog_key[1]} of {table.name!r} has no owner '
-                              'right now (rebalancing); try again',
-                     'partition': changelog_key[1], 'stale': True}
+        return self._from_copy(table, key, changelog_key)
+
+    # -- steps of a lookup -------------------------------------------------------
+
+    def _search_here(self, table: Table, key: Any) -> Response:
+        """The key in any partition of ``table`` this slot owns (asked by another owner)."""
+        for changelog_key in self._own(table):
+            with self._slot.active_partition(changelog_key) as partition:
+                value = MISSING if partition is None else _value(table, partition, key)
+            if value is not MISSING:
+                return self._answer(table, key, changelog_key[1], value, stale=False)
+        return 404, {'error': 'no such key here', 'stale': False}
+
+    def _search_everywhere(self, table: Table, key: Any, placed: Key) -> Response:
+        """The owner of a key's partition does not hold it: look in every other partition,
+        here and at every other owner (in parallel, bounded), before saying 404."""
+        local = self._search_here(table, key)
+        if local[0] == 200:
+            return local
+        owners = self._status.owners.get(table.changelog.name, [])
+        others = sorted({web for web in owners if web != self._web} - {None})
+        answers = self._ask(others, table, key)
+        found = [body for status, body in answers if status == 200]
+        if found:
+            return 200, found[0]
+        if None in owners or any(status != 404 for status, _ in answers):
+            return 503, {'error': 'not every owner of this table answered; the key may '
+                                  'exist: try again', 'stale': True}
+        return 404, {**self._body(table, key, placed[1], stale=False), 'error': 'no such key'}
+
+    def _ask(self, webs: list[str], table: Table, key: Any) -> list[tuple[int, Any]]:
+        if not webs:
+            return []
+        path = (f'/tables/{urllib.parse.quote(table.name, safe="")}/'
+                f'{urllib.parse.quote(_url_text(table, key), safe="")}?search=1')
+        with concurrent.futures.ThreadPoolExecutor(len(webs)) as pool:
+            return list(pool.map(lambda web: get_json(f'http://{web}{path}', FORWARD_TIMEOUT),
+                                 webs))
+
+    def _from_copy(self, table: Table, key: Any, changelog_key: Key) -> Response:
+        """No owner can answer now: a local standby or recovering copy's value, stale."""
+        with self._slot.state.stores.reading(changelog_key) as store:
+            value = MISSING if store is None else _stored(table, store, key)
+        if value is not MISSING:
+            return self._answer(table, key, changelog_key[1], value, stale=True)
+        return 503, {'error': f'partition {changelog_key[1]} of {table.name!r} is moving or '
+                              'recovering; try again', 'partition': changelog_key[1],
+                     'stale': True}
+
+    def _forward(self, owner: str, path: str) -> Response:
+        """Ask the owner, with the path exactly as it came (its key still percent-encoded)."""
+        status, body = get_json(f'http://{owner}{path}?forwarded=1', FORWARD_TIMEOUT)
+        if status == 0:
+            return 502, {'error': f'the owner at {owner} did not answer', 'stale': True}
+        return status, body
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _own(self, table: Table) -> list[Key]:
+        return sorted(key for key in list(self._slot.active) if key[0] == table.changelog.name)
 
     def _owner(self, changelog_key: Key) -> str | None:
         changelog, number = changelog_key
         owners = self._status.owners.get(changelog, [])
         return owners[number] if number < len(owners) else None
 
-    def _answer(self, table: Table, key: Any, changelog_key: Key, value: Any,
-                stale: bool) -> Response:
-        body = {'table': table.name, 'key': key, 'partition': changelog_key[1],
+    def _page(self, table: Table, start: bytes | None, count: int) -> list[Any]:
+        """Up to ``count`` keys after ``start`` over this slot's partitions, in key order."""
+        with contextlib.ExitStack() as stack:
+            partitions = [stack.enter_context(self._slot.active_partition(key))
+                          for key in self._own(table)]
+            merged = heapq.merge(*(p.ordered(after=start) for p in partitions if p is not None),
+                                 key=lambda item: item[0])
+            keys = (_key_text(table.routing_key(key)) for _, key, _ in merged)
+            if table.windowing is not None:       # one entry per key, not per window
+                keys = (key for key, _ in itertools.groupby(keys))
+            return list(itertools.islice(keys, count))
+
+    def _body(self, table: Table, key: Any, number: int, stale: bool) -> dict[str, Any]:
+        return {'table': table.name, 'key': key, 'partition': number,
                 'slot': self._status.slot, 'served_by': self._web, 'stale': stale}
+
+    def _answer(self, table: Table, key: Any, number: int, value: Any, stale: bool) -> Response:
         if table.windowing is not None:
             size = table.windowing.size
             value = [{'start': start, 'end': start + size, 'value': window}
                      for start, window in value] or MISSING
+        body = self._body(table, key, number, stale)
         if value is MISSING:
             return 404, {**body, 'error': 'no such key'}
         return 200, {**body, 'value': value}
 
-    def _forward(self, owner: str, path: str) -> Response:
-        status, body = get_json(f'http://{owner}{urllib.parse.quote(path)}?forwarded=1',
-                                FORWARD_TIMEOUT)
-        if status == 0:
-            return 502, {'error': f'the owner at {owner} did not answer', 'stale': True}
-        return status, body
-
     def _summary(self, table: Table) -> dict[str, Any]:
-        changelog = table.changelog.name
-        recovering, _ = self._state.recovering()
+        state, changelog = self._slot.state, table.changelog.name
+        recovering, _ = state.recovering()
         return {'name': table.name, 'partitions': self._slot.layout.partitions(table),
                 'changelog': changelog,
-                'active': sorted(n for c, n in list(self._slot.active) if c == changelog),
+                'active': [number for _, number in self._own(table)],
                 'recovering': sorted(n for c, n in recovering if c == changelog),
-                'standby': {str(n): offset for n, offset in self._state.standbys(table).items()}}
+                'standby': {str(n): offset for n, offset in state.standbys(table).items()}}
+
+
+def _value(table: Table, partition: Any, key: Any) -> Any:
+    """A key's value in a live partition; for a windowed table, its windows (or MISSING)."""
+    if table.windowing is None:
+        return partition.get(key)
+    return partition.windows(key) or MISSING
+
+
+def _stored(table: Table, store: PartitionStore, key: Any) -> Any:
+    """What a store (a standby or recovering copy) holds for ``key``."""
+    if table.windowing is not None:
+        windows = sorted((start, table.value_codec.loads(raw))
+                         for (k, start), raw in ((WINDOW_KEYS.loads(raw_key), raw)
+                                                 for raw_key, raw in store.items(
+                                                     WINDOW_KEYS.prefix(key))) if k == key)
+        return windows or MISSING
+    raw = store.get(table.stored_key_codec.dumps(key))
+    return MISSING if raw is None else table.value_codec.loads(raw)
+
+
+def _cursor(table: Table, key: Any) -> bytes:
+    """Where a page after ``key`` starts in stored-key order (past every window of it)."""
+    if table.windowing is not None:
+        return WINDOW_KEYS.prefix(key) + b'\xff'
+    return table.stored_key_codec.dumps(key)
 
 
 def _key_from_text(table: Table, text: str) -> Any:
@@ -130,11 +247,13 @@ def _key_from_text(table: Table, text: str) -> Any:
     return text
 
 
-def _stored(table: Table, store: PartitionStore, key: Any) -> Any:
-    """What a store (a standby or recovering copy) holds for ``key``."""
-    if table.windowing is not None:
-        pairs = store.items(WINDOW_KEYS.prefix(key))
-        return sorted((start, table.value_codec.loads(raw)) for (k, start), raw in
-                      ((WINDOW_KEYS.loads(raw_key), raw) for raw_key, raw in pairs) if k == key)
-    raw = store.get(table.stored_key_codec.dumps(key))
-    return MISSING if raw is None else table.value_codec.loads(raw)
+def _url_text(table: Table, key: Any) -> str:
+    """A key as a URL carries it (the inverse of :func:`_key_from_text`)."""
+    if table.key_codec.name == 'json':
+        return json.dumps(key)
+    return _key_text(key)
+
+
+def _key_text(key: Any) -> Any:
+    """A key as JSON can carry it: bytes as text, the rest as it is."""
+    return key.decode(errors='backslashreplace') if isinstance(key, bytes) else key

@@ -73,6 +73,7 @@ class Slot:
         self._consumer: ConsumerLoop | None = None
         self._web: WebServer | None = None
         self._web_address: str | None = None
+        self._queries: TableQueries | None = None
         self._producer: Producer | None = None
         self._state: StateManager | None = None
 
@@ -84,10 +85,12 @@ class Slot:
         lock = platform.DirLock(self.datadir)
         lock.acquire()
         try:
-            web = self._web = WebServer(self.settings.web_host, self.settings.web_port,
-                                        status_routes(self.status))
-            self._web_address = advertised(*web.address)
-            web.start()
+            web = self._web = WebServer(self.settings.web_host, self.settings.web_port)
+            self._web_address = advertised(web.address, self.settings.web_advertise,
+                                           self.settings.bootstrap_servers())
+            log.info('other members reach this slot at http://%s/', self._web_address)
+            self._queries = TableQueries(self.app.tables, self.status, self._web_address)
+            web.start([*self._queries.routes(), *status_routes(self.status)])
             self._report()
             try:
                 return self._run_until_stopped()
@@ -146,9 +149,7 @@ class Slot:
                                       slot_context, self.status, self._fail, assignor)
         self.status.offsets = self._consumer.offsets
         self.status.threads.append(self._consumer.thread)
-        if self._state is not None:
-            self._web.add_routes(TableQueries(slot_context, self.status,
-                                              self._web_address).routes())
+        self._queries.open(slot_context)
         for agent_threads in self._agents:
             agent_threads.start()
         self._consumer.start()

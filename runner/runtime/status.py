@@ -28,8 +28,9 @@ class SlotStatus:
         self.last_beat = time.monotonic()
         self.threads: list[threading.Thread] = []
         self.offsets: Callable[[], dict[str, Any]] = dict
-        #: Table partitions still recovering (as ``table[p]``), and changelog records left.
-        self.recovery: Callable[[], tuple[list[str], int]] = lambda: ([], 0)
+        #: Table partitions still recovering (as ``table[p]``), and changelog records left
+        #: (None until known).
+        self.recovery: Callable[[], tuple[list[str], int | None]] = lambda: ([], 0)
         #: Changelog topic → web address of the owner of each partition (last rebalance).
         self.owners: dict[str, list[str | None]] = {}
 
@@ -58,8 +59,9 @@ class SlotStatus:
             return False, 'joining the consumer group' if self.generation < 0 else 'rebalancing'
         recovering, remaining = self.recovery()
         if recovering:
-            return False, (f'recovering tables {", ".join(recovering)}: '
-                           f'{remaining} changelog records remaining')
+            left = ('reading where their changelogs end' if remaining is None
+                    else f'{remaining} changelog records remaining')
+            return False, f'recovering tables {", ".join(recovering)}: {left}'
         return True, 'processing'
 
     def describe(self) -> dict[str, Any]:

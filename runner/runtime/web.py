@@ -61,11 +61,32 @@ def get_json(url: str, timeout: float) -> tuple[int, Any]:
         return 0, None
 
 
-def advertised(host: str, port: int) -> str:
-    """The address other members use to reach this server (a wildcard bind means this host)."""
+def advertised(bound: tuple[str, int], advertise: str | None, brokers: list[str]) -> str:
+    """The address other members use to reach this server: ``advertise`` when given
+    (``HOST`` or ``HOST:PORT``); else the bound address; for a wildcard bind, the
+    address this host reaches the broker from (its name may not resolve elsewhere)."""
+    host, port = bound
+    if advertise:
+        name, _, given = advertise.rpartition(':') if ':' in advertise else (advertise, '', '')
+        return f'{name}:{given or port}'
     if host in ('', '0.0.0.0', '::'):
-        host = socket.getfqdn()
+        host = _local_address(brokers) or socket.getfqdn()
     return f'{host}:{port}'
+
+
+def _local_address(brokers: list[str]) -> str | None:
+    """The local address of a route to the first broker that resolves (no packet is sent)."""
+    for server in brokers:
+        name, _, port = server.rpartition(':')
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                name, int(port), type=socket.SOCK_DGRAM)[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.connect(address)
+                return probe.getsockname()[0]
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -79,6 +100,8 @@ class _Handler(BaseHTTPRequestHandler):
         payload = json.dumps(body, indent=1, sort_keys=True).encode() + b'\n'
         self.send_response(code)
         self.send_header('Content-Type', 'application/json')
+        if code == 503:                   # not known yet, or not ready: ask again soon
+            self.send_header('Retry-After', '1')
         self.send_header('Content-Length', str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
@@ -106,14 +129,13 @@ class _Server(ThreadingHTTPServer):
 class WebServer:
     """Binds at construction (so a taken port fails early) and serves on a thread."""
 
-    def __init__(self, host: str, port: int, routes: Sequence[Route]) -> None:
+    def __init__(self, host: str, port: int) -> None:
         try:
             self._server = _Server((host, port), _Handler)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ResourceBusy(f'web port {host}:{port} is already in use') from None
             raise ResourceBusy(f'cannot listen on {host}:{port}: {exc.strerror}') from None
-        self._server.routes = list(routes)
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,),
                                         name='web', daemon=True)
 
@@ -121,11 +143,9 @@ class WebServer:
     def address(self) -> tuple[str, int]:
         return self._server.server_address[:2]
 
-    def add_routes(self, routes: Sequence[Route]) -> None:
-        """More routes, tried before the existing ones."""
-        self._server.routes = [*routes, *self._server.routes]
-
-    def start(self) -> None:
+    def start(self, routes: Sequence[Route]) -> None:
+        """Serve ``routes`` (the first whose pattern matches a path answers it)."""
+        self._server.routes = list(routes)
         self._thread.start()
         log.info('web server listening on http://%s:%d/', *self.address)
 

@@ -96,13 +96,14 @@ class StateManager:
                           topic_id: str) -> None:
         self._recovered.put((key, request, store, topic_id))
 
-    def recovering(self) -> tuple[set[Key], int]:
-        """Partitions still recovering, and how many changelog records remain."""
+    def recovering(self) -> tuple[set[Key], int | None]:
+        """Partitions still recovering, and how many changelog records remain (None until
+        the reader has read where their changelogs end)."""
         with self._lock:
-            keys = set(self._recovering)
-        return keys, self.reader.remaining if keys else 0
+            requests = dict(self._recovering)
+        return set(requests), self.reader.remaining(requests)
 
-    def describe_recovering(self) -> tuple[list[str], int]:
+    def describe_recovering(self) -> tuple[list[str], int | None]:
         """Partitions still recovering as ``table[p]``, and changelog records remaining."""
         keys, remaining = self.recovering()
         return [f'{self.tables[changelog].name}[{number}]'

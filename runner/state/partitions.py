@@ -12,6 +12,7 @@ the older one.  The cache is one per slot, bounded, and keyed by partition
 from its previous stay.
 """
 
+import heapq
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -130,39 +131,40 @@ class TablePartition:
             self.flushing = None
 
     def items(self) -> Iterator[tuple[Any, Any]]:
-        """(key, value) pairs: stored values overlaid with unflushed ones, stored keys first."""
-        yield from overlay(self, self.store.items())
+        """(key, value) pairs, unflushed writes included, in stored-key order."""
+        return ((key, value) for _, key, value in self.ordered())
+
+    def ordered(self, prefix: bytes = b'', after: bytes | None = None
+                ) -> Iterator[tuple[bytes, Any, Any]]:
+        """(stored key, key, value) of the keys starting with ``prefix`` (and coming after
+        ``after``, if given) in stored-key order: the store's pairs with the writes not
+        yet stored merged in."""
+        pending = {raw: item for raw, item in ((self._key_dumps(k), (k, v))
+                                                for k, v in self._pending().items())
+                   if raw.startswith(prefix) and (after is None or raw > after)}
+        stored = ((raw, True, value) for raw, value in self.store.items(prefix, after)
+                  if raw not in pending)
+        unstored = ((raw, False, pending[raw]) for raw in sorted(pending)
+                    if pending[raw][1] is not DELETED)
+        key_loads, value_loads = self.table.stored_key_codec.loads, self.table.value_codec.loads
+        for raw, from_store, payload in heapq.merge(stored, unstored, key=lambda item: item[0]):
+            if from_store:
+                yield raw, key_loads(raw), value_loads(payload)
+            else:
+                yield raw, *payload
+
+    def _pending(self) -> dict[Any, Any]:
+        """Writes not yet stored, newest winning."""
+        pending: dict[Any, Any] = {}
+        for layer in (self.flushing, self.dirty):
+            if layer:
+                pending.update(list(layer.items()))
+        return pending
 
     def windows(self, key: Any) -> list[tuple[float, Any]]:
         """(window start, value) of every window of ``key`` (windowed tables), oldest first."""
-        stored = self.store.items(WINDOW_KEYS.prefix(key))
-        return sorted((start, value) for (k, start), value in overlay(self, stored, key)
-                      if k == key)
-
-
-def overlay(partition: TablePartition, stored: Iterator[tuple[bytes, bytes]],
-            only: Any = MISSING) -> Iterator[tuple[Any, Any]]:
-    """Stored pairs, decoded, with the partition's unflushed writes laid over them.
-
-    ``only``: of the unflushed writes, keep the windows of this key alone.
-    """
-    pending: dict[Any, Any] = {}
-    for layer in (partition.flushing, partition.dirty):
-        if layer:
-            pending.update((k, v) for k, v in list(layer.items())
-                           if only is MISSING or k[0] == only)
-    key_loads = partition.table.stored_key_codec.loads
-    value_loads = partition.table.value_codec.loads
-    for raw_key, raw_value in stored:
-        key = key_loads(raw_key)
-        value = pending.pop(key, MISSING)
-        if value is MISSING:
-            yield key, value_loads(raw_value)
-        elif value is not DELETED:
-            yield key, value
-    for key, value in pending.items():
-        if value is not DELETED:
-            yield key, value
+        return sorted((stored_key[1], value) for _, stored_key, value
+                      in self.ordered(WINDOW_KEYS.prefix(key)) if stored_key[0] == key)
 
 
 class WindowedPartition(TablePartition):

@@ -62,7 +62,7 @@ class ChangelogReader:
         self._replicas: dict[Key, Replica] = {}
         self._stopping = False
         self._last_progress = time.monotonic()
-        self.remaining = 0               # records still to replay before recovery is done
+        self._targets: dict[Key, tuple[int, int]] = {}    # key → (request, end to reach)
         self.thread = threading.Thread(target=self._run, name='changelog', daemon=True)
 
     # -- commands (from other threads) --------------------------------------
@@ -82,6 +82,19 @@ class ChangelogReader:
     def drop(self, keys: list[Key]) -> None:
         """Stop reading these partitions (revoked while recovering)."""
         self._commands.put(('drop', keys))
+
+    def remaining(self, requests: dict[Key, int]) -> int | None:
+        """Changelog records still to replay for these recovery requests (any thread);
+        None while this thread has not yet read where some of their changelogs end."""
+        targets, replicas = dict(self._targets), dict(self._replicas)
+        total = 0
+        for key, request in requests.items():
+            if targets.get(key, (None,))[0] != request:
+                return None
+            replica = replicas.get(key)
+            if replica is not None and replica.target is not None:
+                total += replica.remaining
+        return total
 
     def positions(self) -> dict[Key, int]:
         """Next changelog offset of every partition being read here (any thread)."""
@@ -141,6 +154,7 @@ class ChangelogReader:
             replica = self._replicas.get(key) or self._open(key)
             replica.request = request
             replica.target = ends[TopicPartition(*key)]
+            self._targets[key] = (request, replica.target)
             replica.first, replica.applied, replica.started = replica.offset, 0, time.monotonic()
 
     def _follow(self, keys: set[Key]) -> None:
@@ -154,6 +168,7 @@ class ChangelogReader:
 
     def _drop(self, keys: list[Key]) -> None:
         for key in keys:
+            self._targets.pop(key, None)
             if self._replicas.pop(key, None) is not None:
                 self._stores.release(key)
 
@@ -205,7 +220,6 @@ class ChangelogReader:
             elapsed = time.monotonic() - replica.started
             log.info('recovered %s[%d]: %d records in %.2fs', *key, replica.applied, elapsed)
             self._on_recovered(key, replica.request, replica.store, replica.topic_id)
-        self.remaining = sum(r.remaining for r in self._replicas.values() if r.target is not None)
 
     def _log_progress(self) -> None:
         now = time.monotonic()
@@ -214,10 +228,11 @@ class ChangelogReader:
             return
         self._last_progress = now
         done = sum(r.offset - r.first for r in recovering)
-        total = done + self.remaining
+        remaining = sum(r.remaining for r in recovering)
+        total = done + remaining
         elapsed = max(now - min(r.started for r in recovering), 1e-6)
         rate = done / elapsed
-        left = f'about {self.remaining / rate:.0f}s left' if rate else 'rate unknown'
+        left = f'about {remaining / rate:.0f}s left' if rate else 'rate unknown'
         log.info('recovering tables: %d of %d records (%.0f%%), %.0f records/s, %s',
                  done, total, 100 * done / max(total, 1), rate, left)
 

@@ -48,11 +48,16 @@ class PartitionStore:
     def get(self, key: bytes) -> bytes | None:
         return self._db.get(DATA + key)
 
-    def items(self, prefix: bytes = b'') -> Iterator[tuple[bytes, bytes]]:
-        """Stored (key, value) pairs whose key starts with ``prefix``, in key order."""
+    def items(self, prefix: bytes = b'', after: bytes | None = None
+              ) -> Iterator[tuple[bytes, bytes]]:
+        """Stored (key, value) pairs whose key starts with ``prefix`` (and comes after
+        ``after``, if given), in key order."""
         with self._db.iterator(prefix=DATA + prefix) as iterator:
+            if after is not None:
+                iterator.seek(DATA + after)
             for key, value in iterator:
-                yield key[1:], value
+                if key[1:] != after:
+                    yield key[1:], value
 
     def position(self) -> tuple[str | None, int]:
         """(changelog topic id, next changelog offset) the values reflect; (None, 0) when new."""

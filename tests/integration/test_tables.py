@@ -205,8 +205,15 @@ def test_ready_says_how_much_is_left_while_recovering(tmp_path, names, kafka_boo
                 reasons.append(body['reason'])
             return status == 200
         wait_for(ready, 120, 'recovery to finish', interval=0.01)
-        assert any(re.match(r'recovering tables counts\[0\]: \d+ changelog records '
-                            r'remaining', reason) for reason in reasons), reasons
+        counts = [int(m[1]) for m in (re.fullmatch(
+            r'recovering tables counts\[0\]: (\d+) changelog records remaining', reason)
+            for reason in reasons) if m]
+        assert counts and counts[0] > 0, reasons            # right from its first answer
+        assert counts == sorted(counts, reverse=True) and counts[0] <= 150000
+        assert all(re.fullmatch(r'starting|joining the consumer group|recovering tables '
+                                r'counts\[0\]: (reading where their changelogs end|\d+ '
+                                r'changelog records remaining)|processing', reason)
+                   for reason in reasons), reasons
         assert worker.get('/tables/counts/k000123')[1]['value'] == 1
     finally:
         worker.kill()

@@ -117,7 +117,10 @@ class FakeReader:
     """Recovers every partition at once from its (local) store."""
 
     def __init__(self, stores, on_recovered):
-        self.stores, self.on_recovered, self.remaining = stores, on_recovered, 0
+        self.stores, self.on_recovered = stores, on_recovered
+
+    def remaining(self, requests):
+        return 0
 
     def recover(self, keys, request):
         for key in keys:

@@ -98,3 +98,13 @@ def test_a_read_that_may_not_fill_the_cache_never_writes_to_it():
     young = dict(cache._young)
     assert cache.get('k') == 1 and cache._young == young
     assert cache.get('k', promote=True) == 1 and 'k' in cache._young
+
+
+def test_keys_come_in_stored_order_with_unflushed_ones_merged_in(partition):
+    partition.store.write([(b'a', b'1'), (b'c', b'3'), (b'e', b'5')], 'id', 1)
+    partition.set('b', 2)
+    partition.set('c', DELETED)
+    partition.set('f', 6)
+    assert [(k, v) for _, k, v in partition.ordered()] == [('a', 1), ('b', 2), ('e', 5),
+                                                           ('f', 6)]
+    assert [k for _, k, _ in partition.ordered(after=b'b')] == ['e', 'f']

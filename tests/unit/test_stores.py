@@ -57,3 +57,12 @@ def test_the_window_index_lists_windows_oldest_first(tmp_path):
     assert list(store.windows_before(1e9)) == [key('b', 60.0), key('a', 120.0)]
     assert dict(store.items(b'["a",')) == {key('a', 120.0): b'1'}
     store.close()
+
+
+def test_items_after_a_key_start_past_it(tmp_path):
+    store = PartitionStore(tmp_path / 's')
+    store.write([(b'a', b'1'), (b'b', b'2'), (b'c', b'3'), (b'ca', b'4')], 'id', 4)
+    assert [k for k, _ in store.items(after=b'b')] == [b'c', b'ca']
+    assert [k for k, _ in store.items(after=b'bb')] == [b'c', b'ca']
+    assert [k for k, _ in store.items(b'c', after=b'c')] == [b'ca']
+    store.close()

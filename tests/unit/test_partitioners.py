@@ -1,0 +1,71 @@
+"""Where keys land: murmur2 as Java clients and kafka-python, crc32 as librdkafka."""
+
+import pytest
+from kafka.partitioner.default import DefaultPartitioner
+
+import runner
+from runner.app.layout import Layout
+from runner.app.partitioners import crc32_partition, murmur2_partition, resolve
+from runner.errors import ConfigError
+
+
+class Cluster:
+    """What kafka-python's partitioner asks of its cluster metadata."""
+
+    def topics(self):
+        return {'t'}
+
+    def partitions_for_topic(self, topic):
+        return set(range(7))
+
+    available_partitions_for_topic = partitions_for_topic
+
+
+def test_murmur2_places_keys_as_kafka_python_does():
+    for n in range(200):
+        key = f'key-{n}'.encode()
+        assert murmur2_partition(key, 7) == DefaultPartitioner().partition(
+            't', None, key, None, None, Cluster())
+
+
+def test_crc32_is_the_standard_crc_32_modulo_the_count():
+    assert crc32_partition(b'123456789', 1 << 32) == 0xCBF43926     # CRC-32 check value
+    assert crc32_partition(b'123456789', 10) == 0xCBF43926 % 10
+
+
+def test_partitioners_are_named_or_given():
+    def first(key, partitions):
+        return 0
+    assert resolve('crc32', 'x') is crc32_partition and resolve(first, 'x') is first
+    with pytest.raises(ConfigError, match="topic 't': unknown partitioner 'fnv' "
+                                          r'\(choose from murmur2, crc32, or give a function\)'):
+        runner.App('p').topic('t', partitioner='fnv')
+
+
+def test_a_table_takes_the_partitioner_of_the_topics_that_update_it():
+    app = runner.App('p')
+    orders = app.topic('orders', partitions=4, partitioner='crc32')
+    totals = app.Table('totals', default=int)
+    plain = app.Table('plain', default=int)
+
+    @app.agent(orders)
+    def total(stream):
+        for customer in stream:
+            totals[customer] += 1
+    layout = Layout(app, {}, 4)
+    assert layout.partition_of(totals, b'123456789') == 0xCBF43926 % 4
+    assert layout.partition_of(plain, b'k') == murmur2_partition(b'k', 4)
+
+
+def test_a_table_declared_with_another_partitioner_than_its_topic_is_refused():
+    app = runner.App('p')
+    orders = app.topic('orders', partitions=4, partitioner='crc32')
+    totals = app.Table('totals', default=int, partitioner='murmur2')
+
+    @app.agent(orders)
+    def total(stream):
+        for customer in stream:
+            totals[customer] += 1
+    with pytest.raises(ConfigError, match="table 'totals' and the topics that update it place "
+                                          'keys with different partitioners'):
+        Layout(app, {}, 4)
