@@ -588,7 +588,7 @@ class Supervisor:
         if any(record.failed or record.exit_code is not None
                for index, record in self._records.items() if index < self.workers):
             return 'degraded'
-        return 'running' if ready >= self.workers else 'starting'
+        return 'running' if ready >= self.workers or self._was_ready else 'starting'
 
     def _notify(self, ready: int, state: str) -> None:
         """READY=1 once every slot is ready for the first time and at the end of each

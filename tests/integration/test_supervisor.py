@@ -93,7 +93,7 @@ def test_a_port_shared_by_two_slots_is_refused(tmp_path, names, workers, kafka_b
 
 
 DOUBLE_FORK_APP = '''
-import os, subprocess, runner
+import os, subprocess, time, runner
 app = runner.App({app!r}, session_timeout=6)
 source = app.topic({source!r}, partitions=1)
 
@@ -104,13 +104,22 @@ def start_daemons(stream):
         subprocess.run(['sh', '-c', 'setsid sleep 1000 & echo $! > ' + path + '.daemon'])
         child = runner.spawn(['sleep', '1000'])
         open(path + '.child', 'w').write(str(child.pid))
+        # the same, forked without exec: its environment in /proc is the main process's
+        first = os.fork()
+        if first == 0:
+            os.setsid()
+            if os.fork() == 0:
+                open(path + '.forked', 'w').write(str(os.getpid()))
+                time.sleep(1000)
+            os._exit(0)
+        os.waitpid(first, 0)
 '''
 
 
 def read_pids(marker):
-    """The pids the test agent wrote, once both files are complete."""
+    """The pids the test agent wrote, once all three files are complete."""
     pids = []
-    for suffix in ('.daemon', '.child'):
+    for suffix in ('.daemon', '.child', '.forked'):
         try:
             with open(marker + suffix) as handle:
                 pids.append(int(handle.read()))
