@@ -378,14 +378,14 @@ def _describe_status(status: int) -> str:
     return f'exited with code {os.waitstatus_to_exitcode(status)}'
 
 
-def call_in_child(function: Callable[[], Any], timeout: float, close: Iterable[int] = ()) -> Any:
+def call_in_child(function: Callable[[], Any], timeout: float) -> Any:
     """Run ``function`` in a forked child (see :class:`ChildCall`) and wait for its result,
     at most ``timeout`` seconds: then the child is killed and ChildFailed raised.
 
     Lets a process try something (import the app) without keeping anything it
     leaves behind.
     """
-    call = ChildCall(function, timeout, close)
+    call = ChildCall(function, timeout)
     try:
         readable, _, _ = select.select([call.fd], [], [], timeout)
         if not readable:

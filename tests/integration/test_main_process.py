@@ -28,10 +28,6 @@ def status(tmp_path, pidfile):
     return json.loads(result.stdout) if result.returncode == 0 else {}
 
 
-def slot_states(tmp_path, pidfile):
-    return [slot['state'] for slot in status(tmp_path, pidfile).get('slots', [])]
-
-
 def hanging_app(tmp_path, names):
     app = forward_app(tmp_path, names)
     source = (tmp_path / f'{app}.py').read_text()
@@ -237,26 +233,3 @@ def test_a_restart_asked_for_during_a_restart_gets_one_of_its_own(tmp_path, name
     first.stdout.close()
     first.stderr.close()
 
-
-def test_with_three_slots_a_deploy_that_cannot_start_takes_down_only_one(
-        tmp_path, names, workers):
-    pidfile = tmp_path / 'r.pid'
-    worker = workers(forward_app(tmp_path, names), extra=('-w', '3', '--pidfile', str(pidfile)))
-    old = worker.split_between(3)
-    app = tmp_path / 'testapp.py'
-    good = app.read_text()
-    app.write_text('import os\nif "RUNNER_SLOT_PID" in os.environ:\n'
-                   '    raise RuntimeError("only in slots")\n' + good)
-    result = run_cli(['restart', '--pidfile', str(pidfile)], tmp_path)
-    assert result.returncode == 1 and 'only in slots' in result.stderr
-    assert slot_states(tmp_path, pidfile) == ['failed', 'ready', 'ready']
-    assert [worker.state(i, '/health') is not None for i in range(3)] == [False, True, True]
-    assert [s['pid'] for s in status(tmp_path, pidfile)['slots'][1:]] == old[1:]
-    assert status(tmp_path, pidfile)['restart_error']
-    app.write_text(good)
-    fixed = run_cli(['restart', '--pidfile', str(pidfile)], tmp_path, timeout=300)
-    assert fixed.returncode == 0, fixed.stderr
-    after = status(tmp_path, pidfile)
-    assert after['state'] == 'running' and after['restart_error'] is None
-    log = worker.log()
-    assert 'rolling restart: slots 0 then slots 1,2' in log
