@@ -307,7 +307,6 @@ class ChildCall:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(write_fd)
         self.pid: int | None = pid
-        self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self._pipe = read_fd
         #: A pidfd: readable once the child has exited.
