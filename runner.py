@@ -3,7 +3,7 @@
 
 import sys
 
-from runner.cli import main
+from runner.__main__ import main
 
 if __name__ == '__main__':
     sys.exit(main())

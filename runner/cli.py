@@ -60,11 +60,13 @@ Options:
 Exit codes:
   0 success, 1 stop or restart did not finish in time, 3 not running (status,
   restart), 64 bad usage, 69 broker unreachable, 70 a slot failed, 73 data
-  directory, port or pidfile in use, 78 app or config cannot be loaded.
+  directory, port or pidfile in use, 78 app or config cannot be loaded,
+  130 interrupted, 141 output pipe closed early.
 """
 
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -82,8 +84,18 @@ from .config import (
     positive_seconds,
     slot_overrides,
 )
-from .errors import EX_OK, ConfigError, ResourceBusy, RunnerError, UsageError, error_with_code
+from .errors import (
+    EX_INTERRUPTED,
+    EX_OK,
+    EX_PIPE,
+    ConfigError,
+    ResourceBusy,
+    RunnerError,
+    UsageError,
+    error_with_code,
+)
 from .main import control
+from .main.supervisor import Reload, Supervisor
 
 log = logging.getLogger('runner')
 
@@ -97,16 +109,22 @@ SETTING_OPTIONS = {'broker': '--broker', 'datadir': '--datadir', 'web_host': '--
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python runner.py`` and the ``runner`` script; returns the exit code."""
     try:
-        args = parse(sys.argv[1:] if argv is None else list(argv))
-        for command in ('send', 'status', 'stop', 'restart'):
-            if args[command]:
-                return COMMANDS[command](args)
-        return worker_command(args)
+        try:
+            args = parse(sys.argv[1:] if argv is None else list(argv))
+            for command in ('send', 'status', 'stop', 'restart'):
+                if args[command]:
+                    return COMMANDS[command](args)
+            return worker_command(args)
+        finally:
+            sys.stdout.flush()
+    except BrokenPipeError:     # the reader went away (``runner status | head -1``)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_PIPE
     except RunnerError as exc:
         print(f'runner: {exc}', file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED
 
 
 def parse(argv: list[str]) -> dict[str, Any]:
@@ -114,22 +132,20 @@ def parse(argv: list[str]) -> dict[str, Any]:
     try:
         return docopt(__doc__, argv, version=f'runner {__version__}')
     except DocoptExit as exc:
-        raise UsageError(f'{_usage_problem(exc)}; see "runner --help"') from None
+        raise UsageError(f'{_usage_problem(exc, argv)}; see "runner --help"') from None
 
 
 _UNMATCHED_OPTION = re.compile(r"Option\((?:'(-[^']+)'|None), (?:'(--[^']+)'|None)")
 _UNMATCHED_ARGUMENT = re.compile(r"Argument\(None, '([^']*)'\)")
+_USAGE_LINE = re.compile(r'^  runner \[options\] (\w+)(.*)$', re.MULTILINE)
 
 
-def _usage_problem(exc: DocoptExit) -> str:
+def _usage_problem(exc: DocoptExit, argv: list[str]) -> str:
     """docopt's complaint, said plainly in one line."""
     message = str(exc)
     option = _UNMATCHED_OPTION.search(message)
     if option:
-        name = option.group(2) or option.group(1)
-        if re.search(rf'(^|[\s,]){re.escape(name)}[=\s,]', __doc__, re.MULTILINE):
-            return f'option {name} given more than once'
-        return f'unknown option {name}'
+        return _option_problem([name for name in option.groups() if name], argv)
     argument = _UNMATCHED_ARGUMENT.search(message)
     if argument:
         return f'unexpected argument {argument.group(1)!r}'
@@ -137,6 +153,19 @@ def _usage_problem(exc: DocoptExit) -> str:
     if first and not first.startswith(('Usage', 'Warning')):
         return first
     return 'bad command line'
+
+
+def _option_problem(names: list[str], argv: list[str]) -> str:
+    """Why docopt left an option over: unknown, given twice, or not for this command."""
+    name = names[-1]
+    if not re.search(rf'(^|[\s,]){re.escape(name)}[=\s,]', __doc__, re.MULTILINE):
+        return f'unknown option {name}'
+    commands = [match[1] for match in _USAGE_LINE.finditer(__doc__)
+                if any(re.search(rf'{re.escape(n)}\b', match[2]) for n in names)]
+    given = sum(arg == n or arg.startswith(f'{n}=') for arg in argv for n in names)
+    if commands and given <= 1:
+        return f'option {name} goes only with {" or ".join(commands)}'
+    return f'option {name} given more than once'
 
 
 def load_options(args: dict[str, Any], need_app: bool = True) -> Options:
@@ -167,11 +196,9 @@ def worker_command(args: dict[str, Any]) -> int:
     The main process imports neither the app nor the runtime: the app is
     imported in throwaway children to check it, and in each slot after the fork.
     """
-    from .main.supervisor import Supervisor
-
     options = load_options(args)
-    name = check_app(options)
     settings = options.base_settings()
+    name = check_app(options, settings.import_timeout)
     detach = args['--detach']
     if detach:
         _check_detachable(options, settings.logfile)
@@ -190,7 +217,8 @@ def worker_command(args: dict[str, Any]) -> int:
     logs.setup(settings.loglevel, settings.logfile, 'main')
     platform.set_title(f'runner: main {name}')
     supervisor = Supervisor(name, options.workers, _slot_main(options),
-                            reload=lambda: _reload(args),
+                            reload=lambda: _reload(args), check_timeout=settings.import_timeout,
+                            ready_timeout=settings.ready_timeout,
                             status_path=control.status_path(pidfile.path) if pidfile else None,
                             close_in_children=(pidfile.fd,) if pidfile else ())
     try:
@@ -205,23 +233,37 @@ def worker_command(args: dict[str, Any]) -> int:
     return code
 
 
-def check_app(options: Options) -> str:
-    """Import the app in a throwaway child, so a bad app fails before any slot is forked.
+def check_app(options: Options, timeout: float) -> str:
+    """Import the app in a throwaway child, so a bad app fails before any slot is forked;
+    a child still importing after ``timeout`` seconds is killed.
 
-    Returns the app's name; raises the child's ConfigError (or UsageError) here.
+    Returns the app's name; raises the child's error (ConfigError, UsageError) here.
     """
-    def load() -> str:
-        from .app.loader import load_app
-        app = load_app(options.app)
-        for index in range(options.workers):
-            options.settings_for(app.settings, index)
-        return app.name
     try:
-        return platform.call_in_child(load)
+        return platform.call_in_child(_app_check(options), timeout)
     except platform.ChildFailed as exc:
         if exc.code is None:
-            raise RunnerError(f'cannot load app {options.app!r}: {exc.kind}: {exc}') from None
+            raise ConfigError(f'cannot load app {options.app!r}: the app check {exc} '
+                              '(import_timeout)') from None
         raise error_with_code(str(exc), exc.code) from None
+
+
+def _app_check(options: Options) -> Callable[[], str]:
+    """What the check child runs: import the app, build every slot's settings, return
+    the app's name; anything else it raises becomes a one-line RunnerError."""
+    def check() -> str:
+        from .app.loader import load_app
+        try:
+            app = load_app(options.app)
+            for index in range(options.workers):
+                options.settings_for(app.settings, index)
+        except RunnerError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - reported as one line, like every error
+            raise RunnerError(f'cannot load app {options.app!r}: {type(exc).__name__}: '
+                              f'{exc}') from None
+        return app.name
+    return check
 
 
 def _slot_main(options: Options) -> Callable[[int, int, int], int]:
@@ -232,11 +274,11 @@ def _slot_main(options: Options) -> Callable[[int, int, int], int]:
     return slot_main
 
 
-def _reload(args: dict[str, Any]) -> Callable[[int, int, int], int]:
-    """On HUP: the config file again, and proof that the app as deployed now loads."""
+def _reload(args: dict[str, Any]) -> Reload:
+    """On HUP: the config file again (a bad one raises here), and the check that the app,
+    as deployed now, loads (the main loop runs it in a child)."""
     options = load_options(args)
-    check_app(options)
-    return _slot_main(options)
+    return Reload(_app_check(options), _slot_main(options))
 
 
 def _check_detachable(options: Options, logfile: str | None) -> None:

@@ -19,6 +19,17 @@ class Settings:
     partition (as many as there are other members, at most);
     ``table_cleanup_delay`` how long local state of a table partition this
     slot neither owns nor keeps as standby is kept before it is deleted.
+
+    Liveness: a running slot whose heartbeat (its report to the main process,
+    four a second) stops for ``heartbeat_timeout`` is killed, and so is one whose
+    consumer loop has not come round for ``stall_timeout``.  That must exceed the
+    longest legitimate round: a revocation (``revoke_timeout``, then up to 30 s for
+    the producer's acknowledgements and 30 s for the offset commit) followed by a
+    checkpoint (30 s + 30 s), 130 s with the defaults.
+    The main process reads two settings from the config file and the command line
+    only: ``import_timeout``, how long the app may take to import when it is
+    checked (at start and on HUP), and ``ready_timeout``, how long the worker may
+    go without a ready slot before systemd's watchdog is no longer pinged.
     """
 
     broker: str = 'kafka://localhost:9092'
@@ -38,6 +49,10 @@ class Settings:
     replication_factor: int = -1
     standby_replicas: int = 1
     table_cleanup_delay: float = 600.0
+    heartbeat_timeout: float = 5.0
+    stall_timeout: float = 150.0
+    import_timeout: float = 60.0
+    ready_timeout: float = 300.0
 
     def bootstrap_servers(self) -> list[str]:
         """The broker URL(s) as ``host:port`` strings."""

@@ -12,6 +12,8 @@ EX_UNAVAILABLE = 69  # the broker could not be reached in time
 EX_SOFTWARE = 70     # an agent raised; the slot stopped so the record is retried
 EX_CANTCREAT = 73    # data directory or port already in use
 EX_CONFIG = 78       # the app or the config file cannot be loaded
+EX_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EX_PIPE = 141        # whoever read the output went away (128 + SIGPIPE, as if killed by it)
 
 
 class RunnerError(Exception):

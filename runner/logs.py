@@ -2,6 +2,7 @@
 
 import faulthandler
 import logging
+import re
 import sys
 
 FORMAT = '[%(asctime)s] [%(process)d] [%(role)s] %(levelname)s %(name)s: %(message)s'
@@ -17,6 +18,41 @@ class _RoleFilter(logging.Filter):
         return True
 
 
+#: What kafka-python logs as a warning or an error when its clients are closed while
+#: requests are in flight: expected once the process is stopping.
+STOP_NOISE = re.compile(r'Metadata refresh: failed Cancelled|left RUNNING after step'
+                        r'|blocking the event loop')
+
+
+class _StopNoiseFilter(logging.Filter):
+    """Lowers :data:`STOP_NOISE` to debug once :func:`stopping` has been called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopping = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (self.stopping and record.name.startswith('kafka')
+                and record.levelno > logging.DEBUG and STOP_NOISE.search(record.getMessage())):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, 'DEBUG'
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+_stop_noise = _StopNoiseFilter()
+
+
+def stopping() -> None:
+    """This process is stopping: kafka-python's complaints about requests cancelled by
+    closing its clients are expected from now on, and logged at debug level."""
+    _stop_noise.stopping = True
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 slot``, ``2 slots``, ``0 slots``."""
+    return f'{count} {noun}' if count == 1 else f'{count} {noun}s'
+
+
 def setup(level: str, logfile: str | None, role: str) -> None:
     """Send log lines to ``logfile`` (or stderr); ``role`` tags each line, e.g. ``slot 1``."""
     root = logging.getLogger()
@@ -27,6 +63,7 @@ def setup(level: str, logfile: str | None, role: str) -> None:
                else logging.StreamHandler(sys.stderr))
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(_RoleFilter(role))
+    handler.addFilter(_stop_noise)
     root.addHandler(handler)
     root.setLevel(level.upper())
     logging.getLogger('kafka').setLevel('DEBUG' if level == 'debug' else 'WARNING')

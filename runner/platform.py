@@ -6,12 +6,14 @@ Fork rules, which every process of the runner follows:
   process holds none of them (no thread, no Kafka client, no LevelDB handle),
   and a slot creates its own after the fork.  Forking is explicit
   (:func:`fork_context`), whatever Python's default start method is.
-* Nothing a slot starts may outlive it.  The main process is a child subreaper
-  (orphans below it are re-parented to it); each slot leads its own process
-  group and dies with the main process (``PR_SET_PDEATHSIG``); :func:`spawn`
-  gives an agent's subprocesses the same rule towards the slot; and every
-  process started in a slot inherits ``RUNNER_SLOT_PID``, which names the slot
-  even after a double fork and ``setsid``.
+* Nothing a slot starts may outlive it.  The main process and every slot are
+  child subreapers: an orphan anywhere below a slot is re-parented to that
+  slot, and when the slot exits, everything below it is re-parented to the
+  main process.  So every child of the main process that is not a slot (or
+  the app check) is something a slot left behind, and is killed.  Each slot
+  also leads its own process group and dies with the main process
+  (``PR_SET_PDEATHSIG``); :func:`spawn` gives an agent's subprocesses the
+  same rule towards the slot.
 """
 
 import ctypes
@@ -22,15 +24,17 @@ import logging
 import multiprocessing
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import ResourceBusy
+from .errors import EX_SOFTWARE, ResourceBusy, RunnerError
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +179,10 @@ def die_with_parent(parent: int, signum: signal.Signals = signal.SIGKILL) -> Non
 
 
 def mark_slot() -> None:
-    """Make this process a slot: its own process group, and its pid in the environment."""
+    """Make this process a slot: its own process group, a child subreaper (so what it
+    starts stays below it, see the fork rules), and its pid in ``RUNNER_SLOT_PID``."""
     os.setpgid(0, 0)
+    become_subreaper()
     os.environ[SLOT_ENV] = str(os.getpid())
 
 
@@ -199,30 +205,41 @@ def _die_with(parent: int) -> Callable[[], None]:
     return hook
 
 
-def adopted_children(parent: int) -> list[int]:
-    """Pids whose parent is ``parent`` (read from ``/proc``)."""
-    found = []
+def children(parent: int) -> dict[int, tuple[str, int]]:
+    """The children of ``parent`` (read from ``/proc``): pid → (state letter, process group)."""
+    found = {}
     for entry in Path('/proc').iterdir():
         if entry.name.isdigit():
             stat = _stat(entry.name)
             if stat is not None and int(stat[1]) == parent:
-                found.append(int(entry.name))
+                found[int(entry.name)] = (stat[0], int(stat[2]))
     return found
 
 
-def slot_of(pid: int) -> int | None:
-    """The slot pid a process belongs to: its environment, else its process group."""
-    stat = _stat(str(pid))
-    if stat is None:
-        return None
+def reap(pid: int) -> None:
+    """Collect the exit status of child ``pid`` if it has exited; never blocks."""
     try:
-        environ = Path(f'/proc/{pid}/environ').read_bytes().split(b'\0')
-    except OSError:
-        environ = []
-    for item in environ:
-        if item.startswith(SLOT_ENV.encode() + b'='):
-            return int(item.split(b'=', 1)[1] or 0) or None
-    return int(stat[2])
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def reap_adopted() -> None:
+    """Reap exited orphans that this subreaper adopted and that left its process group.
+
+    Children this process started itself stay in its group (:func:`spawn` sees
+    to it) and are waited for by whoever started them; an adopted orphan that
+    stayed in the group is reaped when this process exits.
+    """
+    try:
+        if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            return
+    except ChildProcessError:
+        return
+    group = os.getpgrp()
+    for pid, (state, pgrp) in children(os.getpid()).items():
+        if state == 'Z' and pgrp != group:
+            reap(pid)
 
 
 def _stat(pid: str) -> list[str] | None:
@@ -254,44 +271,143 @@ def fork_context() -> multiprocessing.context.BaseContext:
 
 
 class ChildFailed(Exception):
-    def __init__(self, kind: str, message: str, code: int | None = None) -> None:
+    """What the function of a :class:`ChildCall` raised, with its exit code (the
+    RunnerError's, else EX_SOFTWARE); or, with ``code`` None, why the child gave no
+    answer, said as a predicate ("did not finish within 5s")."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(message)
-        self.kind = kind
         self.code = code
 
 
-def call_in_child(function: Callable[[], Any]) -> Any:
-    """Run ``function`` in a forked child and return its JSON-able result.
+#: The longest message a child call sends back (it must fit in the pipe).
+MAX_REPLY = 16 * 1024
 
-    Lets the main process try something (import the app) without keeping
-    anything it leaves behind.  An exception in the child is raised here as a
-    ChildFailed with the exception's type name, message and exit code.
+
+class ChildCall:
+    """``function()`` run in a forked child; the parent awaits its JSON-able result
+    without blocking: it selects on :attr:`fd` (readable once the child has exited),
+    then takes :meth:`result`; past :attr:`deadline` it calls :meth:`cancel`.
+
+    The child dies with the parent (``PR_SET_PDEATHSIG``), ignores ``INT`` (the
+    parent decides what Ctrl-C does to it), and closes ``close`` first, so it holds
+    no lock of the parent's, such as the pidfile's.
     """
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    process = fork_context().Process(target=_send_result, args=(function, read_fd, write_fd))
-    process.start()
-    os.close(write_fd)
-    with os.fdopen(read_fd, 'rb') as pipe:
-        data = pipe.read()
-    process.join()
-    reply = json.loads(data or b'{"error": ["ChildFailed", "the child died"]}')
-    if 'error' in reply:
-        raise ChildFailed(*reply['error'])
-    return reply['result']
+
+    def __init__(self, function: Callable[[], Any], timeout: float,
+                 close: Iterable[int] = ()) -> None:
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        parent = os.getpid()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _run_child(function, write_fd, parent, [read_fd, *close])
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        os.close(write_fd)
+        self.pid: int | None = pid
+        self.deadline = time.monotonic() + timeout
+        self._pipe = read_fd
+        #: A pidfd: readable once the child has exited.
+        self.fd = os.pidfd_open(pid)
+
+    def result(self) -> Any:
+        """The child's return value, once :attr:`fd` is readable; ChildFailed if it
+        raised or died without answering."""
+        _, status = os.waitpid(self.pid, 0)   # it has exited: this does not block
+        os.set_blocking(self._pipe, False)
+        try:
+            data = os.read(self._pipe, MAX_REPLY + 1024)
+        except BlockingIOError:
+            data = b''
+        self._close()
+        self.pid = None
+        if not data:
+            raise ChildFailed(f'{_describe_status(status)} without answering')
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            raise ChildFailed(f'answered {data[:80]!r}') from None
+        if 'error' in reply:
+            raise ChildFailed(*reply['error'])
+        return reply['result']
+
+    def cancel(self) -> None:
+        """Kill the child unless its result was taken; a child that is not gone at once
+        is left to the caller's sweep of its children."""
+        if self.pid is not None:
+            kill_quietly(self.pid)
+            reap(self.pid)
+            self.pid = None
+            self._close()
+
+    def _close(self) -> None:
+        for fd in (self._pipe, self.fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
-def _send_result(function: Callable[[], Any], read_fd: int, write_fd: int) -> None:
-    os.close(read_fd)
+def _run_child(function: Callable[[], Any], write_fd: int, parent: int,
+               close: list[int]) -> None:
+    """The child side of a :class:`ChildCall`; never returns."""
     try:
-        reply = {'result': function()}
-    except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
-        reply = {'error': [type(exc).__name__, str(exc), getattr(exc, 'exit_code', None)]}
-    with os.fdopen(write_fd, 'wb') as pipe:
-        pipe.write(json.dumps(reply).encode())
-    os._exit(0)
+        for fd in close:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        die_with_parent(parent)
+        reset_signals(ignore=(signal.SIGINT,))
+        try:
+            reply = {'result': function()}
+        except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
+            message = str(exc) if isinstance(exc, RunnerError) else f'{type(exc).__name__}: {exc}'
+            reply = {'error': [message[:MAX_REPLY], getattr(exc, 'exit_code', EX_SOFTWARE)]}
+        os.write(write_fd, json.dumps(reply).encode())
+    finally:
+        os._exit(0)
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f'was killed by signal {os.WTERMSIG(status)}'
+    return f'exited with code {os.waitstatus_to_exitcode(status)}'
+
+
+def call_in_child(function: Callable[[], Any], timeout: float) -> Any:
+    """Run ``function`` in a forked child (see :class:`ChildCall`) and wait for its result,
+    at most ``timeout`` seconds: then the child is killed and ChildFailed raised.
+
+    Lets a process try something (import the app) without keeping anything it
+    leaves behind.
+    """
+    call = ChildCall(function, timeout)
+    try:
+        readable, _, _ = select.select([call.fd], [], [], timeout)
+        if not readable:
+            raise ChildFailed(f'did not finish within {timeout:g}s')
+        return call.result()
+    finally:
+        call.cancel()
 
 
 # -- signals ----------------------------------------------------------------------
+
+
+def reset_signals(ignore: Iterable[signal.Signals] = ()) -> None:
+    """In a child just forked with every signal blocked: no wakeup fd, the default
+    action again for each signal that had a Python handler, ``ignore`` ignored; then
+    every signal unblocked."""
+    signal.set_wakeup_fd(-1)
+    for signum in signal.valid_signals():
+        if callable(signal.getsignal(signum)):
+            signal.signal(signum, signal.SIG_DFL)
+    for signum in ignore:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 class SignalQueue:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFinished, NotRunning
+from ..logs import plural
 from ..platform import running_pid
 
 
@@ -29,20 +30,37 @@ def read_status(pidfile: str) -> tuple[int, dict[str, Any]]:
     return pid, status
 
 
-def format_status(status: dict[str, Any]) -> str:
-    """A table: one line per slot, under a line about the main process."""
-    head = (f"{status.get('app', '?')}: main pid {status['pid']}, {status['state']}, "
-            f"{len(status['slots'])} of {status.get('workers', '?')} slot(s)")
-    lines = [head]
-    rows = [('SLOT', 'PID', 'WEB', 'STATE', 'PARTITIONS')]
-    for slot in status['slots']:
-        rows.append((str(slot['slot']), str(slot['pid']), slot.get('web') or '-', slot['state'],
-                     ','.join(slot['assignment']) or '-'))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        lines.append('  '.join([*cells, row[4]]))
-    return '\n'.join(line.rstrip() for line in lines)
+def format_status(status: dict[str, Any], now: float | None = None) -> str:
+    """A table: one line about the main process, then one row per slot, each followed by
+    an indented line saying why when the slot is not ready."""
+    now = time.time() if now is None else now
+    slots = status['slots']
+    ready = sum(bool(slot.get('ready')) for slot in slots)
+    workers = plural(status.get('workers', len(slots)), 'slot')
+    head = f"{status.get('app', '?')}: main pid {status['pid']}, {status['state']}, "
+    rows = [(('SLOT', 'PID', 'WEB', 'STATE', 'PARTITIONS'), None)]
+    rows += [((str(slot['slot']), str(slot['pid'] or '-'), slot.get('web') or '-',
+               slot['state'], ','.join(slot['assignment']) or '-'), _why(slot, now))
+             for slot in slots]
+    widths = [max(len(cells[i]) for cells, _ in rows) for i in range(4)]
+    lines = [f'{head}{ready} of {workers} ready']
+    for cells, why in rows:
+        padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=False)]
+        lines.append('  '.join([*padded, cells[4]]).rstrip())
+        if why:
+            lines.append(' ' * (widths[0] + 2) + why)
+    return '\n'.join(lines)
+
+
+def _why(slot: dict[str, Any], now: float) -> str | None:
+    """Why a slot is not ready, or None."""
+    reason = slot.get('reason')
+    if slot['state'] == 'backoff':
+        wait = max(0.0, slot.get('retry_at', now) - now)
+        return f'{reason}; next start in {wait:.0f}s'
+    if slot['state'] == 'failed':
+        return f'{reason}; left stopped until the next HUP'
+    return reason if reason != slot['state'] else None
 
 
 def stop(pidfile: str, cold: bool, timeout: float) -> str:
@@ -57,22 +75,31 @@ def stop(pidfile: str, cold: bool, timeout: float) -> str:
 
 
 def restart(pidfile: str, timeout: float) -> str:
-    """Start a rolling restart (HUP) and wait until it has finished or failed."""
+    """Ask for a rolling restart (HUP) and wait until one that began after the request has
+    finished, or failed.  A request made during a restart is served by the next one."""
     pid, before = read_status(pidfile)
-    done, failed = before.get('rolling_restarts', 0), before.get('failed_restarts', 0)
+    deadline = time.monotonic() + timeout
     os.kill(pid, signal.SIGHUP)
-    outcome: dict[str, Any] = {}
-
-    def finished() -> bool:
-        _, now = read_status(pidfile)
-        outcome.update(now)
-        return (now.get('failed_restarts', 0) > failed
-                or (now.get('rolling_restarts', 0) > done and now.get('state') == 'running'))
-    if not wait_until(finished, timeout):
+    requests = before.get('restart_requests', 0)
+    seen = wait_until(lambda: _restart_field(pidfile, 'restart_requests', requests + 1), timeout)
+    finished = seen and wait_until(
+        lambda: _restart_field(pidfile, 'restart_requests_served', seen),
+        deadline - time.monotonic())
+    if not finished:
         raise NotFinished(f'rolling restart of pid {pid} not finished after {timeout:g}s')
-    if outcome.get('failed_restarts', 0) > failed:
-        raise NotFinished(outcome.get('restart_error') or 'rolling restart failed')
+    if finished['restart_error']:
+        raise NotFinished(finished['restart_error'])
     return f'restarted (pid {pid})'
+
+
+def _restart_field(pidfile: str, field: str, least: int) -> Any:
+    """The status once its ``field`` is at least ``least`` (its value if it is the request
+    count, else the whole status), else None."""
+    _, status = read_status(pidfile)
+    value = status.get(field, 0)
+    if value < least:
+        return None
+    return value if field == 'restart_requests' else status
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:

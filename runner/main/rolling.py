@@ -1,5 +1,8 @@
 """Rolling restarts: stop half of the slots, start them again, wait until they are ready,
-then the other half — so some slots always answer, as the reference guide recommends."""
+then the other half — so some slots always answer, as the reference guide recommends.
+
+With an odd number of slots the first group is the smaller half: while it restarts,
+most slots answer, and a deploy that cannot start takes down only that group."""
 
 import logging
 from collections.abc import Callable, Iterable
@@ -17,7 +20,7 @@ class RollingRestart:
 
     def __init__(self, indexes: Iterable[int]) -> None:
         indexes = sorted(indexes)
-        half = (len(indexes) + 1) // 2
+        half = len(indexes) // 2
         self.groups = [group for group in (indexes[:half], indexes[half:]) if group]
         self.phase = 'stop'
         self.held: set[int] = set()

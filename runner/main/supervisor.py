@@ -1,11 +1,15 @@
 """The main process: forks one slot per configured worker and looks after them.
 
-Like gunicorn's arbiter it is one small loop: sleep until a signal or a slot
-report arrives, handle queued signals, reap, respawn, check liveness, publish.
-It holds no thread, Kafka client or LevelDB handle, and never imports the
-app: each slot imports it after the fork, so a restarted slot runs new code.
+Like gunicorn's arbiter it is one small loop: sleep until a signal, a slot report
+or the end of the app check arrives, handle queued signals, reap, advance the
+rolling restart, respawn, check liveness, publish.  No step blocks: the app check
+of a rolling restart runs in a child whose exit is one more thing the loop waits
+on.  The main process holds no thread, Kafka client or LevelDB handle, and never
+imports the app: each slot imports it after the fork, so a restarted slot runs
+new code.
 """
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -15,11 +19,12 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import platform
 from ..errors import EX_CANTCREAT, EX_CONFIG, EX_OK, EX_SOFTWARE, EX_USAGE, RunnerError
-from ..reports import ReportReader
+from ..logs import plural
+from ..reports import ReportReader, channel
 from .rolling import RollingRestart
 from .systemd import Notifier
 
@@ -28,6 +33,8 @@ log = logging.getLogger(__name__)
 SIGNALS = {signal.SIGTERM: 'term', signal.SIGINT: 'int', signal.SIGQUIT: 'quit',
            signal.SIGUSR1: 'usr1', signal.SIGHUP: 'hup', signal.SIGTTIN: 'ttin',
            signal.SIGTTOU: 'ttou', signal.SIGCHLD: 'chld'}
+#: Signals a slot ignores: the main process handles them for it.
+SLOT_IGNORES = (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU)
 #: Exit codes of a slot that no restart can fix: bad usage, busy directory or port, bad app.
 FATAL_CODES = {EX_USAGE, EX_CANTCREAT, EX_CONFIG}
 #: A slot that dies this many times in a row before it runs is given up on.
@@ -35,10 +42,6 @@ MAX_BOOT_FAILURES = 5
 BACKOFF_CAP = 30.0
 #: A slot that ran this long before dying is restarted without backoff.
 STABLE_AFTER = 60.0
-#: A running slot whose reports stop for this long is killed and restarted.
-STALE_REPORT = 60.0
-#: Reports younger than this count as a fresh heartbeat (for systemd's watchdog).
-FRESH_REPORT = 10.0
 #: Wait this long after the graceful timeout (cold), then after a cold stop (KILL).
 ESCALATION_GRACE = 5.0
 TICK = 0.5
@@ -47,8 +50,17 @@ TICK = 0.5
 SlotMain = Callable[[int, int, int], int]
 
 
+class Reload(NamedTuple):
+    """What a rolling restart needs, from the configuration as it is now."""
+
+    #: Run in a throwaway child: returns if the app, as deployed now, loads.
+    check: Callable[[], Any]
+    #: The entry point of the restarted slots.
+    slot_main: SlotMain
+
+
 class SlotProcess:
-    """The main process's record of one running slot."""
+    """The main process's record of one running slot process."""
 
     def __init__(self, index: int, process: multiprocessing.process.BaseProcess,
                  reader: ReportReader) -> None:
@@ -58,62 +70,101 @@ class SlotProcess:
         self.reader = reader
         self.started = time.monotonic()
         self.started_at = round(time.time(), 3)
-        self.report: dict[str, Any] = {'phase': 'booting'}
+        self.report: dict[str, Any] = {'phase': 'starting'}
         self.reported_at = time.monotonic()
         self.retiring = False
-        self.ran = False          # it reported 'running' at least once
+        self.ran = False            # it reported 'running' at least once
+        self.was_ready = False      # it reported ready at least once
+        self.killed: str | None = None    # why the main process killed it
         self.error: dict[str, Any] | None = None
 
     @property
     def ready(self) -> bool:
-        return bool(self.report.get('ready'))
-
-    def summary(self) -> dict[str, Any]:
-        return {'slot': self.index, 'pid': self.pid, 'web': self.report.get('web'),
-                'state': self.state(), 'ready': self.ready,
-                'assignment': self.report.get('assignment', []), 'started': self.started_at}
+        return bool(self.report.get('ready')) and not (self.killed or self.retiring)
 
     def state(self) -> str:
-        if self.retiring:
+        """``ready``, ``starting``, ``recovering``, ``rebalancing`` or ``stopping``."""
+        if self.retiring or self.killed or self.report['phase'] in ('stopping', 'stopped'):
             return 'stopping'
-        return 'ready' if self.ready else self.report.get('phase', 'booting')
+        if self.ready:
+            return 'ready'
+        if self.report['phase'] == 'running' and self.report['reason'].startswith('recovering'):
+            return 'recovering'
+        return 'rebalancing' if self.was_ready else 'starting'
+
+    def row(self) -> dict[str, Any]:
+        """This slot's line in the status."""
+        reason = self.killed or (None if self.ready else self.report.get('reason'))
+        return {'slot': self.index, 'pid': self.pid, 'web': self.report.get('web'),
+                'state': self.state(), 'ready': self.ready, 'reason': reason,
+                'assignment': self.report.get('assignment', []), 'started': self.started_at}
+
+
+@dataclasses.dataclass
+class SlotRecord:
+    """What the main process remembers of a slot number across its processes."""
+
+    crashes: int = 0            # in a row, for the backoff
+    boot_failures: int = 0      # exits before running, in a row
+    retry_at: float = 0.0       # monotonic time before which it is not started again
+    retry_at_wall: float = 0.0  # the same, as wall-clock time for the status
+    exit_code: int | None = None   # of its last unexpected exit, until it is ready again
+    reason: str | None = None      # why it exited (or was given up on)
+    failed: bool = False        # given up on until the next HUP
+
+
+class PendingCheck(NamedTuple):
+    """The app check of a rolling restart, running in a child."""
+
+    call: platform.ChildCall
+    slot_main: SlotMain
 
 
 class Supervisor:
     """Keeps ``workers`` slots running until a signal says otherwise.
 
-    ``reload()`` is called on HUP: it re-reads the configuration, checks that
-    the app (as deployed now) loads, and returns the slot entry point for the
-    restarted slots; if it raises, the slots keep running as they are.
+    ``reload()`` is called on HUP: it re-reads the configuration (raising
+    RunnerError if it is bad) and returns a :class:`Reload`.  Its check runs in a
+    child for at most ``check_timeout`` seconds; if it fails, the slots keep
+    running as they are.  ``ready_timeout``: once no slot has been ready for this
+    long, systemd's watchdog is no longer pinged.
     """
 
     def __init__(self, name: str, workers: int, slot_main: SlotMain,
-                 reload: Callable[[], SlotMain] | None = None, status_path: Path | None = None,
-                 close_in_children: tuple[int, ...] = ()) -> None:
+                 reload: Callable[[], Reload], check_timeout: float, ready_timeout: float,
+                 status_path: Path | None = None, close_in_children: tuple[int, ...] = ()) -> None:
         self.name = name
         self.workers = workers
         self._slot_main = slot_main
         self._reload = reload
+        self._check_timeout = check_timeout
+        self._ready_timeout = ready_timeout
         self._status_path = status_path
         self._close_in_children = list(close_in_children)
         self._context = platform.fork_context()
         self._signals = platform.SignalQueue()
         self._notifier = Notifier()
         self.slots: dict[int, SlotProcess] = {}
-        self._respawn_at: dict[int, float] = {}
-        self._boot_failures: dict[int, int] = {}
-        self._crashes: dict[int, int] = {}
-        self._failed: dict[int, str] = {}        # slots given up on, with the reason
+        self._records: dict[int, SlotRecord] = {}
+        self._check: PendingCheck | None = None
         self._restart: RollingRestart | None = None
+        self._restart_requests = 0      # HUPs taken
+        self._requests_serving = 0      # HUPs covered by the restart under way
+        self._requests_served = 0       # HUPs covered by the last finished restart
         self._restarts_done = 0
         self._restarts_failed = 0
         self._restart_error: str | None = None
+        self._reloading = False         # RELOADING=1 sent, READY=1 not yet
         self._stopping: str | None = None
         self._kill_at = 0.0
         self._escalated_to_kill = False
         self._was_ready = False
+        self._last_ready = time.monotonic()
+        self._watchdog_held = False
         self._last_watchdog = 0.0
+        self._status_line = ''
         self._published = ''
+        self._leftovers: set[int] = set()
         self._main_pid = os.getpid()
         self.exit_code = EX_OK
         self.fatal_message: str | None = None
@@ -121,12 +172,13 @@ class Supervisor:
     def run(self) -> int:
         """Loop until every slot has stopped; returns the exit code."""
         self._main_pid = os.getpid()
+        self._last_ready = time.monotonic()
         platform.become_subreaper()
         wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._close_in_children += [wakeup_r, wakeup_w]
         signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
         self._signals.install(SIGNALS)
-        log.info('main process of %s started with %d slot(s)', self.name, self.workers)
+        log.info('main process of %s started with %s', self.name, plural(self.workers, 'slot'))
         try:
             while not (self._stopping and not self.slots):
                 self._handle_signals()
@@ -138,7 +190,8 @@ class Supervisor:
                 self._publish()
                 self._sleep(wakeup_r)
         finally:
-            self._kill_adopted(lambda pid: True)
+            self._cancel_check()
+            self._kill_leftovers()
             self._notifier.notify(status='stopped')
             if self._status_path:
                 self._status_path.unlink(missing_ok=True)
@@ -148,70 +201,76 @@ class Supervisor:
     # -- sleeping and signals ---------------------------------------------
 
     def _sleep(self, wakeup_fd: int) -> None:
-        readers = {slot.reader.fd: slot for slot in self.slots.values()}
+        readers = {slot.reader.fd: slot for slot in self.slots.values() if not slot.reader.closed}
+        check = [self._check.call.fd] if self._check else []
         try:
-            ready, _, _ = select.select([wakeup_fd, *readers], [], [], TICK)
+            ready, _, _ = select.select([wakeup_fd, *readers, *check], [], [], TICK)
         except InterruptedError:
             ready = []
         for fd in ready:
             if fd == wakeup_fd:
                 _drain(wakeup_fd)
-            else:
+            elif fd in readers:
                 self._read_reports(readers[fd])
+            else:
+                self._finish_check()
 
     def _handle_signals(self) -> None:
         while (event := self._signals.get(timeout=0)) is not None:
-            handler = getattr(self, f'_on_{event}', None)
-            if handler:
-                handler()
+            getattr(self, f'_on_{event}')()
 
     def _on_term(self) -> None:
-        self.stop('warm')
+        self._stop_on_signal('TERM', 'warm')
 
     def _on_int(self) -> None:
-        self.stop('cold' if self._stopping else 'warm')
+        self._stop_on_signal('INT', 'cold' if self._stopping else 'warm')
 
     def _on_quit(self) -> None:
-        self.stop('cold')
+        self._stop_on_signal('QUIT', 'cold')
+
+    def _stop_on_signal(self, name: str, mode: str) -> None:
+        if self._stopping == 'cold' or self._stopping == mode:
+            _ignored(name, f'a {self._stopping} stop is under way')
+        else:
+            self.stop(mode)
 
     def _on_usr1(self) -> None:
         platform.dump_stacks('main')
         self._signal_all(signal.SIGUSR1)
 
     def _on_hup(self) -> None:
-        if self._stopping or self._restart:
+        if self._stopping:
+            _ignored('HUP', 'the worker is stopping')
             return
-        self._notifier.reloading()
-        if self._reload is not None:
-            try:
-                self._slot_main = self._reload()
-            except RunnerError as exc:
-                self._restart_failed(f'rolling restart refused, slots keep running: {exc}')
-                return
-        self._failed.clear()          # slots that could not start get another chance
-        self._restart = RollingRestart(range(self.workers))
-        log.info('rolling restart: %s', self._restart.describe())
-
-    def _restart_failed(self, message: str) -> None:
-        log.error('%s', message)
-        self._restart = None
-        self._restarts_failed += 1
-        self._restart_error = message
-        self._notifier.notify(ready='1')
+        self._restart_requests += 1
+        if self._check or self._restart:
+            log.info('HUP during a rolling restart: another one follows when it has finished')
 
     def _on_ttin(self) -> None:
-        if not self._stopping:
-            self.workers += 1
-            log.info('scaling up to %d slots', self.workers)
+        if self._stopping:
+            _ignored('TTIN', 'the worker is stopping')
+            return
+        self.workers += 1
+        log.info('scaling up to %s', plural(self.workers, 'slot'))
 
     def _on_ttou(self) -> None:
-        if self._stopping or self.workers <= 1:
-            return
-        self.workers -= 1
-        log.info('scaling down to %d slots', self.workers)
-        self._retire(self.workers)
+        if self._stopping:
+            _ignored('TTOU', 'the worker is stopping')
+        elif self.workers <= 1:
+            _ignored('TTOU', 'a worker keeps at least one slot')
+        else:
+            self.workers -= 1
+            log.info('scaling down to %s', plural(self.workers, 'slot'))
+            self._retire(self.workers)
+            self._records.pop(self.workers, None)
+
+    def _on_chld(self) -> None:
+        self._kill_leftovers()
 
     # -- slots ------------------------------------------------------------
+
+    def _record(self, index: int) -> SlotRecord:
+        return self._records.setdefault(index, SlotRecord())
 
     def _spawn_missing(self) -> None:
         if self._stopping:
@@ -219,24 +278,31 @@ class Supervisor:
         now = time.monotonic()
         held = self._restart.held if self._restart else set()
         for index in range(self.workers):
-            if (index not in self.slots and index not in held and index not in self._failed
-                    and now >= self._respawn_at.get(index, 0.0)):
+            record = self._record(index)
+            if (index not in self.slots and index not in held and not record.failed
+                    and now >= record.retry_at):
                 self._spawn(index)
 
     def _spawn(self, index: int) -> None:
-        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-        close = [read_fd, *self._close_in_children,
-                 *(slot.reader.fd for slot in self.slots.values())]
-        process = self._context.Process(target=self._run_slot, args=(index, write_fd, close),
+        main_end, slot_end = channel()
+        close = [main_end.fileno(), *self._fds_to_close()]
+        process = self._context.Process(target=self._run_slot,
+                                        args=(index, slot_end.fileno(), close),
                                         name=f'slot-{index}')
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
             process.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            os.close(write_fd)
-        self.slots[index] = SlotProcess(index, process, ReportReader(read_fd))
+            slot_end.close()
+        reader = ReportReader(main_end, f'slot {index} (pid {process.pid})')
+        self.slots[index] = SlotProcess(index, process, reader)
         log.info('slot %d started (pid %d)', index, process.pid)
+
+    def _fds_to_close(self) -> list[int]:
+        """What a forked child must not keep: the pidfile lock, the wakeup pipe, the
+        report sockets of the slots."""
+        return [*self._close_in_children, *(slot.reader.fd for slot in self.slots.values())]
 
     def _run_slot(self, index: int, report_fd: int, close: list[int]) -> None:
         """The child side of the fork: shed the parent's state, then run the slot."""
@@ -245,25 +311,22 @@ class Supervisor:
                 os.close(fd)
             except OSError:
                 pass
-        signal.set_wakeup_fd(-1)
-        for signum in SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
-        for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN,
-                       signal.SIGTTOU):
-            signal.signal(signum, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+        platform.reset_signals(ignore=SLOT_IGNORES)
         os._exit(self._slot_main(index, report_fd, self._main_pid))
 
     def _read_reports(self, slot: SlotProcess) -> None:
         for report in slot.reader.read():
             if 'error' in report:
                 slot.error = report
-            else:
-                slot.report = report
-                slot.reported_at = time.monotonic()
-                if report.get('phase') == 'running' and not slot.ran:
-                    slot.ran = True
-                    self._boot_failures.pop(slot.index, None)
+                continue
+            slot.report = report
+            slot.reported_at = time.monotonic()
+            if report['phase'] == 'running' and not slot.ran:
+                slot.ran = True
+                self._record(slot.index).boot_failures = 0
+            if report['ready'] and not slot.was_ready:
+                slot.was_ready = True
+                self._record(slot.index).exit_code = None
 
     def _retire(self, index: int) -> None:
         slot = self.slots.get(index)
@@ -277,48 +340,53 @@ class Supervisor:
             if code is not None:
                 self._read_reports(slot)
                 self._slot_exited(slot, code)
-        self._reap_orphans()
 
     def _slot_exited(self, slot: SlotProcess, code: int) -> None:
         del self.slots[slot.index]
         slot.reader.close()
         platform.kill_group(slot.pid)
-        self._kill_adopted(lambda owner: owner == slot.pid)
+        self._kill_leftovers()
         how = f'was killed by signal {-code}' if code < 0 else f'exited with code {code}'
         if self._stopping or slot.retiring:
             log.info('slot %d (pid %d) %s', slot.index, slot.pid, how)
             return
-        reason = slot.error['error'] if slot.error else how
+        reason = slot.killed or (slot.error['error'] if slot.error else how)
+        if not slot.killed and slot.report.get('live') is False:
+            reason = f'{how}: {slot.report["reason"]}'
+        record = self._record(slot.index)
+        record.exit_code, record.reason = code, reason
         if slot.ran and code not in FATAL_CODES:
             self._schedule_respawn(slot, reason)
             return
-        failures = self._boot_failures[slot.index] = self._boot_failures.get(slot.index, 0) + 1
-        hopeless = code in FATAL_CODES or failures >= MAX_BOOT_FAILURES
+        record.boot_failures += 1
         if not self._was_ready:
             self._fail(code if code > 0 else EX_SOFTWARE,
                        f'slot {slot.index} could not start: {reason}')
-        elif hopeless:
-            self._give_up_on(slot.index, f'could not start: {reason} ({failures} attempt(s))')
+        elif code in FATAL_CODES or record.boot_failures >= MAX_BOOT_FAILURES:
+            attempts = plural(record.boot_failures, 'attempt')
+            self._give_up_on(slot.index, f'could not start: {reason} ({attempts})')
         else:
             self._schedule_respawn(slot, reason)
 
     def _give_up_on(self, index: int, reason: str) -> None:
         """Leave a slot that cannot start stopped; the others keep running."""
-        self._failed[index] = reason
+        record = self._record(index)
+        record.failed, record.reason = True, reason
         log.error('slot %d %s; leaving it stopped until the next HUP', index, reason)
         if self._restart:
-            self._restart_failed(f'rolling restart stopped: slot {index} {reason}')
+            self._finish_restart(f'rolling restart stopped: slot {index} {reason}')
         if not self.slots:
             self._fail(EX_SOFTWARE, f'no slot is running: slot {index} {reason}')
 
     def _schedule_respawn(self, slot: SlotProcess, reason: str) -> None:
         """Restart with exponential backoff; a slot that ran a while starts afresh."""
+        record = self._record(slot.index)
         now = time.monotonic()
         if now - slot.started > STABLE_AFTER:
-            self._crashes.pop(slot.index, None)
-        crashes = self._crashes[slot.index] = self._crashes.get(slot.index, 0) + 1
-        delay = min(BACKOFF_CAP, 2.0 ** (crashes - 1))
-        self._respawn_at[slot.index] = now + delay
+            record.crashes = 0
+        record.crashes += 1
+        delay = min(BACKOFF_CAP, 2.0 ** (record.crashes - 1))
+        record.retry_at, record.retry_at_wall = now + delay, time.time() + delay
         log.error('slot %d (pid %d): %s; restarting it in %.0fs', slot.index, slot.pid, reason,
                   delay)
 
@@ -328,56 +396,108 @@ class Supervisor:
             self.fatal_message, self.exit_code = message, code
         self.stop('cold')
 
-    def _reap_orphans(self) -> None:
-        """Reap adopted orphans; slots are reaped through their Process objects."""
-        slot_pids = {slot.pid for slot in self.slots.values()}
-        while True:
-            try:
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                return
-            if info is None or info.si_pid in slot_pids:
-                return
-            try:
-                os.waitpid(info.si_pid, 0)
-            except ChildProcessError:
-                return
+    def _kill_leftovers(self) -> None:
+        """Kill, and reap once exited, every child that is neither a slot nor the app check.
 
-    def _kill_adopted(self, owned: Callable[[int | None], bool]) -> None:
-        """KILL adopted orphans (descendants of slots) whose owning slot matches ``owned``."""
-        slot_pids = {slot.pid for slot in self.slots.values()}
-        for pid in platform.adopted_children(os.getpid()):
-            if pid in slot_pids:
+        Slots are subreapers, so such a child is something a slot (or the check) left
+        behind when it exited: see the fork rules in :mod:`runner.platform`.
+        """
+        own = {slot.pid for slot in self.slots.values()}
+        if self._check:
+            own.add(self._check.call.pid)
+        found = platform.children(self._main_pid)
+        for pid, (state, _) in found.items():
+            if pid in own:
                 continue
-            owner = platform.slot_of(pid)
-            if owner not in slot_pids and owned(owner):
-                log.info('killing pid %d left behind by slot pid %s', pid, owner)
+            if state == 'Z':
+                platform.reap(pid)
+            elif pid not in self._leftovers:
+                log.info('killing pid %d, left behind by a slot', pid)
+                self._leftovers.add(pid)
                 platform.kill_quietly(pid)
+        self._leftovers &= set(found)
 
     def _check_liveness(self) -> None:
+        """Kill, once, a running slot whose heartbeat (its reports) stopped for longer than
+        its ``heartbeat_timeout``, or that reports itself not live."""
         now = time.monotonic()
         for slot in self.slots.values():
-            if slot.report.get('phase') != 'running' or slot.retiring or self._stopping:
+            if (self._stopping or slot.retiring or slot.killed
+                    or slot.report['phase'] != 'running'):
                 continue
-            if slot.report.get('live') is False or now - slot.reported_at > STALE_REPORT:
-                reason = slot.report.get('reason') if slot.report.get('live') is False \
-                    else f'no report for {now - slot.reported_at:.0f}s'
-                log.error('slot %d (pid %d) is not alive (%s); killing it', slot.index,
-                          slot.pid, reason)
-                slot.report = {**slot.report, 'live': None}
-                platform.kill_quietly(slot.pid)
+            silent = now - slot.reported_at
+            if silent > slot.report['heartbeat_timeout']:
+                slot.killed = f'no heartbeat for {silent:.1f}s'
+            elif not slot.report['live']:
+                slot.killed = f'not live: {slot.report["reason"]}'
+            else:
+                continue
+            log.error('slot %d (pid %d) %s; killing it', slot.index, slot.pid, slot.killed)
+            platform.kill_quietly(slot.pid)
 
     # -- rolling restart --------------------------------------------------
 
     def _advance_restart(self) -> None:
-        if not self._restart or self._stopping:
+        if self._stopping:
             return
-        ready = {index for index, slot in self.slots.items() if slot.ready}
-        if self._restart.advance(set(self.slots), ready, self.workers, self._retire):
-            self._restart = None
-            self._restarts_done += 1
+        if self._check and time.monotonic() >= self._check.call.deadline:
+            self._cancel_check()
+            self._finish_restart('rolling restart refused, slots keep running: the app check '
+                                 f'did not finish within {self._check_timeout:g}s')
+        if self._restart:
+            ready = {index for index, slot in self.slots.items() if slot.ready}
+            if self._restart.advance(set(self.slots), ready, self.workers, self._retire):
+                self._finish_restart()
+        elif not self._check and self._restart_requests > self._requests_served:
+            self._begin_restart()
+
+    def _begin_restart(self) -> None:
+        """Re-read the configuration and start the app check; the slots are restarted
+        once it has passed."""
+        self._requests_serving = self._restart_requests
+        if self._was_ready:
+            self._reloading = True
+            self._notifier.reloading()
+        try:
+            reload = self._reload()
+        except RunnerError as exc:
+            self._finish_restart(f'rolling restart refused, slots keep running: {exc}')
+            return
+        call = platform.ChildCall(reload.check, self._check_timeout, self._fds_to_close())
+        self._check = PendingCheck(call, reload.slot_main)
+        log.info('rolling restart: checking that the app loads (pid %d)', call.pid)
+
+    def _finish_check(self) -> None:
+        """The check child has exited: roll the slots over, or refuse."""
+        check, self._check = self._check, None
+        try:
+            check.call.result()
+        except platform.ChildFailed as exc:
+            why = str(exc) if exc.code is not None else f'the app check {exc}'
+            self._finish_restart(f'rolling restart refused, slots keep running: {why}')
+            return
+        self._slot_main = check.slot_main
+        for record in self._records.values():
+            record.failed = False         # slots that could not start get another chance
+        self._restart = RollingRestart(range(self.workers))
+        log.info('rolling restart: %s', self._restart.describe())
+
+    def _cancel_check(self) -> None:
+        if self._check:
+            self._check.call.cancel()
+            self._check = None
+
+    def _finish_restart(self, error: str | None = None) -> None:
+        """End the restart under way: done when ``error`` is None, else failed."""
+        self._restart = None
+        self._requests_served = self._requests_serving
+        self._restart_error = error
+        if error:
+            log.error('%s', error)
+            self._restarts_failed += 1
+        else:
             log.info('rolling restart done')
-            self._notifier.notify(ready='1')
+            self._restarts_done += 1
 
     # -- stopping ---------------------------------------------------------
 
@@ -387,8 +507,9 @@ class Supervisor:
             return
         self._stopping = mode
         self._restart = None
+        self._cancel_check()
         self._notifier.notify(stopping='1')
-        log.info('%s shutdown of %d slot(s)', mode, len(self.slots))
+        log.info('%s shutdown of %s', mode, plural(len(self.slots), 'slot'))
         self._signal_all(signal.SIGTERM if mode == 'warm' else signal.SIGQUIT)
         grace = max([slot.report.get('graceful_timeout', 30.0) for slot in self.slots.values()],
                     default=30.0)
@@ -413,47 +534,101 @@ class Supervisor:
 
     def _publish(self) -> None:
         """Tell systemd and the status file (read by ``runner status``) what changed."""
-        slots = [self.slots[i].summary() for i in sorted(self.slots)]
-        slots += [{'slot': i, 'pid': None, 'web': None, 'state': 'failed', 'ready': False,
-                   'assignment': [], 'reason': reason} for i, reason in self._failed.items()]
-        slots.sort(key=lambda slot: slot['slot'])
-        ready = sum(slot['ready'] for slot in slots)
-        if ready >= self.workers and not self._was_ready:
-            self._was_ready = True
-            self._notifier.notify(ready='1')
-            log.info('all %d slot(s) ready', self.workers)
+        rows = self._rows()
+        ready = sum(row['ready'] for row in rows)
+        if ready:
+            self._last_ready = time.monotonic()
+        state = self._state(ready)
+        self._notify(ready, state)
         self._ping_watchdog()
-        status = {'pid': os.getpid(), 'app': self.name, 'workers': self.workers,
-                  'state': self._state(ready), 'rolling_restarts': self._restarts_done,
+        status = {'pid': self._main_pid, 'app': self.name, 'workers': self.workers,
+                  'state': state, 'rolling_restarts': self._restarts_done,
                   'failed_restarts': self._restarts_failed, 'restart_error': self._restart_error,
-                  'slots': slots}
+                  'restart_requests': self._restart_requests,
+                  'restart_requests_served': self._requests_served, 'slots': rows}
         text = json.dumps(status, sort_keys=True)
-        if text != self._published:
+        if text != self._published and self._status_path:
             self._published = text
-            self._notifier.notify(status=f'{ready}/{self.workers} slots ready, {status["state"]}')
-            if self._status_path:
-                _write_atomically(self._status_path, text)
+            _write_atomically(self._status_path, text)
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """One status row per slot number, running or not."""
+        held = self._restart.held if self._restart else set()
+        rows = []
+        for index in range(max([self.workers, *(i + 1 for i in self.slots)])):
+            if index in self.slots:
+                rows.append(self.slots[index].row())
+            else:
+                rows.append(self._idle_row(index, index in held))
+        return rows
+
+    def _idle_row(self, index: int, held: bool) -> dict[str, Any]:
+        """The row of a slot number that has no process now."""
+        record = self._record(index)
+        if record.failed:
+            state = 'failed'
+        elif held or self._stopping:
+            state = 'stopped'
+        elif record.exit_code is not None:
+            state = 'backoff'
+        else:
+            state = 'starting'
+        row = {'slot': index, 'pid': None, 'web': None, 'state': state, 'ready': False,
+               'reason': record.reason if state in ('failed', 'backoff') else None,
+               'assignment': [], 'started': None, 'exit_code': record.exit_code}
+        if state == 'backoff':
+            row['retry_at'] = round(record.retry_at_wall, 3)
+        return row
 
     def _state(self, ready: int) -> str:
         if self._stopping:
             return 'stopping'
-        if self._restart:
+        if self._restart or self._check:
             return 'restarting'
-        if self._failed:
+        if any(record.failed or record.exit_code is not None
+               for index, record in self._records.items() if index < self.workers):
             return 'degraded'
-        return 'running' if ready >= self.workers else 'starting'
+        return 'running' if ready >= self.workers or self._was_ready else 'starting'
+
+    def _notify(self, ready: int, state: str) -> None:
+        """READY=1 once every slot is ready for the first time and at the end of each
+        reload; STATUS= whenever its line changes; both in one message."""
+        fields = {}
+        if not self._was_ready and ready >= self.workers:
+            self._was_ready = True
+            fields['ready'] = '1'
+            log.info('all %s ready', plural(self.workers, 'slot'))
+        elif self._reloading and state != 'restarting':
+            self._reloading = False
+            fields['ready'] = '1'
+        line = f'{ready}/{self.workers} slots ready, {state}'
+        if line != self._status_line:
+            self._status_line = fields['status'] = line
+        if fields:
+            self._notifier.notify(**fields)
 
     def _ping_watchdog(self) -> None:
+        """Ping while some slot has been ready within ``ready_timeout`` (so a worker whose
+        slots all crash-loop or hang is restarted by systemd)."""
         interval = self._notifier.watchdog_interval
         now = time.monotonic()
         if interval is None or now - self._last_watchdog < interval:
             return
-        fresh = all(not slot.ran or (now - slot.reported_at < FRESH_REPORT
-                                     and slot.report.get('live') is not False)
-                    for slot in self.slots.values())
-        if fresh:
+        held = now - self._last_ready >= self._ready_timeout
+        if held != self._watchdog_held:
+            self._watchdog_held = held
+            if held:
+                log.error('no slot has been ready for %.0fs; no longer pinging the systemd '
+                          'watchdog', now - self._last_ready)
+            else:
+                log.info('a slot is ready again; pinging the systemd watchdog again')
+        if not held:
             self._last_watchdog = now
             self._notifier.notify(watchdog='1')
+
+
+def _ignored(name: str, why: str) -> None:
+    log.warning('%s ignored: %s', name, why)
 
 
 def _drain(fd: int) -> None:

@@ -36,6 +36,7 @@ from ..config import Settings
 from ..kafka.assignor import RunnerAssignor
 from ..kafka.fixes import io_sleep
 from ..kafka.producer import Producer, SendFailed
+from ..logs import plural
 from ..state.checkpoint import Checkpoint
 from ..state.manager import StateManager
 from .context import SlotContext
@@ -199,7 +200,7 @@ class ConsumerLoop:
         """Close the checkpoint and drive its steps, blocking this thread."""
         busy = checkpoint.close()
         if busy:
-            log.info('checkpoint without %d busy task(s): %s', len(busy), _names(busy))
+            log.info('checkpoint without %s: %s', plural(len(busy), 'busy task'), _names(busy))
         if checkpoint.empty or not self._still_member():
             return
         for step, value in checkpoint.steps(self._producer):
@@ -311,7 +312,7 @@ class ConsumerLoop:
                             'last commit: %s', future.exception)
             else:
                 self._record_commit(checkpoint, value)
-                log.info('committed %d revoked partition(s)', len(value))
+                log.info('committed %s', plural(len(value), 'revoked partition'))
 
     async def _awaited(self, condition: Callable[[], bool], timeout: float) -> bool:
         """Await ``condition`` on the IO loop; False if it is not true within ``timeout``."""

@@ -65,7 +65,7 @@ class Slot:
         self.app = app
         self.settings = settings
         self.index = index
-        self.status = SlotStatus(app.name, index)
+        self.status = SlotStatus(app.name, index, settings.stall_timeout)
         self.datadir = slot_dir(settings.datadir or f'{app.name}-data', index)
         self._report_to = report
         self._events = platform.SignalQueue()
@@ -179,6 +179,7 @@ class Slot:
         next_cleanup = time.monotonic() + CLEANUP_EVERY
         while True:
             self._report()
+            platform.reap_adopted()
             if self._state is not None and time.monotonic() >= next_cleanup:
                 self._state.remove_unused(self.settings.table_cleanup_delay)
                 next_cleanup = time.monotonic() + CLEANUP_EVERY
@@ -203,6 +204,7 @@ class Slot:
     def _stop(self, mode: str) -> None:
         """Stop fetching, let agents finish (warm) or abandon (cold), checkpoint, leave."""
         self.status.phase = 'stopping'
+        logs.stopping()
         drain = mode == 'warm'
         deadline = time.monotonic() + (self.settings.graceful_timeout if drain else COLD_GRACE)
         self._stop_workers(drain, deadline)
@@ -228,6 +230,7 @@ class Slot:
         """Stop the changelog reader and the producer.  Stores close by themselves when
         their last reference goes; one still held (an agent stuck in user code, a web
         request) is let go by the process exit, which LevelDB survives."""
+        logs.stopping()
         if self._state is not None:
             self._state.reader.stop()
             self._state.reader.thread.join(COLD_GRACE)
@@ -235,7 +238,8 @@ class Slot:
             self._producer.close(COLD_GRACE)
 
     def _report(self) -> None:
-        """Tell the main process how this slot is doing (its heartbeat)."""
+        """Tell the main process how this slot is doing: its heartbeat, sent by the
+        slot's main thread, which neither agents nor commits block."""
         if self._report_to is None:
             return
         live, _ = self.status.live()
@@ -243,6 +247,7 @@ class Slot:
         self._report_to({
             'phase': self.status.phase, 'live': live, 'ready': ready, 'reason': reason,
             'web': self._web_address, 'graceful_timeout': self.settings.graceful_timeout,
+            'heartbeat_timeout': self.settings.heartbeat_timeout,
             'assignment': sorted(f'{tp.topic}:{tp.partition}' for tp in self.status.assignment),
         })
 

@@ -8,16 +8,15 @@ from typing import Any
 
 from kafka.structs import MemberState
 
-#: The consumer loop is considered stuck when it has not come round for this long.
-STALL_LIMIT = 60.0
-
 
 class SlotStatus:
     """Written by the slot's threads, read by the web server; every field is a plain value."""
 
-    def __init__(self, app: str, slot: int) -> None:
+    def __init__(self, app: str, slot: int, stall_timeout: float) -> None:
         self.app = app
         self.slot = slot
+        #: The consumer loop is stuck when it has not come round for this long.
+        self.stall_timeout = stall_timeout
         self.pid = os.getpid()
         self.started = time.time()
         self.phase = 'starting'            # starting → running → stopping
@@ -45,7 +44,7 @@ class SlotStatus:
         if dead and self.phase == 'running':
             return False, f'threads stopped: {", ".join(dead)}'
         stalled = time.monotonic() - self.last_beat
-        if self.phase == 'running' and stalled > STALL_LIMIT:
+        if self.phase == 'running' and stalled > self.stall_timeout:
             return False, f'consumer loop stalled for {stalled:.0f}s'
         return True, self.phase
 

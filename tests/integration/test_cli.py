@@ -1,10 +1,18 @@
 """The command line: options anywhere, help, send, and one-line errors with their exit codes."""
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 
 import pytest
-from harness import consume, free_port, run_cli, write_app
+from apps import alive
+from harness import RUNNER, consume, free_port, run_cli, runner_env, wait_for, write_app
+
+from runner.main.control import status_path
+from runner.platform import Pidfile
 
 APP = '''
 import runner
@@ -53,6 +61,9 @@ def test_version(tmp_path):
     (['worker'], 'no app given'),
     (['-A', 'x', '--web-port=high'], "invalid web_port 'high'"),
     (['-A', 'x', '-l', 'loud'], "invalid loglevel 'loud'"),
+    (['-A', 'x', '--json'], 'option --json goes only with status'),
+    (['-A', 'x', '--timeout=5'], 'option --timeout goes only with stop or restart'),
+    (['status', '--json', '--json'], 'option --json given more than once'),
 ])
 def test_bad_usage_exits_64(tmp_path, args, fragment):
     one_line_error(run_cli(args, tmp_path), 64, fragment)
@@ -167,3 +178,58 @@ def test_an_agent_that_takes_no_stream_exits_78(tmp_path):
               'def nothing():\n    pass\n', 'badagent')
     one_line_error(run_cli(['-A', 'badagent'], tmp_path), 78,
                    'agent nothing must take exactly one argument, the stream')
+
+
+@pytest.mark.parametrize('args', [['--help'], ['status', '--pidfile', 'r.pid']])
+def test_output_into_a_closed_pipe_exits_141_without_a_traceback(tmp_path, args):
+    pidfile = Pidfile(tmp_path / 'r.pid')
+    pidfile.acquire()                          # this test process "runs" the worker
+    status_path(pidfile.path).write_text('{"pid": 1, "state": "running", "slots": []}')
+    read_end, write_end = os.pipe()
+    os.close(read_end)                         # like a `| head` that has already exited
+    try:
+        result = subprocess.run([sys.executable, str(RUNNER), *args], cwd=tmp_path,
+                                env=runner_env(), stdout=write_end, stderr=subprocess.PIPE,
+                                text=True, timeout=60, check=False)
+    finally:
+        os.close(write_end)
+        pidfile.release()
+    assert (result.returncode, result.stderr) == (141, '')
+
+
+HANGING_IMPORT = '''import os, time
+if 'RUNNER_SLOT_PID' not in os.environ and os.path.exists('hang'):
+    time.sleep(1000)                   # the main process's check of the app hangs
+'''
+
+
+@pytest.mark.parametrize('stage', ['the app check', 'the first slot start'])
+def test_ctrl_c_during_the_start_prints_no_traceback(tmp_path, names, kafka_bootstrap, stage):
+    write_app(tmp_path, HANGING_IMPORT + APP.format(partitions=2, **names))
+    if stage == 'the app check':
+        (tmp_path / 'hang').touch()
+    log = tmp_path / 'stderr'
+    with log.open('w') as stderr:
+        proc = subprocess.Popen([sys.executable, str(RUNNER), '-A', 'testapp', '-b',
+                                 kafka_bootstrap, '-p', str(free_port()), '-D',
+                                 str(tmp_path / 'd')], cwd=tmp_path, env=runner_env(),
+                                stderr=stderr, start_new_session=True)
+    try:
+        if stage == 'the app check':
+            wait_for(lambda: children(proc.pid), 30, 'the app check to start')
+        else:
+            wait_for(lambda: 'slot 0 started' in log.read_text(), 30, 'the first slot')
+        checker = children(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)             # Ctrl-C in a terminal
+        code = proc.wait(60)
+    finally:
+        proc.kill()
+    assert code == (130 if stage == 'the app check' else 0), log.read_text()
+    assert 'Traceback' not in log.read_text()
+    wait_for(lambda: not any(alive(pid) for pid in checker), 10, 'the children to be gone')
+
+
+def children(pid):
+    found = subprocess.run(['pgrep', '-P', str(pid)], capture_output=True, text=True,
+                           check=False).stdout.split()
+    return [int(child) for child in found]

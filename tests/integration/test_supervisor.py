@@ -93,7 +93,7 @@ def test_a_port_shared_by_two_slots_is_refused(tmp_path, names, workers, kafka_b
 
 
 DOUBLE_FORK_APP = '''
-import os, subprocess, runner
+import os, subprocess, time, runner
 app = runner.App({app!r}, session_timeout=6)
 source = app.topic({source!r}, partitions=1)
 
@@ -104,13 +104,22 @@ def start_daemons(stream):
         subprocess.run(['sh', '-c', 'setsid sleep 1000 & echo $! > ' + path + '.daemon'])
         child = runner.spawn(['sleep', '1000'])
         open(path + '.child', 'w').write(str(child.pid))
+        # the same, forked without exec: its environment in /proc is the main process's
+        first = os.fork()
+        if first == 0:
+            os.setsid()
+            if os.fork() == 0:
+                open(path + '.forked', 'w').write(str(os.getpid()))
+                time.sleep(1000)
+            os._exit(0)
+        os.waitpid(first, 0)
 '''
 
 
 def read_pids(marker):
-    """The pids the test agent wrote, once both files are complete."""
+    """The pids the test agent wrote, once all three files are complete."""
     pids = []
-    for suffix in ('.daemon', '.child'):
+    for suffix in ('.daemon', '.child', '.forked'):
         try:
             with open(marker + suffix) as handle:
                 pids.append(int(handle.read()))
@@ -292,11 +301,11 @@ def test_a_broken_deploy_is_refused_before_any_slot_stops(tmp_path, names, worke
     assert status(tmp_path, pidfile)['state'] == 'running'
 
 
-def test_a_slot_that_cannot_start_later_is_left_stopped_while_the_rest_run(
-        tmp_path, names, workers):
+def test_a_deploy_that_cannot_start_stops_only_the_smaller_first_group(tmp_path, names,
+                                                                     workers):
     pidfile = tmp_path / 'runner.pid'
-    worker = workers(forward_app(tmp_path, names), extra=('-w', '2', '--pidfile', str(pidfile)))
-    old_first, old_second = worker.slot_pids(2)
+    worker = workers(forward_app(tmp_path, names), extra=('-w', '3', '--pidfile', str(pidfile)))
+    old = worker.split_between(3)
     wait_for(lambda: status(tmp_path, pidfile).get('state') == 'running', 60, 'ready slots')
     app = tmp_path / 'testapp.py'
     good = app.read_text()
@@ -305,11 +314,14 @@ def test_a_slot_that_cannot_start_later_is_left_stopped_while_the_rest_run(
     result = run_cli(['restart', '--pidfile', str(pidfile)], tmp_path)
     assert result.returncode == 1 and 'only in slots' in result.stderr
     state = status(tmp_path, pidfile)
-    assert state['state'] == 'degraded'
-    assert [s['state'] for s in state['slots']] == ['failed', 'ready']
-    assert state['slots'][1]['pid'] == old_second
+    assert state['state'] == 'degraded' and 'only in slots' in state['restart_error']
+    assert [s['state'] for s in state['slots']] == ['failed', 'ready', 'ready']
+    assert [s['pid'] for s in state['slots'][1:]] == old[1:]
+    assert [worker.state(i, '/health') is not None for i in range(3)] == [False, True, True]
     app.write_text(good)
     fixed = run_cli(['restart', '--pidfile', str(pidfile)], tmp_path, timeout=300)
     assert fixed.returncode == 0, fixed.stderr
-    assert status(tmp_path, pidfile)['state'] == 'running'
-    assert not {old_first, old_second} & set(worker.slot_pids(2))
+    after = status(tmp_path, pidfile)
+    assert after['state'] == 'running' and after['restart_error'] is None
+    assert not set(old) & set(worker.slot_pids(3))
+    assert 'rolling restart: slots 0 then slots 1,2' in worker.log()

@@ -151,7 +151,7 @@ class World:
         self.dispatcher = Dispatcher({'words': [self.inbox]})
         self.loop = ConsumerLoop(Settings(**settings), 'loop', 'loop-0', self.dispatcher,
                                  Tasks(layout.topics, layout.tables_of), slot,
-                                 SlotStatus('loop', 0), self.failures.append,
+                                 SlotStatus('loop', 0, 150.0), self.failures.append,
                                  RunnerAssignor(None, 0, layout.changelogs()))
         self.consumer = self.loop._consumer = FakeConsumer(self.events)
         self.agents = AgentThreads(app.agents[0], self.inbox, slot, self.failures.append)

@@ -25,6 +25,11 @@ def test_halves_are_stopped_restarted_and_waited_for_in_turn():
     assert drive(restart, {0, 1, 2, 3}, {0, 1, 2, 3}, 4, retired)     # done
 
 
+def test_with_an_odd_count_the_first_group_is_the_smaller_half():
+    assert RollingRestart(range(3)).groups == [[0], [1, 2]]
+    assert RollingRestart(range(5)).groups == [[0, 1], [2, 3, 4]]
+
+
 def test_a_single_slot_is_one_group():
     restart = RollingRestart([0])
     assert restart.groups == [[0]] and restart.describe() == 'slots 0'
