@@ -1,6 +1,7 @@
 """Settings: defaults, overridden by the App, then the config file, then the command line."""
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -94,8 +95,10 @@ def coerce(name: str, value: Any) -> Any:
         return _integer(name, value)
     if kind is float:
         number = float(value)
-        if not number > 0:
+        if not 0 < number < math.inf:
             raise ValueError('must be a positive number of seconds')
+        if name == 'heartbeat_timeout' and number < 1:
+            raise ValueError('must be at least 1 second (a slot reports four times a second)')
         return number
     if name == 'loglevel':
         level = str(value).lower()
@@ -105,17 +108,31 @@ def coerce(name: str, value: Any) -> Any:
     if name == 'broker':
         parse_broker_url(value)
     if name == 'web_advertise':
-        return _host_and_port(str(value))
+        split_host_port(str(value))
     return str(value)
 
 
-def _host_and_port(text: str) -> str:
-    """``HOST`` or ``HOST:PORT`` (other members reach a slot there)."""
-    host, colon, port = text.rpartition(':') if ':' in text else (text, '', '')
-    if not host or any(c.isspace() or c in '/?#@' for c in host) or (
-            colon and not (port.isdigit() and 1 <= int(port) <= 65535)):
+def split_host_port(text: str) -> tuple[str, int | None]:
+    """``HOST``, ``HOST:PORT``, ``[IPv6]:PORT`` or a bare IPv6 address → (host, port or None);
+    ValueError if it is none of them."""
+    if text.startswith('['):
+        host, bracket, rest = text[1:].partition(']')
+        port = rest[1:] if rest.startswith(':') else None
+        if not bracket or (rest and port is None):
+            raise ValueError('expected HOST or HOST:PORT')
+    elif text.count(':') == 1:
+        host, port = text.split(':')
+    else:
+        host, port = text, None
+    if not host or any(c.isspace() or c in '/?#@[]' for c in host) or (
+            port is not None and not (port.isdigit() and 1 <= int(port) <= 65535)):
         raise ValueError('expected HOST or HOST:PORT')
-    return text
+    return host, None if port is None else int(port)
+
+
+def join_host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets."""
+    return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
 
 
 def _integer(name: str, value: Any) -> int:
@@ -200,11 +217,11 @@ class Options:
         settings = build(app_settings, {**self.file, **overrides}, self.cli)
         if 'web_port' in self.cli or 'web_port' not in overrides:
             settings.web_port += index if settings.web_port else 0
-        advertise = settings.web_advertise
-        if advertise and ':' in advertise and (
+        if settings.web_advertise and (
                 'web_advertise' in self.cli or 'web_advertise' not in overrides):
-            host, _, port = advertise.rpartition(':')
-            settings.web_advertise = f'{host}:{int(port) + index}'
+            host, port = split_host_port(settings.web_advertise)
+            if port is not None:
+                settings.web_advertise = join_host_port(host, port + index)
         return settings
 
     def base_settings(self) -> Settings:

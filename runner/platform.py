@@ -205,14 +205,15 @@ def _die_with(parent: int) -> Callable[[], None]:
     return hook
 
 
-def children(parent: int) -> dict[int, tuple[str, int]]:
-    """The children of ``parent`` (read from ``/proc``): pid → (state letter, process group)."""
+def children(parent: int) -> dict[int, tuple[str, int, int]]:
+    """The children of ``parent`` (read from ``/proc``): pid → (state letter, process group,
+    session)."""
     found = {}
     for entry in Path('/proc').iterdir():
         if entry.name.isdigit():
             stat = _stat(entry.name)
             if stat is not None and int(stat[1]) == parent:
-                found[int(entry.name)] = (stat[0], int(stat[2]))
+                found[int(entry.name)] = (stat[0], int(stat[2]), int(stat[3]))
     return found
 
 
@@ -225,11 +226,14 @@ def reap(pid: int) -> None:
 
 
 def reap_adopted() -> None:
-    """Reap exited orphans that this subreaper adopted and that left its process group.
+    """Reap exited orphans this subreaper adopted: children outside its process group that
+    lead neither a group nor a session.
 
-    Children this process started itself stay in its group (:func:`spawn` sees
-    to it) and are waited for by whoever started them; an adopted orphan that
-    stayed in the group is reaped when this process exits.
+    A child this process started itself is in its group, or leads a group or a
+    session of its own (``start_new_session``, ``process_group``): its owner
+    waits for it, and reaping it here would steal its exit status.  An orphan
+    that leads its own session (``setsid cmd &``) cannot be told apart from
+    such a child, so it is left until this process exits.
     """
     try:
         if os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
@@ -237,8 +241,8 @@ def reap_adopted() -> None:
     except ChildProcessError:
         return
     group = os.getpgrp()
-    for pid, (state, pgrp) in children(os.getpid()).items():
-        if state == 'Z' and pgrp != group:
+    for pid, (state, pgrp, session) in children(os.getpid()).items():
+        if state == 'Z' and pgrp != group and pid not in (pgrp, session):
             reap(pid)
 
 
@@ -317,10 +321,13 @@ class ChildCall:
         raised or died without answering."""
         _, status = os.waitpid(self.pid, 0)   # it has exited: this does not block
         os.set_blocking(self._pipe, False)
+        chunks = []
         try:
-            data = os.read(self._pipe, MAX_REPLY + 1024)
+            while chunk := os.read(self._pipe, 65536):
+                chunks.append(chunk)
         except BlockingIOError:
-            data = b''
+            pass
+        data = b''.join(chunks)
         self._close()
         self.pid = None
         if not data:
@@ -365,10 +372,22 @@ def _run_child(function: Callable[[], Any], write_fd: int, parent: int,
             reply = {'result': function()}
         except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
             message = str(exc) if isinstance(exc, RunnerError) else f'{type(exc).__name__}: {exc}'
-            reply = {'error': [message[:MAX_REPLY], getattr(exc, 'exit_code', EX_SOFTWARE)]}
-        os.write(write_fd, json.dumps(reply).encode())
+            reply = {'error': [message, getattr(exc, 'exit_code', EX_SOFTWARE)]}
+        os.write(write_fd, _reply_bytes(reply))
     finally:
         os._exit(0)
+
+
+def _reply_bytes(reply: dict[str, Any]) -> bytes:
+    """The reply as JSON of at most MAX_REPLY bytes (a long error message is cut), so the
+    child never blocks on a full pipe the parent reads only after it has exited."""
+    data = json.dumps(reply).encode()
+    if len(data) > MAX_REPLY and 'error' in reply:
+        message, code = reply['error']
+        while len(data) > MAX_REPLY:
+            message = message[:len(message) // 2]
+            data = json.dumps({'error': [message + ' ...', code]}).encode()
+    return data[:MAX_REPLY] if len(data) > MAX_REPLY else data
 
 
 def _describe_status(status: int) -> str:

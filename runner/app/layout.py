@@ -12,13 +12,15 @@ A table's partition count is its declared one, else the count of the topics
 whose agents use it, else the ``topic_partitions`` setting; its partitioner
 (how its keys are placed, for lookups) likewise, else ``murmur2``.  A table
 used by agents of a topic with another count or partitioner is refused at
-start (exit 78).
+start (exit 78).  Lookups hash a key encoded as those topics' producers
+encode it (their key serializer), which may differ from the table's own.
 """
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from .codecs import Codec
 from .partitioners import Partitioner, murmur2_partition
 from .tables import Table, tables_used_by
 
@@ -41,13 +43,15 @@ class Layout:
         self.topics: dict[str, int] = {}
         #: Table name → partition count.
         self.tables: dict[str, int] = {}
-        #: Table name → how its keys are placed.
+        #: Table name → how its keys are placed, and encoded to be placed.
         self.partitioners: dict[str, Partitioner] = {}
+        self.placement_codecs: dict[str, Codec] = {}
         for topic in app.topics.values():
             self.topics[topic.name] = _count(topic, existing, default_partitions)
         for table in app.tables.values():
             users = [agent for agent in app.agents if table in tables_used_by(agent.fn)]
             self.partitioners[table.name] = _table_partitioner(table, users)
+            self.placement_codecs[table.name] = _placement_codec(table, users)
             count = self._table_count(table, users, default_partitions)
             changelog = table.changelog.name
             if existing.get(changelog, count) != count:
@@ -75,9 +79,10 @@ class Layout:
     def partitions(self, table: Table) -> int:
         return self.tables[table.name]
 
-    def partition_of(self, table: Table, key: bytes) -> int:
-        """The partition of ``table`` an encoded (routing) key lives in."""
-        return self.partitioners[table.name](key, self.tables[table.name])
+    def partition_of(self, table: Table, key: Any) -> int:
+        """The partition of ``table`` a (routing) key lives in."""
+        encoded = self.placement_codecs[table.name].dumps(key)
+        return self.partitioners[table.name](encoded, self.tables[table.name])
 
     def sources(self) -> dict[str, int]:
         """The topics agents read, with their partition counts."""
@@ -103,6 +108,17 @@ def _table_partitioner(table: Table, users: list) -> Partitioner:
                           f'different partitioners ({", ".join(sorted(placed.values()))}); '
                           'declare the same partitioner on them')
     return next(iter(placed), murmur2_partition)
+
+
+def _placement_codec(table: Table, users: list) -> Codec:
+    """How the keys of ``table`` are encoded where they are placed: by its source topics'
+    key serializer (they must agree), else its own."""
+    codecs = {agent.topic.key_codec: agent.topic.name for agent in users}
+    if len(codecs) > 1:
+        raise ConfigError(f'table {table.name!r} is updated from topics with different key '
+                          f'serializers ({", ".join(sorted(codecs.values()))}); its keys '
+                          'cannot be placed one way')
+    return next(iter(codecs), table.key_codec)
 
 
 def _count(topic: 'Topic', existing: Mapping[str, int], default_partitions: int) -> int:

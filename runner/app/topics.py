@@ -44,10 +44,6 @@ class Topic:
         self.config = dict(config or {})
         self.partitioner = resolve(partitioner, f'topic {name!r}')
 
-    def partition_of(self, key: bytes, partitions: int) -> int | None:
-        """Where this topic's producers put ``key`` (an encoded key); None for no key."""
-        return None if key is None else self.partitioner(key, partitions)
-
     def send(self, key: Any = None, value: Any = None, headers: list | None = None):
         """Send one record to this topic; see :meth:`App.send`."""
         return self.app.send(self, key=key, value=value, headers=headers)

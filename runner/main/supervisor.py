@@ -73,6 +73,7 @@ class SlotProcess:
         self.report: dict[str, Any] = {'phase': 'starting'}
         self.reported_at = time.monotonic()
         self.retiring = False
+        self.stop_by = 0.0          # when retiring: killed if still alive then
         self.ran = False            # it reported 'running' at least once
         self.was_ready = False      # it reported ready at least once
         self.killed: str | None = None    # why the main process killed it
@@ -329,9 +330,12 @@ class Supervisor:
                 self._record(slot.index).exit_code = None
 
     def _retire(self, index: int) -> None:
+        """Stop one slot warm (TTOU, a rolling restart); KILL it if it does not stop."""
         slot = self.slots.get(index)
         if slot and not slot.retiring:
             slot.retiring = True
+            slot.stop_by = (time.monotonic() + slot.report.get('graceful_timeout', 30.0)
+                            + ESCALATION_GRACE)
             platform.kill_quietly(slot.pid, signal.SIGTERM)
 
     def _reap(self) -> None:
@@ -389,6 +393,10 @@ class Supervisor:
         record.retry_at, record.retry_at_wall = now + delay, time.time() + delay
         log.error('slot %d (pid %d): %s; restarting it in %.0fs', slot.index, slot.pid, reason,
                   delay)
+        if (self._restart and slot.index in self._restart.groups[0]
+                and record.crashes >= MAX_BOOT_FAILURES):
+            self._finish_restart(f'rolling restart stopped: slot {slot.index} keeps crashing '
+                                 f'({reason})')
 
     def _fail(self, code: int, message: str) -> None:
         """Stop everything; the caller reports ``message`` (once, on stderr and in the log)."""
@@ -406,7 +414,7 @@ class Supervisor:
         if self._check:
             own.add(self._check.call.pid)
         found = platform.children(self._main_pid)
-        for pid, (state, _) in found.items():
+        for pid, (state, _, _) in found.items():
             if pid in own:
                 continue
             if state == 'Z':
@@ -419,15 +427,23 @@ class Supervisor:
 
     def _check_liveness(self) -> None:
         """Kill, once, a running slot whose heartbeat (its reports) stopped for longer than
-        its ``heartbeat_timeout``, or that reports itself not live."""
+        its ``heartbeat_timeout`` or that reports itself not live, and a retiring slot
+        that did not stop within its graceful timeout.  Reports that arrived while this
+        loop was busy elsewhere are read first, so a slow loop never looks like silent
+        slots."""
         now = time.monotonic()
         for slot in self.slots.values():
-            if (self._stopping or slot.retiring or slot.killed
-                    or slot.report['phase'] != 'running'):
+            if self._stopping or slot.killed:
                 continue
-            silent = now - slot.reported_at
-            if silent > slot.report['heartbeat_timeout']:
-                slot.killed = f'no heartbeat for {silent:.1f}s'
+            self._read_reports(slot)
+            if slot.retiring:
+                if now < slot.stop_by:
+                    continue
+                slot.killed = 'did not stop within its graceful timeout'
+            elif slot.report['phase'] != 'running':
+                continue
+            elif now - slot.reported_at > slot.report['heartbeat_timeout']:
+                slot.killed = f'no heartbeat for {now - slot.reported_at:.1f}s'
             elif not slot.report['live']:
                 slot.killed = f'not live: {slot.report["reason"]}'
             else:

@@ -42,7 +42,7 @@ class SlotContext:
     def key_of(self, table: Table, key: Any) -> Key:
         """The changelog partition a (routing) key of ``table`` is placed in."""
         self.check_declared(table)
-        return table.changelog.name, self.layout.partition_of(table, table.key_codec.dumps(key))
+        return table.changelog.name, self.layout.partition_of(table, key)
 
     def check_declared(self, table: Table) -> None:
         """Refuse a table that is not the app's own (such as a plain table made windowed)."""

@@ -34,7 +34,12 @@ from .web import Response, Route, get_json, route
 
 log = logging.getLogger(__name__)
 
-FORWARD_TIMEOUT = 5.0
+#: How long the owners asked for a key placed elsewhere may take, and a forwarded request
+#: (which may include such a search).
+SEARCH_TIMEOUT = 5.0
+FORWARD_TIMEOUT = 2 * SEARCH_TIMEOUT
+#: Requests to other owners in flight at once, over all the lookups of a slot.
+SEARCH_THREADS = 16
 PAGE = 100
 MAX_PAGE = 1000
 
@@ -51,6 +56,8 @@ class TableQueries:
         self._status = status
         self._web = web
         self._slot: SlotContext | None = None
+        self._asking = concurrent.futures.ThreadPoolExecutor(SEARCH_THREADS, 'search')
+        self._misplaced_warned: set[str] = set()
 
     def open(self, slot: SlotContext) -> None:
         """The slot's tables are open: answer from them from now on."""
@@ -89,8 +96,8 @@ class TableQueries:
         after = params.get('after')
         start = None if after is None else _cursor(table, _key_from_text(table, after))
         keys = self._page(table, start, limit + 1)
-        return 200, {**self._summary(table), 'keys': keys[:limit],
-                     'next': keys[limit - 1] if len(keys) > limit else None}
+        return 200, {**self._summary(table), 'keys': [_key_text(key) for key in keys[:limit]],
+                     'next': _url_text(table, keys[limit - 1]) if len(keys) > limit else None}
 
     def lookup(self, table: Table, match: re.Match, params: dict[str, str]) -> Response:
         key = _key_from_text(table, urllib.parse.unquote(match['key']))
@@ -112,39 +119,53 @@ class TableQueries:
     # -- steps of a lookup -------------------------------------------------------
 
     def _search_here(self, table: Table, key: Any) -> Response:
-        """The key in any partition of ``table`` this slot owns (asked by another owner)."""
+        """The key in any partition of ``table`` this slot owns (asked by another owner):
+        200, 404 when every one of them is caught up, 503 while one is recovering."""
         for changelog_key in self._own(table):
             with self._slot.active_partition(changelog_key) as partition:
                 value = MISSING if partition is None else _value(table, partition, key)
             if value is not MISSING:
                 return self._answer(table, key, changelog_key[1], value, stale=False)
+        owned = [n for n, web in enumerate(self._status.owners.get(table.changelog.name, []))
+                 if web == self._web]
+        if any((table.changelog.name, n) not in self._slot.active for n in owned):
+            return 503, {'error': 'a partition of this table is still recovering here',
+                         'stale': True}
         return 404, {'error': 'no such key here', 'stale': False}
 
     def _search_everywhere(self, table: Table, key: Any, placed: Key) -> Response:
         """The owner of a key's partition does not hold it: look in every other partition,
         here and at every other owner (in parallel, bounded), before saying 404."""
-        local = self._search_here(table, key)
-        if local[0] == 200:
-            return local
+        answers = [self._search_here(table, key)]
         owners = self._status.owners.get(table.changelog.name, [])
         others = sorted({web for web in owners if web != self._web} - {None})
-        answers = self._ask(others, table, key)
+        answers += self._ask(others, table, key)
         found = [body for status, body in answers if status == 200]
         if found:
-            return 200, found[0]
+            self._warn_misplaced(table, found[0]['partition'], placed[1])
+            return 200, {**found[0], 'misplaced': True}
         if None in owners or any(status != 404 for status, _ in answers):
-            return 503, {'error': 'not every owner of this table answered; the key may '
-                                  'exist: try again', 'stale': True}
+            return 503, {'error': 'not every owner of this table could say whether it holds '
+                                  'the key; try again', 'stale': True}
         return 404, {**self._body(table, key, placed[1], stale=False), 'error': 'no such key'}
 
+    def _warn_misplaced(self, table: Table, found: int, placed: int) -> None:
+        if table.name not in self._misplaced_warned:
+            self._misplaced_warned.add(table.name)
+            log.warning('table %s holds a key in partition %d where its partitioner gives %d: '
+                        'its producers place keys with another partitioner (declare it on the '
+                        'topic, e.g. partitioner=\'crc32\'); lookups ask every owner meanwhile',
+                        table.name, found, placed)
+
     def _ask(self, webs: list[str], table: Table, key: Any) -> list[tuple[int, Any]]:
-        if not webs:
-            return []
+        """``GET ...?search=1`` at every one of ``webs``, in parallel, within the search
+        timeout: (status, body) of each (status 0 when one did not answer)."""
         path = (f'/tables/{urllib.parse.quote(table.name, safe="")}/'
                 f'{urllib.parse.quote(_url_text(table, key), safe="")}?search=1')
-        with concurrent.futures.ThreadPoolExecutor(len(webs)) as pool:
-            return list(pool.map(lambda web: get_json(f'http://{web}{path}', FORWARD_TIMEOUT),
-                                 webs))
+        asked = [self._asking.submit(get_json, f'http://{web}{path}', SEARCH_TIMEOUT)
+                 for web in webs]
+        done, _ = concurrent.futures.wait(asked, SEARCH_TIMEOUT + 1)
+        return [future.result() if future in done else (0, None) for future in asked]
 
     def _from_copy(self, table: Table, key: Any, changelog_key: Key) -> Response:
         """No owner can answer now: a local standby or recovering copy's value, stale."""
@@ -160,7 +181,8 @@ class TableQueries:
         """Ask the owner, with the path exactly as it came (its key still percent-encoded)."""
         status, body = get_json(f'http://{owner}{path}?forwarded=1', FORWARD_TIMEOUT)
         if status == 0:
-            return 502, {'error': f'the owner at {owner} did not answer', 'stale': True}
+            return 503, {'error': f'the owner at {owner} did not answer; try again',
+                         'stale': True}
         return status, body
 
     # -- helpers ---------------------------------------------------------------
@@ -178,9 +200,10 @@ class TableQueries:
         with contextlib.ExitStack() as stack:
             partitions = [stack.enter_context(self._slot.active_partition(key))
                           for key in self._own(table)]
-            merged = heapq.merge(*(p.ordered(after=start) for p in partitions if p is not None),
-                                 key=lambda item: item[0])
-            keys = (_key_text(table.routing_key(key)) for _, key, _ in merged)
+            walks = [stack.enter_context(contextlib.closing(p.ordered(after=start)))
+                     for p in partitions if p is not None]    # closed before their stores
+            merged = heapq.merge(*walks, key=lambda item: item[0])
+            keys = (table.routing_key(key) for _, key, _ in merged)
             if table.windowing is not None:       # one entry per key, not per window
                 keys = (key for key, _ in itertools.groupby(keys))
             return list(itertools.islice(keys, count))

@@ -7,6 +7,7 @@ socket or a lock is created here, never inherited across ``fork()``.
 
 import logging
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -177,11 +178,16 @@ class Slot:
     def _wait_for_stop(self) -> tuple[str, int]:
         """Handle events until one asks to stop; returns the stop mode and the exit code."""
         next_cleanup = time.monotonic() + CLEANUP_EVERY
+        cleanup: threading.Thread | None = None
         while True:
             self._report()
             platform.reap_adopted()
-            if self._state is not None and time.monotonic() >= next_cleanup:
-                self._state.remove_unused(self.settings.table_cleanup_delay)
+            if self._state is not None and time.monotonic() >= next_cleanup and not (
+                    cleanup and cleanup.is_alive()):     # deleting files must not delay reports
+                cleanup = threading.Thread(target=self._state.remove_unused, name='cleanup',
+                                           args=(self.settings.table_cleanup_delay,),
+                                           daemon=True)
+                cleanup.start()
                 next_cleanup = time.monotonic() + CLEANUP_EVERY
             event = self._events.get(timeout=REPORT_INTERVAL)
             if event is None:

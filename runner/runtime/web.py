@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..config import join_host_port, split_host_port
 from ..errors import ResourceBusy
 from .status import SlotStatus
 
@@ -65,23 +66,24 @@ def advertised(bound: tuple[str, int], advertise: str | None, brokers: list[str]
     """The address other members use to reach this server: ``advertise`` when given
     (``HOST`` or ``HOST:PORT``); else the bound address; for a wildcard bind, the
     address this host reaches the broker from (its name may not resolve elsewhere)."""
-    host, port = bound
+    host, port = bound[:2]
     if advertise:
-        name, _, given = advertise.rpartition(':') if ':' in advertise else (advertise, '', '')
-        return f'{name}:{given or port}'
+        name, given = split_host_port(advertise)
+        return join_host_port(name, given or port)
     if host in ('', '0.0.0.0', '::'):
-        host = _local_address(brokers) or socket.getfqdn()
-    return f'{host}:{port}'
+        family = socket.AF_INET if host == '0.0.0.0' else socket.AF_UNSPEC
+        host = _local_address(brokers, family) or socket.getfqdn()
+    return join_host_port(host, port)
 
 
-def _local_address(brokers: list[str]) -> str | None:
+def _local_address(brokers: list[str], family: int) -> str | None:
     """The local address of a route to the first broker that resolves (no packet is sent)."""
     for server in brokers:
-        name, _, port = server.rpartition(':')
         try:
-            family, kind, proto, _, address = socket.getaddrinfo(
-                name, int(port), type=socket.SOCK_DGRAM)[0]
-            with socket.socket(family, kind, proto) as probe:
+            name, port = split_host_port(server)
+            kind, socktype, proto, _, address = socket.getaddrinfo(
+                name, port, family, socket.SOCK_DGRAM)[0]
+            with socket.socket(kind, socktype, proto) as probe:
                 probe.connect(address)
                 return probe.getsockname()[0]
         except (OSError, ValueError, IndexError):

@@ -134,13 +134,15 @@ class TablePartition:
         """(key, value) pairs, unflushed writes included, in stored-key order."""
         return ((key, value) for _, key, value in self.ordered())
 
-    def ordered(self, prefix: bytes = b'', after: bytes | None = None
-                ) -> Iterator[tuple[bytes, Any, Any]]:
+    def ordered(self, prefix: bytes = b'', after: bytes | None = None,
+                routed: Any = MISSING) -> Iterator[tuple[bytes, Any, Any]]:
         """(stored key, key, value) of the keys starting with ``prefix`` (and coming after
         ``after``, if given) in stored-key order: the store's pairs with the writes not
-        yet stored merged in."""
-        pending = {raw: item for raw, item in ((self._key_dumps(k), (k, v))
-                                                for k, v in self._pending().items())
+        yet stored merged in.  ``routed``: only unstored keys routed by this key are
+        looked at (the windows of one key), so a lookup does not cost every write."""
+        unstored = ((k, v) for k, v in self._pending().items()
+                    if routed is MISSING or self.table.routing_key(k) == routed)
+        pending = {raw: item for raw, item in ((self._key_dumps(k), (k, v)) for k, v in unstored)
                    if raw.startswith(prefix) and (after is None or raw > after)}
         stored = ((raw, True, value) for raw, value in self.store.items(prefix, after)
                   if raw not in pending)
@@ -164,7 +166,8 @@ class TablePartition:
     def windows(self, key: Any) -> list[tuple[float, Any]]:
         """(window start, value) of every window of ``key`` (windowed tables), oldest first."""
         return sorted((stored_key[1], value) for _, stored_key, value
-                      in self.ordered(WINDOW_KEYS.prefix(key)) if stored_key[0] == key)
+                      in self.ordered(WINDOW_KEYS.prefix(key), routed=key)
+                      if stored_key[0] == key)
 
 
 class WindowedPartition(TablePartition):

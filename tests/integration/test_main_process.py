@@ -52,7 +52,7 @@ def test_a_hanging_app_check_blocks_neither_restarts_of_crashed_slots_nor_term(
         tmp_path, names, workers):
     app, marker = hanging_app(tmp_path, names)
     pidfile = tmp_path / 'r.pid'
-    (tmp_path / 'r.yaml').write_text('import_timeout: 20\n')
+    (tmp_path / 'r.yaml').write_text('import_timeout: 30\n')
     worker = workers(app, extra=('-w', '2', '--pidfile', str(pidfile), '-c', 'r.yaml'))
     first, _ = worker.slot_pids(2)
     marker.touch()
@@ -65,7 +65,7 @@ def test_a_hanging_app_check_blocks_neither_restarts_of_crashed_slots_nor_term(
     _, stderr = restart.communicate(timeout=60)
     assert restart.returncode == 1
     assert stderr.strip() == ('runner: rolling restart refused, slots keep running: the app '
-                              'check did not finish within 20s')
+                              'check did not finish within 30s')
     wait_for(lambda: not alive(checker), 10, 'the check past its deadline to be killed')
     worker.signal(signal.SIGHUP)
     second = wait_for(lambda: check_pid(worker, 1), 30, 'a second app check to start')
@@ -97,13 +97,14 @@ def test_a_frozen_slot_is_killed_once_within_its_heartbeat_timeout(tmp_path, nam
     worker = workers(forward_app(tmp_path, names), extra=('-w', '2', '-c', 'r.yaml'))
     _, frozen = worker.split_between(2)
     os.kill(frozen, signal.SIGSTOP)
-    wait_for(lambda: 'killing it' in worker.log(), 5, 'the frozen slot to be noticed')
+    wait_for(lambda: 'killing it' in worker.log(), 30, 'the frozen slot to be noticed')
     wait_for(lambda: (worker.state(1) or {}).get('pid') not in (None, frozen), 60,
              'the frozen slot to be replaced')
     assert not alive(frozen)
     log = worker.log()
     assert log.count('killing it') == 1
-    assert re.search(rf'slot 1 \(pid {frozen}\) no heartbeat for [12]\.\ds; killing it', log)
+    silent = re.search(rf'slot 1 \(pid {frozen}\) no heartbeat for (\d+\.\d)s; killing it', log)
+    assert silent and 1.5 <= float(silent[1])          # the main loop's own measure
     assert log.count(f'slot 1 (pid {frozen}): no heartbeat') == 1
 
 
@@ -233,3 +234,31 @@ def test_a_restart_asked_for_during_a_restart_gets_one_of_its_own(tmp_path, name
     first.stdout.close()
     first.stderr.close()
 
+
+
+def test_a_restart_whose_slots_keep_crashing_is_stopped_and_reported(tmp_path, names,
+                                                                     workers):
+    marker = tmp_path / 'poison'
+    write_app(tmp_path, CRASHING_AGENT_APP.format(marker=str(marker), **names))
+    pidfile = tmp_path / 'r.pid'
+    worker = workers('testapp', extra=('--pidfile', str(pidfile)))
+    worker.slot_pids(1)
+    wait_for(lambda: status(tmp_path, pidfile).get('state') == 'running', 60, 'a ready slot')
+    marker.touch()                      # the deploy loads, then crashes in the slot
+    result = run_cli(['restart', '--pidfile', str(pidfile), '--timeout', '150'], tmp_path,
+                     timeout=180)
+    assert result.returncode == 1
+    assert result.stderr.startswith('runner: rolling restart stopped: slot 0 keeps crashing')
+    assert status(tmp_path, pidfile)['state'] == 'degraded'
+
+
+def test_a_slot_that_does_not_stop_when_removed_is_killed(tmp_path, names, workers):
+    (tmp_path / 'r.yaml').write_text('graceful_timeout: 2\n')
+    worker = workers(forward_app(tmp_path, names), extra=('-w', '2', '-c', 'r.yaml'))
+    _, frozen = worker.split_between(2)
+    os.kill(frozen, signal.SIGSTOP)
+    worker.signal(signal.SIGTTOU)
+    wait_for(lambda: not alive(frozen), 60, 'the frozen slot to be killed')
+    log = worker.log()
+    assert log.count(f'slot 1 (pid {frozen}) did not stop within its graceful timeout; '
+                     'killing it') == 1

@@ -9,7 +9,7 @@ import urllib.request
 
 from harness import Worker, free_port, produce, run_cli, wait_for, write_app
 
-from runner.app.partitioners import crc32_partition
+from runner.app.partitioners import crc32_partition, murmur2_partition
 
 TABLE_APP = '''
 import runner
@@ -71,7 +71,9 @@ def test_keys_placed_by_crc32_are_found_from_every_slot(tmp_path, names, workers
     wait_for(lambda: all_found(worker, truth), 60, 'every key from both slots')
     wait_for(lambda: all_found(worker, truth, table='recent'), 60, 'every key\'s window')
     for key in keys:
-        assert answer(worker, key)[1]['partition'] == crc32_partition(key.encode(), 4)
+        found = answer(worker, key)[1]
+        assert found['partition'] == crc32_partition(key.encode(), 4)
+        assert 'misplaced' not in found                  # found where the partitioner says
 
 
 def test_a_key_placed_by_another_partitioner_than_declared_is_still_found(
@@ -82,7 +84,12 @@ def test_a_key_placed_by_another_partitioner_than_declared_is_still_found(
     produce_placed(kafka_bootstrap, names['source'], keys, crc32_partition)   # but crc32 used
     truth = dict.fromkeys(keys, 1)
     wait_for(lambda: all_found(worker, truth), 60, 'every key found by asking the owners')
+    misplaced = [key for key in keys if crc32_partition(key.encode(), 4) != murmur2_partition(
+        key.encode(), 4)]
+    assert misplaced and all(answer(worker, key, slot)[1]['misplaced']
+                             for key in misplaced for slot in (0, 1))
     assert answer(worker, 'never-sent')[0] == 404 and answer(worker, 'never-sent', 1)[0] == 404
+    assert 'its producers place keys with another partitioner' in worker.log()
 
 
 def test_keys_with_odd_characters_are_forwarded_intact(tmp_path, names, workers,

@@ -53,8 +53,21 @@ def test_a_table_takes_the_partitioner_of_the_topics_that_update_it():
         for customer in stream:
             totals[customer] += 1
     layout = Layout(app, {}, 4)
-    assert layout.partition_of(totals, b'123456789') == 0xCBF43926 % 4
-    assert layout.partition_of(plain, b'k') == murmur2_partition(b'k', 4)
+    assert layout.partition_of(totals, '123456789') == 0xCBF43926 % 4
+    assert layout.partition_of(plain, 'k') == murmur2_partition(b'k', 4)
+
+
+def test_a_key_is_placed_as_its_topic_encodes_it_not_as_the_table_stores_it():
+    app = runner.App('p')
+    orders = app.topic('orders', partitions=8, key_serializer='json')
+    totals = app.Table('totals', default=int)              # str keys in the table
+
+    @app.agent(orders)
+    def total(stream):
+        for event in stream.events():
+            totals[event.key] += 1
+    layout = Layout(app, {}, 8)
+    assert layout.partition_of(totals, 'ab') == murmur2_partition(b'"ab"', 8)
 
 
 def test_a_table_declared_with_another_partitioner_than_its_topic_is_refused():

@@ -30,3 +30,12 @@ def test_each_slot_advertises_its_own_port():
 def test_a_bad_advertised_address_is_bad_usage(value):
     with pytest.raises(UsageError, match='expected HOST or HOST:PORT'):
         check_settings({'web_advertise': value}, 'the command line', UsageError)
+
+
+def test_ipv6_addresses_are_advertised_in_brackets():
+    assert advertised(('::1', 80, 0, 0), None, []) == '[::1]:80'
+    assert advertised(('0.0.0.0', 80), '[fd00::1]:9000', []) == '[fd00::1]:9000'
+    options = Options(app='a', workers=2, cli=check_settings(
+        {'web_advertise': '[fd00::1]:7000'}, 'the command line'))
+    assert options.settings_for({}, 1).web_advertise == '[fd00::1]:7001'
+    assert check_settings({'web_advertise': 'fd00::1'}, 'x') == {'web_advertise': 'fd00::1'}
