@@ -266,11 +266,11 @@ def _app_check(options: Options) -> Callable[[], str]:
     return check
 
 
-def _slot_main(options: Options) -> Callable[[int, int, int], int]:
+def _slot_main(options: Options) -> Callable[[int, int, int, bool], int]:
     """The slot entry point; the runtime is imported in the forked child, not here."""
-    def slot_main(index: int, report_fd: int, main_pid: int) -> int:
+    def slot_main(index: int, report_fd: int, main_pid: int, successor: bool) -> int:
         from .runtime.slot import boot
-        return boot(options, index, report_fd, main_pid)
+        return boot(options, index, report_fd, main_pid, successor)
     return slot_main
 
 

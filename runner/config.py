@@ -14,12 +14,20 @@ from .errors import ConfigError
 class Settings:
     """Everything a slot needs to know besides the app's declarations.
 
-    Times are in seconds.  ``max_inflight`` is how many fetched records a
-    partition may have queued before its fetching is paused;
+    Times are in seconds.  ``max_inflight`` is how many fetched records a slot
+    may hold queued (shared by its partitions) before fetching pauses;
     ``standby_replicas`` how many other slots keep a warm copy of each table
     partition (as many as there are other members, at most);
     ``table_cleanup_delay`` how long local state of a table partition this
     slot neither owns nor keeps as standby is kept before it is deleted.
+
+    Rebalancing: ``assignor`` is ``cooperative`` (only the partitions that move
+    stop) or ``eager`` (every rebalance revokes everything); with
+    ``static_membership`` a slot rejoins its group under the identity kept in
+    its data directory, so a restart within ``session_timeout`` moves nothing;
+    a table partition moves to a slot only once that slot's copy is within
+    ``acceptable_lag`` changelog records of the end (until then its old owner
+    keeps it, and the newcomer warms a standby copy up).
 
     Liveness: a running slot whose heartbeat (its report to the main process,
     four a second) stops for ``heartbeat_timeout`` is killed, and so is one whose
@@ -54,6 +62,9 @@ class Settings:
     stall_timeout: float = 150.0
     import_timeout: float = 60.0
     ready_timeout: float = 300.0
+    assignor: str = 'cooperative'
+    static_membership: bool = True
+    acceptable_lag: int = 10000
 
     def bootstrap_servers(self) -> list[str]:
         """The broker URL(s) as ``host:port`` strings."""
@@ -62,6 +73,9 @@ class Settings:
 
 FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
 LOGLEVELS = ('debug', 'info', 'warning', 'error', 'critical')
+ASSIGNORS = ('cooperative', 'eager')
+TRUE = ('true', 'yes', 'on', '1')
+FALSE = ('false', 'no', 'off', '0')
 
 
 def parse_broker_url(url: str) -> list[str]:
@@ -89,6 +103,8 @@ def normalize_key(key: str) -> str:
 def coerce(name: str, value: Any) -> Any:
     """Convert ``value`` to the type of setting ``name``; raise ValueError if it does not fit."""
     kind = FIELDS[name].type
+    if kind is bool:
+        return _boolean(value)
     if value is None or isinstance(value, bool):
         raise ValueError('needs a value')
     if kind is int:
@@ -100,11 +116,12 @@ def coerce(name: str, value: Any) -> Any:
         if name == 'heartbeat_timeout' and number < 1:
             raise ValueError('must be at least 1 second (a slot reports four times a second)')
         return number
-    if name == 'loglevel':
-        level = str(value).lower()
-        if level not in LOGLEVELS:
-            raise ValueError(f'choose from {", ".join(LOGLEVELS)}')
-        return level
+    if name in ('loglevel', 'assignor'):
+        choices = LOGLEVELS if name == 'loglevel' else ASSIGNORS
+        chosen = str(value).lower()
+        if chosen not in choices:
+            raise ValueError(f'choose from {", ".join(choices)}')
+        return chosen
     if name == 'broker':
         parse_broker_url(value)
     if name == 'web_advertise':
@@ -135,6 +152,15 @@ def join_host_port(host: str, port: int) -> str:
     return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
 
 
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text not in TRUE + FALSE:
+        raise ValueError('must be true or false')
+    return text in TRUE
+
+
 def _integer(name: str, value: Any) -> int:
     number = int(value)
     if name == 'web_port' and not 0 <= number <= 65535:
@@ -143,7 +169,7 @@ def _integer(name: str, value: Any) -> int:
         raise ValueError('must be -1 (broker default) or at least 1')
     if name in ('max_inflight', 'topic_partitions') and number < 1:
         raise ValueError('must be at least 1')
-    if name == 'standby_replicas' and number < 0:
+    if name in ('standby_replicas', 'acceptable_lag') and number < 0:
         raise ValueError('must be 0 or more')
     return number
 

@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,9 @@ class DirLock:
         self.path = Path(path)
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        """Lock the directory or raise ResourceBusy naming the pid that holds it."""
+    def acquire(self, raise_if_held: bool = True) -> bool:
+        """Lock the directory.  If another process holds it: raise ResourceBusy naming its
+        pid, or return False (to try again later) when not ``raise_if_held``."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -127,15 +129,33 @@ class DirLock:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors='replace').strip() or 'unknown'
             os.close(fd)
+            if not raise_if_held:
+                return False
             raise ResourceBusy(f'data directory {self.path} is in use by pid {holder}') from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
         self._fd = fd
+        return True
 
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def stable_identity(directory: Path) -> str:
+    """The identity kept in ``directory`` (created once, then read on every start), so
+    whatever starts from the same data directory is the same member of its group."""
+    path = Path(directory) / 'identity'
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    identity = uuid.uuid4().hex
+    scratch = path.with_name(f'identity.{os.getpid()}')
+    scratch.write_text(identity + '\n')
+    os.replace(scratch, path)
+    return identity
 
 
 # -- daemonizing ------------------------------------------------------------------

@@ -88,6 +88,12 @@ class Layout:
         """The topics agents read, with their partition counts."""
         return {agent.topic.name: self.topics[agent.topic.name] for agent in self.app.agents}
 
+    def needs(self) -> dict[str, int]:
+        """The topics whose agents update tables, with the partition count they must keep
+        (their tables')."""
+        return {agent.topic.name: self.tables[table.name] for agent in self.app.agents
+                for table in tables_used_by(agent.fn) if table.name in self.tables}
+
     def changelogs(self) -> dict[str, int]:
         """The tables' changelog topics, with their partition counts."""
         return {table.changelog.name: self.tables[table.name]

@@ -16,13 +16,20 @@ changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
    that times out between JoinGroup and SyncGroup then never completes the
    join, leaving the member's partitions marked as being revoked.  Fix: a join
    in progress is always a reason to keep joining.
+3. A static member whose group instance id another member has taken over (its
+   data directory was copied) is told so by its heartbeat, which then stops;
+   but ``poll()`` goes on returning records, and only a commit would fail.  The
+   member works on, unaware, writing to changelogs that are no longer its own.
+   Fix: once fenced, the coordinator's ``poll()`` raises ``FencedInstanceIdError``.
 """
 
 from typing import Any
 
 import kafka
 from kafka.consumer.fetcher import Fetcher
+from kafka.coordinator.base import BaseCoordinator
 from kafka.coordinator.consumer import ConsumerCoordinator
+from kafka.errors import FencedInstanceIdError
 
 from ..errors import ConfigError
 
@@ -38,6 +45,7 @@ def install() -> None:
                           f'"kafka-python=={VERIFIED[-1]}"')
     _forget_drained_records()
     _keep_joining_until_done()
+    _raise_once_fenced()
 
 
 def _forget_drained_records() -> None:
@@ -63,6 +71,36 @@ def _keep_joining_until_done() -> None:
         return coordinator.rejoining or need_rejoin(coordinator)
     patched.runner_fix = True
     ConsumerCoordinator.need_rejoin = patched
+
+
+def _raise_once_fenced() -> None:
+    send_heartbeat = BaseCoordinator._send_heartbeat_request
+    if getattr(send_heartbeat, 'runner_fix', False):
+        return
+
+    async def remembering(coordinator: BaseCoordinator) -> Any:
+        try:
+            return await send_heartbeat(coordinator)
+        except FencedInstanceIdError:
+            coordinator.runner_fenced = True
+            raise
+    remembering.runner_fix = True
+    BaseCoordinator._send_heartbeat_request = remembering
+    poll = ConsumerCoordinator.poll
+
+    def raising(coordinator: ConsumerCoordinator, *args: Any, **kwargs: Any) -> Any:
+        if getattr(coordinator, 'runner_fenced', False):
+            raise FencedInstanceIdError(f'group instance id {coordinator.group_instance_id} '
+                                        'was taken over by another member')
+        return poll(coordinator, *args, **kwargs)
+    ConsumerCoordinator.poll = raising
+
+
+def request_rebalance(consumer: kafka.KafkaConsumer) -> None:
+    """Ask the group for a rebalance at the next poll (a member that has warmed a task up
+    asks for it this way); kafka-python's coordinator does the same after a cooperative
+    revocation."""
+    consumer._coordinator.request_rejoin()
 
 
 async def io_sleep(consumer: kafka.KafkaConsumer, seconds: float) -> None:

@@ -1,8 +1,19 @@
-"""Rolling restarts: stop half of the slots, start them again, wait until they are ready,
-then the other half — so some slots always answer, as the reference guide recommends.
+"""Rolling restarts: one half of the slots at a time, each slot replaced hot.
 
-With an odd number of slots the first group is the smaller half: while it restarts,
-most slots answer, and a deploy that cannot start takes down only that group."""
+Each slot of a group is replaced by a *successor*: a new slot process started
+beside it, which imports the app (as deployed now) and prepares what it can
+while the old slot still works, then waits for the old slot's data directory.
+When every successor of the group is prepared, the old slots stop for them
+(warm, without leaving the consumer group); each successor takes over its
+predecessor's data directory, web port and group identity, so the group does
+not rebalance and its partitions pause only for the handover itself.  Once
+the group is ready, the next one follows.
+
+With an odd number of slots the first group is the smaller half: while it
+restarts, most web servers answer, and a deploy that cannot start (its
+successors fail before they are prepared, while the old slots go on) is
+found out on the fewest slots.
+"""
 
 import logging
 from collections.abc import Callable, Iterable
@@ -13,35 +24,33 @@ log = logging.getLogger(__name__)
 class RollingRestart:
     """The steps of one rolling restart, advanced by the main loop.
 
-    ``phase`` is ``stop`` (ask the group to stop), ``exit`` (wait until the
-    group has exited) or ``ready`` (wait until the restarted group is ready).
-    While a group is stopping, its slots are ``held``: not respawned.
+    ``phase`` is ``prepare`` (start a successor beside each slot of the group),
+    ``handover`` (once all are prepared, the old slots stop for them) or
+    ``ready`` (wait until the successors are ready).
     """
 
     def __init__(self, indexes: Iterable[int]) -> None:
         indexes = sorted(indexes)
         half = len(indexes) // 2
         self.groups = [group for group in (indexes[:half], indexes[half:]) if group]
-        self.phase = 'stop'
-        self.held: set[int] = set()
+        self.phase = 'prepare'
 
     def describe(self) -> str:
         return ' then '.join('slots ' + ','.join(map(str, group)) for group in self.groups)
 
-    def advance(self, running: set[int], ready: set[int], workers: int,
-                retire: Callable[[int], None]) -> bool:
-        """One step; True once every group has been restarted and is ready."""
-        group = [index for index in self.groups[0] if index < workers]
-        if self.phase == 'stop':
-            self.held.update(group)
-            for index in group:
-                if index in running:
-                    retire(index)
-            self.phase = 'exit'
-        elif self.phase == 'exit' and not running & set(group):
-            self.held.difference_update(group)
+    def advance(self, prepared: set[int], ready: set[int], workers: int,
+                prepare: Callable[[int], None], hand_over: Callable[[int], None]) -> bool:
+        """One step; True once every group has been replaced and is ready."""
+        group = {index for index in self.groups[0] if index < workers}
+        if self.phase == 'prepare':
+            for index in sorted(group):
+                prepare(index)
+            self.phase = 'handover'
+        elif self.phase == 'handover' and group <= prepared:
+            for index in sorted(group):
+                hand_over(index)
             self.phase = 'ready'
-        elif self.phase == 'ready' and set(group) <= ready:
+        elif self.phase == 'ready' and group <= ready:
             self.groups.pop(0)
-            self.phase = 'stop'
+            self.phase = 'prepare'
         return not self.groups

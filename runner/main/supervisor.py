@@ -34,7 +34,8 @@ SIGNALS = {signal.SIGTERM: 'term', signal.SIGINT: 'int', signal.SIGQUIT: 'quit',
            signal.SIGUSR1: 'usr1', signal.SIGHUP: 'hup', signal.SIGTTIN: 'ttin',
            signal.SIGTTOU: 'ttou', signal.SIGCHLD: 'chld'}
 #: Signals a slot ignores: the main process handles them for it.
-SLOT_IGNORES = (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU)
+SLOT_IGNORES = (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN,
+                signal.SIGTTOU)
 #: Exit codes of a slot that no restart can fix: bad usage, busy directory or port, bad app.
 FATAL_CODES = {EX_USAGE, EX_CANTCREAT, EX_CONFIG}
 #: A slot that dies this many times in a row before it runs is given up on.
@@ -46,8 +47,9 @@ STABLE_AFTER = 60.0
 ESCALATION_GRACE = 5.0
 TICK = 0.5
 
-#: ``slot_main(index, report_fd, main_pid)`` runs a slot in the forked child.
-SlotMain = Callable[[int, int, int], int]
+#: ``slot_main(index, report_fd, main_pid, successor)`` runs a slot in the forked child;
+#: a successor prepares, then waits for the data directory of the slot it replaces.
+SlotMain = Callable[[int, int, int, bool], int]
 
 
 class Reload(NamedTuple):
@@ -146,6 +148,8 @@ class Supervisor:
         self._signals = platform.SignalQueue()
         self._notifier = Notifier()
         self.slots: dict[int, SlotProcess] = {}
+        #: Slots started to replace a running one in a rolling restart, by index.
+        self.successors: dict[int, SlotProcess] = {}
         self._records: dict[int, SlotRecord] = {}
         self._check: PendingCheck | None = None
         self._restart: RollingRestart | None = None
@@ -181,7 +185,7 @@ class Supervisor:
         self._signals.install(SIGNALS)
         log.info('main process of %s started with %s', self.name, plural(self.workers, 'slot'))
         try:
-            while not (self._stopping and not self.slots):
+            while not (self._stopping and not self._processes()):
                 self._handle_signals()
                 self._reap()
                 self._advance_restart()
@@ -202,7 +206,7 @@ class Supervisor:
     # -- sleeping and signals ---------------------------------------------
 
     def _sleep(self, wakeup_fd: int) -> None:
-        readers = {slot.reader.fd: slot for slot in self.slots.values() if not slot.reader.closed}
+        readers = {slot.reader.fd: slot for slot in self._processes() if not slot.reader.closed}
         check = [self._check.call.fd] if self._check else []
         try:
             ready, _, _ = select.select([wakeup_fd, *readers, *check], [], [], TICK)
@@ -277,18 +281,16 @@ class Supervisor:
         if self._stopping:
             return
         now = time.monotonic()
-        held = self._restart.held if self._restart else set()
         for index in range(self.workers):
             record = self._record(index)
-            if (index not in self.slots and index not in held and not record.failed
-                    and now >= record.retry_at):
+            if index not in self.slots and not record.failed and now >= record.retry_at:
                 self._spawn(index)
 
-    def _spawn(self, index: int) -> None:
+    def _spawn(self, index: int, successor: bool = False) -> None:
         main_end, slot_end = channel()
         close = [main_end.fileno(), *self._fds_to_close()]
         process = self._context.Process(target=self._run_slot,
-                                        args=(index, slot_end.fileno(), close),
+                                        args=(index, slot_end.fileno(), close, successor),
                                         name=f'slot-{index}')
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
@@ -297,15 +299,23 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             slot_end.close()
         reader = ReportReader(main_end, f'slot {index} (pid {process.pid})')
-        self.slots[index] = SlotProcess(index, process, reader)
-        log.info('slot %d started (pid %d)', index, process.pid)
+        if successor:
+            self.successors[index] = SlotProcess(index, process, reader)
+            log.info('slot %d: successor started (pid %d)', index, process.pid)
+        else:
+            self.slots[index] = SlotProcess(index, process, reader)
+            log.info('slot %d started (pid %d)', index, process.pid)
 
     def _fds_to_close(self) -> list[int]:
         """What a forked child must not keep: the pidfile lock, the wakeup pipe, the
         report sockets of the slots."""
-        return [*self._close_in_children, *(slot.reader.fd for slot in self.slots.values())]
+        return [*self._close_in_children, *(slot.reader.fd for slot in self._processes())]
 
-    def _run_slot(self, index: int, report_fd: int, close: list[int]) -> None:
+    def _processes(self) -> list[SlotProcess]:
+        """Every slot process: the slots, and their successors in a rolling restart."""
+        return [*self.slots.values(), *self.successors.values()]
+
+    def _run_slot(self, index: int, report_fd: int, close: list[int], successor: bool) -> None:
         """The child side of the fork: shed the parent's state, then run the slot."""
         for fd in close:
             try:
@@ -313,7 +323,7 @@ class Supervisor:
             except OSError:
                 pass
         platform.reset_signals(ignore=SLOT_IGNORES)
-        os._exit(self._slot_main(index, report_fd, self._main_pid))
+        os._exit(self._slot_main(index, report_fd, self._main_pid, successor))
 
     def _read_reports(self, slot: SlotProcess) -> None:
         for report in slot.reader.read():
@@ -329,28 +339,49 @@ class Supervisor:
                 slot.was_ready = True
                 self._record(slot.index).exit_code = None
 
-    def _retire(self, index: int) -> None:
-        """Stop one slot warm (TTOU, a rolling restart); KILL it if it does not stop."""
+    def _retire(self, index: int, signum: signal.Signals = signal.SIGTERM) -> None:
+        """Stop one slot warm: for good with TERM (TTOU), for its successor with USR2 (a
+        rolling restart: it stays in the group); KILL it if it does not stop."""
         slot = self.slots.get(index)
         if slot and not slot.retiring:
             slot.retiring = True
             slot.stop_by = (time.monotonic() + slot.report.get('graceful_timeout', 30.0)
                             + ESCALATION_GRACE)
-            platform.kill_quietly(slot.pid, signal.SIGTERM)
+            platform.kill_quietly(slot.pid, signum)
 
     def _reap(self) -> None:
-        for slot in list(self.slots.values()):
+        for slot in self._processes():
             code = slot.process.exitcode
             if code is not None:
                 self._read_reports(slot)
-                self._slot_exited(slot, code)
+                if self.successors.get(slot.index) is slot:
+                    self._successor_exited(slot, code)
+                else:
+                    self._slot_exited(slot, code)
 
-    def _slot_exited(self, slot: SlotProcess, code: int) -> None:
-        del self.slots[slot.index]
+    def _successor_exited(self, slot: SlotProcess, code: int) -> None:
+        """A successor died before it took over: the restart stops, the old slot goes on."""
+        del self.successors[slot.index]
+        self._forget(slot)
+        reason = slot.error['error'] if slot.error else _how(code)
+        if self._restart:
+            self._finish_restart(f'rolling restart stopped: the new slot {slot.index} could '
+                                 f'not start: {reason}')
+
+    def _forget(self, slot: SlotProcess) -> None:
         slot.reader.close()
         platform.kill_group(slot.pid)
         self._kill_leftovers()
-        how = f'was killed by signal {-code}' if code < 0 else f'exited with code {code}'
+
+    def _slot_exited(self, slot: SlotProcess, code: int) -> None:
+        del self.slots[slot.index]
+        self._forget(slot)
+        how = _how(code)
+        if slot.index in self.successors:
+            successor = self.slots[slot.index] = self.successors.pop(slot.index)
+            log.info('slot %d (pid %d) %s; its successor (pid %d) takes over', slot.index,
+                     slot.pid, how, successor.pid)
+            return
         if self._stopping or slot.retiring:
             log.info('slot %d (pid %d) %s', slot.index, slot.pid, how)
             return
@@ -361,6 +392,9 @@ class Supervisor:
         record.exit_code, record.reason = code, reason
         if slot.ran and code not in FATAL_CODES:
             self._schedule_respawn(slot, reason)
+            return
+        if slot.ran:                    # it ran, and stopped for a reason no restart fixes
+            self._give_up_on(slot.index, f'stopped: {reason}')
             return
         record.boot_failures += 1
         if not self._was_ready:
@@ -410,7 +444,7 @@ class Supervisor:
         Slots are subreapers, so such a child is something a slot (or the check) left
         behind when it exited: see the fork rules in :mod:`runner.platform`.
         """
-        own = {slot.pid for slot in self.slots.values()}
+        own = {slot.pid for slot in self._processes()}
         if self._check:
             own.add(self._check.call.pid)
         found = platform.children(self._main_pid)
@@ -461,11 +495,32 @@ class Supervisor:
             self._finish_restart('rolling restart refused, slots keep running: the app check '
                                  f'did not finish within {self._check_timeout:g}s')
         if self._restart:
-            ready = {index for index, slot in self.slots.items() if slot.ready}
-            if self._restart.advance(set(self.slots), ready, self.workers, self._retire):
-                self._finish_restart()
+            self._advance_replacements()
         elif not self._check and self._restart_requests > self._requests_served:
             self._begin_restart()
+
+    def _advance_replacements(self) -> None:
+        """One step of the rolling restart; a successor that is not prepared in time is
+        given up on (it hangs importing the app, or cannot reach the broker)."""
+        now = time.monotonic()
+        for successor in list(self.successors.values()):
+            if (successor.report['phase'] == 'starting' and successor.started + 2 *
+                    self._check_timeout < now and not successor.killed):
+                successor.killed = 'not prepared in time'
+                platform.kill_quietly(successor.pid)
+        prepared = {index for index, successor in self.successors.items()
+                    if successor.report['phase'] in ('prepared', 'running')}
+        prepared |= {index for index in range(self.workers)
+                     if index not in self.slots and index not in self.successors}
+        ready = {index for index, slot in self.slots.items() if slot.ready}
+        if self._restart.advance(prepared, ready, self.workers, self._prepare_successor,
+                                 lambda index: self._retire(index, signal.SIGUSR2)):
+            self._finish_restart()
+
+    def _prepare_successor(self, index: int) -> None:
+        """A new slot beside slot ``index``; a slot not running now is started as usual."""
+        if index in self.slots and index not in self.successors:
+            self._spawn(index, successor=True)
 
     def _begin_restart(self) -> None:
         """Re-read the configuration and start the app check; the slots are restarted
@@ -532,7 +587,7 @@ class Supervisor:
         self._kill_at = time.monotonic() + (grace if mode == 'warm' else 0) + ESCALATION_GRACE
 
     def _escalate_stop(self) -> None:
-        if not self._stopping or not self.slots or time.monotonic() < self._kill_at:
+        if not self._stopping or not self._processes() or time.monotonic() < self._kill_at:
             return
         if self._stopping == 'warm':
             log.warning('slots did not stop within the graceful timeout; stopping them cold')
@@ -543,7 +598,7 @@ class Supervisor:
             self._signal_all(signal.SIGKILL)
 
     def _signal_all(self, signum: signal.Signals) -> None:
-        for slot in self.slots.values():
+        for slot in self._processes():
             platform.kill_quietly(slot.pid, signum)
 
     # -- publishing -------------------------------------------------------
@@ -569,21 +624,20 @@ class Supervisor:
 
     def _rows(self) -> list[dict[str, Any]]:
         """One status row per slot number, running or not."""
-        held = self._restart.held if self._restart else set()
         rows = []
         for index in range(max([self.workers, *(i + 1 for i in self.slots)])):
             if index in self.slots:
                 rows.append(self.slots[index].row())
             else:
-                rows.append(self._idle_row(index, index in held))
+                rows.append(self._idle_row(index))
         return rows
 
-    def _idle_row(self, index: int, held: bool) -> dict[str, Any]:
+    def _idle_row(self, index: int) -> dict[str, Any]:
         """The row of a slot number that has no process now."""
         record = self._record(index)
         if record.failed:
             state = 'failed'
-        elif held or self._stopping:
+        elif self._stopping:
             state = 'stopped'
         elif record.exit_code is not None:
             state = 'backoff'
@@ -645,6 +699,10 @@ class Supervisor:
 
 def _ignored(name: str, why: str) -> None:
     log.warning('%s ignored: %s', name, why)
+
+
+def _how(code: int) -> str:
+    return f'was killed by signal {-code}' if code < 0 else f'exited with code {code}'
 
 
 def _drain(fd: int) -> None:

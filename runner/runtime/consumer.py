@@ -29,12 +29,14 @@ import time
 from collections.abc import Callable, Iterable
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import FencedInstanceIdError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ..config import Settings
+from ..errors import EX_CANTCREAT
+from ..kafka.admin import leave_group
 from ..kafka.assignor import RunnerAssignor
-from ..kafka.fixes import io_sleep
+from ..kafka.fixes import io_sleep, request_rebalance
 from ..kafka.producer import Producer, SendFailed
 from ..logs import plural
 from ..state.checkpoint import Checkpoint
@@ -53,6 +55,12 @@ COMMIT_TIMEOUT = 30.0
 COLD_STOP_TIMEOUT = 0.3
 #: How often a waiting rebalance listener looks again.
 LISTENER_TICK = 0.005
+#: How old the consumer's view of its topics may grow: a group leader notices a topic's
+#: new partitions (and rebalances) within this long.
+METADATA_MAX_AGE_MS = 10000
+#: A member hears of a rebalance at its next heartbeat to the group coordinator: at
+#: most this long after another member joins or leaves (or a third of the session).
+GROUP_HEARTBEAT_MS = 1000
 
 
 class ConsumerLoop:
@@ -60,10 +68,12 @@ class ConsumerLoop:
 
     def __init__(self, settings: Settings, group_id: str, client_id: str,
                  dispatcher: Dispatcher, tasks: Tasks, slot: SlotContext, status: SlotStatus,
-                 on_failure: Callable[..., None], assignor: RunnerAssignor) -> None:
+                 on_failure: Callable[..., None], assignor: RunnerAssignor,
+                 instance_id: str | None) -> None:
         self._settings = settings
         self._group_id = group_id
         self._client_id = client_id
+        self._instance_id = instance_id
         self._dispatcher = dispatcher
         self._tasks = tasks
         self._slot = slot
@@ -75,23 +85,32 @@ class ConsumerLoop:
         self._consumer: KafkaConsumer | None = None
         self._checkpoint: Checkpoint | None = None
         self._next_checkpoint = 0.0
-        self._generation = -1
+        self._rebalance = Rebalance(-1)
+        self._warmups_asked = -1          # the generation a warm-up rebalance was asked in
         self._committed: dict[TopicPartition, int] = {}
+        #: Where partitions revoked in this rebalance restart if it gives them straight
+        #: back (kafka-python keeps a position across an eager rebalance): their last
+        #: commit.  A later assignment starts from the committed offsets anyway, which
+        #: may be newer; so this is forgotten once the rebalance has completed.
         self._rewind: dict[TopicPartition, int] = {}
         self._paused: frozenset[TopicPartition] = frozenset()   # as last seen, for the web
         self._stop_mode: str | None = None       # None, 'warm' or 'cold'
         self._stop_deadline = 0.0
+        self._leave = False
         self.thread = threading.Thread(target=self._run, name='consumer', daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
-    def stop(self, drain: bool, deadline: float) -> None:
-        """Ask the loop to finish: ``drain`` waits (until ``deadline``) for queued records."""
+    def stop(self, drain: bool, deadline: float, leave: bool) -> None:
+        """Ask the loop to finish: ``drain`` waits (until ``deadline``) for queued records;
+        ``leave`` takes this member out of its group (a stop for good), where a static
+        member would otherwise keep its partitions for its session timeout."""
         if self._stop_mode == 'cold':
             return
         self._stop_mode = 'warm' if drain else 'cold'
         self._stop_deadline = deadline
+        self._leave = leave
 
     def offsets(self) -> dict[str, object]:
         """Processed and committed offsets (next offset to read) for the web server."""
@@ -99,6 +118,7 @@ class ConsumerLoop:
             return {f'{tp.topic}:{tp.partition}': offset for tp, offset in sorted(offsets.items())}
         return {'processed': named(self._dispatcher.processed()),
                 'committed': named(dict(self._committed)),
+                'rebalances': self._rebalance.count,
                 'paused': sorted(f'{tp.topic}:{tp.partition}' for tp in self._paused),
                 'queued': named(self._dispatcher.backlog())}
 
@@ -114,6 +134,11 @@ class ConsumerLoop:
             self._finish()
         except SendFailed as exc:
             self._on_failure(str(exc))
+        except FencedInstanceIdError:
+            self._on_failure(f'another member joined group {self._group_id} as this slot '
+                             f'({self._instance_id}): a copy of its data directory runs '
+                             'elsewhere? this slot stops rather than commit in its place',
+                             EX_CANTCREAT)
         except Exception as exc:
             log.exception('consumer loop failed')
             self._on_failure(f'consumer loop failed: {exc}')
@@ -128,7 +153,9 @@ class ConsumerLoop:
             enable_auto_commit=False,
             auto_offset_reset='earliest',
             session_timeout_ms=session_ms,
-            heartbeat_interval_ms=max(session_ms // 3, 100),
+            heartbeat_interval_ms=max(min(session_ms // 3, GROUP_HEARTBEAT_MS), 100),
+            group_instance_id=self._instance_id,
+            metadata_max_age_ms=METADATA_MAX_AGE_MS,
             partition_assignment_strategy=[self._assignor],
             bootstrap_timeout_ms=int(settings.broker_timeout * 1000),
         )
@@ -138,9 +165,12 @@ class ConsumerLoop:
             self._dispatcher.dispatch(tp, records)
         self._activate_recovered()
         assignment = frozenset(self._consumer.assignment())
+        if self._assignor.generation != self._rebalance.generation:
+            self._rebalanced(assignment)
         self._publish_membership(assignment)
         self._apply_backpressure(assignment)
         self._advance_checkpoint()
+        self._ask_for_warm_tasks()
 
     def _activate_recovered(self) -> None:
         """Give recovered table partitions to their tasks; hand out tasks that are ready."""
@@ -156,6 +186,34 @@ class ConsumerLoop:
             self._slot.active[key] = partition
             if task.ready:
                 self._dispatcher.unhold(task.queues)
+
+    def _rebalanced(self, assignment: frozenset[TopicPartition]) -> None:
+        """A rebalance completed: standbys and owners as assigned, and one line in the log."""
+        done, self._rebalance = self._rebalance, self._rebalance.next(self._assignor.generation)
+        self._rewind.clear()
+        if self._state is not None:
+            self._state.follow(self._assignor.standbys)
+        self._status.owners = dict(self._assignor.owners)
+        log.info('rebalance %s', done.describe(self._assignor.generation, assignment,
+                                                 self._assignor.warmups))
+        self._status.unassigned = _unassigned(self._assignor.broken)
+        if self._status.unassigned:
+            log.error('%s', self._status.unassigned)
+
+    def _ask_for_warm_tasks(self) -> None:
+        """Once this slot has warmed up a task it is to take over, ask for the rebalance
+        that hands it over (once per generation)."""
+        warmups = self._assignor.warmups
+        if not warmups or self._warmups_asked == self._assignor.generation:
+            return
+        ready = self._slot.caught_up(self._settings.acceptable_lag)
+        warm = [task for task in warmups
+                if {(changelog, task[1]) for changelog, count in self._slot.layout.changelogs(
+                ).items() if count == task[0]} <= ready]
+        if warm:
+            self._warmups_asked = self._assignor.generation
+            log.info('caught up on %d task(s) to take over; asking for a rebalance', len(warm))
+            request_rebalance(self._consumer)
 
     def _publish_membership(self, assignment: frozenset[TopicPartition]) -> None:
         meta = self._consumer.group_metadata()
@@ -210,19 +268,21 @@ class ConsumerLoop:
                 try:
                     self._consumer.commit(_commit_request(value),
                                           timeout_ms=int(COMMIT_TIMEOUT * 1000))
+                except FencedInstanceIdError:
+                    raise
                 except KafkaError as exc:
                     log.warning('offset commit failed, will retry: %s', exc)
                 else:
                     self._record_commit(checkpoint, value)
 
     def _still_member(self) -> bool:
-        """Whether this member still has the generation its tasks were assigned in (an
+        """Whether this member is still in the generation of its last assignment (an
         expelled member must not write to changelogs that now belong to others)."""
         generation = self._consumer.group_metadata().generation_id
-        if generation != self._generation:
-            log.warning('checkpoint skipped: this member has generation %d, its tasks were '
-                        'assigned in %d', generation, self._generation)
-        return generation == self._generation
+        if generation != self._assignor.generation:
+            log.warning('checkpoint skipped: this member is in generation %d, its last '
+                        'assignment was for %d', generation, self._assignor.generation)
+        return generation == self._assignor.generation
 
     def _record_commit(self, checkpoint: Checkpoint, offsets: dict[TopicPartition, int]) -> None:
         checkpoint.committed()
@@ -242,12 +302,16 @@ class ConsumerLoop:
             self._status.beat()
         timeout = COLD_STOP_TIMEOUT if self._stop_mode == 'cold' else self._settings.revoke_timeout
         self._consumer.close(autocommit=False, timeout_ms=int(timeout * 1000))
+        if self._leave and self._instance_id:
+            leave_group(self._settings.bootstrap_servers(), max(timeout, 1.0), self._client_id,
+                        self._group_id, self._instance_id)
 
     # -- rebalancing (kafka-python's IO thread) --------------------------------
 
     async def _revoke(self, tps: Iterable[TopicPartition], lost: bool) -> None:
         """Fence the partitions, take the last cut of their tasks, commit, retire them."""
         self._status.group_state = '<rebalancing>'
+        began = time.monotonic()
         tps = set(tps)
         self._dispatcher.revoke(tps)
         tasks = self._tasks.revoke(tps)
@@ -263,6 +327,7 @@ class ConsumerLoop:
                 self._rewind.update(task.restart_offsets())
         for task in tasks:
             self._retire(task)
+        self._rebalance.revoked(tps, time.monotonic() - began)
 
     async def _last_checkpoint(self, checkpoint: Checkpoint, tasks: list[Task]) -> None:
         """The final cut of revoked tasks, committed; tasks still busy are abandoned."""
@@ -343,20 +408,15 @@ class ConsumerLoop:
         """New tasks: their queues (held while tables recover) and a rewind to the last
         commit for partitions this slot had before."""
         tps = set(tps)
-        self._generation = self._consumer.group_metadata().generation_id
         for tp in tps & self._rewind.keys():
             self._consumer.seek(tp, self._rewind[tp])
-        self._rewind.clear()
         tasks = self._tasks.assign(tps)
         for task in tasks:
             for tp in task.sources:
                 task.queues += self._dispatcher.assign(tp, task, held=not task.ready)
         if self._state is not None:
             self._state.recover([key for task in tasks for key in task.keys])
-            self._state.follow(self._assignor.standbys)
-        self._status.owners = dict(self._assignor.owners)
-        log.info('assigned %s', ', '.join(f'{tp.topic}:{tp.partition}' for tp in sorted(tps))
-                 or 'no partitions')
+        self._rebalance.assigned(tps)
 
 
 class _Listener(AsyncConsumerRebalanceListener):
@@ -371,6 +431,50 @@ class _Listener(AsyncConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._loop._assign(assigned)
+
+
+class Rebalance:
+    """What one rebalance did to this member, for its line in the log."""
+
+    def __init__(self, generation: int, count: int = 0) -> None:
+        self.generation = generation
+        #: Rebalances this member went through before this one.
+        self.count = count
+        self._revoked: set[TopicPartition] = set()
+        self._assigned: set[TopicPartition] = set()
+        self._handover = 0.0
+
+    def next(self, generation: int) -> 'Rebalance':
+        return Rebalance(generation, self.count + 1)
+
+    def revoked(self, tps: set[TopicPartition], seconds: float) -> None:
+        self._revoked |= tps
+        self._handover += seconds
+
+    def assigned(self, tps: set[TopicPartition]) -> None:
+        self._assigned |= tps
+
+    def describe(self, generation: int, assignment: frozenset[TopicPartition],
+                 warmups: set) -> str:
+        handed = f' (handed over in {self._handover:.2f}s)' if self._revoked else ''
+        kept = len(assignment - self._assigned)
+        warm = f', warming up {len(warmups)} task(s) to take over' if warmups else ''
+        return (f'to generation {generation}: revoked {_partitions(self._revoked)}{handed}, '
+                f'assigned {_partitions(self._assigned)}, kept {kept} partition(s){warm}')
+
+
+def _unassigned(broken: dict[str, tuple[int, int]]) -> str | None:
+    """Why topics whose partition count changed are left unprocessed, or None."""
+    if not broken:
+        return None
+    topics = '; '.join(f'topic {topic!r} has {now} partitions, its tables {need}'
+                       for topic, (now, need) in sorted(broken.items()))
+    return (f'not processing: {topics}: its keys are no longer where their table state is '
+            '(see "Changing partition counts" in the README)')
+
+
+def _partitions(tps: set[TopicPartition]) -> str:
+    return ', '.join(f'{tp.topic}:{tp.partition}' for tp in sorted(tps)) or 'none'
 
 
 def _commit_request(offsets: dict[TopicPartition, int]) -> dict[TopicPartition, OffsetAndMetadata]:

@@ -44,6 +44,14 @@ class SlotContext:
         self.check_declared(table)
         return table.changelog.name, self.layout.partition_of(table, key)
 
+    def caught_up(self, acceptable_lag: int) -> set[Key]:
+        """Changelog partitions this slot holds at most ``acceptable_lag`` records behind
+        their end: those it owns, and the standby copies close enough."""
+        held = set(self.active)
+        if self.state is not None:
+            held |= self.state.reader.caught_up(acceptable_lag)
+        return held
+
     def check_declared(self, table: Table) -> None:
         """Refuse a table that is not the app's own (such as a plain table made windowed)."""
         if self.layout.app.tables.get(table.name) is not table:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
+from kafka.coordinator.assignors.abstract import RebalanceProtocol
 from kafka.errors import KafkaError
 
 from .. import logs, platform
@@ -40,7 +41,10 @@ from .web import WebServer, advertised, status_routes
 log = logging.getLogger(__name__)
 
 #: Signals a slot handles; the main process owns INT (slots ignore it) and relays the rest.
-SLOT_SIGNALS = {signal.SIGTERM: 'warm', signal.SIGQUIT: 'cold', signal.SIGUSR1: 'dump'}
+#: TERM stops a slot for good (it leaves its group); USR2 stops it to be replaced by a
+#: slot with the same data directory (it stays in the group, which so does not rebalance).
+SLOT_SIGNALS = {signal.SIGTERM: 'warm', signal.SIGQUIT: 'cold', signal.SIGUSR1: 'dump',
+                signal.SIGUSR2: 'handover'}
 #: A cold stop and the last steps of any stop get this long.
 COLD_GRACE = 1.0
 #: Seconds between reports to the main process.
@@ -62,8 +66,10 @@ class Slot:
     """Runs an App's agents in this process until a signal or a failure stops it."""
 
     def __init__(self, app: App, settings: Settings, index: int = 0,
-                 report: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 report: Callable[[dict[str, Any]], None] | None = None,
+                 successor: bool = False) -> None:
         self.app = app
+        self.successor = successor
         self.settings = settings
         self.index = index
         self.status = SlotStatus(app.name, index, settings.stall_timeout)
@@ -75,16 +81,27 @@ class Slot:
         self._web: WebServer | None = None
         self._web_address: str | None = None
         self._queries: TableQueries | None = None
+        self._layout: Layout | None = None
         self._producer: Producer | None = None
         self._state: StateManager | None = None
 
     def run(self) -> int:
-        """Work until stopped; returns the exit code.  Start-up errors raise RunnerError."""
+        """Work until stopped; returns the exit code.  Start-up errors raise RunnerError.
+
+        A successor prepares its topics while the slot it replaces still works, then
+        waits for that slot's data directory (and so for it to have stopped).
+        """
         self._events.install(SLOT_SIGNALS)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SLOT_SIGNALS)
         fixes.install()
         lock = platform.DirLock(self.datadir)
-        lock.acquire()
+        if self.successor:
+            self._layout = self._prepare_topics()
+            self.status.phase = 'prepared'
+            if not self._take_over(lock):
+                return EX_OK
+        else:
+            lock.acquire()
         try:
             web = self._web = WebServer(self.settings.web_host, self.settings.web_port)
             self._web_address = advertised(web.address, self.settings.web_advertise,
@@ -100,14 +117,26 @@ class Slot:
         finally:
             lock.release()
 
+    def _take_over(self, lock: platform.DirLock) -> bool:
+        """Wait for the data directory of the slot this one replaces, reporting meanwhile;
+        False if asked to stop first."""
+        log.info('slot %d prepared; waiting for the slot it replaces to hand over', self.index)
+        while not lock.acquire(raise_if_held=False):
+            self._report()
+            event = self._events.get(timeout=REPORT_INTERVAL)
+            if event in ('warm', 'cold', 'handover'):
+                log.info('stopped before taking over')
+                return False
+        return True
+
     def _run_until_stopped(self) -> int:
         try:
-            self._start_threads(self._prepare_topics())
+            self._start_threads(self._layout or self._prepare_topics())
             self.status.phase = 'running'
             log.info('slot %d of %s running with data directory %s', self.index,
                      self.app.name, self.datadir)
-            mode, code = self._wait_for_stop()
-            self._stop(mode)
+            mode, code, leave = self._wait_for_stop()
+            self._stop(mode, leave)
         finally:
             self._close()
         return code
@@ -143,11 +172,17 @@ class Slot:
             inbox = Inbox()
             routes.setdefault(agent.topic.name, []).append(inbox)
             self._agents.append(AgentThreads(agent, inbox, slot_context, self._fail))
-        assignor = RunnerAssignor(self._web_address, settings.standby_replicas,
-                                  layout.changelogs())
+        identity = f'{self.app.name}-{platform.stable_identity(self.datadir)}'
+        protocol = (RebalanceProtocol.COOPERATIVE if settings.assignor == 'cooperative'
+                    else RebalanceProtocol.EAGER)
+        assignor = RunnerAssignor(self._web_address, identity, settings.standby_replicas,
+                                  protocol, lambda: slot_context.caught_up(settings.acceptable_lag),
+                                  counts=layout.sources(), changelogs=layout.changelogs(),
+                                  needs=layout.needs())
         self._consumer = ConsumerLoop(settings, self.app.name, self._client_id(),
-                                      Dispatcher(routes), Tasks(layout.topics, layout.tables_of),
-                                      slot_context, self.status, self._fail, assignor)
+                                      Dispatcher(routes), Tasks(assignor.counts, layout.tables_of),
+                                      slot_context, self.status, self._fail, assignor,
+                                      identity if settings.static_membership else None)
         self.status.offsets = self._consumer.offsets
         self.status.threads.append(self._consumer.thread)
         self._queries.open(slot_context)
@@ -175,8 +210,10 @@ class Slot:
     def _fail(self, reason: str, code: int = EX_SOFTWARE) -> None:
         self._events.put(Failure(reason, code))
 
-    def _wait_for_stop(self) -> tuple[str, int]:
-        """Handle events until one asks to stop; returns the stop mode and the exit code."""
+    def _wait_for_stop(self) -> tuple[str, int, bool]:
+        """Handle events until one asks to stop; returns the stop mode, the exit code and
+        whether to leave the group (a stop for good; not a failure, which a restart under
+        the same identity follows, nor a handover)."""
         next_cleanup = time.monotonic() + CLEANUP_EVERY
         cleanup: threading.Thread | None = None
         while True:
@@ -192,28 +229,31 @@ class Slot:
             event = self._events.get(timeout=REPORT_INTERVAL)
             if event is None:
                 if not self._consumer.thread.is_alive():
-                    return 'cold', self._failed('the consumer thread stopped')
+                    return 'cold', self._failed('the consumer thread stopped'), False
             elif event == 'dump':
                 platform.dump_stacks(f'slot {self.index}')
             elif isinstance(event, Failure):
-                return 'cold', self._failed(event, event.code)
+                return 'cold', self._failed(event, event.code), False
+            elif event == 'handover':
+                log.info('warm shutdown requested, for a replacement')
+                return 'warm', EX_OK, False
             else:
-                mode = 'cold' if event == 'cold' else 'warm'
-                log.info('%s shutdown requested', mode)
-                return mode, EX_OK
+                log.info('%s shutdown requested', event)
+                return event, EX_OK, True
 
     def _failed(self, reason: str, code: int = EX_SOFTWARE) -> int:
         self.status.failure = reason
         log.error('slot %d is stopping: %s', self.index, reason)
         return code
 
-    def _stop(self, mode: str) -> None:
-        """Stop fetching, let agents finish (warm) or abandon (cold), checkpoint, leave."""
+    def _stop(self, mode: str, leave: bool) -> None:
+        """Stop fetching, let agents finish (warm) or abandon (cold), checkpoint, and
+        leave the group if ``leave``."""
         self.status.phase = 'stopping'
         logs.stopping()
         drain = mode == 'warm'
         deadline = time.monotonic() + (self.settings.graceful_timeout if drain else COLD_GRACE)
-        self._stop_workers(drain, deadline)
+        self._stop_workers(drain, deadline, leave)
         while self._consumer.thread.is_alive():
             self._report()
             event = self._events.get(timeout=0.05)
@@ -222,7 +262,7 @@ class Slot:
             elif drain and (event == 'cold' or isinstance(event, Failure)):
                 log.warning('escalating to a cold shutdown')
                 drain, deadline = False, time.monotonic() + COLD_GRACE
-                self._stop_workers(drain, deadline)
+                self._stop_workers(drain, deadline, leave)
             if time.monotonic() > deadline + COLD_GRACE:
                 log.error('the consumer did not stop in time; exiting anyway')
                 break
@@ -257,10 +297,10 @@ class Slot:
             'assignment': sorted(f'{tp.topic}:{tp.partition}' for tp in self.status.assignment),
         })
 
-    def _stop_workers(self, drain: bool, deadline: float) -> None:
+    def _stop_workers(self, drain: bool, deadline: float, leave: bool) -> None:
         for agent_threads in self._agents:
             agent_threads.stop(drain)
-        self._consumer.stop(drain, deadline)
+        self._consumer.stop(drain, deadline, leave)
 
 
 def slot_dir(datadir: str, index: int) -> Path:
@@ -268,11 +308,13 @@ def slot_dir(datadir: str, index: int) -> Path:
     return Path(datadir) / f'slot-{index}'
 
 
-def boot(options: Options, index: int, report_fd: int, main_pid: int) -> int:
+def boot(options: Options, index: int, report_fd: int, main_pid: int,
+         successor: bool = False) -> int:
     """Run slot ``index`` in a child just forked by the main process; returns its exit code.
 
     The app is imported here, after the fork, so a restarted slot runs the code
     deployed now.  Errors are reported to the main process, which speaks for them.
+    A ``successor`` replaces a running slot (see :mod:`runner.main.rolling`).
     """
     platform.die_with_parent(main_pid)
     platform.mark_slot()
@@ -283,7 +325,7 @@ def boot(options: Options, index: int, report_fd: int, main_pid: int) -> int:
         settings = options.settings_for(app.settings, index)
         logs.setup(settings.loglevel, settings.logfile, f'slot {index}')
         platform.set_title(f'runner: slot {index} {app.name}')
-        return Slot(app, settings, index, reporter.send).run()
+        return Slot(app, settings, index, reporter.send, successor).run()
     except RunnerError as exc:
         log.debug('slot %d could not start: %s', index, exc)
         reporter.send({'error': str(exc), 'code': exc.exit_code})

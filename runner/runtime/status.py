@@ -32,6 +32,9 @@ class SlotStatus:
         self.recovery: Callable[[], tuple[list[str], int | None]] = lambda: ([], 0)
         #: Changelog topic → web address of the owner of each partition (last rebalance).
         self.owners: dict[str, list[str | None]] = {}
+        #: Why the group left topics of this slot unassigned (their partition count changed
+        #: away from their tables'), or None.
+        self.unassigned: str | None = None
 
     def beat(self) -> None:
         """Called by the consumer loop on every round."""
@@ -56,6 +59,8 @@ class SlotStatus:
             return False, self.phase
         if self.group_state != MemberState.STABLE or self.generation < 0:
             return False, 'joining the consumer group' if self.generation < 0 else 'rebalancing'
+        if self.unassigned:
+            return False, self.unassigned
         recovering, remaining = self.recovery()
         if recovering:
             left = ('reading where their changelogs end' if remaining is None

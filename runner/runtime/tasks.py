@@ -113,7 +113,7 @@ class Tasks:
     """The slot's tasks by id, and the task of each assigned topic partition."""
 
     def __init__(self, counts: dict[str, int], tables_of: Callable[[int], list[Table]]) -> None:
-        self._counts = counts             # topic → partition count
+        self._counts = counts             # topic → partition count (the group's, kept current)
         self._tables_of = tables_of       # group → its tables
         self._tasks: dict[TaskId, Task] = {}
         self._by_source: dict[TopicPartition, Task] = {}

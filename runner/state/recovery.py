@@ -63,6 +63,7 @@ class ChangelogReader:
         self._stopping = False
         self._last_progress = time.monotonic()
         self._targets: dict[Key, tuple[int, int]] = {}    # key → (request, end to reach)
+        self._lags: dict[Key, int] = {}     # changelog records a replica is behind the end
         self.thread = threading.Thread(target=self._run, name='changelog', daemon=True)
 
     # -- commands (from other threads) --------------------------------------
@@ -95,6 +96,13 @@ class ChangelogReader:
             if replica is not None and replica.target is not None:
                 total += replica.remaining
         return total
+
+    def caught_up(self, acceptable_lag: int) -> set[Key]:
+        """Partitions read here that are at most ``acceptable_lag`` records behind their
+        changelog's end, as last seen (any thread)."""
+        lags = dict(self._lags)
+        return {key for key in list(self._replicas) if lags.get(key, acceptable_lag + 1)
+                <= acceptable_lag}
 
     def positions(self) -> dict[Key, int]:
         """Next changelog offset of every partition being read here (any thread)."""
@@ -198,6 +206,7 @@ class ChangelogReader:
             replica = self._replicas.get((tp.topic, tp.partition))
             if replica is not None:
                 self._apply(replica, records)
+        self._measure_lags()
         self._finish_caught_up()
         self._log_progress()
 
@@ -206,6 +215,12 @@ class ChangelogReader:
         replica.offset = records[-1].offset + 1
         replica.applied += len(records)
         replica.store.write(changes, replica.topic_id, replica.offset)
+
+    def _measure_lags(self) -> None:
+        for key, replica in self._replicas.items():
+            end = self._consumer.highwater(replica.tp)
+            if end is not None:
+                self._lags[key] = max(0, end - replica.offset)
 
     def _finish_caught_up(self) -> None:
         for key, replica in list(self._replicas.items()):

@@ -1,4 +1,4 @@
-"""The two kafka-python bugs runner/kafka/fixes.py works around, as scenarios.
+"""The kafka-python bugs runner/kafka/fixes.py works around, as scenarios.
 
 Run as ``python kafka_bugs.py SCENARIO BOOTSTRAP TOPIC [patched]``; prints one JSON
 line with what the consumer got.  A process of its own, so a scenario runs on a
@@ -11,6 +11,7 @@ import time
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewPartitions
+from kafka.errors import KafkaError
 
 POLLS = 40
 
@@ -70,10 +71,43 @@ def unfinished_join(bootstrap: str, topic: str) -> dict:
     return {'assigned': assigned}
 
 
+def fenced_member(bootstrap: str, topic: str) -> dict:
+    """Bug 3: a static member whose instance id another member took over goes on
+    polling records as if nothing happened."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics({topic: {'num_partitions': 1, 'replication_factor': 1}})
+    admin.close()
+
+    def member() -> KafkaConsumer:
+        return KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=topic,
+                             group_instance_id='same', enable_auto_commit=False,
+                             heartbeat_interval_ms=200, auto_offset_reset='earliest')
+    old = member()
+    while not old.assignment():
+        old.poll(timeout_ms=100)
+    new = member()
+    while not new.assignment():
+        new.poll(timeout_ms=100)
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for _ in range(10):
+        producer.send(topic, b'x')
+    producer.close(30)
+    got, raised, deadline = 0, None, time.monotonic() + 5
+    while time.monotonic() < deadline and raised is None:
+        try:
+            got += sum(map(len, old.poll(timeout_ms=100).values()))
+        except KafkaError as exc:
+            raised = type(exc).__name__
+    for consumer in (old, new):
+        consumer.close()
+    return {'raised': raised, 'records': got}
+
+
 if __name__ == '__main__':
     scenario, bootstrap, topic, *mode = sys.argv[1:]
     if mode == ['patched']:
         from runner.kafka import fixes
         fixes.install()
-    print(json.dumps({'parked': parked_partition, 'join': unfinished_join}[scenario](
+    print(json.dumps({'parked': parked_partition, 'join': unfinished_join,
+                      'fenced': fenced_member}[scenario](
         bootstrap, topic)))

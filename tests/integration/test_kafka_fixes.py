@@ -31,3 +31,10 @@ def test_a_join_interrupted_by_a_poll_timeout_is_finished(kafka_bootstrap, topic
     assert run('join', kafka_bootstrap, f'{topic_name}-patched', patched=True) == {
         'assigned': [0, 1]}
 
+
+
+def test_a_fenced_member_is_told_at_its_next_poll(kafka_bootstrap, topic_name):
+    assert run('fenced', kafka_bootstrap, f'{topic_name}-plain', patched=False) == {
+        'raised': None, 'records': 10}
+    assert run('fenced', kafka_bootstrap, f'{topic_name}-patched', patched=True) == {
+        'raised': 'FencedInstanceIdError', 'records': 0}

@@ -13,7 +13,8 @@ STUCK_APP = '''
 import collections, pathlib, threading, time
 import runner
 
-app = runner.App({app!r}, commit_interval=0.3, session_timeout=6, revoke_timeout=1.5)
+app = runner.App({app!r}, commit_interval=0.3, session_timeout=6, revoke_timeout=1.5,
+                 assignor='eager')     # every partition is revoked, the stuck one too
 words = app.topic({source!r}, partitions=4, value_serializer='str')
 counts = app.Table('counts', default=int)
 STUCK = pathlib.Path({stuck!r})

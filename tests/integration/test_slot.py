@@ -160,9 +160,10 @@ def test_ready_is_503_while_joining_and_health_stays_200(tmp_path, names, worker
     finally:
         os.kill(frozen, signal.SIGCONT)
     second.wait_ready()
-    state = second.state()
+    state = wait_for(lambda: (s := second.state())['assignment'] and s, 30,
+                     'the partition that moves to the newcomer (a cooperative second round)')
     assert state['app'] == names['app'] and state['slot'] == 0
-    assert state['group']['state'] == 'stable' and state['assignment']
+    assert state['group']['state'] == 'stable'
 
 
 def test_ready_is_503_until_the_broker_answers(tmp_path, names, workers):

@@ -55,3 +55,13 @@ def test_config_file_errors(tmp_path):
     listing.write_text('- a\n- b\n')
     with pytest.raises(ConfigError, match='mapping'):
         load_file(str(listing))
+
+
+def test_rebalancing_settings_are_checked():
+    checked = check_settings({'assignor': 'EAGER', 'static_membership': 'no',
+                              'acceptable_lag': '500'}, 'test')
+    assert checked == {'assignor': 'eager', 'static_membership': False, 'acceptable_lag': 500}
+    assert check_settings({'static_membership': True}, 'app') == {'static_membership': True}
+    for bad in ({'assignor': 'sticky'}, {'static_membership': 'maybe'}, {'acceptable_lag': -1}):
+        with pytest.raises(ConfigError):
+            check_settings(bad, 'test')

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 from harness import wait_for
 from kafka import TopicPartition
+from kafka.coordinator.assignors.abstract import RebalanceProtocol
 from kafka.future import Future
 
 import runner
@@ -149,10 +150,14 @@ class World:
         slot = SlotContext(layout, producer, self.state)
         self.inbox = Inbox()
         self.dispatcher = Dispatcher({'words': [self.inbox]})
+        self.assignor = RunnerAssignor(None, 'loop-0', 0, RebalanceProtocol.EAGER, set,
+                                       counts=layout.sources(), changelogs=layout.changelogs(),
+                                       needs=layout.needs())
+        self.assignor.generation = 1
         self.loop = ConsumerLoop(Settings(**settings), 'loop', 'loop-0', self.dispatcher,
-                                 Tasks(layout.topics, layout.tables_of), slot,
+                                 Tasks(self.assignor.counts, layout.tables_of), slot,
                                  SlotStatus('loop', 0, 150.0), self.failures.append,
-                                 RunnerAssignor(None, 0, layout.changelogs()))
+                                 self.assignor, None)
         self.consumer = self.loop._consumer = FakeConsumer(self.events)
         self.agents = AgentThreads(app.agents[0], self.inbox, slot, self.failures.append)
         self.agents.start()
@@ -230,6 +235,18 @@ def test_revocation_sends_changelogs_then_commits_then_stores(world):
     world.events.clear()
     world.assign(TP0, TP1)                     # the same partitions come back
     assert sorted(world.events) == [('seek', TP0, 3), ('seek', TP1, 1)]   # what was committed
+
+
+def test_a_partition_back_after_another_member_had_it_starts_from_the_group_commit(world):
+    world.assign(TP0, TP1)
+    world.feed(TP0, 'a')
+    world.processed({TP0: 1})
+    world.revoke(TP0)                           # cooperatively: TP0 moves to another member
+    world.assignor.generation = 2
+    world.loop._rebalanced(frozenset({TP1}))    # that rebalance completes without TP0
+    world.events.clear()
+    world.assign(TP0)                           # the other member left: TP0 comes back
+    assert world.events == []                   # kafka-python reads the group's commit
 
 
 def test_a_task_busy_past_the_revoke_timeout_is_abandoned_and_read_again_from_its_commit(

@@ -1,47 +1,53 @@
-"""Rolling restarts: one half of the slots at a time, each half ready before the next."""
+"""Rolling restarts: one half of the slots at a time, each slot replaced by a successor
+prepared beside it before it stops."""
 
 from runner.main.rolling import RollingRestart
 
 
-def drive(restart, running, ready, workers, retired):
-    return restart.advance(running, ready, workers, retired.append)
+class Steps:
+    """Records what a restart asks of the main process."""
+
+    def __init__(self):
+        self.done: list[tuple[str, int]] = []
+
+    def prepare(self, index):
+        self.done.append(('prepare', index))
+
+    def hand_over(self, index):
+        self.done.append(('hand over', index))
 
 
-def test_halves_are_stopped_restarted_and_waited_for_in_turn():
-    restart = RollingRestart(range(4))
+def test_halves_are_prepared_handed_over_and_waited_for_in_turn():
+    restart, steps = RollingRestart(range(4)), Steps()
     assert restart.groups == [[0, 1], [2, 3]]
-    retired: list[int] = []
-    running = {0, 1, 2, 3}
-    assert not drive(restart, running, running, 4, retired)
-    assert retired == [0, 1] and restart.held == {0, 1}      # not respawned meanwhile
-    assert not drive(restart, {0, 2, 3}, set(), 4, retired)  # slot 0 still exiting
-    assert not drive(restart, {2, 3}, set(), 4, retired)
-    assert restart.held == set()                             # may be started again
-    assert not drive(restart, {0, 1, 2, 3}, {2, 3}, 4, retired)   # not ready yet
-    assert not drive(restart, {0, 1, 2, 3}, {0, 1, 2, 3}, 4, retired)
-    assert not drive(restart, {0, 1, 2, 3}, {0, 1, 2, 3}, 4, retired)
-    assert retired == [0, 1, 2, 3]
-    assert not drive(restart, {0, 1}, set(), 4, retired)
-    assert drive(restart, {0, 1, 2, 3}, {0, 1, 2, 3}, 4, retired)     # done
+
+    def step(prepared=(), ready=(), workers=4):
+        return restart.advance(set(prepared), set(ready), workers, steps.prepare,
+                               steps.hand_over)
+    assert not step()
+    assert steps.done == [('prepare', 0), ('prepare', 1)]
+    assert not step(prepared={0})                     # slot 1's successor not yet prepared
+    assert not step(prepared={0, 1})
+    assert steps.done[2:] == [('hand over', 0), ('hand over', 1)]
+    assert not step(ready={2, 3})                      # the first group is not ready yet
+    assert not step(ready={0, 1, 2, 3})
+    assert not step()
+    assert steps.done[4:] == [('prepare', 2), ('prepare', 3)]
+    assert not step(prepared={2, 3})
+    assert step(ready={0, 1, 2, 3})
 
 
-def test_with_an_odd_count_the_first_group_is_the_smaller_half():
-    assert RollingRestart(range(3)).groups == [[0], [1, 2]]
+def test_an_odd_count_restarts_the_smaller_half_first():
     assert RollingRestart(range(5)).groups == [[0, 1], [2, 3, 4]]
-
-
-def test_a_single_slot_is_one_group():
-    restart = RollingRestart([0])
-    assert restart.groups == [[0]] and restart.describe() == 'slots 0'
+    assert RollingRestart([0]).groups == [[0]] and RollingRestart([0]).describe() == 'slots 0'
 
 
 def test_slots_removed_meanwhile_are_not_waited_for():
-    restart = RollingRestart(range(2))
-    retired: list[int] = []
-    drive(restart, {0, 1}, {0, 1}, 2, retired)
-    drive(restart, {1}, set(), 2, retired)
-    drive(restart, {0, 1}, {0, 1}, 2, retired)
-    assert not drive(restart, {0, 1}, {0, 1}, 1, retired)    # TTOU: slot 1 is gone
-    assert retired == [0] and restart.groups == [[1]]
-    assert not drive(restart, {0}, {0}, 1, retired)
-    assert drive(restart, {0}, {0}, 1, retired)
+    restart, steps = RollingRestart(range(2)), Steps()
+    restart.advance(set(), set(), 2, steps.prepare, steps.hand_over)
+    restart.advance({0}, set(), 2, steps.prepare, steps.hand_over)
+    restart.advance(set(), {0, 1}, 2, steps.prepare, steps.hand_over)
+    assert not restart.advance(set(), {0}, 1, steps.prepare, steps.hand_over)   # TTOU: 1 gone
+    assert not restart.advance(set(), {0}, 1, steps.prepare, steps.hand_over)
+    assert restart.advance(set(), {0}, 1, steps.prepare, steps.hand_over)
+    assert steps.done == [('prepare', 0), ('hand over', 0)]
