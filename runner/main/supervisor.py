@@ -363,7 +363,7 @@ class Supervisor:
         """A successor died before it took over: the restart stops, the old slot goes on."""
         del self.successors[slot.index]
         self._forget(slot)
-        reason = slot.error['error'] if slot.error else _how(code)
+        reason = slot.killed or (slot.error['error'] if slot.error else _how(code))
         if self._restart:
             self._finish_restart(f'rolling restart stopped: the new slot {slot.index} could '
                                  f'not start: {reason}')

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from kafka import AsyncConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import FencedInstanceIdError, KafkaError
+from kafka.errors import FencedInstanceIdError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
 from ..config import Settings
@@ -270,6 +270,8 @@ class ConsumerLoop:
                                           timeout_ms=int(COMMIT_TIMEOUT * 1000))
                 except FencedInstanceIdError:
                     raise
+                except RebalanceInProgressError:
+                    log.info('offset commit deferred: the group is rebalancing')
                 except KafkaError as exc:
                     log.warning('offset commit failed, will retry: %s', exc)
                 else:

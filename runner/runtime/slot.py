@@ -49,6 +49,8 @@ SLOT_SIGNALS = {signal.SIGTERM: 'warm', signal.SIGQUIT: 'cold', signal.SIGUSR1: 
 COLD_GRACE = 1.0
 #: Seconds between reports to the main process.
 REPORT_INTERVAL = 0.25
+#: How often a successor tries the data directory of the slot it replaces.
+TAKEOVER_POLL = 0.02
 #: Seconds between looks for local table state that is no longer used.
 CLEANUP_EVERY = 60.0
 
@@ -121,9 +123,12 @@ class Slot:
         """Wait for the data directory of the slot this one replaces, reporting meanwhile;
         False if asked to stop first."""
         log.info('slot %d prepared; waiting for the slot it replaces to hand over', self.index)
+        next_report = 0.0
         while not lock.acquire(raise_if_held=False):
-            self._report()
-            event = self._events.get(timeout=REPORT_INTERVAL)
+            if time.monotonic() >= next_report:
+                self._report()
+                next_report = time.monotonic() + REPORT_INTERVAL
+            event = self._events.get(timeout=TAKEOVER_POLL)
             if event in ('warm', 'cold', 'handover'):
                 log.info('stopped before taking over')
                 return False

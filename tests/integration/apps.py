@@ -3,7 +3,7 @@
 import json
 import random
 
-from harness import consume, write_app
+from harness import consume, wait_for, write_app
 
 FORWARD_APP = '''
 import pathlib, time
@@ -81,6 +81,19 @@ def counts_of(worker, words, slot=0, table='counts'):
         status, body = lookup(worker, word, slot, table)
         found[word] = body['value'] if status == 200 else 0
     return found
+
+
+def wait_for_counts(worker, truth, timeout=60, slot=0):
+    """Wait until the counts of ``truth``'s words equal it; on timeout, fail naming the
+    words that are off (more: processed twice, fewer: lost or not yet processed)."""
+    try:
+        wait_for(lambda: counts_of(worker, truth, slot) == truth, timeout,
+                 'every count to reach the truth')
+    except TimeoutError:
+        found = counts_of(worker, truth, slot)
+        off = {word: f'{found[word]} for {count}' for word, count in sorted(truth.items())
+               if found[word] != count}
+        raise AssertionError(f'{len(off)} of {len(truth)} counts are off: {off}') from None
 
 
 def alive(pid):
