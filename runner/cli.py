@@ -45,6 +45,8 @@ Options:
                              (default: 30).
   --graceful-timeout=SECONDS
                              A warm shutdown taking longer turns cold (default: 30).
+  --processing-guarantee=G   at_least_once (the default) or exactly_once: each
+                             commit one Kafka transaction (see the README).
   --pidfile=FILE             Keep the main process's pid in FILE, locked while it
                              runs; status, stop and restart find it there.
   --detach                   Run in the background (needs --pidfile and --logfile);
@@ -103,7 +105,8 @@ log = logging.getLogger('runner')
 SETTING_OPTIONS = {'broker': '--broker', 'datadir': '--datadir', 'web_host': '--web-host',
                    'web_port': '--web-port', 'web_advertise': '--web-advertise',
                    'loglevel': '--loglevel', 'logfile': '--logfile',
-                   'broker_timeout': '--broker-timeout', 'graceful_timeout': '--graceful-timeout'}
+                   'broker_timeout': '--broker-timeout', 'graceful_timeout': '--graceful-timeout',
+                   'processing_guarantee': '--processing-guarantee'}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

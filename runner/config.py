@@ -29,6 +29,11 @@ class Settings:
     ``acceptable_lag`` changelog records of the end (until then its old owner
     keeps it, and the newcomer warms a standby copy up).
 
+    ``processing_guarantee``: ``at_least_once`` (a crash processes the records
+    since the last commit again) or ``exactly_once`` (each commit is one Kafka
+    transaction of the outputs, changelog records and source offsets; its
+    ``commit_interval`` defaults to 0.1 s).
+
     Liveness: a running slot whose heartbeat (its report to the main process,
     four a second) stops for ``heartbeat_timeout`` is killed, and so is one whose
     consumer loop has not come round for ``stall_timeout``.  That must exceed the
@@ -65,6 +70,7 @@ class Settings:
     assignor: str = 'cooperative'
     static_membership: bool = True
     acceptable_lag: int = 10000
+    processing_guarantee: str = 'at_least_once'
 
     def bootstrap_servers(self) -> list[str]:
         """The broker URL(s) as ``host:port`` strings."""
@@ -74,6 +80,11 @@ class Settings:
 FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
 LOGLEVELS = ('debug', 'info', 'warning', 'error', 'critical')
 ASSIGNORS = ('cooperative', 'eager')
+GUARANTEES = ('at_least_once', 'exactly_once')
+#: The commit interval under exactly-once when none is given: outputs of a transaction
+#: become visible to ``read_committed`` readers only when it commits.
+EXACTLY_ONCE_COMMIT_INTERVAL = 0.1
+CHOICES = {'loglevel': LOGLEVELS, 'assignor': ASSIGNORS, 'processing_guarantee': GUARANTEES}
 TRUE = ('true', 'yes', 'on', '1')
 FALSE = ('false', 'no', 'off', '0')
 
@@ -116,9 +127,9 @@ def coerce(name: str, value: Any) -> Any:
         if name == 'heartbeat_timeout' and number < 1:
             raise ValueError('must be at least 1 second (a slot reports four times a second)')
         return number
-    if name in ('loglevel', 'assignor'):
-        choices = LOGLEVELS if name == 'loglevel' else ASSIGNORS
-        chosen = str(value).lower()
+    if name in CHOICES:
+        choices = CHOICES[name]
+        chosen = str(value).lower().replace('-', '_')
         if chosen not in choices:
             raise ValueError(f'choose from {", ".join(choices)}')
         return chosen
@@ -180,6 +191,8 @@ def build(app_settings: Mapping[str, Any], file_settings: Mapping[str, Any],
     merged: dict[str, Any] = {}
     for source in (app_settings, file_settings, cli_settings):
         merged.update({key: value for key, value in source.items() if value is not None})
+    if merged.get('processing_guarantee') == 'exactly_once':
+        merged.setdefault('commit_interval', EXACTLY_ONCE_COMMIT_INTERVAL)
     return Settings(**merged)
 
 

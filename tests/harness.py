@@ -226,6 +226,30 @@ def consume(bootstrap: str, topic: str, count: int = 0, timeout: float = 60,
         consumer.close()
 
 
+def consume_committed(bootstrap: str, topic: str, timeout: float = 60) -> list:
+    """Every record of ``topic`` a ``read_committed`` consumer sees, read up to the end
+    (the last stable offset of each partition; commit markers are skipped)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset='earliest',
+                             enable_auto_commit=False, group_id=None,
+                             isolation_level='read_committed')
+    try:
+        numbers = wait_for(lambda: consumer.partitions_for_topic(topic), 30, f'{topic} metadata')
+        partitions = [TopicPartition(topic, n) for n in numbers]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        ends = consumer.end_offsets(partitions)
+        found: list = []
+
+        def read() -> bool:
+            for batch in consumer.poll(timeout_ms=200).values():
+                found.extend(batch)
+            return all(consumer.position(tp) >= ends[tp] for tp in partitions)
+        wait_for(read, timeout, f'the committed records of {topic}', interval=0)
+        return found
+    finally:
+        consumer.close()
+
+
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """The end offset of every partition of ``topic``."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap)

@@ -9,20 +9,34 @@ current epoch and returns it, and :meth:`Producer.acknowledged` says, without
 blocking, whether every send of that epoch and the earlier ones has been
 acknowledged.  A failed send is remembered, and every later question raises
 SendFailed: no offset is committed past lost output.
+
+Under exactly-once the producer is transactional: a transaction is always
+open while the slot processes, and a checkpoint ends it (see
+:mod:`runner.runtime.transactions`).  While it ends, the producer is
+*sealed*: a send waits until the next transaction has begun, since
+kafka-python refuses sends in between.  kafka-python's own transactional
+calls wait without a timeout; :meth:`Producer.send_offsets` and
+:meth:`Producer.end` start the same requests and return their result
+without waiting, so the caller bounds the wait (or awaits it on the IO loop).
 """
 
 import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, TransactionAbortedError
 
 from ..errors import RunnerError
 
 log = logging.getLogger(__name__)
+
+#: A transaction left open (its slot died) is aborted by the broker after this long,
+#: unless the slot's next incarnation has done so sooner.
+TRANSACTION_TIMEOUT_MS = 10000
 
 
 class SendFailed(RunnerError):
@@ -50,7 +64,10 @@ class Producer:
     """Asynchronous, thread-safe sends with acknowledgement barriers (see the module)."""
 
     def __init__(self, bootstrap_servers: list[str], client_id: str,
-                 bootstrap_timeout: float, **config: Any) -> None:
+                 bootstrap_timeout: float, transactional_id: str | None = None) -> None:
+        transactional = {} if transactional_id is None else {
+            'transactional_id': transactional_id,
+            'transaction_timeout_ms': TRANSACTION_TIMEOUT_MS}
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
@@ -58,28 +75,88 @@ class Producer:
             linger_ms=5,
             allow_auto_create_topics=False,
             bootstrap_timeout_ms=int(bootstrap_timeout * 1000),
-            **config,
+            **transactional,
         )
+        self.transactional = transactional_id is not None
         self._lock = threading.Condition()
         self._open = Epoch(self, 0)
         self._epochs: collections.deque[Epoch] = collections.deque([self._open])
         self._error: BaseException | None = None
+        self._sealed = self.transactional      # until the first transaction begins
+        self._sending = 0                      # sends past the seal, not yet queued
+        #: Records were sent in the open transaction.
+        self.written = False
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
-             headers: list | None = None, partition: int | None = None) -> Any:
-        """Queue one record; returns kafka-python's future for its metadata."""
+             headers: list | None = None, partition: int | None = None,
+             dropped: Callable[[], bool] | None = None) -> Any:
+        """Queue one record; returns kafka-python's future for its metadata, or None if
+        ``dropped()`` says, once the producer is open, that the record is no longer wanted."""
         with self._lock:
+            while self._sealed:
+                self._lock.wait()
+            if dropped is not None and dropped():
+                return None
             epoch = self._open
             epoch.pending += 1
+            self._sending += 1
+            self.written = True
         try:
             future = self._producer.send(topic, key=key, value=value, headers=headers,
                                          partition=partition)
         except BaseException:
             self._settle(epoch, None)
             raise
+        finally:
+            with self._lock:
+                self._sending -= 1
+                self._lock.notify_all()
         future.add_callback(epoch.ack)
         future.add_errback(epoch.fail)
         return future
+
+    # -- transactions (exactly-once) ----------------------------------------
+
+    def start_transactions(self) -> None:
+        """Fence earlier incarnations of this transactional id and begin the first
+        transaction (bounded by kafka-python's ``max_block_ms``)."""
+        self._producer.init_transactions()
+        self.begin()
+
+    def seal(self) -> None:
+        """Make new sends wait: the open transaction is about to end."""
+        with self._lock:
+            self._sealed = True
+
+    def idle(self) -> bool:
+        """No send is between the seal and kafka-python's queue."""
+        with self._lock:
+            return self._sending == 0
+
+    def send_offsets(self, offsets: dict, group_metadata: Any) -> Any:
+        """Add source offsets to the open transaction; returns the request's result
+        (``is_done``, ``failed``, ``exception``) without waiting for it."""
+        result = self._producer._transaction_manager.send_offsets_to_transaction(
+            offsets, group_metadata)
+        self._producer._sender.wakeup()
+        return result
+
+    def end(self, commit: bool) -> Any:
+        """Commit or abort the open transaction; returns the request's result unwaited."""
+        manager = self._producer._transaction_manager
+        result = manager.begin_commit() if commit else manager.begin_abort()
+        self._producer._sender.wakeup()
+        return result
+
+    def begin(self) -> None:
+        """Begin the next transaction and let waiting sends through.  After an abort, the
+        failure of an aborted send is forgotten: its transaction left no trace."""
+        self._producer.begin_transaction()
+        with self._lock:
+            self._error = None
+            self.written = False
+            self._sealed = False
+            self._lock.notify_all()
 
     def partition_count(self, topic: str) -> int:
         """How many partitions ``topic`` has (waits for its metadata the first time)."""
@@ -120,6 +197,8 @@ class Producer:
         return True
 
     def _settle(self, epoch: Epoch, error: BaseException | None) -> None:
+        if isinstance(error, TransactionAbortedError):
+            error = None        # this slot aborted the transaction: the record left no trace
         with self._lock:
             epoch.pending -= 1
             if error is not None and self._error is None:

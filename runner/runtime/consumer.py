@@ -21,6 +21,12 @@ up to ``revoke_timeout``, commits what was cut and abandons the rest.  An
 abandoned task's writes are never applied, what its agents send afterwards
 is dropped, and if its partitions come back they are read again from the
 committed offset, so its work is redone by the next owner, never lost.
+
+Under exactly-once (see :mod:`.transactions`) a checkpoint cuts every task
+and holds it still until its transaction has ended; a revocation ends the
+transaction of every task, kept or revoked, since a transaction is the
+slot's.  Where it must abort, the tasks that stay are abandoned and created
+again from their last commit, so their records are processed again.
 """
 
 import logging
@@ -33,7 +39,7 @@ from kafka.errors import FencedInstanceIdError, KafkaError, RebalanceInProgressE
 from kafka.structs import OffsetAndMetadata
 
 from ..config import Settings
-from ..errors import EX_CANTCREAT
+from ..errors import EX_CANTCREAT, RunnerError
 from ..kafka.admin import leave_group
 from ..kafka.assignor import RunnerAssignor
 from ..kafka.fixes import io_sleep, request_rebalance
@@ -41,10 +47,12 @@ from ..kafka.producer import Producer, SendFailed
 from ..logs import plural
 from ..state.checkpoint import Checkpoint
 from ..state.manager import StateManager
+from . import transactions
 from .context import SlotContext
 from .queues import Dispatcher
 from .status import SlotStatus
 from .tasks import Task, Tasks
+from .transactions import TransactionAborted
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +142,9 @@ class ConsumerLoop:
             self._finish()
         except SendFailed as exc:
             self._on_failure(str(exc))
+        except RunnerError as exc:
+            log.error('%s', exc)
+            self._on_failure(str(exc), exc.exit_code)
         except FencedInstanceIdError:
             self._on_failure(f'another member joined group {self._group_id} as this slot '
                              f'({self._instance_id}): a copy of its data directory runs '
@@ -158,6 +169,8 @@ class ConsumerLoop:
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
             partition_assignment_strategy=[self._assignor],
             bootstrap_timeout_ms=int(settings.broker_timeout * 1000),
+            isolation_level='read_committed' if self._producer.transactional
+            else 'read_uncommitted',
         )
 
     def _poll_once(self) -> None:
@@ -247,12 +260,54 @@ class ConsumerLoop:
         now = time.monotonic()
         if self._checkpoint is None and now >= self._next_checkpoint:
             self._next_checkpoint = now + self._settings.commit_interval
-            self._checkpoint = Checkpoint(deadline=self._next_checkpoint)
+            self._checkpoint = self._new_checkpoint(self._next_checkpoint)
             self._checkpoint.request(self._tasks.active())
         checkpoint = self._checkpoint
-        if checkpoint is not None and (checkpoint.complete() or now >= checkpoint.deadline):
+        if checkpoint is None:
+            return
+        if self._producer.transactional:
+            if checkpoint.complete():
+                self._checkpoint = None
+                self._transact(checkpoint)
+            elif now >= checkpoint.deadline:
+                checkpoint.deadline = now + self._settings.revoke_timeout
+                log.warning('checkpoint waiting for %s: under exactly-once no commit is made '
+                            'while an agent is inside a record',
+                            _names(task for task in self._tasks if not checkpoint.has_cut([task])))
+        elif checkpoint.complete() or now >= checkpoint.deadline:
             self._checkpoint = None
             self._commit(checkpoint)
+
+    def _new_checkpoint(self, deadline: float) -> Checkpoint:
+        return Checkpoint(deadline, hold=self._producer.transactional)
+
+    def _transact(self, checkpoint: Checkpoint) -> None:
+        """Close a complete checkpoint and end its transaction, blocking this thread."""
+        checkpoint.close()
+        try:
+            if not checkpoint.empty or self._producer.written:
+                transactions.run(self._transaction(checkpoint, self._tasks.active),
+                                 COMMIT_TIMEOUT)
+        finally:
+            checkpoint.finish()
+
+    def _transaction(self, checkpoint: Checkpoint,
+                     again: Callable[[], list[Task]]) -> transactions.Steps:
+        """Commit the checkpoint's transaction; if it cannot be, abort it and read the
+        tasks ``again()`` returns from their last commit."""
+        offsets = checkpoint.offsets()
+        try:
+            if not self._still_member():
+                raise TransactionAborted('this member left the generation of its assignment')
+            yield from transactions.commit(checkpoint, self._producer, _commit_request(offsets),
+                                           self._consumer.group_metadata)
+        except TransactionAborted as exc:
+            log.warning('aborting the transaction: %s; the records since the last commit are '
+                        'processed again', exc)
+            yield from transactions.abort(checkpoint, self._producer)
+            self._reprocess(again())
+        else:
+            self._record_commit(checkpoint, offsets)
 
     def _commit(self, checkpoint: Checkpoint) -> None:
         """Close the checkpoint and drive its steps, blocking this thread."""
@@ -319,12 +374,15 @@ class ConsumerLoop:
         tasks = self._tasks.revoke(tps)
         if self._state is not None:
             self._state.cancel(key for task in tasks if not task.ready for key in task.keys)
-        checkpoint, self._checkpoint = self._checkpoint or Checkpoint(deadline=0.0), None
-        if lost:          # kafka-python forgets their positions too: nothing to rewind
+        checkpoint, self._checkpoint = self._checkpoint or self._new_checkpoint(0.0), None
+        if self._producer.transactional:
+            await self._last_transaction(checkpoint, tasks, lost)
+        elif lost:
             checkpoint.close()
             self._abandon(tasks, 'this member lost its membership')
         else:
             await self._last_checkpoint(checkpoint, tasks)
+        if not lost:     # kafka-python forgets the positions of lost partitions by itself
             for task in tasks:     # partitions kept keep their fetch positions: rewind them
                 self._rewind.update(task.restart_offsets())
         for task in tasks:
@@ -342,6 +400,39 @@ class ConsumerLoop:
             await self._commit_revoked(checkpoint)
         except SendFailed as exc:
             self._on_failure(str(exc))
+
+    async def _last_transaction(self, checkpoint: Checkpoint, revoked: list[Task],
+                                lost: bool) -> None:
+        """Revocation under exactly-once: cut every task (the transaction is the slot's),
+        commit it, and abort it instead if a task stays busy or the membership is lost."""
+        kept = self._tasks.active()
+        checkpoint.request(revoked, final=True)
+        checkpoint.request(kept)
+        wait = 0.0 if lost else self._revoke_wait()
+        await self._awaited(lambda: checkpoint.has_cut([*revoked, *kept]), wait)
+        busy = checkpoint.close()
+        try:
+            if busy or lost:
+                self._abandon(revoked, 'this member lost its membership' if lost else
+                              f'{_names(busy)} still busy after {wait:.1f}s')
+                steps = self._aborted(checkpoint, kept)
+            else:
+                steps = self._transaction(checkpoint, self._tasks.active)
+            await transactions.run_awaited(steps, self._commit_timeout(), self._awaited)
+        except RunnerError as exc:
+            log.error('%s', exc)
+            self._on_failure(str(exc), exc.exit_code)
+        finally:
+            checkpoint.finish()
+
+    def _aborted(self, checkpoint: Checkpoint, kept: list[Task]) -> transactions.Steps:
+        log.warning('aborting the transaction; the records since the last commit are '
+                    'processed again')
+        yield from transactions.abort(checkpoint, self._producer)
+        self._reprocess(kept)
+
+    def _commit_timeout(self) -> float:
+        return COLD_STOP_TIMEOUT if self._stop_mode == 'cold' else COMMIT_TIMEOUT
 
     def _revoke_wait(self) -> float:
         """How long a revocation waits for busy tasks: less when the slot is stopping."""
@@ -363,7 +454,7 @@ class ConsumerLoop:
         """Drive the checkpoint's steps, awaiting instead of blocking the IO thread."""
         if checkpoint.empty:
             return
-        timeout = COLD_STOP_TIMEOUT if self._stop_mode == 'cold' else COMMIT_TIMEOUT
+        timeout = self._commit_timeout()
         for step, value in checkpoint.steps(self._producer):
             if step == 'barrier':
                 if not await self._awaited(lambda epoch=value: self._producer.acknowledged(epoch),
@@ -412,13 +503,34 @@ class ConsumerLoop:
         tps = set(tps)
         for tp in tps & self._rewind.keys():
             self._consumer.seek(tp, self._rewind[tp])
+        self._create_tasks(tps)
+        self._rebalance.assigned(tps)
+
+    def _create_tasks(self, tps: set[TopicPartition]) -> None:
         tasks = self._tasks.assign(tps)
         for task in tasks:
             for tp in task.sources:
                 task.queues += self._dispatcher.assign(tp, task, held=not task.ready)
         if self._state is not None:
             self._state.recover([key for task in tasks for key in task.keys])
-        self._rebalance.assigned(tps)
+
+    def _reprocess(self, tasks: list[Task]) -> None:
+        """After an aborted transaction: abandon ``tasks`` and create them again, reading
+        their sources from the last commit and their tables from the store (which holds
+        nothing of the aborted transaction)."""
+        tps = {tp for task in tasks for tp in task.sources}
+        if not tps:
+            return
+        self._dispatcher.revoke(tps)
+        self._tasks.revoke(tps)
+        if self._state is not None:
+            self._state.cancel(key for task in tasks if not task.ready for key in task.keys)
+        self._abandon(tasks, 'their transaction was aborted')
+        for task in tasks:
+            for tp, offset in task.restart_offsets().items():
+                self._consumer.seek(tp, offset)
+            self._retire(task)
+        self._create_tasks(tps)
 
 
 class _Listener(AsyncConsumerRebalanceListener):

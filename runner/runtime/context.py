@@ -9,7 +9,7 @@ table access of a batch.
 """
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kafka.future import Future
@@ -91,9 +91,10 @@ class SlotContext:
             return [] if partition is None else partition.windows(key)
 
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
-             headers: list | None = None, partition: int | None = None) -> Any:
+             headers: list | None = None, partition: int | None = None,
+             dropped: Callable[[], bool] | None = None) -> Any:
         return self.producer.send(topic.name, key, value, headers,
-                                  placed(topic, key, partition, self.producer))
+                                  placed(topic, key, partition, self.producer), dropped)
 
     def flush(self, timeout: float) -> None:
         self.producer.flush(timeout)
@@ -114,8 +115,12 @@ class AgentContext:
     # -- the stream's side ---------------------------------------------------
 
     def begin(self, queue: PartitionQueue) -> None:
-        """A batch of ``queue`` starts (its lease already counts as inside its task)."""
+        """A batch of ``queue`` starts (its lease already counts as inside its task).
+        Under exactly-once the thread holds the task's guard for the whole batch, so a
+        checkpoint holds it still between its cut and the end of the transaction."""
         self.queue, self.task = queue, queue.task
+        if self.slot.producer.transactional:
+            self._hold(queue.task)
 
     def boundary(self) -> None:
         """Between two records: serve a checkpoint waiting for this thread."""
@@ -164,9 +169,9 @@ class AgentContext:
              headers: list | None = None, partition: int | None = None) -> Any:
         """Send through the slot's producer; dropped once the record's task is finished
         (its partition was taken away, and the next owner processes the record again)."""
-        if self.dropping:
-            return Future().success(None)
-        return self.slot.send(topic, key, value, headers, partition)
+        sent = None if self.dropping else self.slot.send(
+            topic, key, value, headers, partition, dropped=lambda: self.dropping)
+        return Future().success(None) if sent is None else sent
 
     @property
     def dropping(self) -> bool:
@@ -186,10 +191,13 @@ class AgentContext:
                 f'table {table.name!r} has {self.slot.layout.partitions(table)} partitions but '
                 f'topic {self.queue.tp.topic!r} has {task.id[0]}; tables must be co-partitioned '
                 'with their source topics')
+        self._hold(task)
+        return partition
+
+    def _hold(self, task: Task) -> None:
         if self.guard is not task.guard:
             task.guard.take()
             self.guard = task.guard
-        return partition
 
 
 def placed(topic: Topic, key: bytes | None, partition: int | None, producer: Producer) -> int | None:

@@ -164,11 +164,8 @@ class Slot:
 
     def _start_threads(self, layout: Layout) -> None:
         settings = self.settings
-        try:
-            self._producer = Producer(settings.bootstrap_servers(), self._client_id(),
-                                      settings.broker_timeout)
-        except KafkaError as exc:
-            raise BrokerUnavailable(f'cannot start the producer: {exc}') from None
+        identity = f'{self.app.name}-{platform.stable_identity(self.datadir)}'
+        self._producer = self._start_producer(identity)
         self._state = self._start_state()
         slot_context = SlotContext(layout, self._producer, self._state)
         context.install(slot_context)
@@ -177,7 +174,6 @@ class Slot:
             inbox = Inbox()
             routes.setdefault(agent.topic.name, []).append(inbox)
             self._agents.append(AgentThreads(agent, inbox, slot_context, self._fail))
-        identity = f'{self.app.name}-{platform.stable_identity(self.datadir)}'
         protocol = (RebalanceProtocol.COOPERATIVE if settings.assignor == 'cooperative'
                     else RebalanceProtocol.EAGER)
         assignor = RunnerAssignor(self._web_address, identity, settings.standby_replicas,
@@ -194,6 +190,21 @@ class Slot:
         for agent_threads in self._agents:
             agent_threads.start()
         self._consumer.start()
+
+    def _start_producer(self, identity: str) -> Producer:
+        """The slot's producer; under exactly-once a transactional one whose id is the
+        slot's stable identity, so starting it fences every earlier incarnation of the slot
+        (their open transaction is aborted, and they can commit nothing more)."""
+        settings = self.settings
+        exactly_once = settings.processing_guarantee == 'exactly_once'
+        try:
+            producer = Producer(settings.bootstrap_servers(), self._client_id(),
+                                settings.broker_timeout, identity if exactly_once else None)
+            if exactly_once:
+                producer.start_transactions()
+        except KafkaError as exc:
+            raise BrokerUnavailable(f'cannot start the producer: {exc}') from None
+        return producer
 
     def _start_state(self) -> StateManager | None:
         """Table state and its changelog reader thread (if the app has tables)."""

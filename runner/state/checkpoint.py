@@ -25,6 +25,15 @@ otherwise the holder cuts it at its next record boundary (or when it lets go
 of the guard).  So a busy agent never starves the commit, and a task whose
 agent is stuck inside one record is left out of this checkpoint (and, on
 revocation, abandoned) without holding up the others.
+
+Under exactly-once a checkpoint *holds* what it cuts: every agent thread
+takes its task's guard for a whole batch, and a task once cut stays still
+(its holder waits at the record boundary, or the checkpoint keeps the free
+guard) until the checkpoint is :meth:`Checkpoint.finish`-ed, so nothing is
+written or sent between the cut and the end of the transaction.  Steps 2 to
+4 become: changelog records into the open transaction, then the source
+offsets and the commit of the transaction (:mod:`runner.runtime.transactions`);
+the store step follows only a committed transaction.
 """
 
 import threading
@@ -34,7 +43,7 @@ from typing import Any, Protocol
 
 from kafka import TopicPartition
 
-from ..kafka.producer import Epoch, Producer
+from ..kafka.producer import Producer
 from .partitions import TablePartition
 
 
@@ -81,6 +90,10 @@ class Guard:
         if self.wanted is not None:      # asked between the look above and the release
             self._serve_if_free()
 
+    def let_go(self) -> None:
+        """A holding checkpoint is finished with the free guard it kept."""
+        self._lock.release()
+
     # -- checkpoints ---------------------------------------------------------
 
     def request(self, checkpoint: 'Checkpoint') -> None:
@@ -91,16 +104,25 @@ class Guard:
 
     def _serve_if_free(self) -> None:
         if self._lock.acquire(blocking=False):
+            kept = False
             try:
-                self._serve()
+                kept = self._serve(holder=False)
             finally:
-                self._lock.release()
+                if not kept:
+                    self._lock.release()
 
-    def _serve(self) -> None:
+    def _serve(self, holder: bool = True) -> bool:
+        """Cut for the waiting checkpoint; True if it keeps the (free) guard.  A holder
+        cut by a holding checkpoint waits here until the checkpoint is finished."""
         with self._asked:
             checkpoint, self.wanted = self.wanted, None
-        if checkpoint is not None:
-            checkpoint.take(self, self._cut)
+        if checkpoint is None or not checkpoint.take(self, self._cut):
+            return False
+        if holder:
+            checkpoint.wait_finished()
+            return False
+        checkpoint.keep(self)
+        return True
 
 
 class Unit(Protocol):
@@ -123,8 +145,12 @@ class Checkpoint:
     finished: nothing they do later is committed.
     """
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, hold: bool = False) -> None:
         self.deadline = deadline
+        #: Cut tasks stay still until :meth:`finish` (exactly-once).
+        self.hold = hold
+        self._finished = threading.Event()
+        self._kept: list[Guard] = []
         self._lock = threading.Lock()
         self._wanted: dict[Guard, Unit] = {}
         self._final: set[Unit] = set()
@@ -145,15 +171,37 @@ class Checkpoint:
         for unit in units:
             unit.guard.request(self)
 
-    def take(self, guard: Guard, cut: Callable[[], Cut]) -> None:
-        """Called under ``guard`` at a record boundary: cut its unit, unless closed or done."""
+    def take(self, guard: Guard, cut: Callable[[], Cut]) -> bool:
+        """Called under ``guard`` at a record boundary: cut its unit, unless closed or done.
+        True if the unit was cut and is to stay still until :meth:`finish`."""
         with self._lock:
             unit = self._wanted.get(guard)
             if self._closed or unit is None or unit in self._cuts:
-                return
+                return False
             self._cuts[unit] = cut()
             if unit in self._final:
                 unit.finished = True
+            return self.hold
+
+    def keep(self, guard: Guard) -> None:
+        """Hold a free guard until :meth:`finish`."""
+        with self._lock:
+            if not self._finished.is_set():
+                self._kept.append(guard)
+                return
+        guard.let_go()
+
+    def wait_finished(self) -> None:
+        """Block an agent thread cut by a holding checkpoint until it is finished."""
+        self._finished.wait()
+
+    def finish(self) -> None:
+        """Let the units this checkpoint holds go on (always called once it is driven)."""
+        with self._lock:
+            self._finished.set()
+            kept, self._kept = self._kept, []
+        for guard in kept:
+            guard.let_go()
 
     def has_cut(self, units: Iterable[Unit]) -> bool:
         """Every one of ``units`` has been cut."""
@@ -178,6 +226,17 @@ class Checkpoint:
         """The source offsets to commit: one past the last record every agent processed."""
         return {tp: offset for cut in self._cuts.values() for tp, offset in cut.offsets.items()}
 
+    def units(self) -> list[Unit]:
+        """The units that were cut."""
+        with self._lock:
+            return list(self._cuts)
+
+    def discard(self) -> None:
+        """The transaction was aborted: the writes cut are thrown away, never stored."""
+        for cut in self._cuts.values():
+            for partition, changes in cut.changes:
+                partition.discard(changes)
+
     def steps(self, producer: Producer) -> Iterator[tuple[str, Any]]:
         """Steps 2 to 5, in their order, once the checkpoint is closed.
 
@@ -186,20 +245,20 @@ class Checkpoint:
         and to commit the offsets (``('commit', offsets)``); after a commit
         that succeeded it calls :meth:`committed`.
         """
-        epoch = self._send_changelogs(producer)
-        yield 'barrier', epoch
+        self.send_changelogs(producer)
+        yield 'barrier', producer.mark()
         offsets = self.offsets()
         if offsets:
             yield 'commit', offsets
-        self._store()
+        self.store()
 
     def committed(self) -> None:
         """The offsets were committed: each unit remembers its own."""
         for unit, cut in self._cuts.items():
             unit.committed.update(cut.offsets)
 
-    def _send_changelogs(self, producer: Producer) -> Epoch:
-        """Step 2: send the latest value of every changed key; returns the barrier to wait for."""
+    def send_changelogs(self, producer: Producer) -> None:
+        """Step 2: send the latest value of every changed key."""
         for cut in self._cuts.values():
             for partition, changes in cut.changes:
                 encoded = partition.encoded(changes)
@@ -208,9 +267,8 @@ class Checkpoint:
                     future = producer.send(partition.table.changelog.name, key, value,
                                            partition=partition.number)
                 self._sent.append((partition, changes, encoded, future))
-        return producer.mark()
 
-    def _store(self) -> None:
+    def store(self) -> None:
         """Step 5, once the barrier is passed: values and changelog positions to LevelDB."""
         for partition, changes, encoded, future in self._sent:
             if future is not None:

@@ -130,6 +130,12 @@ class TablePartition:
         if self.flushing is changes:
             self.flushing = None
 
+    def discard(self, changes: dict[Any, Any]) -> None:
+        """The changes belonged to an aborted transaction: forget them (the task is
+        abandoned and its partition recovered afresh, so nothing else refers to them)."""
+        if self.flushing is changes:
+            self.flushing = None
+
     def items(self) -> Iterator[tuple[Any, Any]]:
         """(key, value) pairs, unflushed writes included, in stored-key order."""
         return ((key, value) for _, key, value in self.ordered())

@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 #: How often recovery progress is logged.
 PROGRESS_EVERY = 5.0
+#: How long a store ahead of its changelog's last stable offset waits for the offset
+#: to catch up (transaction markers are written after the commit returns).
+MARKERS_WAIT = 5.0
 
 
 class Replica:
@@ -54,6 +57,7 @@ class ChangelogReader:
                  on_recovered: Callable[[Key, int, PartitionStore, str], None],
                  on_failure: Callable[[str], None]) -> None:
         self._settings = settings
+        self._transactional = settings.processing_guarantee == 'exactly_once'
         self._on_failure = on_failure
         self._client_id = client_id
         self._stores = stores
@@ -119,6 +123,7 @@ class ChangelogReader:
         self._consumer = KafkaConsumer(
             bootstrap_servers=servers, client_id=f'{self._client_id}-changelog', group_id=None,
             enable_auto_commit=False, max_poll_records=5000, auto_offset_reset='earliest',
+            isolation_level=('read_committed' if self._transactional else 'read_uncommitted'),
             bootstrap_timeout_ms=int(self._settings.broker_timeout * 1000))
         self._admin = KafkaAdminClient(bootstrap_servers=servers,
                                        client_id=f'{self._client_id}-changelog-admin')
@@ -187,7 +192,7 @@ class ChangelogReader:
         topic_id = self._topic_id(key[0])
         stored_id, offset = store.position()
         start = self._consumer.beginning_offsets([tp])[tp]
-        end = self._consumer.end_offsets([tp])[tp]
+        end = self._committed_end(tp, offset)
         problem = _untrusted(stored_id, offset, topic_id, start, end)
         if problem:
             log.warning('rebuilding %s[%d] from its changelog: %s', *key, problem)
@@ -195,6 +200,17 @@ class ChangelogReader:
             offset = start
         replica = self._replicas[key] = Replica(key, store, topic_id, max(offset, start))
         return replica
+
+    def _committed_end(self, tp: TopicPartition, offset: int) -> int:
+        """The changelog's end as this reader sees it.  Under exactly-once that is the
+        last stable offset, which lags a committed transaction until its markers are
+        written; a store ahead of it is given a moment before it is distrusted."""
+        deadline = time.monotonic() + (MARKERS_WAIT if self._transactional else 0)
+        while True:
+            end = self._consumer.end_offsets([tp])[tp]
+            if end >= offset or time.monotonic() >= deadline:
+                return end
+            time.sleep(0.05)
 
     def _topic_id(self, topic: str) -> str:
         [info] = self._admin.describe_topics([topic])

@@ -8,6 +8,7 @@ import pytest
 from harness import wait_for
 from kafka import TopicPartition
 from kafka.coordinator.assignors.abstract import RebalanceProtocol
+from kafka.errors import KafkaError
 from kafka.future import Future
 
 import runner
@@ -91,13 +92,21 @@ class FakeConsumer:
 
 
 class FakeProducer:
-    """Sends are acknowledged at once; every send and barrier goes to ``events``."""
+    """Sends are acknowledged at once; every send, barrier and transaction step goes to
+    ``events``.  A transactional one fails the commit of the transaction after
+    ``fail_commit`` is set."""
 
-    def __init__(self, events):
+    def __init__(self, events, transactional=False):
         self.events = events
         self.ends: dict = {}
+        self.transactional = transactional
+        self.written = False
+        self.fail_commit = False
 
-    def send(self, topic, key, value, headers=None, partition=None):
+    def send(self, topic, key, value, headers=None, partition=None, dropped=None):
+        if dropped is not None and dropped():
+            return None
+        self.written = True
         self.events.append(('send', topic, key, value, partition))
         offset = self.ends.get((topic, partition), 0)
         self.ends[(topic, partition)] = offset + 1
@@ -112,6 +121,27 @@ class FakeProducer:
 
     def wait(self, epoch, timeout):
         pass
+
+    def seal(self):
+        pass
+
+    def idle(self):
+        return True
+
+    def send_offsets(self, offsets, group_metadata):
+        self.events.append(('offsets', {tp: meta.offset for tp, meta in offsets.items()}))
+        return SimpleNamespace(is_done=True, failed=False)
+
+    def end(self, commit):
+        if commit and self.fail_commit:
+            self.events.append(('commit failed',))
+            return SimpleNamespace(is_done=True, failed=True,
+                                   exception=KafkaError('coordinator gone'))
+        self.events.append(('end', 'commit' if commit else 'abort'))
+        return SimpleNamespace(is_done=True, failed=False)
+
+    def begin(self):
+        self.written = False
 
 
 class FakeReader:
@@ -141,11 +171,11 @@ class FakeReader:
 class World:
     """A consumer loop of app ``loop`` with its agent running on one thread."""
 
-    def __init__(self, tmp_path, **settings):
+    def __init__(self, tmp_path, transactional=False, **settings):
         self.events: list = []
         self.failures: list = []
         layout = Layout(app, {'words': 2}, 2)
-        producer = FakeProducer(self.events)
+        producer = self.producer = FakeProducer(self.events, transactional)
         self.state = StateManager(app.tables.values(), tmp_path, FakeReader)
         slot = SlotContext(layout, producer, self.state)
         self.inbox = Inbox()
@@ -327,3 +357,89 @@ def test_partitions_pause_at_their_share_of_max_inflight(tmp_path):
         assert made.consumer.paused_set == {TP0}           # 10 of a share of 20 / 2
     finally:
         made.close()
+
+
+# -- exactly-once ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def eos(tmp_path):
+    BLOCK.clear()
+    INSIDE.clear()
+    made = World(tmp_path, transactional=True, revoke_timeout=0.3, commit_interval=0.2)
+    yield made
+    made.close()
+
+
+def checkpoint_now(world):
+    """Open a checkpoint and drive it until it has ended."""
+    world.loop._next_checkpoint = 0
+    wait_for(lambda: world.loop._advance_checkpoint() or world.loop._checkpoint is None, 5,
+             'the checkpoint to end', interval=0.01)
+
+
+def test_a_transaction_carries_changelogs_and_offsets_and_is_stored_only_once_committed(eos):
+    eos.assign(TP0, TP1)
+    eos.feed(TP0, 'a', 'b', 'a')
+    eos.feed(TP1, 'c')
+    eos.processed({TP0: 3, TP1: 1})
+    checkpoint_now(eos)
+    assert kinds(eos.events) == ['send', 'send', 'send', 'offsets', 'end']
+    assert eos.events[-2:] == [('offsets', {TP0: 3, TP1: 1}), ('end', 'commit')]
+    assert eos.stored(0) == ({b'a': b'2', b'b': b'1'}, 2)
+    assert eos.failures == []
+
+
+def test_an_aborted_transaction_stores_nothing_and_its_records_are_processed_again(eos):
+    eos.assign(TP0, TP1)
+    eos.feed(TP0, 'a')
+    eos.processed({TP0: 1})
+    checkpoint_now(eos)                                     # a committed at 1
+    eos.feed(TP0, 'a', 'b', first=1)
+    eos.processed({TP0: 3})
+    eos.producer.fail_commit = True
+    eos.events.clear()
+    checkpoint_now(eos)
+    assert kinds(eos.events) == ['send', 'send', 'offsets', 'commit failed', 'end', 'seek']
+    assert eos.events[-2:] == [('end', 'abort'), ('seek', TP0, 1)]
+    assert eos.stored(0) == ({b'a': b'1'}, 1)             # nothing of the aborted one
+    eos.loop._activate_recovered()                          # the task, created again
+    eos.producer.fail_commit = False
+    eos.events.clear()
+    eos.feed(TP0, 'a', 'b', first=1)                        # read again from the commit
+    eos.processed({TP0: 3})
+    checkpoint_now(eos)
+    assert eos.stored(0) == ({b'a': b'2', b'b': b'1'}, 5)   # aborted records took 1 and 2
+    assert eos.failures == []
+
+
+def test_agents_stay_still_from_their_cut_until_the_transaction_ends(eos):
+    eos.assign(TP0, TP1)
+    eos.feed(TP0, 'a')
+    eos.processed({TP0: 1})
+    checkpoint = eos.loop._new_checkpoint(deadline=0.0)
+    checkpoint.request(eos.loop._tasks.active())
+    assert checkpoint.complete()                            # both guards free: cut and kept
+    eos.feed(TP1, 'c')
+    with pytest.raises(TimeoutError):
+        eos.processed({TP0: 1, TP1: 1})                     # no record while it is held
+    checkpoint.close()
+    checkpoint.finish()
+    eos.processed({TP0: 1, TP1: 1})
+
+
+def test_a_busy_task_at_revocation_aborts_the_transaction_and_the_kept_tasks_read_again(eos):
+    eos.assign(TP0, TP1)
+    eos.feed(TP1, 'c')
+    eos.processed({TP1: 1})
+    checkpoint_now(eos)                                     # c committed at 1
+    eos.feed(TP1, 'd', first=1)
+    eos.processed({TP1: 2})
+    release = block_on('stuck')
+    eos.feed(TP0, 'stuck')
+    wait_for(INSIDE['stuck'].is_set, 10, 'the agent to be stuck inside a record')
+    eos.events.clear()
+    eos.revoke(TP0)
+    assert eos.events == [('end', 'abort'), ('seek', TP1, 1)]   # TP1 stays, read again
+    release.set()
+    assert eos.stored(1) == ({b'c': b'1'}, 1)

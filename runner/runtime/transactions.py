@@ -1,0 +1,131 @@
+"""Exactly-once checkpoints: one Kafka transaction per commit.
+
+Under ``processing_guarantee: exactly_once`` the slot's producer is
+transactional and a transaction is always open while the slot processes.
+Everything an agent sends and every changelog record goes into it.  A
+checkpoint (which holds every task still between its cut and its end, see
+:mod:`runner.state.checkpoint`) ends it:
+
+1. the changelog records of the cut writes are sent;
+2. the producer is sealed and waits for sends under way (``idle``);
+3. the source offsets are added to the transaction, with the consumer's
+   group metadata, so a member the group has moved on from is refused
+   (KIP-447);
+4. the transaction is committed;
+5. only then are the writes stored in LevelDB, and a new transaction begins.
+
+If step 3 or 4 fails, or the checkpoint cannot be committed at all (a task
+stayed busy through a revocation, the member left its generation), the
+transaction is aborted instead: its writes are thrown away, never stored,
+and the caller reads the affected partitions again from their last commit.
+A producer fenced by a newer incarnation of the slot, or a transaction that
+does not end within the time allowed, stops the slot.
+
+The steps are generators that yield what to wait for, so the same steps run
+on the consumer thread (blocking) and in the rebalance listener (awaited on
+kafka-python's IO loop, which must never block).
+"""
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, NamedTuple
+
+from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
+
+from ..errors import EX_CANTCREAT, RunnerError
+from ..kafka.producer import Producer
+from ..state.checkpoint import Checkpoint
+
+#: How often the consumer thread looks again while it waits for a step.
+STEP_TICK = 0.001
+
+
+class Wait(NamedTuple):
+    """Wait until ``done()`` before the next step; ``what`` names it in errors."""
+
+    done: Callable[[], bool]
+    what: str
+
+
+class TransactionAborted(Exception):
+    """The transaction cannot be committed; it is to be aborted."""
+
+
+class ProducerFenced(RunnerError):
+    """A newer incarnation of this slot took over its transactional id."""
+
+    exit_code = EX_CANTCREAT
+
+
+class TransactionStuck(RunnerError):
+    """A transaction did not end in time: the slot restarts (its successor aborts it)."""
+
+
+Steps = Iterator[Wait]
+
+
+def commit(checkpoint: Checkpoint, producer: Producer, offsets: dict,
+           group_metadata: Callable[[], Any]) -> Steps:
+    """Steps 1 to 5 (see the module docstring); raises TransactionAborted."""
+    try:
+        checkpoint.send_changelogs(producer)
+    except KafkaError as exc:        # the transaction is already in an abortable state
+        raise TransactionAborted(f'sending changelog records failed: {exc}') from None
+    producer.seal()
+    yield Wait(producer.idle, 'sends under way')
+    if offsets:
+        result = producer.send_offsets(offsets, group_metadata())
+        yield Wait(lambda: result.is_done, 'adding the offsets to the transaction')
+        _check(result, 'adding the offsets to the transaction')
+    result = producer.end(commit=True)
+    yield Wait(lambda: result.is_done, 'the commit of the transaction')
+    _check(result, 'the commit of the transaction')
+    checkpoint.store()
+    producer.begin()
+
+
+def abort(checkpoint: Checkpoint, producer: Producer) -> Steps:
+    """Abort the open transaction and forget the writes cut for it."""
+    producer.seal()
+    yield Wait(producer.idle, 'sends under way')
+    result = producer.end(commit=False)
+    yield Wait(lambda: result.is_done, 'the abort of the transaction')
+    if result.failed:
+        _raise_fatal(result.exception, 'the abort of the transaction')
+    checkpoint.discard()
+    producer.begin()
+
+
+def _check(result: Any, what: str) -> None:
+    if result.failed:
+        error = result.exception
+        if isinstance(error, (ProducerFencedError, InvalidProducerEpochError)):
+            _raise_fatal(error, what)
+        raise TransactionAborted(f'{what} failed: {error}')
+
+
+def _raise_fatal(error: BaseException, what: str) -> None:
+    if isinstance(error, (ProducerFencedError, InvalidProducerEpochError)):
+        raise ProducerFenced('a newer incarnation of this slot took over its transactional id '
+                             '(it was restarted, or its data directory runs elsewhere); this '
+                             'one stops without committing')
+    raise TransactionStuck(f'{what} failed: {error}')
+
+
+def run(steps: Steps, timeout: float) -> None:
+    """Drive ``steps`` on the calling thread, each wait bounded by ``timeout``."""
+    for wait in steps:
+        deadline = time.monotonic() + timeout
+        while not wait.done():
+            if time.monotonic() >= deadline:
+                raise TransactionStuck(f'{wait.what} did not finish within {timeout:g}s')
+            time.sleep(STEP_TICK)
+
+
+async def run_awaited(steps: Steps, timeout: float,
+                      awaited: Callable[[Callable[[], bool], float], Awaitable[bool]]) -> None:
+    """Drive ``steps`` in the rebalance listener: ``awaited(condition, timeout)`` yields to
+    kafka-python's IO loop until the condition holds (True) or the time is up (False)."""
+    for wait in steps:
+        if not await awaited(wait.done, timeout):
+            raise TransactionStuck(f'{wait.what} did not finish within {timeout:g}s')

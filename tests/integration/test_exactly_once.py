@@ -1,0 +1,178 @@
+"""Exactly-once processing against a real broker: slots killed at random moments, a
+broker restart, a zombie slot and an agent that raises leave every table total and
+every sink output exactly as often as its input."""
+
+import collections
+import json
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+
+import kafka_broker
+from apps import wait_for_counts
+from harness import Worker, consume_committed, wait_for, write_app
+from kafka import KafkaProducer
+
+#: Counts each key and forwards each record's id; raises once on the record ``boom``
+#: after its output was sent and its count written.
+APP = '''
+import pathlib
+import runner
+
+app = runner.App({app!r}, processing_guarantee='exactly_once', session_timeout=6,
+                 heartbeat_timeout=600, graceful_timeout=10)
+source = app.topic({source!r}, partitions=4)
+sink = app.topic({sink!r}, partitions=4)
+counts = app.Table('counts', default=int)
+RAISED = pathlib.Path({raised!r})
+
+
+@app.agent(source, sink=[sink], concurrency=2)
+def count(stream):
+    for event in stream.events():
+        counts[event.key] += 1
+        yield event.value
+        if event.value == 'boom' and not RAISED.exists():
+            RAISED.touch()
+            raise RuntimeError('boom')
+'''
+
+KEYS = [f'k{n:02d}' for n in range(40)]
+
+
+def exactly_once_app(tmp_path, names):
+    return write_app(tmp_path, APP.format(raised=str(tmp_path / 'raised'), **names))
+
+
+class Load:
+    """Sends ``count`` records ``(key, id)`` at ``rate`` a second on a thread; ``truth``
+    counts what the broker acknowledged per key."""
+
+    def __init__(self, bootstrap, topic, count, rate=100):
+        self.truth = collections.Counter()
+        self.ids = []
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks='all', retries=20,
+                                       linger_ms=5)
+        self._topic, self._count, self._rate = topic, count, rate
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        began = time.monotonic()
+        for number in range(self._count):
+            time.sleep(max(0.0, began + number / self._rate - time.monotonic()))
+            key = KEYS[number % len(KEYS)]
+            self._producer.send(self._topic, key=key.encode(),
+                                value=json.dumps(f'id-{number}').encode()).add_callback(
+                lambda _meta, key=key, number=number: self._acked(key, number))
+
+    def _acked(self, key, number):
+        self.truth[key] += 1
+        self.ids.append(f'id-{number}')
+
+    @property
+    def running(self):
+        return self._thread.is_alive()
+
+    def finish(self):
+        self._thread.join(120)
+        self._producer.flush(120)
+        self._producer.close(10)
+
+
+def assert_each_output_once(bootstrap, sink, ids):
+    """Every id is in the committed outputs of ``sink`` once (read again until all have
+    appeared: a transaction's outputs show once its commit markers are written)."""
+    def outputs():
+        found = collections.Counter(json.loads(record.value)
+                                    for record in consume_committed(bootstrap, sink))
+        return found if set(ids) <= set(found) else None
+    try:
+        found = wait_for(outputs, 60, 'every output to be committed')
+    except TimeoutError:
+        found = collections.Counter(json.loads(record.value)
+                                    for record in consume_committed(bootstrap, sink))
+    twice = {value: n for value, n in found.items() if n > 1}
+    missing = set(ids) - set(found)
+    assert not twice and not missing, (f'{len(twice)} outputs seen more than once '
+                                       f'({sorted(twice)[:5]}...), {len(missing)} missing')
+
+
+def slot_pid(worker, slot):
+    state = worker.state(slot)
+    return state['pid'] if state else None
+
+
+def test_slots_killed_at_random_and_a_broker_restart_count_each_record_exactly_once(
+        tmp_path, names):
+    rng = random.Random(11)
+    with kafka_broker.Broker() as broker:
+        bootstrap = broker.bootstrap_servers
+        worker = Worker.for_app(tmp_path, exactly_once_app(tmp_path, names), bootstrap,
+                                extra=['-w', '2'])
+        with worker:
+            worker.split_between(2)
+            load = Load(bootstrap, names['source'], 4000)
+            kills, restarted = 0, False
+            while load.running or kills < 8:
+                time.sleep(rng.uniform(1.5, 4.0))
+                if not restarted and kills == 4:
+                    broker.restart(down=2)
+                    restarted = True
+                    continue
+                pid = slot_pid(worker, rng.randrange(2))
+                if pid is not None:
+                    kill(pid)
+                    kills += 1
+            load.finish()
+            assert restarted
+            wait_for_counts(worker, dict(load.truth), timeout=180)
+            assert_each_output_once(bootstrap, names['sink'], load.ids)
+
+
+def kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_a_zombie_slot_cannot_commit_once_its_successor_started(
+        tmp_path, names, workers, kafka_bootstrap):
+    app = exactly_once_app(tmp_path, names)
+    first = workers(app, 'first')
+    first.wait_ready()
+    load = Load(kafka_bootstrap, names['source'], 2000, rate=200)
+    wait_for(lambda: sum(first.state()['processed'].values()) > 100, 30, 'records processed')
+    zombie = slot_pid(first, 0)
+    os.kill(zombie, signal.SIGSTOP)          # frozen inside an open transaction
+    copy = tmp_path / 'second-data' / 'slot-0'
+    copy.mkdir(parents=True)
+    shutil.copy(first.datadir / 'slot-0' / 'identity', copy / 'identity')
+    second = workers(app, 'second')           # the same slot, started elsewhere
+    second.wait_ready()
+    os.kill(zombie, signal.SIGCONT)
+    wait_for(lambda: first.proc.poll() is not None, 60, 'the zombie to stop')
+    assert first.proc.returncode == 70       # its only slot stopped with 73, not restarted
+    assert 'exited with code 73' in first.log()
+    load.finish()
+    wait_for_counts(second, dict(load.truth), timeout=120)
+    assert_each_output_once(kafka_bootstrap, names['sink'], load.ids)
+
+
+def test_an_agent_that_raises_mid_transaction_leaves_no_trace(
+        tmp_path, names, workers, kafka_bootstrap):
+    worker = workers(exactly_once_app(tmp_path, names))
+    worker.wait_ready()
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks='all')
+    values = [f'id-{n}' for n in range(200)] + ['boom'] + [f'id-{n}' for n in range(200, 400)]
+    for value in values:
+        producer.send(names['source'], key=b'k00', value=json.dumps(value).encode())
+    producer.flush(30)
+    producer.close(10)
+    wait_for(lambda: 'raised on' in worker.log(), 60, 'the agent to raise')
+    wait_for_counts(worker, {'k00': len(values)}, timeout=120)
+    assert_each_output_once(kafka_bootstrap, names['sink'], values)
