@@ -145,17 +145,37 @@ class DirLock:
 
 def stable_identity(directory: Path) -> str:
     """The identity kept in ``directory`` (created once, then read on every start), so
-    whatever starts from the same data directory is the same member of its group."""
+    whatever starts from the same data directory is the same member of its group.
+
+    A new identity is on disk before it is used, so a crash never leaves a file that
+    differs from what was used.  A blank file (what a crash could leave before this
+    was so) counts as missing.
+    """
     path = Path(directory) / 'identity'
     try:
-        return path.read_text().strip()
+        identity = path.read_text().strip()
     except FileNotFoundError:
-        pass
-    identity = uuid.uuid4().hex
-    scratch = path.with_name(f'identity.{os.getpid()}')
-    scratch.write_text(identity + '\n')
-    os.replace(scratch, path)
+        identity = ''
+    if not identity:
+        identity = uuid.uuid4().hex
+        _write_durably(path, identity + '\n')
     return identity
+
+
+def _write_durably(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` in one step that survives a crash: a scratch file is
+    written and synced, renamed over ``path``, and the rename synced."""
+    scratch = path.with_name(f'{path.name}.{os.getpid()}')
+    with open(scratch, 'w') as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(scratch, path)
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 # -- daemonizing ------------------------------------------------------------------

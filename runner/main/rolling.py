@@ -26,7 +26,12 @@ class RollingRestart:
 
     ``phase`` is ``prepare`` (start a successor beside each slot of the group),
     ``handover`` (once all are prepared, the old slots stop for them) or
-    ``ready`` (wait until the successors are ready).
+    ``ready`` (wait until the slots of the group are ready).
+
+    Only the slots that got a successor are waited for and handed over: a slot
+    of the group that was not running when its successor would have started (it
+    crashed and waits for its restart), or whose successor was dismissed, is
+    started anew as usual, running the app as deployed now.
     """
 
     def __init__(self, indexes: Iterable[int]) -> None:
@@ -34,23 +39,30 @@ class RollingRestart:
         half = len(indexes) // 2
         self.groups = [group for group in (indexes[:half], indexes[half:]) if group]
         self.phase = 'prepare'
+        #: The slots of the current group that are being replaced by a successor.
+        self.replacing: set[int] = set()
 
     def describe(self) -> str:
         return ' then '.join('slots ' + ','.join(map(str, group)) for group in self.groups)
 
     def advance(self, prepared: set[int], ready: set[int], workers: int,
-                prepare: Callable[[int], None], hand_over: Callable[[int], None]) -> bool:
-        """One step; True once every group has been replaced and is ready."""
+                prepare: Callable[[int], bool], hand_over: Callable[[int], None]) -> bool:
+        """One step; True once every group has been replaced and is ready.  ``prepare``
+        starts a successor beside a slot and says whether it did."""
         group = {index for index in self.groups[0] if index < workers}
         if self.phase == 'prepare':
-            for index in sorted(group):
-                prepare(index)
+            self.replacing = {index for index in sorted(group) if prepare(index)}
             self.phase = 'handover'
-        elif self.phase == 'handover' and group <= prepared:
-            for index in sorted(group):
+        elif self.phase == 'handover' and self.replacing & group <= prepared:
+            for index in sorted(self.replacing & group):
                 hand_over(index)
             self.phase = 'ready'
         elif self.phase == 'ready' and group <= ready:
             self.groups.pop(0)
+            self.replacing = set()
             self.phase = 'prepare'
         return not self.groups
+
+    def forget(self, index: int) -> None:
+        """Slot ``index`` is no longer replaced by a successor: it is started anew instead."""
+        self.replacing.discard(index)

@@ -75,6 +75,7 @@ class SlotProcess:
         self.report: dict[str, Any] = {'phase': 'starting'}
         self.reported_at = time.monotonic()
         self.retiring = False
+        self.handing_over = False   # retiring for its successor (USR2), not for good
         self.stop_by = 0.0          # when retiring: killed if still alive then
         self.ran = False            # it reported 'running' at least once
         self.was_ready = False      # it reported ready at least once
@@ -150,6 +151,8 @@ class Supervisor:
         self.slots: dict[int, SlotProcess] = {}
         #: Slots started to replace a running one in a rolling restart, by index.
         self.successors: dict[int, SlotProcess] = {}
+        #: Successors told to stop before taking over, until they have exited.
+        self._dismissed: list[SlotProcess] = []
         self._records: dict[int, SlotRecord] = {}
         self._check: PendingCheck | None = None
         self._restart: RollingRestart | None = None
@@ -278,12 +281,17 @@ class Supervisor:
         return self._records.setdefault(index, SlotRecord())
 
     def _spawn_missing(self) -> None:
+        """Start the slots that are not running, once their backoff is over.  A slot waits
+        for a dismissed successor of its index to exit: one that got its stop just after
+        its last look for one holds the slot's data directory until then."""
         if self._stopping:
             return
         now = time.monotonic()
+        exiting = {successor.index for successor in self._dismissed}
         for index in range(self.workers):
             record = self._record(index)
-            if index not in self.slots and not record.failed and now >= record.retry_at:
+            if (index not in self.slots and index not in exiting and not record.failed
+                    and now >= record.retry_at):
                 self._spawn(index)
 
     def _spawn(self, index: int, successor: bool = False) -> None:
@@ -312,8 +320,9 @@ class Supervisor:
         return [*self._close_in_children, *(slot.reader.fd for slot in self._processes())]
 
     def _processes(self) -> list[SlotProcess]:
-        """Every slot process: the slots, and their successors in a rolling restart."""
-        return [*self.slots.values(), *self.successors.values()]
+        """Every slot process: the slots, their successors in a rolling restart, and the
+        successors dismissed that have not exited yet."""
+        return [*self.slots.values(), *self.successors.values(), *self._dismissed]
 
     def _run_slot(self, index: int, report_fd: int, close: list[int], successor: bool) -> None:
         """The child side of the fork: shed the parent's state, then run the slot."""
@@ -339,28 +348,64 @@ class Supervisor:
                 slot.was_ready = True
                 self._record(slot.index).exit_code = None
 
-    def _retire(self, index: int, signum: signal.Signals = signal.SIGTERM) -> None:
-        """Stop one slot warm: for good with TERM (TTOU), for its successor with USR2 (a
-        rolling restart: it stays in the group); KILL it if it does not stop."""
+    def _retire(self, index: int) -> None:
+        """Stop one slot warm for good (TTOU): TERM, so it leaves the group, even if it was
+        handing over; KILL it if it does not stop.  Its successor, if any, is dismissed."""
+        slot = self.slots.get(index)
+        if slot and (not slot.retiring or slot.handing_over):
+            slot.handing_over = False
+            self._stop_slot(slot, signal.SIGTERM)
+        if index in self.successors:
+            self._dismiss(index, f'slot {index} is removed')
+
+    def _hand_over(self, index: int) -> None:
+        """Stop one slot warm for its successor (a rolling restart): USR2, so it stays in
+        the group; the successor takes over once it has exited.  Only a slot told so lets
+        its successor take over."""
         slot = self.slots.get(index)
         if slot and not slot.retiring:
-            slot.retiring = True
-            slot.stop_by = (time.monotonic() + slot.report.get('graceful_timeout', 30.0)
-                            + ESCALATION_GRACE)
-            platform.kill_quietly(slot.pid, signum)
+            slot.handing_over = True
+            self._stop_slot(slot, signal.SIGUSR2)
+
+    def _stop_slot(self, slot: SlotProcess, signum: signal.Signals) -> None:
+        """Send ``signum``; the slot is KILLed if still alive after its graceful timeout."""
+        slot.retiring = True
+        slot.stop_by = (time.monotonic() + slot.report.get('graceful_timeout', 30.0)
+                        + ESCALATION_GRACE)
+        platform.kill_quietly(slot.pid, signum)
+
+    def _dismiss(self, index: int, why: str) -> None:
+        """TERM the successor of slot ``index``, which has not taken over: it stops without
+        taking over (KILLed if it does not), and the rolling restart no longer waits for it."""
+        successor = self.successors.pop(index)
+        self._dismissed.append(successor)
+        log.info('slot %d: stopping its successor (pid %d): %s', index, successor.pid, why)
+        self._stop_slot(successor, signal.SIGTERM)
+        if self._restart:
+            self._restart.forget(index)
 
     def _reap(self) -> None:
         for slot in self._processes():
             code = slot.process.exitcode
-            if code is not None:
-                self._read_reports(slot)
-                if self.successors.get(slot.index) is slot:
-                    self._successor_exited(slot, code)
-                else:
-                    self._slot_exited(slot, code)
+            if code is None:
+                continue
+            self._read_reports(slot)
+            if slot in self._dismissed:
+                self._dismissed_exited(slot, code)
+            elif self.successors.get(slot.index) is slot:
+                self._successor_exited(slot, code)
+            else:
+                self._slot_exited(slot, code)
+
+    def _dismissed_exited(self, slot: SlotProcess, code: int) -> None:
+        self._dismissed.remove(slot)
+        self._forget(slot)
+        log.info('slot %d: its successor (pid %d) %s', slot.index, slot.pid,
+                 slot.killed or _how(code))
 
     def _successor_exited(self, slot: SlotProcess, code: int) -> None:
-        """A successor died before it took over: the restart stops, the old slot goes on."""
+        """A successor died before it took over: the restart stops, the old slot goes on
+        (or, if it was handing over, is started anew)."""
         del self.successors[slot.index]
         self._forget(slot)
         reason = slot.killed or (slot.error['error'] if slot.error else _how(code))
@@ -378,10 +423,12 @@ class Supervisor:
         self._forget(slot)
         how = _how(code)
         if slot.index in self.successors:
-            successor = self.slots[slot.index] = self.successors.pop(slot.index)
-            log.info('slot %d (pid %d) %s; its successor (pid %d) takes over', slot.index,
-                     slot.pid, how, successor.pid)
-            return
+            if slot.handing_over:
+                successor = self.slots[slot.index] = self.successors.pop(slot.index)
+                log.info('slot %d (pid %d) %s; its successor (pid %d) takes over', slot.index,
+                         slot.pid, how, successor.pid)
+                return
+            self._dismiss(slot.index, f'slot {slot.index} {how} before handing over')
         if self._stopping or slot.retiring:
             log.info('slot %d (pid %d) %s', slot.index, slot.pid, how)
             return
@@ -461,12 +508,12 @@ class Supervisor:
 
     def _check_liveness(self) -> None:
         """Kill, once, a running slot whose heartbeat (its reports) stopped for longer than
-        its ``heartbeat_timeout`` or that reports itself not live, and a retiring slot
-        that did not stop within its graceful timeout.  Reports that arrived while this
-        loop was busy elsewhere are read first, so a slow loop never looks like silent
-        slots."""
+        its ``heartbeat_timeout`` or that reports itself not live, and a retiring slot or
+        dismissed successor that did not stop within its graceful timeout.  Reports that
+        arrived while this loop was busy elsewhere are read first, so a slow loop never
+        looks like silent slots."""
         now = time.monotonic()
-        for slot in self.slots.values():
+        for slot in [*self.slots.values(), *self._dismissed]:
             if self._stopping or slot.killed:
                 continue
             self._read_reports(slot)
@@ -510,17 +557,19 @@ class Supervisor:
                 platform.kill_quietly(successor.pid)
         prepared = {index for index, successor in self.successors.items()
                     if successor.report['phase'] in ('prepared', 'running')}
-        prepared |= {index for index in range(self.workers)
-                     if index not in self.slots and index not in self.successors}
         ready = {index for index, slot in self.slots.items() if slot.ready}
         if self._restart.advance(prepared, ready, self.workers, self._prepare_successor,
-                                 lambda index: self._retire(index, signal.SIGUSR2)):
+                                 self._hand_over):
             self._finish_restart()
 
-    def _prepare_successor(self, index: int) -> None:
-        """A new slot beside slot ``index``; a slot not running now is started as usual."""
-        if index in self.slots and index not in self.successors:
-            self._spawn(index, successor=True)
+    def _prepare_successor(self, index: int) -> bool:
+        """Start a new slot beside slot ``index``; False if that slot is not running now
+        (it is started anew as usual instead)."""
+        slot = self.slots.get(index)
+        if slot is None or slot.retiring:
+            return False
+        self._spawn(index, successor=True)
+        return True
 
     def _begin_restart(self) -> None:
         """Re-read the configuration and start the app check; the slots are restarted
@@ -559,13 +608,18 @@ class Supervisor:
             self._check = None
 
     def _finish_restart(self, error: str | None = None) -> None:
-        """End the restart under way: done when ``error`` is None, else failed."""
+        """End the restart under way: done when ``error`` is None, else failed.  A failed
+        restart dismisses every successor that has not taken over, so none is left waiting
+        to take over later with the code of this deploy; their slots go on, or are
+        started anew if they were handing over."""
         self._restart = None
         self._requests_served = self._requests_serving
         self._restart_error = error
         if error:
             log.error('%s', error)
             self._restarts_failed += 1
+            for index in list(self.successors):
+                self._dismiss(index, 'the rolling restart stopped')
         else:
             log.info('rolling restart done')
             self._restarts_done += 1

@@ -113,12 +113,13 @@ class ConsumerLoop:
     def stop(self, drain: bool, deadline: float, leave: bool) -> None:
         """Ask the loop to finish: ``drain`` waits (until ``deadline``) for queued records;
         ``leave`` takes this member out of its group (a stop for good), where a static
-        member would otherwise keep its partitions for its session timeout."""
+        member would otherwise keep its partitions for its session timeout.  Once asked to
+        leave, it leaves, whatever a later call says; a cold stop stays cold."""
+        self._leave = self._leave or leave
         if self._stop_mode == 'cold':
             return
         self._stop_mode = 'warm' if drain else 'cold'
         self._stop_deadline = deadline
-        self._leave = leave
 
     def offsets(self) -> dict[str, object]:
         """Processed and committed offsets (next offset to read) for the web server."""

@@ -121,18 +121,19 @@ class Slot:
 
     def _take_over(self, lock: platform.DirLock) -> bool:
         """Wait for the data directory of the slot this one replaces, reporting meanwhile;
-        False if asked to stop first."""
+        False if asked to stop first.  Events are looked at before each try of the lock,
+        so a successor told to stop (dismissed) never takes over once it has seen that."""
         log.info('slot %d prepared; waiting for the slot it replaces to hand over', self.index)
         next_report = 0.0
-        while not lock.acquire(raise_if_held=False):
+        while True:
             if time.monotonic() >= next_report:
                 self._report()
                 next_report = time.monotonic() + REPORT_INTERVAL
-            event = self._events.get(timeout=TAKEOVER_POLL)
-            if event in ('warm', 'cold', 'handover'):
+            if self._events.get(timeout=TAKEOVER_POLL) in ('warm', 'cold', 'handover'):
                 log.info('stopped before taking over')
                 return False
-        return True
+            if lock.acquire(raise_if_held=False):
+                return True
 
     def _run_until_stopped(self) -> int:
         try:
@@ -264,7 +265,9 @@ class Slot:
 
     def _stop(self, mode: str, leave: bool) -> None:
         """Stop fetching, let agents finish (warm) or abandon (cold), checkpoint, and
-        leave the group if ``leave``."""
+        leave the group if ``leave``.  A stop for good (TERM) during a stop that keeps
+        the membership (a handover, a failure) makes it leave: no successor or restart
+        comes back under this identity then."""
         self.status.phase = 'stopping'
         logs.stopping()
         drain = mode == 'warm'
@@ -275,6 +278,10 @@ class Slot:
             event = self._events.get(timeout=0.05)
             if event == 'dump':
                 platform.dump_stacks(f'slot {self.index}')
+            elif event == 'warm' and not leave:
+                log.info('stop for good requested: leaving the group after all')
+                leave = True
+                self._consumer.stop(drain, deadline, leave)
             elif drain and (event == 'cold' or isinstance(event, Failure)):
                 log.warning('escalating to a cold shutdown')
                 drain, deadline = False, time.monotonic() + COLD_GRACE

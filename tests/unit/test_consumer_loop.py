@@ -15,6 +15,7 @@ import runner
 from runner.app.layout import Layout
 from runner.config import Settings
 from runner.kafka.assignor import RunnerAssignor
+from runner.runtime import consumer as consumer_module
 from runner.runtime.agents import AgentThreads
 from runner.runtime.consumer import ConsumerLoop
 from runner.runtime.context import SlotContext
@@ -89,6 +90,9 @@ class FakeConsumer:
 
     def seek(self, tp, offset):
         self.events.append(('seek', tp, offset))
+
+    def close(self, autocommit, timeout_ms):
+        self.events.append(('close',))
 
 
 class FakeProducer:
@@ -357,6 +361,17 @@ def test_partitions_pause_at_their_share_of_max_inflight(tmp_path):
         assert made.consumer.paused_set == {TP0}           # 10 of a share of 20 / 2
     finally:
         made.close()
+
+
+def test_a_stop_for_good_after_one_that_keeps_the_membership_leaves_the_group(world,
+                                                                              monkeypatch):
+    left = []
+    monkeypatch.setattr(consumer_module, 'leave_group', lambda *args: left.append(args[-1]))
+    world.loop._instance_id = 'loop-identity'
+    world.loop.stop(drain=False, deadline=0.0, leave=False)    # a failure: cold, stays
+    world.loop.stop(drain=False, deadline=0.0, leave=True)     # then TERM: for good
+    world.loop._finish()
+    assert left == ['loop-identity']
 
 
 # -- exactly-once ------------------------------------------------------------------------

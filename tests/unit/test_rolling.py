@@ -1,17 +1,35 @@
 """Rolling restarts: one half of the slots at a time, each slot replaced by a successor
-prepared beside it before it stops."""
+prepared beside it before it stops.  The main process's part is driven with slot
+processes that are never forked: the test reports and exits for them."""
 
+import itertools
+import json
+import os
+import signal
+import socket
+from types import SimpleNamespace
+
+import pytest
+
+from runner import platform
 from runner.main.rolling import RollingRestart
+from runner.main.supervisor import PendingCheck, Supervisor
+
+USR2, TERM = signal.SIGUSR2, signal.SIGTERM
 
 
 class Steps:
-    """Records what a restart asks of the main process."""
+    """Records what a restart asks of the main process; slots in ``down`` get no successor."""
 
-    def __init__(self):
+    def __init__(self, down=()):
         self.done: list[tuple[str, int]] = []
+        self.down = set(down)
 
     def prepare(self, index):
+        if index in self.down:
+            return False
         self.done.append(('prepare', index))
+        return True
 
     def hand_over(self, index):
         self.done.append(('hand over', index))
@@ -51,3 +69,232 @@ def test_slots_removed_meanwhile_are_not_waited_for():
     assert not restart.advance(set(), {0}, 1, steps.prepare, steps.hand_over)
     assert restart.advance(set(), {0}, 1, steps.prepare, steps.hand_over)
     assert steps.done == [('prepare', 0), ('hand over', 0)]
+
+
+def test_slots_without_a_successor_are_neither_waited_for_nor_handed_over():
+    restart, steps = RollingRestart(range(4)), Steps(down={1})
+    restart.advance(set(), set(), 4, steps.prepare, steps.hand_over)
+    restart.advance({0}, set(), 4, steps.prepare, steps.hand_over)       # 1 is not prepared
+    assert steps.done == [('prepare', 0), ('hand over', 0)]
+    assert not restart.advance(set(), {0}, 4, steps.prepare, steps.hand_over)
+    assert not restart.advance(set(), {0, 1}, 4, steps.prepare, steps.hand_over)  # 1 started anew
+    restart.advance(set(), set(), 4, steps.prepare, steps.hand_over)
+    restart.forget(3)                                  # its successor was dismissed
+    restart.advance({2}, set(), 4, steps.prepare, steps.hand_over)
+    assert steps.done[2:] == [('prepare', 2), ('prepare', 3), ('hand over', 2)]
+    assert restart.advance(set(), {0, 1, 2, 3}, 4, steps.prepare, steps.hand_over)
+
+
+# -- the main process's part ------------------------------------------------------
+
+
+class FakeProcess:
+    """What the main process forks, never forked; ``report()`` writes to its report socket."""
+
+    pids = itertools.count(1000)
+
+    def __init__(self, target, args, name):
+        self.index, self._report_fd, _, self.successor = args
+        self.pid = next(self.pids)
+        self.exitcode = None
+        self.end: socket.socket | None = None
+
+    def start(self):
+        self.end = socket.socket(fileno=os.dup(self._report_fd))
+
+    def report(self, phase, ready):
+        self.end.send(json.dumps({
+            'phase': phase, 'live': True, 'ready': ready, 'reason': 'joining', 'web': None,
+            'graceful_timeout': 30.0, 'heartbeat_timeout': 60.0, 'assignment': []}).encode())
+
+
+class Main:
+    """A Supervisor of ``workers`` fake slots, its loop stepped by the test; the signals it
+    sends are recorded, not sent."""
+
+    def __init__(self, monkeypatch, workers):
+        self.sent: list[tuple[int, int]] = []
+        self.forked: list[FakeProcess] = []
+        monkeypatch.delenv('NOTIFY_SOCKET', raising=False)
+        monkeypatch.setattr(platform, 'kill_quietly', self._record_signal)
+        monkeypatch.setattr(platform, 'kill_group', lambda pgid, signum=None: None)
+        monkeypatch.setattr(platform, 'children', lambda parent: {})
+        self.supervisor = Supervisor('app', workers, None, None, check_timeout=10.0,
+                                     ready_timeout=60.0)
+        self.supervisor._context = SimpleNamespace(Process=self._fork)
+
+    def _record_signal(self, pid, signum=signal.SIGKILL):
+        self.sent.append((pid, signum))
+
+    def _fork(self, **kwargs):
+        process = FakeProcess(**kwargs)
+        self.forked.append(process)
+        return process
+
+    def step(self, times=1):
+        """What one round of the main loop does, but for signals and sleeping."""
+        main = self.supervisor
+        for _ in range(times):
+            for slot in main._processes():
+                main._read_reports(slot)
+            main._reap()
+            main._advance_restart()
+            main._spawn_missing()
+            main._check_liveness()
+            main._publish()
+
+    def start(self):
+        """Every slot started and ready."""
+        self.step()
+        for slot in self.supervisor.slots.values():
+            self.report(slot)
+        self.step()
+        assert self.supervisor._was_ready
+
+    def hup(self):
+        """As if HUP came and the app check passed."""
+        self.supervisor._check = PendingCheck(SimpleNamespace(result=lambda: None), None)
+        self.supervisor._finish_check()
+
+    def report(self, slot, phase='running', ready=True):
+        slot.process.report(phase, ready)
+
+    def exit(self, slot, code):
+        slot.process.exitcode = code
+        self.step()
+
+    def backoff_over(self, index):
+        self.supervisor._record(index).retry_at = 0.0
+
+    def signals_to(self, slot):
+        return [signum for pid, signum in self.sent if pid == slot.pid]
+
+    def replace(self, *indexes):
+        """Take the slots ``indexes``, whose successors run, through their handover."""
+        main = self.supervisor
+        successors = [main.successors[index] for index in indexes]
+        old = [main.slots[index] for index in indexes]
+        for successor in successors:
+            self.report(successor, 'prepared', ready=False)
+        self.step()
+        for slot in old:
+            assert self.signals_to(slot) == [USR2]
+            self.exit(slot, 0)
+        assert [main.slots[index] for index in indexes] == successors
+        for successor in successors:
+            self.report(successor)
+        self.step()
+
+    def close(self):
+        for process in self.forked:
+            process.end.close()
+        for slot in self.supervisor._processes():
+            slot.reader.close()
+
+
+@pytest.fixture
+def make_main(monkeypatch):
+    made = []
+
+    def make(workers):
+        made.append(Main(monkeypatch, workers))
+        made[-1].start()
+        return made[-1]
+    yield make
+    for main in made:
+        main.close()
+
+
+def test_a_slot_down_when_its_turn_comes_is_started_anew_and_the_restart_goes_on(make_main):
+    main = make_main(2)
+    crashed = main.supervisor.slots[0]
+    main.exit(crashed, 1)                           # waits for its restart (backoff)
+    main.hup()
+    main.backoff_over(0)
+    main.step()                                     # slot 0 gets no successor: started anew
+    anew = main.supervisor.slots[0]
+    assert anew.pid != crashed.pid and main.supervisor.successors == {}
+    main.report(anew)
+    main.step(3)
+    assert main.signals_to(anew) == []
+    main.replace(1)                                 # slot 1 is replaced hot, as usual
+    assert main.supervisor._restart is None and main.supervisor._restarts_done == 1
+
+
+def test_a_failed_restart_stops_the_successors_that_did_not_take_over(make_main):
+    main = make_main(4)
+    main.hup()
+    main.step()
+    first, second = main.supervisor.successors[0], main.supervisor.successors[1]
+    main.report(first, 'prepared', ready=False)
+    main.exit(second, 1)                            # the new slot 1 cannot start
+    assert 'the new slot 1 could not start' in main.supervisor._restart_error
+    assert main.signals_to(first) == [TERM] and main.supervisor.successors == {}
+    old = main.supervisor.slots[0]
+    main.exit(old, 1)                               # slot 0 crashes: no stale successor
+    main.backoff_over(0)
+    main.step()
+    assert 0 not in main.supervisor.slots           # not while the dismissed one may take over
+    main.exit(first, 0)
+    assert main.supervisor.slots[0].pid not in (old.pid, first.pid)
+    main.hup()
+    main.step()
+    assert sorted(main.supervisor.successors) == [0, 1]
+    assert main.supervisor.successors[0].pid not in (first.pid, second.pid)
+
+
+def test_a_slot_removed_while_handing_over_leaves_and_is_not_replaced(make_main):
+    main = make_main(3)
+    main.hup()
+    main.step()
+    main.replace(0)
+    main.step(2)                                    # the next group: slots 1 and 2
+    old, successor = main.supervisor.slots[2], main.supervisor.successors[2]
+    for index in (1, 2):
+        main.report(main.supervisor.successors[index], 'prepared', ready=False)
+    main.step()
+    assert main.signals_to(old) == [USR2]
+    main.supervisor._on_ttou()                      # slot 2 goes, for good
+    assert main.signals_to(old) == [USR2, TERM]
+    assert main.signals_to(successor) == [TERM]
+    main.exit(old, 0)
+    main.exit(successor, 0)
+    assert sorted(main.supervisor.slots) == [0, 1]
+    main.exit(main.supervisor.slots[1], 0)
+    main.report(main.supervisor.slots[1])
+    main.step()
+    assert main.supervisor._restart is None and main.supervisor._restarts_done == 1
+    assert sorted(main.supervisor.slots) == [0, 1]
+
+
+def test_a_slot_fenced_before_handing_over_is_not_taken_over(make_main):
+    main = make_main(2)
+    main.hup()
+    main.step()
+    old, successor = main.supervisor.slots[0], main.supervisor.successors[0]
+    main.report(successor, 'prepared', ready=False)
+    main.exit(old, 73)                              # another member took its identity
+    assert main.signals_to(successor) == [TERM]
+    assert 0 not in main.supervisor.slots and main.supervisor._record(0).failed
+    assert 'rolling restart stopped: slot 0' in main.supervisor._restart_error
+
+
+def test_a_slot_that_crashes_before_handing_over_is_started_anew(make_main):
+    main = make_main(2)
+    main.hup()
+    main.step()
+    old, successor = main.supervisor.slots[0], main.supervisor.successors[0]
+    main.exit(old, 1)
+    assert main.signals_to(successor) == [TERM] and main.supervisor.successors == {}
+    successor.stop_by = 0.0                         # it does not stop in time
+    main.step()
+    assert main.signals_to(successor) == [TERM, signal.SIGKILL]
+    main.exit(successor, -9)
+    main.backoff_over(0)
+    main.step()
+    anew = main.supervisor.slots[0]
+    assert anew.pid not in (old.pid, successor.pid)
+    main.report(anew)
+    main.step(3)
+    main.replace(1)
+    assert main.supervisor._restart is None and main.supervisor._restarts_done == 1
