@@ -337,9 +337,9 @@ class ConsumerLoop:
         """Whether this member is still in the generation of its last assignment (an
         expelled member must not write to changelogs that now belong to others)."""
         generation = self._consumer.group_metadata().generation_id
-        if generation != self._assignor.generation:
-            log.warning('checkpoint skipped: this member is in generation %d, its last '
-                        'assignment was for %d', generation, self._assignor.generation)
+        if generation != self._assignor.generation:   # normal while it rejoins its group
+            log.info('checkpoint deferred: this member is in generation %d, its last '
+                     'assignment was for %d', generation, self._assignor.generation)
         return generation == self._assignor.generation
 
     def _record_commit(self, checkpoint: Checkpoint, offsets: dict[TopicPartition, int]) -> None:
@@ -388,7 +388,20 @@ class ConsumerLoop:
                 self._rewind.update(task.restart_offsets())
         for task in tasks:
             self._retire(task)
+        self._keep_the_rest(tasks, tps)
         self._rebalance.revoked(tps, time.monotonic() - began)
+
+    def _keep_the_rest(self, tasks: list[Task], revoked: set[TopicPartition]) -> None:
+        """A task that lost only some of its partitions (a topic of its group changed its
+        partition count) goes on with the others, read again from its last cut."""
+        staying = {tp for task in tasks for tp in task.sources} - revoked
+        if not staying:
+            return
+        for task in tasks:
+            for tp, offset in task.restart_offsets().items():
+                if tp in staying:
+                    self._consumer.seek(tp, offset)
+        self._create_tasks(staying)
 
     async def _last_checkpoint(self, checkpoint: Checkpoint, tasks: list[Task]) -> None:
         """The final cut of revoked tasks, committed; tasks still busy are abandoned."""

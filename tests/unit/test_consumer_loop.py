@@ -25,10 +25,12 @@ from runner.runtime.tasks import Tasks
 from runner.state.manager import StateManager
 
 TP0, TP1 = TopicPartition('words', 0), TopicPartition('words', 1)
+CLICKS0 = TopicPartition('clicks', 0)
 CHANGELOG = 'loop-counts-changelog'
 
 app = runner.App('loop')
 words = app.topic('words', partitions=2, value_serializer='str')
+clicks = app.topic('clicks', partitions=2)        # in the same task as words
 counts = app.Table('counts', default=int)
 #: The agent blocks inside the record whose value is in ``BLOCK``, until released.
 BLOCK: dict[str, threading.Event] = {}
@@ -42,6 +44,12 @@ def count(stream):
         if word in BLOCK:
             INSIDE[word].set()
             BLOCK[word].wait(30)
+
+
+@app.agent(clicks)
+def click(stream):                                 # not started by these tests
+    for _ in stream:
+        pass
 
 
 def block_on(word):
@@ -178,7 +186,7 @@ class World:
     def __init__(self, tmp_path, transactional=False, **settings):
         self.events: list = []
         self.failures: list = []
-        layout = Layout(app, {'words': 2}, 2)
+        layout = Layout(app, {'words': 2, 'clicks': 2}, 2)
         producer = self.producer = FakeProducer(self.events, transactional)
         self.state = StateManager(app.tables.values(), tmp_path, FakeReader)
         slot = SlotContext(layout, producer, self.state)
@@ -373,6 +381,21 @@ def test_a_stop_for_good_after_one_that_keeps_the_membership_leaves_the_group(wo
     world.loop._finish()
     assert left == ['loop-identity']
 
+
+
+def test_a_task_that_loses_one_topic_goes_on_with_the_others(world):
+    world.assign(TP0, CLICKS0)
+    world.feed(TP0, 'a')
+    world.processed({TP0: 1})
+    world.events.clear()
+    world.revoke(CLICKS0)                  # clicks changed its partition count
+    assert world.events[-1] == ('seek', TP0, 1)
+    world.loop._activate_recovered()
+    world.feed(TP0, 'b', first=1)
+    world.processed({TP0: 2})              # words:0 is still processed
+    world.loop._next_checkpoint = 0
+    world.loop._advance_checkpoint()
+    assert world.events[-1] == ('commit', {TP0: 2})
 
 # -- exactly-once ------------------------------------------------------------------------
 
