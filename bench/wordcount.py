@@ -1,6 +1,7 @@
 """Stateful word count in ONE worker slot vs the raw kafka-python consume loop, on one topic.
 
     python bench/wordcount.py [--records N] [--repeat R] [--seed S] [--compare CHECKOUT]
+                              [--exactly-once]
 
 Produces N words (key = value = the word, 2000 distinct, 4 partitions) once, then runs,
 alternating, R times each:
@@ -12,7 +13,10 @@ alternating, R times each:
   rate), and until the group's committed offsets reach the end and sampled counts
   equal the truth (end-to-end rate); then every count is checked once;
 * with ``--compare``: the same runner run from another checkout of this repository
-  (an earlier commit, say), so two versions are measured side by side.
+  (an earlier commit, say), so two versions are measured side by side;
+* with ``--exactly-once``: the same app with ``processing_guarantee='exactly_once'``
+  (its default commit interval, 0.1 s), so the cost of transactions is measured side
+  by side with at-least-once.
 
 Uses ``$KAFKA_BOOTSTRAP_SERVERS`` if set, else starts a broker of its own.
 """
@@ -60,7 +64,7 @@ SAMPLE = 50
 APP_SOURCE = '''\
 import runner
 
-app = runner.App({app!r})
+app = runner.App({app!r}{settings})
 words = app.topic({topic!r}, partitions={partitions}, value_serializer='str')
 counts = app.Table('counts', default=int, partitions={partitions})
 
@@ -111,9 +115,11 @@ def wrong_counts(worker: Worker, truth: dict[str, int]) -> dict[str, tuple[int, 
 
 
 def run_worker(bootstrap: str, admin: KafkaAdminClient, workdir: Path, topic: str,
-               truth: dict[str, int], app: str, repo: Path) -> dict[str, Any]:
+               truth: dict[str, int], app: str, repo: Path,
+               settings: dict[str, Any]) -> dict[str, Any]:
     """One runner run: a fresh app (its own group and changelog) over the whole topic."""
-    source = APP_SOURCE.format(app=app, topic=topic, partitions=PARTITIONS)
+    source = APP_SOURCE.format(app=app, topic=topic, partitions=PARTITIONS,
+                               settings=''.join(f', {k}={v!r}' for k, v in settings.items()))
     module = write_app(workdir, source, app.replace('-', '_'))
     with Worker.for_app(workdir, module, bootstrap, app, repo=repo) as worker:
         timed = time_processing(worker, topic, sum(truth.values()))
@@ -205,6 +211,13 @@ def summarize(count: int, produce_seconds: float, raws: list[dict],
                                                      compared['records_per_cpu_s'])
         say(f'runner / compared: {results["ratio_runner_compared"]:.3f}x the rate, '
             f'{results["ratio_cpu_runner_compared"]:.3f}x the records per CPU second')
+    if 'exactly-once' in sides:
+        runner, exactly = results['runner'], results['exactly-once']
+        results['ratio_exactly_once'] = ratio(exactly['rate'], runner['rate'])
+        results['ratio_end_to_end_exactly_once'] = ratio(exactly['end_to_end_rate'],
+                                                         runner['end_to_end_rate'])
+        say(f'exactly-once / at-least-once: {results["ratio_exactly_once"]:.3f}x the rate, '
+            f'{results["ratio_end_to_end_exactly_once"]:.3f}x end to end')
     for problem in problems(sides):
         say(f'WRONG: {problem}')
     return results
@@ -229,9 +242,11 @@ def benchmark(args: argparse.Namespace) -> None:
     topic = f'bench-words-{tag}'
     words = make_words(args.records, args.seed)
     truth = dict(collections.Counter(words))
-    checkouts = {'runner': REPO}
+    checkouts: dict[str, tuple[Path, dict[str, Any]]] = {'runner': (REPO, {})}
+    if args.exactly_once:
+        checkouts['exactly-once'] = (REPO, {'processing_guarantee': 'exactly_once'})
     if args.compare:
-        checkouts['compared'] = Path(args.compare).resolve()
+        checkouts['compared'] = (Path(args.compare).resolve(), {})
     with kafka_bootstrap() as bootstrap, scratch_dir('bench-wordcount-') as workdir:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         try:
@@ -248,9 +263,10 @@ def benchmark(args: argparse.Namespace) -> None:
                          f'{" and ".join(checkouts)} ...')
                 raws.append(run_raw(bootstrap, topic, args.records, f'bench-raw-{tag}-{index}'))
                 line = [f'raw {raws[-1]["rate"]:,}']
-                for name, repo in checkouts.items():
+                for name, (repo, settings) in checkouts.items():
                     sides[name].append(run_worker(bootstrap, admin, workdir, topic, truth,
-                                                  f'bench-wc-{tag}-{name}-{index}', repo))
+                                                  f'bench-wc-{tag}-{name}-{index}', repo,
+                                                  settings))
                     line.append(f'{name} {sides[name][-1]["rate"]:,}')
                 say(f'run {index}: {" | ".join(line)} records/s')
             results = summarize(args.records, produce_seconds, raws, sides)
@@ -268,6 +284,8 @@ def main() -> None:
     parser.add_argument('--seed', type=int, default=1, help='random seed of the words')
     parser.add_argument('--compare', metavar='CHECKOUT',
                         help='another checkout of runner to run side by side')
+    parser.add_argument('--exactly-once', action='store_true',
+                        help='also run the app under exactly-once, side by side')
     benchmark(parser.parse_args())
 
 

@@ -30,11 +30,19 @@ from .tasks import Task
 
 
 class SlotContext:
-    """Tables read by key hash, and sends through the slot's producer."""
+    """Tables read by key hash, and sends through the slot's producer.
 
-    def __init__(self, layout: Layout, producer: Producer, state: StateManager | None) -> None:
+    Under exactly-once, ``producer`` is transactional and carries what agents
+    send; records sent from anywhere else (no record, no transaction to belong
+    to) go through ``outside``, a plain producer, so an aborted transaction
+    never takes them along.
+    """
+
+    def __init__(self, layout: Layout, producer: Producer, state: StateManager | None,
+                 outside: Producer | None = None) -> None:
         self.layout = layout
         self.producer = producer
+        self.outside = outside or producer
         self.state = state
         #: Changelog partition → its live table partition (written by the consumer thread).
         self.active: dict[Key, TablePartition] = {}
@@ -91,13 +99,19 @@ class SlotContext:
             return [] if partition is None else partition.windows(key)
 
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
-             headers: list | None = None, partition: int | None = None,
-             dropped: Callable[[], bool] | None = None) -> Any:
+             headers: list | None = None, partition: int | None = None) -> Any:
+        return self.outside.send(topic.name, key, value, headers,
+                                 placed(topic, key, partition, self.outside))
+
+    def send_processed(self, topic: Topic, key: bytes | None, value: bytes | None,
+                       headers: list | None, partition: int | None,
+                       dropped: Callable[[], bool]) -> Any:
+        """Send on behalf of an agent's record (in its transaction, under exactly-once)."""
         return self.producer.send(topic.name, key, value, headers,
                                   placed(topic, key, partition, self.producer), dropped)
 
     def flush(self, timeout: float) -> None:
-        self.producer.flush(timeout)
+        self.outside.flush(timeout)
 
 
 class AgentContext:
@@ -169,7 +183,7 @@ class AgentContext:
              headers: list | None = None, partition: int | None = None) -> Any:
         """Send through the slot's producer; dropped once the record's task is finished
         (its partition was taken away, and the next owner processes the record again)."""
-        sent = None if self.dropping else self.slot.send(
+        sent = None if self.dropping else self.slot.send_processed(
             topic, key, value, headers, partition, dropped=lambda: self.dropping)
         return Future().success(None) if sent is None else sent
 
@@ -180,7 +194,7 @@ class AgentContext:
         return task is not None and task.finished
 
     def flush(self, timeout: float) -> None:
-        self.slot.flush(timeout)
+        self.slot.producer.flush(timeout)
 
     def _partition(self, table: Table) -> TablePartition:
         task = self.task

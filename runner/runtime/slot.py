@@ -85,6 +85,7 @@ class Slot:
         self._queries: TableQueries | None = None
         self._layout: Layout | None = None
         self._producer: Producer | None = None
+        self._plain_producer: Producer | None = None    # exactly-once: for sends outside agents
         self._state: StateManager | None = None
 
     def run(self) -> int:
@@ -168,7 +169,8 @@ class Slot:
         identity = f'{self.app.name}-{platform.stable_identity(self.datadir)}'
         self._producer = self._start_producer(identity)
         self._state = self._start_state()
-        slot_context = SlotContext(layout, self._producer, self._state)
+        slot_context = SlotContext(layout, self._producer, self._state,
+                                   self._plain_producer or self._producer)
         context.install(slot_context)
         routes: dict[str, list[Inbox]] = {}
         for agent in self.app.agents:
@@ -203,6 +205,9 @@ class Slot:
                                 settings.broker_timeout, identity if exactly_once else None)
             if exactly_once:
                 producer.start_transactions()
+                self._plain_producer = Producer(settings.bootstrap_servers(),
+                                                f'{self._client_id()}-outside',
+                                                settings.broker_timeout)
         except KafkaError as exc:
             raise BrokerUnavailable(f'cannot start the producer: {exc}') from None
         return producer
@@ -303,8 +308,9 @@ class Slot:
         if self._state is not None:
             self._state.reader.stop()
             self._state.reader.thread.join(COLD_GRACE)
-        if self._producer is not None:
-            self._producer.close(COLD_GRACE)
+        for producer in (self._producer, self._plain_producer):
+            if producer is not None:
+                producer.close(COLD_GRACE)
 
     def _report(self) -> None:
         """Tell the main process how this slot is doing: its heartbeat, sent by the
