@@ -1,9 +1,12 @@
 """The group assignor: whole tasks, balanced and sticky by identity, warm handovers,
-the cooperative first round, owners and standbys per changelog partition."""
+the cooperative first round (claims, their generations, mixed protocols), partition-count
+changes, partitions of topics a task's member does not read, shared identities, owners and
+standbys per changelog partition."""
 
 import json
 from types import SimpleNamespace
 
+from kafka import TopicPartition
 from kafka.coordinator.assignors.abstract import RebalanceProtocol
 from kafka.protocol.consumer.metadata import ConsumerProtocolSubscription
 
@@ -22,12 +25,36 @@ class Cluster:
 
 
 def member(name, topics=('clicks', 'orders', 'words'), owned=(), caught_up=(), web=None,
-           counts=None):
+           counts=None, *, generation=0, protocol=EAGER, held=None, member_id=None):
+    """A member's subscription; ``held`` defaults to the partitions of ``owned`` (by
+    ``counts``), ``protocol=None`` leaves out the fields older versions do not send."""
     user_data = {'web': web or f'{name}:1', 'identity': name, 'owned': list(owned),
                  'caught_up': list(caught_up), 'counts': counts or {}}
-    return SimpleNamespace(member_id=f'id-{name}', group_instance_id=None,
+    if protocol is not None:
+        user_data.update(generation=generation, protocol=protocol.name.lower())
+    if held is None:
+        held = [(topic, p) for count, p in owned for topic in topics
+                if (counts or {}).get(topic) == count]
+    return SimpleNamespace(member_id=member_id or f'id-{name}', group_instance_id=None,
                            metadata=ConsumerProtocolSubscription(
-                               1, list(topics), json.dumps(user_data).encode()))
+                               1, list(topics), json.dumps(user_data).encode(),
+                               owned_partitions=owned_partitions(held)))
+
+
+def owned_partitions(held):
+    by_topic = {}
+    for topic, p in sorted(held):
+        by_topic.setdefault(topic, []).append(p)
+    return [ConsumerProtocolSubscription.TopicPartition(topic=topic, partitions=partitions)
+            for topic, partitions in by_topic.items()]
+
+
+def rejoin(result, name, topics, generation, protocol=COOPERATIVE, caught_up=()):
+    """A member as it joins again after ``result``: claiming what it was given."""
+    topics_given, data = result[name]
+    return member(name, topics, tasks_of(result, name), caught_up, counts=data['counts'],
+                  generation=generation, protocol=protocol,
+                  held=[(topic, p) for topic, ps in topics_given.items() for p in ps])
 
 
 def assignor(changelogs=None, replicas=1, protocol=EAGER, needs=None):
@@ -92,11 +119,13 @@ def test_cooperatively_a_moving_task_is_given_to_nobody_in_the_first_round():
     counts = {'clicks': 4}
     everything = [(4, p) for p in range(4)]
     chosen = assignor({}, protocol=COOPERATIVE)
-    first = assign(chosen, counts, [member('a', ['clicks'], everything), member('b', ['clicks'])])
+    first = assign(chosen, counts, [member('a', ['clicks'], everything, protocol=COOPERATIVE),
+                                    member('b', ['clicks'], protocol=COOPERATIVE)])
     assert len(tasks_of(first, 'a')) == 2 and tasks_of(first, 'b') == set()
     assert first['a'][1]['owners'] == {}
-    second = assign(chosen, counts, [member('a', ['clicks'], tasks_of(first, 'a')),
-                                     member('b', ['clicks'])])
+    second = assign(chosen, counts, [member('a', ['clicks'], tasks_of(first, 'a'),
+                                            protocol=COOPERATIVE),
+                                     member('b', ['clicks'], protocol=COOPERATIVE)])
     assert tasks_of(second, 'b') == set(everything) - tasks_of(first, 'a')
 
 
@@ -137,21 +166,6 @@ def test_stateful_tasks_are_spread_before_stateless_ones():
     assert sorted(len(topics['words']) for topics, _ in result.values()) == [1, 1]
 
 
-def test_a_topic_that_grew_is_rebuilt_through_a_round_with_no_owner():
-    before = [(4, p) for p in range(4)]
-    counts = {'words': 6, 'orders': 4}
-    result = assign(assignor({}, protocol=COOPERATIVE), counts, [
-        member('a', ['words', 'orders'], before, counts={'words': 4, 'orders': 4}),
-        member('b', ['words', 'orders'], counts={'words': 4, 'orders': 4})])
-    assert tasks_of(result, 'a') | tasks_of(result, 'b') == set()   # every task reshaped
-    assert result['a'][1]['counts'] == {'words': 6, 'orders': 4}
-    again = assign(assignor({}, protocol=COOPERATIVE), counts, [
-        member('a', ['words', 'orders'], counts=counts), member('b', ['words', 'orders'],
-                                                                counts=counts)])
-    assert tasks_of(again, 'a') | tasks_of(again, 'b') == {(6, p) for p in range(6)} | set(
-        before)
-
-
 def test_a_topic_whose_count_left_its_tables_is_not_assigned_and_every_member_is_told():
     counts = {'words': 6, 'clicks': 8}
     result = assign(assignor({TOTALS: 4}, needs={'words': 4}), counts,
@@ -159,3 +173,123 @@ def test_a_topic_whose_count_left_its_tables_is_not_assigned_and_every_member_is
     for topics, data in result.values():
         assert 'words' not in topics and len(topics['clicks']) == 4
         assert data['broken'] == {'words': [6, 4]}
+
+
+def everything_assigned_once(result, counts):
+    given = [(topic, p) for topics, _ in result.values() for topic, ps in topics.items()
+             for p in ps]
+    return sorted(given) == sorted((topic, p) for topic, n in counts.items() for p in range(n))
+
+
+def test_a_member_that_lost_its_partitions_no_longer_claims_them():
+    chosen = assignor({})
+    raw = chosen.assign(Cluster({'words': 4, 'clicks': 4}),
+                        [member('a', ['words', 'clicks']), member('b', ['words', 'clicks'])])
+    chosen.on_assignment(raw['id-a'], 7)
+    mine = json.loads(raw['id-a'].user_data)['tasks']
+    _, p = mine[0]
+    chosen.forget([TopicPartition('words', p), TopicPartition('clicks', p)])
+    data = json.loads(chosen.metadata({'words', 'clicks'}).user_data)
+    assert data['owned'] == mine[1:] and data['generation'] == 7
+    chosen.forget(TopicPartition(topic, p) for topic in ('words', 'clicks') for _, p in mine)
+    subscription = chosen.metadata({'words', 'clicks'})
+    assert json.loads(subscription.user_data)['owned'] == []
+    assert subscription.owned_partitions == []
+
+
+def test_of_two_claims_on_a_task_the_newest_is_believed():
+    everything = [(4, p) for p in range(4)]
+    result = assign(assignor({}), {'words': 4}, [
+        member('a', ['words'], everything, generation=7),
+        member('b', ['words'], everything[:2], generation=5)])       # expelled, rejoining
+    assert tasks_of(result, 'a') == set(everything[:2])
+
+
+def test_cooperatively_a_task_two_members_claim_is_given_to_nobody():
+    everything = [(4, p) for p in range(4)]
+    counts = {'words': 4}
+    result = assign(assignor({}, protocol=COOPERATIVE), counts, [
+        member('a', ['words'], everything, counts=counts, generation=7, protocol=COOPERATIVE),
+        member('b', ['words'], everything[2:], counts=counts, generation=5,
+               protocol=COOPERATIVE)])
+    assert result['b'][0] == {} and result['a'][0] == {'words': [0, 1]}
+
+
+def test_a_count_change_holds_back_only_the_tasks_whose_partitions_change():
+    before = {'words': 4, 'clicks': 4}
+    counts = {'words': 4, 'clicks': 8}
+    both = ['words', 'clicks']
+    warm = [(TOTALS, p) for p in range(4)]
+    members = [member('a', both, [(4, 0), (4, 1)], warm, counts=before, protocol=COOPERATIVE),
+               member('b', both, [(4, 2)], warm, counts=before, protocol=COOPERATIVE,
+                      held=[('words', 2), ('clicks', 2), ('clicks', 3)]),   # c reads no clicks
+               member('c', ['words'], [(4, 3)], warm, counts=before, protocol=COOPERATIVE)]
+    result = assign(assignor(), counts, members)
+    assert result['c'][0] == {'words': [3]}                    # none of its partitions moved
+    assert sorted(p for name in 'ab' for p in result[name][0].get('clicks', ())) == [4, 5, 6, 7]
+    assert not any(result[name][0].get('words') for name in 'ab')   # clicks:0-3 left them
+    assert {(4, 0), (4, 1)} <= tasks_of(result, 'a')                # and come back to a
+    again = assign(assignor(), counts, [rejoin(result, name, topics, 1, caught_up=warm)
+                                        for name, topics in zip('abc', (both, both, ['words']))])
+    assert everything_assigned_once(again, counts)
+    assert again['a'][0]['words'] == [0, 1] and again['c'][0]['words'] == [3]
+
+
+def test_a_departed_members_stateful_tasks_go_to_members_caught_up_on_them():
+    counts = {'words': 6}
+    changelogs = {TOTALS: 6}
+    result = assign(assignor(changelogs), counts, [
+        member('b', ['words'], [(6, 2), (6, 3)], [(TOTALS, 1), (TOTALS, 2), (TOTALS, 3)]),
+        member('c', ['words'], [(6, 4), (6, 5)], [(TOTALS, 4), (TOTALS, 5)])])
+    assert tasks_of(result, 'b') == {(6, 1), (6, 2), (6, 3)}
+    assert tasks_of(result, 'c') == {(6, 0), (6, 4), (6, 5)}
+
+
+def test_a_partition_whose_task_member_does_not_read_its_topic_goes_to_a_reader():
+    counts = {'words': 4, 'clicks': 4}
+    topics = {'a': ['words', 'clicks'], 'b': ['words'], 'd': ['clicks']}
+    first = assign(assignor({}, protocol=COOPERATIVE), counts,
+                   [member(name, topics[name], protocol=COOPERATIVE) for name in 'abd'])
+    assert everything_assigned_once(first, counts)
+    again = assign(assignor({}, protocol=COOPERATIVE), counts,
+                   [rejoin(first, name, topics[name], 1) for name in 'abd'])
+    assert {name: topics for name, (topics, _) in again.items()} == {
+        name: topics for name, (topics, _) in first.items()}
+
+
+def test_an_eager_leader_holds_back_what_a_cooperative_member_still_owns():
+    everything = [(4, p) for p in range(4)]
+    counts = {'words': 4}
+    result = assign(assignor({}, protocol=EAGER), counts, [
+        member('a', ['words'], everything, counts=counts, protocol=COOPERATIVE),
+        member('b', ['words'], protocol=EAGER)])
+    assert len(tasks_of(result, 'a')) == 2 and result['b'][0] == {}
+    result = assign(assignor({}, protocol=EAGER), counts, [
+        member('a', ['words'], everything, counts=counts, protocol=EAGER),
+        member('b', ['words'], protocol=EAGER)])
+    assert len(result['b'][0]['words']) == 2                 # an eager owner revoked it all
+    subscription = assignor({}, protocol=COOPERATIVE).metadata({'words'})
+    assert json.loads(subscription.user_data)['protocol'] == 'cooperative'
+
+
+def test_a_member_of_an_older_version_may_still_hold_what_it_claims():
+    everything = [(4, p) for p in range(4)]
+    counts = {'words': 4}
+    garbled = SimpleNamespace(member_id='id-c', group_instance_id=None,
+                              metadata=ConsumerProtocolSubscription(1, ['words'], b'[1]'))
+    result = assign(assignor({}), counts, [member('a', ['words'], everything, counts=counts,
+                                                  protocol=None),
+                                           member('b', ['words'], protocol=None), garbled])
+    assert len(tasks_of(result, 'a')) == 2 and result['b'][0] == result['c'][0] == {}
+
+
+def test_members_sharing_an_identity_are_told_apart(caplog):
+    counts = {'words': 4}
+    mine = [(4, 0), (4, 1)]
+    result = assign(assignor({}), counts, [
+        member('a', ['words'], member_id='id-copy'),
+        member('a', ['words'], mine, generation=3),
+        member('b', ['words'], [(4, 2), (4, 3)], generation=3)])
+    assert everything_assigned_once(result, counts)
+    assert tasks_of(result, 'a') == set(mine)
+    assert 'share identity' in caplog.text
