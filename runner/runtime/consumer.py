@@ -373,6 +373,8 @@ class ConsumerLoop:
         tps = set(tps)
         self._dispatcher.revoke(tps)
         tasks = self._tasks.revoke(tps)
+        if lost:          # others may own them now: this member no longer claims them
+            self._assignor.forget(tps)
         if self._state is not None:
             self._state.cancel(key for task in tasks if not task.ready for key in task.keys)
         checkpoint, self._checkpoint = self._checkpoint or self._new_checkpoint(0.0), None
@@ -521,10 +523,13 @@ class ConsumerLoop:
         self._rebalance.assigned(tps)
 
     def _create_tasks(self, tps: set[TopicPartition]) -> None:
-        tasks = self._tasks.assign(tps)
-        for task in tasks:
-            for tp in task.sources:
-                task.queues += self._dispatcher.assign(tp, task, held=not task.ready)
+        """Queues for ``tps``, in new tasks or in tasks this slot has (a partition that joins
+        a task whose other partitions stay); the tables of new tasks are recovered."""
+        added = sorted(tp for tp in tps if self._tasks.task_of(tp) is None)
+        tasks = self._tasks.assign(added)
+        for tp in added:
+            task = self._tasks.task_of(tp)
+            task.queues += self._dispatcher.assign(tp, task, held=not task.ready)
         if self._state is not None:
             self._state.recover([key for task in tasks for key in task.keys])
 

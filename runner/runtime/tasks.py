@@ -142,6 +142,9 @@ class Tasks:
                 self._by_source.pop(tp, None)
         return list(gone.values())
 
+    def task_of(self, tp: TopicPartition) -> Task | None:
+        return self._by_source.get(tp)
+
     def active(self) -> list[Task]:
         return list(self._tasks.values())
 

@@ -191,7 +191,7 @@ class World:
         self.state = StateManager(app.tables.values(), tmp_path, FakeReader)
         slot = SlotContext(layout, producer, self.state)
         self.inbox = Inbox()
-        self.dispatcher = Dispatcher({'words': [self.inbox]})
+        self.dispatcher = Dispatcher({'words': [self.inbox], 'clicks': [Inbox()]})
         self.assignor = RunnerAssignor(None, 'loop-0', 0, RebalanceProtocol.EAGER, set,
                                        counts=layout.sources(), changelogs=layout.changelogs(),
                                        needs=layout.needs())
@@ -396,6 +396,22 @@ def test_a_task_that_loses_one_topic_goes_on_with_the_others(world):
     world.loop._next_checkpoint = 0
     world.loop._advance_checkpoint()
     assert world.events[-1] == ('commit', {TP0: 2})
+
+
+def test_a_partition_that_joins_a_task_the_slot_has_gets_its_queue(world):
+    world.assign(TP0)
+    world.assign(CLICKS0)                  # clicks:0 joins task 0, which stays
+    assert [queue.tp for queue in world.loop._tasks.task_of(CLICKS0).queues] == [TP0, CLICKS0]
+    world.feed(TP0, 'a')
+    world.processed({TP0: 1})
+
+
+def test_lost_partitions_are_no_longer_claimed(world):
+    world.assign(TP0, TP1)
+    world.assignor._held = {('words', 0), ('words', 1)}
+    world.revoke(TP0, lost=True)
+    assert world.assignor._held == {('words', 1)}
+
 
 # -- exactly-once ------------------------------------------------------------------------
 
