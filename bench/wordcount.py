@@ -1,7 +1,7 @@
 """Stateful word count in ONE worker slot vs the raw kafka-python consume loop, on one topic.
 
     python bench/wordcount.py [--records N] [--repeat R] [--seed S] [--compare CHECKOUT]
-                              [--exactly-once]
+                              [--exactly-once [--exactly-once-interval S]]
 
 Produces N words (key = value = the word, 2000 distinct, 4 partitions) once, then runs,
 alternating, R times each:
@@ -15,8 +15,8 @@ alternating, R times each:
 * with ``--compare``: the same runner run from another checkout of this repository
   (an earlier commit, say), so two versions are measured side by side;
 * with ``--exactly-once``: the same app with ``processing_guarantee='exactly_once'``
-  (its default commit interval, 0.1 s), so the cost of transactions is measured side
-  by side with at-least-once.
+  (its default commit interval, 0.1 s, or ``--exactly-once-interval``), so the cost
+  of transactions is measured side by side with at-least-once.
 
 Uses ``$KAFKA_BOOTSTRAP_SERVERS`` if set, else starts a broker of its own.
 """
@@ -244,7 +244,10 @@ def benchmark(args: argparse.Namespace) -> None:
     truth = dict(collections.Counter(words))
     checkouts: dict[str, tuple[Path, dict[str, Any]]] = {'runner': (REPO, {})}
     if args.exactly_once:
-        checkouts['exactly-once'] = (REPO, {'processing_guarantee': 'exactly_once'})
+        interval = {} if args.exactly_once_interval is None else {
+            'commit_interval': args.exactly_once_interval}
+        checkouts['exactly-once'] = (REPO, {'processing_guarantee': 'exactly_once',
+                                            **interval})
     if args.compare:
         checkouts['compared'] = (Path(args.compare).resolve(), {})
     with kafka_bootstrap() as bootstrap, scratch_dir('bench-wordcount-') as workdir:
@@ -274,6 +277,7 @@ def benchmark(args: argparse.Namespace) -> None:
             delete_run_topics(admin, tag)
             admin.close()
     emit_json('wordcount', {'seed': args.seed, 'repeat': args.repeat,
+                            'exactly_once_interval': args.exactly_once_interval,
                             'compared_checkout': args.compare, **results})
 
 
@@ -286,6 +290,8 @@ def main() -> None:
                         help='another checkout of runner to run side by side')
     parser.add_argument('--exactly-once', action='store_true',
                         help='also run the app under exactly-once, side by side')
+    parser.add_argument('--exactly-once-interval', type=float, metavar='S',
+                        help='its commit interval (default: the runner\'s, 0.1 s)')
     benchmark(parser.parse_args())
 
 

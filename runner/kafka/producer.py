@@ -12,8 +12,10 @@ SendFailed: no offset is committed past lost output.
 
 Under exactly-once the producer is transactional: a transaction is always
 open while the slot processes, and a checkpoint ends it (see
-:mod:`runner.runtime.transactions`).  While it ends, the producer is
-*sealed*: a send waits until the next transaction has begun, since
+:mod:`runner.runtime.transactions`).  Transactions are numbered; a send
+may ask to wait until a transaction after a given one has begun (the
+records of a task already cut belong to the next).  While a transaction
+ends the producer is *sealed*: every send waits for the next one, since
 kafka-python refuses sends in between.  kafka-python's own transactional
 calls wait without a timeout; :meth:`Producer.send_offsets` and
 :meth:`Producer.end` start the same requests and return their result
@@ -84,33 +86,43 @@ class Producer:
         self._error: BaseException | None = None
         self._sealed = self.transactional      # until the first transaction begins
         self._sending = 0                      # sends past the seal, not yet queued
+        #: The number of the open transaction.
+        self.transaction = 0
         #: Records were sent in the open transaction.
         self.written = False
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None,
-             dropped: Callable[[], bool] | None = None) -> Any:
+             dropped: Callable[[], bool] | None = None, after: int = -1) -> Any:
         """Queue one record; returns kafka-python's future for its metadata, or None if
-        ``dropped()`` says, once the producer is open, that the record is no longer wanted."""
+        ``dropped()`` says, once the producer is open, that the record is no longer wanted.
+        Under exactly-once the record goes into a transaction numbered above ``after``."""
         with self._lock:
-            while self._sealed:
+            while self._sealed or self.transaction <= after:
                 self._lock.wait()
             if dropped is not None and dropped():
                 return None
-            epoch = self._open
-            epoch.pending += 1
-            self._sending += 1
             self.written = True
+            if self.transactional:     # the commit of the transaction is the barrier
+                self._sending += 1
+                epoch = None
+            else:
+                epoch = self._open
+                epoch.pending += 1
+        if epoch is None:
+            try:
+                return self._producer.send(topic, key=key, value=value, headers=headers,
+                                           partition=partition)
+            finally:
+                with self._lock:
+                    self._sending -= 1
+                    self._lock.notify_all()
         try:
             future = self._producer.send(topic, key=key, value=value, headers=headers,
                                          partition=partition)
         except BaseException:
             self._settle(epoch, None)
             raise
-        finally:
-            with self._lock:
-                self._sending -= 1
-                self._lock.notify_all()
         future.add_callback(epoch.ack)
         future.add_errback(epoch.fail)
         return future
@@ -123,6 +135,13 @@ class Producer:
         self._producer.init_transactions()
         self.begin()
 
+    def renumber(self) -> None:
+        """The open transaction has nothing in it: number it as the next one."""
+        with self._lock:
+            if not self.written:
+                self.transaction += 1
+                self._lock.notify_all()
+
     def seal(self) -> None:
         """Make new sends wait: the open transaction is about to end."""
         with self._lock:
@@ -132,6 +151,11 @@ class Producer:
         """No send is between the seal and kafka-python's queue."""
         with self._lock:
             return self._sending == 0
+
+    @property
+    def transaction_error(self) -> BaseException | None:
+        """Why the producer can no longer carry out transactional calls, if it cannot."""
+        return self._producer._transaction_manager.last_error
 
     def send_offsets(self, offsets: dict, group_metadata: Any) -> Any:
         """Add source offsets to the open transaction; returns the request's result
@@ -156,6 +180,7 @@ class Producer:
             self._error = None
             self.written = False
             self._sealed = False
+            self.transaction += 1
             self._lock.notify_all()
 
     def partition_count(self, topic: str) -> int:

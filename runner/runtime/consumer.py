@@ -22,10 +22,10 @@ abandoned task's writes are never applied, what its agents send afterwards
 is dropped, and if its partitions come back they are read again from the
 committed offset, so its work is redone by the next owner, never lost.
 
-Under exactly-once (see :mod:`.transactions`) a checkpoint cuts every task
-and holds it still until its transaction has ended; a revocation ends the
-transaction of every task, kept or revoked, since a transaction is the
-slot's.  Where it must abort, the tasks that stay are abandoned and created
+Under exactly-once (see :mod:`.transactions`) a checkpoint is committed
+only once every task is cut, and what an agent sends after its task's cut
+waits for the next transaction; a revocation ends the transaction of every
+task, kept or revoked, since a transaction is the slot's.  Where it must abort, the tasks that stay are abandoned and created
 again from their last commit, so their records are processed again.
 """
 
@@ -280,17 +280,16 @@ class ConsumerLoop:
             self._commit(checkpoint)
 
     def _new_checkpoint(self, deadline: float) -> Checkpoint:
-        return Checkpoint(deadline, hold=self._producer.transactional)
+        producer = self._producer
+        return Checkpoint(deadline, producer.transaction if producer.transactional else None)
 
     def _transact(self, checkpoint: Checkpoint) -> None:
         """Close a complete checkpoint and end its transaction, blocking this thread."""
         checkpoint.close()
-        try:
-            if not checkpoint.empty or self._producer.written:
-                transactions.run(self._transaction(checkpoint, self._tasks.active),
-                                 COMMIT_TIMEOUT)
-        finally:
-            checkpoint.finish()
+        if not checkpoint.empty or self._producer.written:
+            transactions.run(self._transaction(checkpoint, self._tasks.active), COMMIT_TIMEOUT)
+        else:       # nothing in it: what waits for the next transaction may use this one
+            self._producer.renumber()
 
     def _transaction(self, checkpoint: Checkpoint,
                      again: Callable[[], list[Task]]) -> transactions.Steps:
@@ -438,8 +437,6 @@ class ConsumerLoop:
         except RunnerError as exc:
             log.error('%s', exc)
             self._on_failure(str(exc), exc.exit_code)
-        finally:
-            checkpoint.finish()
 
     def _aborted(self, checkpoint: Checkpoint, kept: list[Task]) -> transactions.Steps:
         log.warning('aborting the transaction; the records since the last commit are '

@@ -105,10 +105,10 @@ class SlotContext:
 
     def send_processed(self, topic: Topic, key: bytes | None, value: bytes | None,
                        headers: list | None, partition: int | None,
-                       dropped: Callable[[], bool]) -> Any:
+                       dropped: Callable[[], bool], after: int) -> Any:
         """Send on behalf of an agent's record (in its transaction, under exactly-once)."""
         return self.producer.send(topic.name, key, value, headers,
-                                  placed(topic, key, partition, self.producer), dropped)
+                                  placed(topic, key, partition, self.producer), dropped, after)
 
     def flush(self, timeout: float) -> None:
         self.outside.flush(timeout)
@@ -130,8 +130,8 @@ class AgentContext:
 
     def begin(self, queue: PartitionQueue) -> None:
         """A batch of ``queue`` starts (its lease already counts as inside its task).
-        Under exactly-once the thread holds the task's guard for the whole batch, so a
-        checkpoint holds it still between its cut and the end of the transaction."""
+        Under exactly-once the thread holds the task's guard for the whole batch, so the
+        task is only ever cut between two records (sends included)."""
         self.queue, self.task = queue, queue.task
         if self.slot.producer.transactional:
             self._hold(queue.task)
@@ -182,9 +182,13 @@ class AgentContext:
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None) -> Any:
         """Send through the slot's producer; dropped once the record's task is finished
-        (its partition was taken away, and the next owner processes the record again)."""
+        (its partition was taken away, and the next owner processes the record again).
+        Outside a record it is a send of the slot's, belonging to no record."""
+        task = self.task
+        if task is None:
+            return self.slot.send(topic, key, value, headers, partition)
         sent = None if self.dropping else self.slot.send_processed(
-            topic, key, value, headers, partition, dropped=lambda: self.dropping)
+            topic, key, value, headers, partition, lambda: self.dropping, task.cut_in)
         return Future().success(None) if sent is None else sent
 
     @property

@@ -45,6 +45,9 @@ class Task:
         self.finished = False
         #: Last committed offset of each source, once this slot has committed one.
         self.committed: dict[TopicPartition, int] = {}
+        #: Exactly-once: the transaction of its last cut; what its agents send after the
+        #: cut goes into a later one.
+        self.cut_in = -1
         self._lock = threading.Lock()
         self._leases = 0
         self._on_idle: Callable[[], None] | None = None

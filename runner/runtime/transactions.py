@@ -3,8 +3,9 @@
 Under ``processing_guarantee: exactly_once`` the slot's producer is
 transactional and a transaction is always open while the slot processes.
 Everything an agent sends and every changelog record goes into it.  A
-checkpoint (which holds every task still between its cut and its end, see
-:mod:`runner.state.checkpoint`) ends it:
+checkpoint that has cut every task (after its cut, what a task's agents
+send waits for the next transaction, see :mod:`runner.state.checkpoint`)
+ends it:
 
 1. the changelog records of the cut writes are sent;
 2. the producer is sealed and waits for sends under way (``idle``);
@@ -12,7 +13,9 @@ checkpoint (which holds every task still between its cut and its end, see
    group metadata, so a member the group has moved on from is refused
    (KIP-447);
 4. the transaction is committed;
-5. only then are the writes stored in LevelDB, and a new transaction begins.
+5. a new transaction begins (sends waiting for it go on), and then the
+   writes are stored in LevelDB (before the next checkpoint, which runs on
+   the same thread).
 
 If step 3 or 4 fails, or the checkpoint cannot be committed at all (a task
 stayed busy through a revocation, the member left its generation), the
@@ -26,6 +29,7 @@ on the consumer thread (blocking) and in the rebalance listener (awaited on
 kafka-python's IO loop, which must never block).
 """
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NamedTuple
@@ -36,15 +40,27 @@ from ..errors import EX_CANTCREAT, RunnerError
 from ..kafka.producer import Producer
 from ..state.checkpoint import Checkpoint
 
+#: The errors of a producer whose transactional id a newer incarnation has taken.
+FENCED = (ProducerFencedError, InvalidProducerEpochError)
 #: How often the consumer thread looks again while it waits for a step.
 STEP_TICK = 0.001
 
 
 class Wait(NamedTuple):
-    """Wait until ``done()`` before the next step; ``what`` names it in errors."""
+    """Wait until ``done()`` before the next step; ``what`` names it in errors.  A thread
+    that may block sleeps in ``block(seconds)`` meanwhile, if given."""
 
     done: Callable[[], bool]
     what: str
+    block: Callable[[float], Any] | None = None
+
+
+def _request(result: Any, what: str) -> Wait:
+    """Wait for a transactional request's result (its failure is looked at afterwards)."""
+    def block(seconds: float) -> None:
+        with contextlib.suppress(Exception):        # the caller checks result.failed
+            result.wait(timeout_ms=seconds * 1000)
+    return Wait(lambda: result.is_done, what, block)
 
 
 class TransactionAborted(Exception):
@@ -74,38 +90,56 @@ def commit(checkpoint: Checkpoint, producer: Producer, offsets: dict,
     producer.seal()
     yield Wait(producer.idle, 'sends under way')
     if offsets:
-        result = producer.send_offsets(offsets, group_metadata())
-        yield Wait(lambda: result.is_done, 'adding the offsets to the transaction')
-        _check(result, 'adding the offsets to the transaction')
-    result = producer.end(commit=True)
-    yield Wait(lambda: result.is_done, 'the commit of the transaction')
-    _check(result, 'the commit of the transaction')
-    checkpoint.store()
+        what = 'adding the offsets to the transaction'
+        result = _start(lambda: producer.send_offsets(offsets, group_metadata()), producer, what)
+        yield _request(result, what)
+        _check(result, what)
+    what = 'the commit of the transaction'
+    result = _start(lambda: producer.end(commit=True), producer, what)
+    yield _request(result, what)
+    _check(result, what)
     producer.begin()
+    checkpoint.store()
 
 
 def abort(checkpoint: Checkpoint, producer: Producer) -> Steps:
     """Abort the open transaction and forget the writes cut for it."""
     producer.seal()
     yield Wait(producer.idle, 'sends under way')
-    result = producer.end(commit=False)
-    yield Wait(lambda: result.is_done, 'the abort of the transaction')
+    what = 'the abort of the transaction'
+    try:
+        result = producer.end(commit=False)
+    except KafkaError as exc:       # the producer is in a state it cannot abort from
+        _raise_fatal(producer.transaction_error or exc, what)
+    yield _request(result, what)
     if result.failed:
-        _raise_fatal(result.exception, 'the abort of the transaction')
+        _raise_fatal(result.exception, what)
     checkpoint.discard()
     producer.begin()
+
+
+def _start(call: Callable[[], Any], producer: Producer, what: str) -> Any:
+    """Start a transactional request; kafka-python refuses at once when an earlier send
+    or request failed (the transaction is then to be aborted) or the producer is fenced."""
+    try:
+        return call()
+    except KafkaError as exc:
+        cause = producer.transaction_error or exc
+        if isinstance(cause, FENCED):
+            _raise_fatal(cause, what)
+        raise TransactionAborted(f'{what} failed: {cause}') from None
 
 
 def _check(result: Any, what: str) -> None:
     if result.failed:
         error = result.exception
-        if isinstance(error, (ProducerFencedError, InvalidProducerEpochError)):
+        if isinstance(error, FENCED):
             _raise_fatal(error, what)
         raise TransactionAborted(f'{what} failed: {error}')
 
 
 def _raise_fatal(error: BaseException, what: str) -> None:
-    if isinstance(error, (ProducerFencedError, InvalidProducerEpochError)):
+    if isinstance(error, FENCED):
         raise ProducerFenced('a newer incarnation of this slot took over its transactional id '
                              '(it was restarted, or its data directory runs elsewhere); this '
                              'one stops without committing')
@@ -117,9 +151,13 @@ def run(steps: Steps, timeout: float) -> None:
     for wait in steps:
         deadline = time.monotonic() + timeout
         while not wait.done():
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise TransactionStuck(f'{wait.what} did not finish within {timeout:g}s')
-            time.sleep(STEP_TICK)
+            if wait.block is not None:
+                wait.block(left)
+            else:
+                time.sleep(STEP_TICK)
 
 
 async def run_awaited(steps: Steps, timeout: float,

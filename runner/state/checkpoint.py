@@ -26,14 +26,15 @@ of the guard).  So a busy agent never starves the commit, and a task whose
 agent is stuck inside one record is left out of this checkpoint (and, on
 revocation, abandoned) without holding up the others.
 
-Under exactly-once a checkpoint *holds* what it cuts: every agent thread
-takes its task's guard for a whole batch, and a task once cut stays still
-(its holder waits at the record boundary, or the checkpoint keeps the free
-guard) until the checkpoint is :meth:`Checkpoint.finish`-ed, so nothing is
-written or sent between the cut and the end of the transaction.  Steps 2 to
-4 become: changelog records into the open transaction, then the source
-offsets and the commit of the transaction (:mod:`runner.runtime.transactions`);
-the store step follows only a committed transaction.
+Under exactly-once every agent thread holds its task's guard for a whole
+batch, so a task is only ever cut between two records, and a checkpoint
+notes in each unit it cuts the transaction the cut belongs to
+(``Unit.cut_in``): what the unit's agents send after the cut waits for the
+next transaction, with the records it belongs to.  They go on processing
+meanwhile; their table writes are the next cut's.  Steps 2 to 4 become:
+changelog records into the open transaction, then the source offsets and
+the commit of the transaction (:mod:`runner.runtime.transactions`); the
+store step follows only a committed transaction.
 """
 
 import threading
@@ -90,10 +91,6 @@ class Guard:
         if self.wanted is not None:      # asked between the look above and the release
             self._serve_if_free()
 
-    def let_go(self) -> None:
-        """A holding checkpoint is finished with the free guard it kept."""
-        self._lock.release()
-
     # -- checkpoints ---------------------------------------------------------
 
     def request(self, checkpoint: 'Checkpoint') -> None:
@@ -104,25 +101,16 @@ class Guard:
 
     def _serve_if_free(self) -> None:
         if self._lock.acquire(blocking=False):
-            kept = False
             try:
-                kept = self._serve(holder=False)
+                self._serve()
             finally:
-                if not kept:
-                    self._lock.release()
+                self._lock.release()
 
-    def _serve(self, holder: bool = True) -> bool:
-        """Cut for the waiting checkpoint; True if it keeps the (free) guard.  A holder
-        cut by a holding checkpoint waits here until the checkpoint is finished."""
+    def _serve(self) -> None:
         with self._asked:
             checkpoint, self.wanted = self.wanted, None
-        if checkpoint is None or not checkpoint.take(self, self._cut):
-            return False
-        if holder:
-            checkpoint.wait_finished()
-            return False
-        checkpoint.keep(self)
-        return True
+        if checkpoint is not None:
+            checkpoint.take(self, self._cut)
 
 
 class Unit(Protocol):
@@ -133,6 +121,8 @@ class Unit(Protocol):
     finished: bool
     #: The last committed offset of each of its source partitions.
     committed: dict[TopicPartition, int]
+    #: Exactly-once: the transaction its last cut belongs to.
+    cut_in: int
 
 
 class Checkpoint:
@@ -145,12 +135,10 @@ class Checkpoint:
     finished: nothing they do later is committed.
     """
 
-    def __init__(self, deadline: float, hold: bool = False) -> None:
+    def __init__(self, deadline: float, transaction: int | None = None) -> None:
         self.deadline = deadline
-        #: Cut tasks stay still until :meth:`finish` (exactly-once).
-        self.hold = hold
-        self._finished = threading.Event()
-        self._kept: list[Guard] = []
+        #: Exactly-once: the transaction this checkpoint ends.
+        self.transaction = transaction
         self._lock = threading.Lock()
         self._wanted: dict[Guard, Unit] = {}
         self._final: set[Unit] = set()
@@ -171,37 +159,17 @@ class Checkpoint:
         for unit in units:
             unit.guard.request(self)
 
-    def take(self, guard: Guard, cut: Callable[[], Cut]) -> bool:
-        """Called under ``guard`` at a record boundary: cut its unit, unless closed or done.
-        True if the unit was cut and is to stay still until :meth:`finish`."""
+    def take(self, guard: Guard, cut: Callable[[], Cut]) -> None:
+        """Called under ``guard`` at a record boundary: cut its unit, unless closed or done."""
         with self._lock:
             unit = self._wanted.get(guard)
             if self._closed or unit is None or unit in self._cuts:
-                return False
+                return
             self._cuts[unit] = cut()
+            if self.transaction is not None:
+                unit.cut_in = self.transaction
             if unit in self._final:
                 unit.finished = True
-            return self.hold
-
-    def keep(self, guard: Guard) -> None:
-        """Hold a free guard until :meth:`finish`."""
-        with self._lock:
-            if not self._finished.is_set():
-                self._kept.append(guard)
-                return
-        guard.let_go()
-
-    def wait_finished(self) -> None:
-        """Block an agent thread cut by a holding checkpoint until it is finished."""
-        self._finished.wait()
-
-    def finish(self) -> None:
-        """Let the units this checkpoint holds go on (always called once it is driven)."""
-        with self._lock:
-            self._finished.set()
-            kept, self._kept = self._kept, []
-        for guard in kept:
-            guard.let_go()
 
     def has_cut(self, units: Iterable[Unit]) -> bool:
         """Every one of ``units`` has been cut."""

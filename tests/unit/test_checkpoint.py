@@ -171,31 +171,10 @@ def test_a_unit_cut_before_its_final_request_is_finished_at_once():
     assert unit.finished and cuts_of(checkpoint) == [Cut({})]
 
 
-def test_a_holding_checkpoint_keeps_its_holder_at_the_boundary_until_finished():
+
+def test_an_exactly_once_cut_notes_the_transaction_it_belongs_to():
     unit = Unit()
-    unit.guard.take()
-    checkpoint = Checkpoint(deadline=0, hold=True)
+    unit.cut_in = -1
+    checkpoint = Checkpoint(deadline=0, transaction=7)
     checkpoint.request([unit])
-    passed = threading.Event()
-
-    def agent():
-        unit.guard.boundary()               # cut here, then held
-        passed.set()
-        unit.guard.release()
-    thread = threading.Thread(target=agent)
-    thread.start()
-    wait_for(lambda: checkpoint._finished._cond._waiters, 5, 'the holder to wait')
-    assert checkpoint.complete() and not passed.is_set()
-    checkpoint.finish()
-    wait_for(passed.is_set, 5, 'the holder to go on')
-    thread.join(5)
-
-
-def test_a_holding_checkpoint_keeps_a_free_guard_until_finished():
-    unit = Unit()
-    checkpoint = Checkpoint(deadline=0, hold=True)
-    checkpoint.request([unit])
-    assert checkpoint.complete()
-    assert unit.guard._lock.locked()        # no agent can start a batch
-    checkpoint.finish()
-    assert not unit.guard._lock.locked()
+    assert checkpoint.complete() and unit.cut_in == 7

@@ -114,8 +114,16 @@ class FakeProducer:
         self.transactional = transactional
         self.written = False
         self.fail_commit = False
+        self.transaction = 0
+        self.waiting = False
+        self._lock = threading.Condition()
 
-    def send(self, topic, key, value, headers=None, partition=None, dropped=None):
+    def send(self, topic, key, value, headers=None, partition=None, dropped=None, after=-1):
+        with self._lock:
+            self.waiting = True
+            while self.transaction <= after:
+                self._lock.wait()
+            self.waiting = False
         if dropped is not None and dropped():
             return None
         self.written = True
@@ -152,8 +160,16 @@ class FakeProducer:
         self.events.append(('end', 'commit' if commit else 'abort'))
         return SimpleNamespace(is_done=True, failed=False)
 
+    def renumber(self):
+        with self._lock:
+            self.transaction += 1
+            self._lock.notify_all()
+
     def begin(self):
         self.written = False
+        with self._lock:
+            self.transaction += 1
+            self._lock.notify_all()
 
 
 class FakeReader:
@@ -467,19 +483,30 @@ def test_an_aborted_transaction_stores_nothing_and_its_records_are_processed_aga
     assert eos.failures == []
 
 
-def test_agents_stay_still_from_their_cut_until_the_transaction_ends(eos):
-    eos.assign(TP0, TP1)
-    eos.feed(TP0, 'a')
-    eos.processed({TP0: 1})
+def test_after_its_cut_an_agent_goes_on_and_its_sends_wait_for_the_next_transaction(eos):
+    eos.assign(TP0)
     checkpoint = eos.loop._new_checkpoint(deadline=0.0)
     checkpoint.request(eos.loop._tasks.active())
-    assert checkpoint.complete()                            # both guards free: cut and kept
-    eos.feed(TP1, 'c')
-    with pytest.raises(TimeoutError):
-        eos.processed({TP0: 1, TP1: 1})                     # no record while it is held
-    checkpoint.close()
-    checkpoint.finish()
-    eos.processed({TP0: 1, TP1: 1})
+    assert checkpoint.complete()                            # the task is cut
+    task = eos.loop._tasks.task_of(TP0)
+    sent = []
+    thread = threading.Thread(target=lambda: sent.append(
+        eos.producer.send('out', b'k', b'v', dropped=lambda: False, after=task.cut_in)))
+    thread.start()
+    eos.feed(TP0, 'a')
+    eos.processed({TP0: 1})                                 # processing goes on
+    wait_for(lambda: eos.producer.waiting, 5, 'the send to wait')
+    assert sent == []
+    eos.producer.begin()                                    # the next transaction
+    thread.join(5)
+    assert ('send', 'out', b'k', b'v', None) in eos.events
+
+
+def test_an_empty_checkpoint_lets_sends_waiting_for_the_next_transaction_through(eos):
+    eos.assign(TP0)
+    checkpoint_now(eos)                                     # nothing to commit
+    assert eos.producer.transaction == 1
+    assert 'end' not in kinds(eos.events)
 
 
 def test_a_busy_task_at_revocation_aborts_the_transaction_and_the_kept_tasks_read_again(eos):
