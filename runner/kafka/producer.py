@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kafka import KafkaProducer
+from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TransactionAbortedError
 
 from ..errors import RunnerError
@@ -182,6 +182,50 @@ class Producer:
             self._sealed = False
             self.transaction += 1
             self._lock.notify_all()
+
+    def send_batch(self, topic: str, partition: int,
+                   records: list[tuple[bytes, bytes | None]]) -> Any:
+        """Queue records for one partition (changelog records: keys and values already
+        bytes, no headers, sent by the checkpoint before any seal); returns the future of
+        the last one, or None.
+
+        kafka-python's ``send`` checks and looks up, for every record, what holds for
+        all of them here (metadata, partition, serializers, headers, the transaction's
+        partitions); this appends them to its accumulator directly, as ``send`` does
+        after those checks in kafka-python 3.0.12 (pinned, see :mod:`.fixes`).  A
+        checkpoint sends thousands at once, more often under exactly-once.
+        """
+        if not records:
+            return None
+        producer = self._producer
+        if producer._metadata.partitions_for_topic(topic) is None:
+            producer._wait_on_metadata(topic, producer.config['max_block_ms'])
+        tp = TopicPartition(topic, partition)
+        with self._lock:
+            self.written = True
+            epoch = None if self.transactional else self._open
+            if epoch is not None:
+                epoch.pending += len(records)
+        if self.transactional:
+            producer._transaction_manager.maybe_add_partition_to_transaction(tp)
+        append, size = producer._accumulator.append, producer._estimate_size_in_bytes
+        future, wake = None, False
+        for number, (key, value) in enumerate(records):
+            try:
+                producer._ensure_valid_record_size(size(key, value))
+                future, full, new, _ = append(tp, None, key, value, [])
+            except BaseException:
+                for _ in records[number:]:
+                    if epoch is not None:
+                        self._settle(epoch, None)
+                raise
+            wake = wake or full or new
+            if epoch is not None:
+                future.add_callback(epoch.ack)
+                future.add_errback(epoch.fail)
+        if wake:
+            producer._sender.wakeup()
+        return future
 
     def partition_count(self, topic: str) -> int:
         """How many partitions ``topic`` has (waits for its metadata the first time)."""

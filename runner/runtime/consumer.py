@@ -270,6 +270,9 @@ class ConsumerLoop:
             if checkpoint.complete():
                 self._checkpoint = None
                 self._transact(checkpoint)
+                # counted from the end of the transaction: its changelog records cost in
+                # proportion to how often it commits
+                self._next_checkpoint = time.monotonic() + self._settings.commit_interval
             elif now >= checkpoint.deadline:
                 checkpoint.deadline = now + self._settings.revoke_timeout
                 log.warning('checkpoint waiting for %s: under exactly-once no commit is made '

@@ -230,10 +230,8 @@ class Checkpoint:
         for cut in self._cuts.values():
             for partition, changes in cut.changes:
                 encoded = partition.encoded(changes)
-                future = None
-                for key, value in encoded:
-                    future = producer.send(partition.table.changelog.name, key, value,
-                                           partition=partition.number)
+                future = producer.send_batch(partition.table.changelog.name, partition.number,
+                                             encoded)
                 self._sent.append((partition, changes, encoded, future))
 
     def store(self) -> None:

@@ -129,6 +129,12 @@ class Producer:
         self.events.append(('send', topic, key, value, partition))
         return Future().success(SimpleNamespace(offset=next(self.offsets)))
 
+    def send_batch(self, topic, partition, records):
+        future = None
+        for key, value in records:
+            future = self.send(topic, key, value, partition=partition)
+        return future
+
     def mark(self):
         self.events.append(('mark',))
         return 'epoch'

@@ -132,6 +132,12 @@ class FakeProducer:
         self.ends[(topic, partition)] = offset + 1
         return Future().success(SimpleNamespace(offset=offset))
 
+    def send_batch(self, topic, partition, records):
+        future = None
+        for key, value in records:
+            future = self.send(topic, key, value, partition=partition)
+        return future
+
     def mark(self):
         self.events.append(('barrier',))
         return len(self.events)
