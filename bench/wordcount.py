@@ -1,9 +1,10 @@
 """Stateful word count in ONE worker slot vs the raw kafka-python consume loop, on one topic.
 
-    python bench/wordcount.py [--records N] [--repeat R] [--seed S] [--compare CHECKOUT]
+    python bench/wordcount.py [--records N] [--repeat R] [--seed S] [--distinct D]
+                              [--compare CHECKOUT]
                               [--exactly-once [--exactly-once-interval S]]
 
-Produces N words (key = value = the word, 2000 distinct, 4 partitions) once, then runs,
+Produces N words (key = value = the word, D (2000) distinct, 4 partitions) once, then runs,
 alternating, R times each:
 
 * raw: ``baseline_consumer.py`` counting the records with a plain ``KafkaConsumer``
@@ -57,6 +58,7 @@ from common import (
 from kafka import KafkaAdminClient
 
 PARTITIONS = 4
+#: Distinct words, unless ``--distinct`` says otherwise.
 VOCABULARY = 2000
 #: Words whose counts are checked while timing the end-to-end rate (all are checked after).
 SAMPLE = 50
@@ -76,10 +78,10 @@ def count(stream):
 '''
 
 
-def make_words(count: int, seed: int) -> list[str]:
-    """``count`` words drawn uniformly from a fixed vocabulary."""
+def make_words(count: int, seed: int, distinct: int) -> list[str]:
+    """``count`` words drawn uniformly from a fixed vocabulary of ``distinct`` words."""
     rng = random.Random(seed)
-    vocabulary = [f'word{n:04d}' for n in range(VOCABULARY)]
+    vocabulary = [f'word{n:06d}' for n in range(distinct)]
     return [rng.choice(vocabulary) for _ in range(count)]
 
 
@@ -183,12 +185,12 @@ def side(runs: list[dict]) -> dict[str, Any]:
             'wrong_counts': sum(r['wrong_counts'] for r in runs), 'runs': runs}
 
 
-def summarize(count: int, produce_seconds: float, raws: list[dict],
+def summarize(count: int, vocabulary: int, produce_seconds: float, raws: list[dict],
               sides: dict[str, list[dict]]) -> dict:
     """Print the human summary; returns the numbers for the JSON line."""
     raw_rate = round(median(r['rate'] for r in raws))
     results: dict[str, Any] = {
-        'records': count, 'vocabulary': VOCABULARY, 'partitions': PARTITIONS,
+        'records': count, 'vocabulary': vocabulary, 'partitions': PARTITIONS,
         'produce_s': round(produce_seconds, 3), 'produce_rate': rate(count, produce_seconds),
         'raw_rate': raw_rate,
         'raw_records_per_cpu_s': round(median(r['records_per_cpu_s'] for r in raws)),
@@ -240,7 +242,7 @@ def problems(sides: dict[str, list[dict]]) -> list[str]:
 def benchmark(args: argparse.Namespace) -> None:
     tag = run_id()
     topic = f'bench-words-{tag}'
-    words = make_words(args.records, args.seed)
+    words = make_words(args.records, args.seed, args.distinct)
     truth = dict(collections.Counter(words))
     checkouts: dict[str, tuple[Path, dict[str, Any]]] = {'runner': (REPO, {})}
     if args.exactly_once:
@@ -272,7 +274,7 @@ def benchmark(args: argparse.Namespace) -> None:
                                                   settings))
                     line.append(f'{name} {sides[name][-1]["rate"]:,}')
                 say(f'run {index}: {" | ".join(line)} records/s')
-            results = summarize(args.records, produce_seconds, raws, sides)
+            results = summarize(args.records, args.distinct, produce_seconds, raws, sides)
         finally:
             delete_run_topics(admin, tag)
             admin.close()
@@ -286,6 +288,8 @@ def main() -> None:
     parser.add_argument('--records', type=int, default=500_000, help='words to produce')
     parser.add_argument('--repeat', type=int, default=3, help='runs of each side')
     parser.add_argument('--seed', type=int, default=1, help='random seed of the words')
+    parser.add_argument('--distinct', type=int, default=VOCABULARY,
+                        help=f'distinct words ({VOCABULARY})')
     parser.add_argument('--compare', metavar='CHECKOUT',
                         help='another checkout of runner to run side by side')
     parser.add_argument('--exactly-once', action='store_true',

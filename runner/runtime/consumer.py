@@ -68,7 +68,7 @@ LISTENER_TICK = 0.005
 METADATA_MAX_AGE_MS = 10000
 #: A member hears of a rebalance at its next heartbeat to the group coordinator: at
 #: most this long after another member joins or leaves (or a third of the session).
-GROUP_HEARTBEAT_MS = 1000
+GROUP_HEARTBEAT_MS = 300
 
 
 class ConsumerLoop:
