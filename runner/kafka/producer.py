@@ -136,11 +136,12 @@ class Producer:
         self.begin()
 
     def renumber(self) -> None:
-        """The open transaction has nothing in it: number it as the next one."""
+        """A checkpoint was not committed: the open transaction goes on as the next one, so
+        what waits for the next transaction may join it (the next commit, whose cut comes
+        after those records, carries them and what the uncommitted checkpoint had cut)."""
         with self._lock:
-            if not self.written:
-                self.transaction += 1
-                self._lock.notify_all()
+            self.transaction += 1
+            self._lock.notify_all()
 
     def seal(self) -> None:
         """Make new sends wait: the open transaction is about to end."""

@@ -289,10 +289,12 @@ class ConsumerLoop:
     def _transact(self, checkpoint: Checkpoint) -> None:
         """Close a complete checkpoint and end its transaction, blocking this thread."""
         checkpoint.close()
-        if not checkpoint.empty or self._producer.written:
+        if checkpoint.empty and not self._producer.written:
+            self._producer.renumber()       # nothing to commit
+        elif not self._still_member():
+            self._producer.renumber()       # deferred: the next cut takes this one's along
+        else:
             transactions.run(self._transaction(checkpoint, self._tasks.active), COMMIT_TIMEOUT)
-        else:       # nothing in it: what waits for the next transaction may use this one
-            self._producer.renumber()
 
     def _transaction(self, checkpoint: Checkpoint,
                      again: Callable[[], list[Task]]) -> transactions.Steps:
@@ -300,8 +302,6 @@ class ConsumerLoop:
         tasks ``again()`` returns from their last commit."""
         offsets = checkpoint.offsets()
         try:
-            if not self._still_member():
-                raise TransactionAborted('this member left the generation of its assignment')
             yield from transactions.commit(checkpoint, self._producer, _commit_request(offsets),
                                            self._consumer.group_metadata)
         except TransactionAborted as exc:

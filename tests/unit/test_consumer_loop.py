@@ -515,6 +515,19 @@ def test_an_empty_checkpoint_lets_sends_waiting_for_the_next_transaction_through
     assert 'end' not in kinds(eos.events)
 
 
+def test_a_checkpoint_of_a_member_between_generations_is_deferred_not_aborted(eos):
+    eos.assign(TP0)
+    eos.feed(TP0, 'a')
+    eos.processed({TP0: 1})
+    eos.consumer.generation = 2                              # rejoining its group
+    checkpoint_now(eos)
+    assert eos.events == [] and eos.producer.transaction == 1
+    eos.consumer.generation = 1
+    checkpoint_now(eos)                                     # the writes were kept
+    assert kinds(eos.events) == ['send', 'offsets', 'end']
+    assert eos.stored(0) == ({b'a': b'1'}, 1)
+
+
 def test_a_busy_task_at_revocation_aborts_the_transaction_and_the_kept_tasks_read_again(eos):
     eos.assign(TP0, TP1)
     eos.feed(TP1, 'c')
