@@ -176,3 +176,22 @@ def test_an_agent_that_raises_mid_transaction_leaves_no_trace(
     wait_for(lambda: 'raised on' in worker.log(), 60, 'the agent to raise')
     wait_for_counts(worker, {'k00': len(values)}, timeout=120)
     assert_each_output_once(kafka_bootstrap, names['sink'], values)
+
+
+def test_a_worker_joining_and_leaving_under_load_changes_no_total_and_no_output(
+        tmp_path, names, workers, kafka_bootstrap):
+    app = exactly_once_app(tmp_path, names)
+    first = workers(app, 'first')
+    first.wait_ready()
+    load = Load(kafka_bootstrap, names['source'], 3000, rate=150)
+    wait_for(lambda: sum(first.state()['processed'].values()) > 300, 30, 'records processed')
+    second = workers(app, 'second')
+    wait_for(lambda: (s := second.state()) and s['ready'] and s['assignment'], 60,
+             'the second worker to take partitions over')
+    wait_for(lambda: sum(second.state()['processed'].values()) > 100, 30,
+             'the second worker to process')
+    assert second.stop()[0] == 0              # leaves for good, mid-load
+    load.finish()
+    wait_for_counts(first, dict(load.truth), timeout=120)
+    assert_each_output_once(kafka_bootstrap, names['sink'], load.ids)
+    assert 'Traceback' not in first.log() + second.log()
