@@ -206,23 +206,22 @@ def summarize(count: int, vocabulary: int, produce_seconds: float, raws: list[di
             f'{numbers["end_to_end_rate"]:,} end to end, {numbers["records_per_cpu_s"]:,} per '
             f'CPU second, peak RSS {numbers["peak_rss_mb"]} MiB, ready '
             f'{numbers["start_to_ready_s"]}s after start')
-    if 'compared' in sides:
-        runner, compared = results['runner'], results['compared']
-        results['ratio_runner_compared'] = ratio(runner['rate'], compared['rate'])
-        results['ratio_cpu_runner_compared'] = ratio(runner['records_per_cpu_s'],
-                                                     compared['records_per_cpu_s'])
-        say(f'runner / compared: {results["ratio_runner_compared"]:.3f}x the rate, '
-            f'{results["ratio_cpu_runner_compared"]:.3f}x the records per CPU second')
-    if 'exactly-once' in sides:
-        runner, exactly = results['runner'], results['exactly-once']
-        results['ratio_exactly_once'] = ratio(exactly['rate'], runner['rate'])
-        results['ratio_end_to_end_exactly_once'] = ratio(exactly['end_to_end_rate'],
-                                                         runner['end_to_end_rate'])
-        say(f'exactly-once / at-least-once: {results["ratio_exactly_once"]:.3f}x the rate, '
-            f'{results["ratio_end_to_end_exactly_once"]:.3f}x end to end')
+    for top, bottom in (('runner', 'compared'), ('exactly-once', 'runner')):
+        if top in sides and bottom in sides:
+            results[f'ratios_{top}_{bottom}'] = versus(results[top], results[bottom],
+                                                       f'{top} / {bottom}')
     for problem in problems(sides):
         say(f'WRONG: {problem}')
     return results
+
+
+def versus(top: dict[str, Any], bottom: dict[str, Any], label: str) -> dict[str, float]:
+    """The ratios of two sides' medians, printed in one line."""
+    found = {measure: ratio(top[measure], bottom[measure])
+             for measure in ('rate', 'end_to_end_rate', 'records_per_cpu_s')}
+    say(f'{label}: {found["rate"]:.3f}x the rate, {found["end_to_end_rate"]:.3f}x end to '
+        f'end, {found["records_per_cpu_s"]:.3f}x the records per CPU second')
+    return found
 
 
 def problems(sides: dict[str, list[dict]]) -> list[str]:

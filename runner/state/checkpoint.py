@@ -194,11 +194,6 @@ class Checkpoint:
         """The source offsets to commit: one past the last record every agent processed."""
         return {tp: offset for cut in self._cuts.values() for tp, offset in cut.offsets.items()}
 
-    def units(self) -> list[Unit]:
-        """The units that were cut."""
-        with self._lock:
-            return list(self._cuts)
-
     def discard(self) -> None:
         """The transaction was aborted: the writes cut are thrown away, never stored."""
         for cut in self._cuts.values():

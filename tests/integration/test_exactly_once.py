@@ -101,6 +101,17 @@ def assert_each_output_once(bootstrap, sink, ids):
                                        f'({sorted(twice)[:5]}...), {len(missing)} missing')
 
 
+def working(tmp_path, names, workers, bootstrap, count, rate):
+    """The app, a one-slot worker ``first`` of it, and a load of ``count`` records that
+    the worker has begun to process."""
+    app = exactly_once_app(tmp_path, names)
+    first = workers(app, 'first')
+    first.wait_ready()
+    load = Load(bootstrap, names['source'], count, rate)
+    wait_for(lambda: sum(first.state()['processed'].values()) > 100, 30, 'records processed')
+    return app, first, load
+
+
 def slot_pid(worker, slot):
     state = worker.state(slot)
     return state['pid'] if state else None
@@ -142,11 +153,7 @@ def kill(pid):
 
 def test_a_zombie_slot_cannot_commit_once_its_successor_started(
         tmp_path, names, workers, kafka_bootstrap):
-    app = exactly_once_app(tmp_path, names)
-    first = workers(app, 'first')
-    first.wait_ready()
-    load = Load(kafka_bootstrap, names['source'], 2000, rate=200)
-    wait_for(lambda: sum(first.state()['processed'].values()) > 100, 30, 'records processed')
+    app, first, load = working(tmp_path, names, workers, kafka_bootstrap, 2000, rate=200)
     zombie = slot_pid(first, 0)
     os.kill(zombie, signal.SIGSTOP)          # frozen inside an open transaction
     copy = tmp_path / 'second-data' / 'slot-0'
@@ -180,11 +187,7 @@ def test_an_agent_that_raises_mid_transaction_leaves_no_trace(
 
 def test_a_worker_joining_and_leaving_under_load_changes_no_total_and_no_output(
         tmp_path, names, workers, kafka_bootstrap):
-    app = exactly_once_app(tmp_path, names)
-    first = workers(app, 'first')
-    first.wait_ready()
-    load = Load(kafka_bootstrap, names['source'], 3000, rate=150)
-    wait_for(lambda: sum(first.state()['processed'].values()) > 300, 30, 'records processed')
+    app, first, load = working(tmp_path, names, workers, kafka_bootstrap, 3000, rate=150)
     second = workers(app, 'second')
     wait_for(lambda: (s := second.state()) and s['ready'] and s['assignment'], 60,
              'the second worker to take partitions over')
