@@ -9,7 +9,7 @@ import shutil
 import signal
 
 from apps import counts_of, wait_for_counts
-from harness import consume, produce, wait_for, write_app
+from harness import committed, consume, end_offsets, produce, wait_for, write_app
 from kafka.admin import NewPartitions
 
 #: A long session timeout: a member that did not leave would keep its partitions 30 s.
@@ -57,12 +57,16 @@ def split(*members):
 
 
 def test_a_restarted_slot_rejoins_as_the_same_member_and_nothing_moves(
-        tmp_path, names, workers, kafka_bootstrap):
+        tmp_path, names, workers, kafka_bootstrap, admin):
     app = write_app(tmp_path, APP.format(**names))
     first, second = workers(app, 'first'), workers(app, 'second')
     before_first, before_second = split(first, second)
     settled = len(rebalances(first))
     truth = send_words(kafka_bootstrap, names['source'], 2000, 7)
+    wait_for_counts(first, truth)
+    ends = end_offsets(kafka_bootstrap, names['source'])
+    wait_for(lambda: committed(admin, names['app'], names['source']) == ends, 30,
+             'every record to be committed')     # so the KILL makes no duplicates
     os.kill(before_second['pid'], signal.SIGKILL)
     again = wait_for(lambda: (s := second.state()) and s['pid'] != before_second['pid']
                      and s['ready'] and s, 60, 'the slot to be back')
