@@ -70,6 +70,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -111,6 +112,9 @@ SETTING_OPTIONS = {'broker': '--broker', 'datadir': '--datadir', 'web_host': '--
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python runner.py`` and the ``runner`` script; returns the exit code."""
+    # INT stops a worker at every stage, also when started as a shell's background job
+    # (which inherits INT ignored): the main process handles it once running anyway.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         try:
             args = parse(sys.argv[1:] if argv is None else list(argv))

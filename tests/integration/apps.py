@@ -26,7 +26,8 @@ COUNT_APP = '''
 import time
 import runner
 
-app = runner.App({app!r}, commit_interval=0.2, session_timeout=6)
+app = runner.App({app!r}, commit_interval=0.2, session_timeout=6,
+                 processing_guarantee={guarantee!r})
 words = app.topic({source!r}, partitions={partitions})
 counts = app.Table('counts', default=int, partitions={table_partitions})
 
@@ -49,11 +50,12 @@ def forward_app(tmp_path, names, body='pass', partitions=4, concurrency=2, max_i
                                                   max_inflight=max_inflight, **names))
 
 
-def count_app(tmp_path, names, body='pass', partitions=4, table_partitions=None):
+def count_app(tmp_path, names, body='pass', partitions=4, table_partitions=None,
+              guarantee='at_least_once'):
     """An app that counts words (record values) in table ``counts``."""
     return write_app(tmp_path, COUNT_APP.format(
         body=body, partitions=partitions, table_partitions=table_partitions or partitions,
-        **names))
+        guarantee=guarantee, **names))
 
 
 def outputs(kafka_bootstrap, topic, count=0, timeout=60, until=None):

@@ -4,6 +4,7 @@ import collections
 import re
 import signal
 
+import pytest
 from apps import VOCABULARY, count_app, counts_of, lookup, some_words
 from harness import (
     Worker,
@@ -24,9 +25,13 @@ def same_answer(worker, word):
     return first if first == second and first[0] == 200 else None
 
 
+GUARANTEES = pytest.mark.parametrize('guarantee', ['at_least_once', 'exactly_once'])
+
+
+@GUARANTEES
 def test_counts_equal_the_truth_and_any_slot_answers_any_key(tmp_path, names, workers,
-                                                             kafka_bootstrap):
-    worker = workers(count_app(tmp_path, names), extra=('-w', '2'))
+                                                             kafka_bootstrap, guarantee):
+    worker = workers(count_app(tmp_path, names, guarantee=guarantee), extra=('-w', '2'))
     worker.split_between(2)
     words = some_words(3000)
     produce(kafka_bootstrap, names['source'], [(w, w) for w in words])
@@ -233,7 +238,8 @@ def test_a_table_must_have_its_source_topics_partitions(tmp_path, names, kafka_b
 WINDOW_APP = '''
 import runner
 
-app = runner.App({app!r}, commit_interval=0.2, session_timeout=6)
+app = runner.App({app!r}, commit_interval=0.2, session_timeout=6,
+                 processing_guarantee={guarantee!r})
 clicks = app.topic({source!r}, partitions=1)
 per_window = app.Table('clicks', default=int, partitions=1).tumbling(10, expires=20)
 
@@ -245,8 +251,9 @@ def count(stream):
 '''
 
 
-def test_windowed_counts_expire(tmp_path, names, workers, kafka_bootstrap):
-    worker = workers(write_app(tmp_path, WINDOW_APP.format(**names)))
+@GUARANTEES
+def test_windowed_counts_expire(tmp_path, names, workers, kafka_bootstrap, guarantee):
+    worker = workers(write_app(tmp_path, WINDOW_APP.format(guarantee=guarantee, **names)))
     worker.wait_ready()
     produce(kafka_bootstrap, names['source'], [('a', 1), ('a', 1)], timestamp_ms=1_000_000)
     produce(kafka_bootstrap, names['source'], [('a', 1)], timestamp_ms=1_005_000)
