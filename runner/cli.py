@@ -102,6 +102,8 @@ from .main.supervisor import Reload, Supervisor
 
 log = logging.getLogger('runner')
 
+#: The highest TCP port.
+MAX_PORT = 65535
 #: Command-line options that are settings, by the name of their setting.
 SETTING_OPTIONS = {'broker': '--broker', 'datadir': '--datadir', 'web_host': '--web-host',
                    'web_port': '--web-port', 'web_advertise': '--web-advertise',
@@ -180,7 +182,7 @@ def load_options(args: dict[str, Any], need_app: bool = True) -> Options:
     path = args['--config']
     values = load_file(path) if path else {}
     origin = f'config file {path}'
-    spec = args['--app'] or values.get('app')
+    spec = args['--app'] or _text(values.get('app'), 'app', origin)
     if need_app and not spec:
         raise UsageError('no app given: use -A module[:attribute] (or app: in the config file)')
     if args['--workers'] is not None:
@@ -191,7 +193,7 @@ def load_options(args: dict[str, Any], need_app: bool = True) -> Options:
                   if args[option] is not None}
     file_values = {key: value for key, value in values.items() if key not in SUPERVISOR_KEYS}
     return Options(app=str(spec or ''), workers=workers,
-                   pidfile=args['--pidfile'] or values.get('pidfile'),
+                   pidfile=args['--pidfile'] or _text(values.get('pidfile'), 'pidfile', origin),
                    cli=check_settings(cli_values, 'the command line', UsageError),
                    file=check_settings(file_values, origin),
                    per_slot=slot_overrides(values.get('slots'), origin))
@@ -205,6 +207,7 @@ def worker_command(args: dict[str, Any]) -> int:
     """
     options = load_options(args)
     settings = options.base_settings()
+    check_ports(settings, options.workers)
     name = check_app(options, settings.import_timeout)
     detach = args['--detach']
     if detach:
@@ -238,6 +241,22 @@ def worker_command(args: dict[str, Any]) -> int:
             log.error('%s', supervisor.fatal_message)
         print(f'runner: {supervisor.fatal_message}', file=sys.stderr)
     return code
+
+
+def _text(value: Any, key: str, origin: str) -> str | None:
+    """A config file's ``app`` or ``pidfile``: text, if given."""
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f'invalid {key} in {origin}: expected text, not '
+                          f'{type(value).__name__}')
+    return value
+
+
+def check_ports(settings: Any, workers: int) -> None:
+    """Every slot's web port (the base port + its index) must exist."""
+    last = settings.web_port + workers - 1
+    if settings.web_port and last > MAX_PORT:
+        raise UsageError(f'web port {settings.web_port} with {workers} slots would need port '
+                         f'{last}; ports end at {MAX_PORT}')
 
 
 def check_app(options: Options, timeout: float) -> str:

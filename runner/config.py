@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,6 +99,8 @@ def parse_broker_url(url: str) -> list[str]:
         item = item.rstrip('/')
         if not item:
             continue
+        if '@' in item:         # never echoed: it may hold a password
+            raise ConfigError('a broker address takes no user name or password')
         host, _, port = item.rpartition(':') if ':' in item else (item, '', '9092')
         if not host or not port.isdigit():
             raise ConfigError(f'invalid broker address {item!r}: expected host:port')
@@ -207,17 +210,37 @@ def check_settings(values: Mapping[str, Any], origin: str,
         try:
             checked[name] = coerce(name, value)
         except (TypeError, ValueError, ConfigError) as exc:
-            raise error(f'invalid {key} {value!r} in {origin}: {exc}') from None
+            raise error(f'invalid {key} {_shown(value)} in {origin}: {exc}') from None
     return checked
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML without aliases: a config file needs none, and a few nested ones expand to
+    gigabytes (the "billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, 'aliases (*name) are not allowed',
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as an error message quotes it: its repr, cut short, with any user name and
+    password before an ``@`` (a broker URL's) masked."""
+    text = re.sub(r'[^/;,@\s\'"]*@', '***@', repr(value))
+    return text if len(text) <= limit else f'{text[:limit]}...'
 
 
 def load_file(path: str) -> dict[str, Any]:
     """Read a YAML config file into a dict of raw (unchecked) values."""
     try:
         with open(path, encoding='utf-8') as handle:
-            data = yaml.safe_load(handle)
+            data = yaml.load(handle, Loader=_ConfigLoader)
     except OSError as exc:
         raise ConfigError(f'cannot read config file {path}: {exc.strerror}') from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f'config file {path} is not UTF-8 text (byte {exc.start})') from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, 'problem_mark', None)
         where = f' at line {mark.line + 1}' if mark else ''

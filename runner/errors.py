@@ -38,6 +38,12 @@ class ResourceBusy(RunnerError):
     exit_code = EX_CANTCREAT
 
 
+class CannotCreate(RunnerError):
+    """A file the worker writes (its log file, its pidfile) cannot be opened."""
+
+    exit_code = EX_CANTCREAT
+
+
 class NotRunning(RunnerError):
     exit_code = EX_NOT_RUNNING
 

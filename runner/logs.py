@@ -5,6 +5,8 @@ import logging
 import re
 import sys
 
+from .errors import CannotCreate
+
 FORMAT = '[%(asctime)s] [%(process)d] [%(role)s] %(levelname)s %(name)s: %(message)s'
 
 
@@ -59,8 +61,11 @@ def setup(level: str, logfile: str | None, role: str) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
         handler.close()
-    handler = (logging.FileHandler(logfile, encoding='utf-8') if logfile
-               else logging.StreamHandler(sys.stderr))
+    try:
+        handler = (logging.FileHandler(logfile, encoding='utf-8') if logfile
+                   else logging.StreamHandler(sys.stderr))
+    except OSError as exc:
+        raise CannotCreate(f'cannot open log file {logfile}: {exc.strerror}') from None
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(_RoleFilter(role))
     handler.addFilter(_stop_noise)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import EX_SOFTWARE, ResourceBusy, RunnerError
+from .errors import EX_SOFTWARE, CannotCreate, ResourceBusy, RunnerError
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,11 @@ class Pidfile:
 
     def acquire(self) -> None:
         """Write our pid, or raise AlreadyRunning if a live process holds the file."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise CannotCreate(f'cannot use pidfile {self.path}: {exc.strerror}') from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -233,3 +233,26 @@ def children(pid):
     found = subprocess.run(['pgrep', '-P', str(pid)], capture_output=True, text=True,
                            check=False).stdout.split()
     return [int(child) for child in found]
+
+
+@pytest.mark.parametrize(('setup', 'args', 'code', 'fragment'), [
+    ({'c.yaml': b'web_port: 1\n\xff\n'}, ['-c', 'c.yaml'], 78, 'is not UTF-8 text'),
+    ({'c.yaml': b'pidfile: [1, 2]\n'}, ['-c', 'c.yaml'], 78,
+     'invalid pidfile in config file c.yaml: expected text, not list'),
+    ({'c.yaml': b'a: &a [x, x, x]\nb: &b [*a, *a, *a]\nweb_port: [*b, *b, *b]\n'},
+     ['-c', 'c.yaml'], 78, 'aliases (*name) are not allowed'),
+    ({}, ['--logfile', 'no/such/dir/w.log'], 73, 'cannot open log file no/such/dir/w.log'),
+    ({'dir/.keep': b''}, ['--pidfile', 'dir'], 73, 'dir: Is a directory'),
+    ({}, ['-p', '65535', '-w', '2'], 64, 'would need port 65536'),
+    ({}, ['-b', 'kafka://user:secret@host:9092'], 64, 'takes no user name or password'),
+])
+def test_bad_files_and_values_get_one_line_and_their_exit_code(tmp_path, setup, args, code,
+                                                               fragment):
+    write_app(tmp_path, 'import runner\napp = runner.App("bad-input")\n')
+    for name, content in setup.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    broker = [] if '-b' in args else ['-b', '127.0.0.1:1']
+    result = run_cli(['-A', 'testapp', *broker, *args], tmp_path)
+    one_line_error(result, code, fragment)
+    assert 'secret' not in result.stderr

@@ -65,3 +65,33 @@ def test_rebalancing_settings_are_checked():
     for bad in ({'assignor': 'sticky'}, {'static_membership': 'maybe'}, {'acceptable_lag': -1}):
         with pytest.raises(ConfigError):
             check_settings(bad, 'test')
+
+
+def test_a_config_file_with_aliases_is_refused_before_it_expands(tmp_path):
+    path = tmp_path / 'c.yaml'
+    lines = ['a: &a [x, x]']
+    for n in range(9):              # each level nine times the one before: 2 * 9**9 items
+        below = 'a' if n == 0 else f'l{n - 1}'
+        lines.append(f'l{n}: &l{n} [' + ', '.join([f'*{below}'] * 9) + ']')
+    path.write_text('\n'.join(lines) + '\n')
+    with pytest.raises(ConfigError, match=r'at line 2: aliases \(\*name\) are not allowed'):
+        load_file(str(path))
+
+
+def test_a_config_file_that_is_not_utf8_is_refused(tmp_path):
+    path = tmp_path / 'c.yaml'
+    path.write_bytes(b'web_port: 1\n\xff\n')
+    with pytest.raises(ConfigError, match='is not UTF-8 text'):
+        load_file(str(path))
+
+
+def test_a_broker_url_with_a_password_is_refused_without_showing_it():
+    with pytest.raises(ConfigError) as caught:
+        check_settings({'broker': 'kafka://user:secret@h:9092,h2:9092'}, 'here')
+    assert 'secret' not in str(caught.value) and 'no user name or password' in str(caught.value)
+
+
+def test_a_long_bad_value_is_quoted_short():
+    with pytest.raises(ConfigError) as caught:
+        check_settings({'web_port': ['x'] * 1000}, 'here')
+    assert len(str(caught.value)) < 200
