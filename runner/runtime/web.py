@@ -1,6 +1,10 @@
 """The slot's HTTP server: health, readiness, state and table queries as JSON, on its own threads.
 
 It never touches the Kafka consumer, so it keeps answering while the group rebalances.
+Its resources are bounded whoever connects: at most ``MAX_CONNECTIONS`` are
+served at once (more are answered 503 and closed), a connection that sends
+nothing for ``IDLE_TIMEOUT`` seconds is closed, and a request body (which no
+route reads) is skipped, up to ``MAX_BODY`` bytes.
 """
 
 import errno
@@ -22,6 +26,17 @@ from ..errors import ResourceBusy
 from .status import SlotStatus
 
 log = logging.getLogger(__name__)
+
+#: Connections served at once; more are answered 503 and closed.
+MAX_CONNECTIONS = 64
+#: Seconds a connection may send nothing (between or within requests) before it is closed.
+IDLE_TIMEOUT = 10.0
+#: The largest request body skipped; a larger one is answered 413.
+MAX_BODY = 64 * 1024
+_BUSY_BODY = b'{"error": "too many connections, try again"}\n'
+BUSY = (b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n'
+        b'Retry-After: 1\r\nConnection: close\r\n'
+        + f'Content-Length: {len(_BUSY_BODY)}\r\n\r\n'.encode() + _BUSY_BODY)
 
 Response = tuple[int, Any]
 #: ``handler(match, query_parameters) -> (status, JSON body)``
@@ -94,8 +109,21 @@ def _local_address(brokers: list[str], family: int) -> str | None:
 class _Handler(BaseHTTPRequestHandler):
     server: '_Server'
     protocol_version = 'HTTP/1.1'
+    #: A request line without a version gets a full HTTP/1.1 answer, never HTTP/0.9's bare body.
+    default_request_version = 'HTTP/1.1'
+    error_content_type = 'application/json'
+    error_message_format = '{"error": "%(code)d %(message)s"}\n'
+    timeout = IDLE_TIMEOUT
 
     def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def _answer(self, send_body: bool) -> None:
+        if not self._skip_body():
+            return
         url = urllib.parse.urlsplit(self.path)
         params = dict(urllib.parse.parse_qsl(url.query))
         code, body = self._dispatch(url.path.rstrip('/') or '/', params)
@@ -106,7 +134,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header('Retry-After', '1')
         self.send_header('Content-Length', str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        if send_body:
+            self.wfile.write(payload)
+
+    def _skip_body(self) -> bool:
+        """Read past a request body, so it is not taken for the next request; False (and
+        answered) if it is too large or its length unreadable."""
+        length = self.headers.get('Content-Length', '0')
+        if not length.isdigit() or int(length) > MAX_BODY:
+            self.close_connection = True
+            self.send_error(413 if length.isdigit() else 400, 'request body not accepted')
+            return False
+        self.rfile.read(int(length))
+        return True
 
     def _dispatch(self, path: str, params: dict[str, str]) -> Response:
         for pattern, handler in self.server.routes:
@@ -124,8 +164,39 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    """Serves each connection on a thread of its own, at most MAX_CONNECTIONS at once."""
+
     daemon_threads = True
+    block_on_close = False
     routes: Sequence[Route]
+
+    def __init__(self, address: tuple[str, int], handler: type) -> None:
+        super().__init__(address, handler)
+        self._free = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        if not self._free.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._free.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._free.release()
+
+    def _refuse(self, request: socket.socket) -> None:
+        try:
+            request.settimeout(1.0)
+            request.sendall(BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
 
 class WebServer:

@@ -1,9 +1,14 @@
-"""The address a slot advertises to the other members, and how it is configured."""
+"""The address a slot advertises to the other members, and how the web server bounds what
+any client can make it hold."""
+
+import socket
 
 import pytest
+from harness import wait_for
 
 from runner.config import Options, check_settings
 from runner.errors import UsageError
+from runner.runtime import web
 from runner.runtime.web import advertised
 
 
@@ -39,3 +44,60 @@ def test_ipv6_addresses_are_advertised_in_brackets():
         {'web_advertise': '[fd00::1]:7000'}, 'the command line'))
     assert options.settings_for({}, 1).web_advertise == '[fd00::1]:7001'
     assert check_settings({'web_advertise': 'fd00::1'}, 'x') == {'web_advertise': 'fd00::1'}
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setattr(web, 'MAX_CONNECTIONS', 3)
+    monkeypatch.setattr(web._Handler, 'timeout', 0.5)
+    made = web.WebServer('127.0.0.1', 0)
+    made.start([web.route('/ok', lambda _m, _p: (200, {'ok': True}))])
+    yield made
+    made.stop()
+
+
+def exchange(server, raw: bytes) -> bytes:
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        return b''.join(iter(lambda: sock.recv(65536), b''))
+
+
+def test_head_answers_like_get_without_a_body(server):
+    answer = exchange(server, b'HEAD /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+    assert answer.startswith(b'HTTP/1.1 200') and answer.endswith(b'\r\n\r\n')
+
+
+def test_a_request_body_is_skipped_not_taken_for_a_second_request(server):
+    body = b'GET /nothing HTTP/1.1\r\n\r\n'
+    answer = exchange(server, b'GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n'
+                      + f'Content-Length: {len(body)}\r\n\r\n'.encode() + body)
+    assert answer.count(b'HTTP/1.1') == 1 and b'"ok": true' in answer
+
+
+def test_an_oversized_body_is_refused(server):
+    answer = exchange(server, b'GET /ok HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n')
+    assert answer.startswith(b'HTTP/1.1 413')
+
+
+def test_connections_beyond_the_cap_are_answered_503_and_idle_ones_are_closed(server):
+    idle = [socket.create_connection(server.address, timeout=5) for _ in range(3)]
+    try:
+        wait_for(lambda: server._server._free._value == 0, 5, 'three connections served')
+        answer = exchange(server, b'GET /ok HTTP/1.1\r\nHost: x\r\n\r\n')
+        assert answer.startswith(b'HTTP/1.1 503')
+        for sock in idle:                   # closed by the server after its idle timeout
+            assert sock.recv(1) == b''
+        wait_for(lambda: server._server._free._value == 3, 5, 'the connections released')
+        assert exchange(server, b'GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+                        ).startswith(b'HTTP/1.1 200')
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+@pytest.mark.parametrize('line', [b'garbage', b'\x16\x03\x01\x02\x00', b'PUT /ok'])
+def test_a_bad_request_line_gets_an_http_answer(server, line):
+    answer = exchange(server, line + b'\r\n\r\n')
+    assert answer.startswith((b'HTTP/1.1 4', b'HTTP/1.1 501')), answer
+    assert b'application/json' in answer
