@@ -117,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # INT stops a worker at every stage, also when started as a shell's background job
     # (which inherits INT ignored): the main process handles it once running anyway.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    platform.private_files()
     try:
         try:
             args = parse(sys.argv[1:] if argv is None else list(argv))

@@ -17,6 +17,7 @@ Fork rules, which every process of the runner follows:
 """
 
 import ctypes
+import errno
 import faulthandler
 import fcntl
 import json
@@ -56,6 +57,26 @@ class AlreadyRunning(ResourceBusy):
         self.pid = pid
 
 
+#: Files and directories the runner makes are its own: ``umask`` 077 (see :func:`private_files`).
+PRIVATE_UMASK = 0o077
+
+
+def private_files() -> None:
+    """From now on, files and directories this process and its children make are readable
+    by their owner only: pidfile, locks, status, identity, LevelDB stores, log file."""
+    os.umask(PRIVATE_UMASK)
+
+
+def open_own(path: Path, flags: int, what: str) -> int:
+    """Open (or create) a file the runner writes, never through a symbolic link: one
+    planted by another user would make it write wherever the link points."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        reason = 'it is a symbolic link' if exc.errno == errno.ELOOP else exc.strerror
+        raise CannotCreate(f'cannot use {what} {path}: {reason}') from None
+
+
 class Pidfile:
     """Holds an exclusive ``flock`` on the file for as long as this process runs,
     so a file left behind by a crash is harmless."""
@@ -68,9 +89,9 @@ class Pidfile:
         """Write our pid, or raise AlreadyRunning if a live process holds the file."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise CannotCreate(f'cannot use pidfile {self.path}: {exc.strerror}') from None
+        fd = open_own(self.path, os.O_RDWR | os.O_CREAT, 'pidfile')
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -124,9 +145,9 @@ class DirLock:
         pid, or return False (to try again later) when not ``raise_if_held``."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise ResourceBusy(f'cannot use data directory {self.path}: {exc.strerror}') from None
+        fd = open_own(self.path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 'lock file')
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -161,24 +182,30 @@ def stable_identity(directory: Path) -> str:
         identity = ''
     if not identity:
         identity = uuid.uuid4().hex
-        _write_durably(path, identity + '\n')
+        replace_file(path, identity + '\n', durable=True)
     return identity
 
 
-def _write_durably(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` in one step that survives a crash: a scratch file is
-    written and synced, renamed over ``path``, and the rename synced."""
-    scratch = path.with_name(f'{path.name}.{os.getpid()}')
-    with open(scratch, 'w') as file:
+def replace_file(path: Path, text: str, durable: bool = False) -> None:
+    """Replace ``path`` by ``text`` in one step: a fresh scratch file (created, never
+    opened through a link) is written, then renamed over ``path`` (which replaces a
+    link there rather than following it).  ``durable``: both are synced, so the new
+    text survives a crash."""
+    scratch = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    scratch.unlink(missing_ok=True)
+    fd = open_own(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 'scratch file')
+    with os.fdopen(fd, 'w') as file:
         file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
+        if durable:
+            file.flush()
+            os.fsync(file.fileno())
     os.replace(scratch, path)
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    if durable:
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 # -- daemonizing ------------------------------------------------------------------

@@ -674,7 +674,7 @@ class Supervisor:
         text = json.dumps(status, sort_keys=True)
         if text != self._published and self._status_path:
             self._published = text
-            _write_atomically(self._status_path, text)
+            platform.replace_file(self._status_path, text)
 
     def _rows(self) -> list[dict[str, Any]]:
         """One status row per slot number, running or not."""
@@ -767,7 +767,3 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + '.tmp')
-    temporary.write_text(text)
-    os.replace(temporary, path)

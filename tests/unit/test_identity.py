@@ -32,6 +32,6 @@ def test_a_new_identity_is_synced_before_and_after_it_is_renamed_into_place(tmp_
     monkeypatch.setattr(os, 'replace', lambda source, target: steps.append(
         ('rename', str(target))) or replace(source, target))
     platform.stable_identity(tmp_path)
-    scratch = f'{tmp_path}/identity.{os.getpid()}'
+    scratch = f'{tmp_path}/.identity.{os.getpid()}.tmp'
     assert steps == [('sync', scratch), ('rename', f'{tmp_path}/identity'),
                      ('sync', str(tmp_path))]
