@@ -373,12 +373,9 @@ class ConsumerLoop:
         self._status.group_state = '<rebalancing>'
         began = time.monotonic()
         tps = set(tps)
-        self._dispatcher.revoke(tps)
-        tasks = self._tasks.revoke(tps)
+        tasks = self._take_away(tps)
         if lost:          # others may own them now: this member no longer claims them
             self._assignor.forget(tps)
-        if self._state is not None:
-            self._state.cancel(key for task in tasks if not task.ready for key in task.keys)
         checkpoint, self._checkpoint = self._checkpoint or self._new_checkpoint(0.0), None
         if self._producer.transactional:
             await self._last_transaction(checkpoint, tasks, lost)
@@ -399,13 +396,25 @@ class ConsumerLoop:
         """A task that lost only some of its partitions (a topic of its group changed its
         partition count) goes on with the others, read again from its last cut."""
         staying = {tp for task in tasks for tp in task.sources} - revoked
-        if not staying:
-            return
+        if staying:
+            self._read_again(tasks, staying)
+
+    def _take_away(self, tps: set[TopicPartition]) -> list[Task]:
+        """Fence the queues of ``tps`` and remove their tasks (and recoveries under way)."""
+        self._dispatcher.revoke(tps)
+        tasks = self._tasks.revoke(tps)
+        if self._state is not None:
+            self._state.cancel(key for task in tasks if not task.ready for key in task.keys)
+        return tasks
+
+    def _read_again(self, tasks: list[Task], tps: set[TopicPartition]) -> None:
+        """New tasks for ``tps``, whose sources are read again from where ``tasks`` (the
+        ones they replace) last committed them."""
         for task in tasks:
             for tp, offset in task.restart_offsets().items():
-                if tp in staying:
+                if tp in tps:
                     self._consumer.seek(tp, offset)
-        self._create_tasks(staying)
+        self._create_tasks(tps)
 
     async def _last_checkpoint(self, checkpoint: Checkpoint, tasks: list[Task]) -> None:
         """The final cut of revoked tasks, committed; tasks still busy are abandoned."""
@@ -540,16 +549,11 @@ class ConsumerLoop:
         tps = {tp for task in tasks for tp in task.sources}
         if not tps:
             return
-        self._dispatcher.revoke(tps)
-        self._tasks.revoke(tps)
-        if self._state is not None:
-            self._state.cancel(key for task in tasks if not task.ready for key in task.keys)
+        self._take_away(tps)
         self._abandon(tasks, 'their transaction was aborted')
         for task in tasks:
-            for tp, offset in task.restart_offsets().items():
-                self._consumer.seek(tp, offset)
             self._retire(task)
-        self._create_tasks(tps)
+        self._read_again(tasks, tps)
 
 
 class _Listener(AsyncConsumerRebalanceListener):

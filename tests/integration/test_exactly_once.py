@@ -129,7 +129,7 @@ def test_slots_killed_at_random_and_a_broker_restart_count_each_record_exactly_o
             load = Load(bootstrap, names['source'], 4000)
             kills, restarted = 0, False
             while load.running or kills < 8:
-                time.sleep(rng.uniform(1.5, 4.0))
+                moved_on(load, worker, rng.randrange(150, 400))
                 if not restarted and kills == 4:
                     broker.restart(down=2)
                     restarted = True
@@ -142,6 +142,15 @@ def test_slots_killed_at_random_and_a_broker_restart_count_each_record_exactly_o
             assert restarted
             wait_for_counts(worker, dict(load.truth), timeout=180)
             assert_each_output_once(bootstrap, names['sink'], load.ids)
+
+
+def moved_on(load, worker, records):
+    """Wait until ``records`` more records were acknowledged (a random moment of the load),
+    or once the load is over, until both slots answer again."""
+    mark = len(load.ids)
+    wait_for(lambda: len(load.ids) >= mark + records or (
+        not load.running and all(worker.state(slot) for slot in range(2))), 120,
+        'the load to move on')
 
 
 def kill(pid):
