@@ -3,6 +3,7 @@
 Usage:
   runner [options] [worker]
   runner [options] send <topic> [<value>] [--key=KEY]
+  runner [options] dlq <agent> [--replay]
   runner [options] status [--json]
   runner [options] stop [--cold] [--timeout=SECONDS]
   runner [options] restart [--timeout=SECONDS]
@@ -14,6 +15,10 @@ Commands:
                          foreground (the default command).
   send TOPIC [VALUE]     Send one record to TOPIC and print where it was written.
                          VALUE is parsed as JSON for JSON topics, else sent as text.
+  dlq AGENT              List the dead letters of AGENT (its name or its
+                         function's name): where each record came from and why
+                         it failed.  With --replay, send those not replayed yet
+                         back to their topic (after a fix).
   status                 Show the slots of the process named by --pidfile.
   stop                   Stop it (warm; --cold to stop at once) and wait.
   restart                Restart its slots one half at a time (HUP) and wait.
@@ -52,6 +57,7 @@ Options:
   --detach                   Run in the background (needs --pidfile and --logfile);
                              if already running, say so and exit 0.
   -k KEY, --key=KEY          Key of the record to send (send only).
+  --replay                   Send dead letters back to their topic (dlq only).
   --json                     Print the status as JSON (status only).
   --cold                     Stop at once; work in hand is redone later (stop only).
   --timeout=SECONDS          How long stop or restart waits (default: 60 for stop,
@@ -121,9 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             args = parse(sys.argv[1:] if argv is None else list(argv))
-            for command in ('send', 'status', 'stop', 'restart'):
+            for command, run in COMMANDS.items():
                 if args[command]:
-                    return COMMANDS[command](args)
+                    return run(args)
             return worker_command(args)
         finally:
             sys.stdout.flush()
@@ -351,6 +357,48 @@ def send_command(args: dict[str, Any]) -> int:
     return EX_OK
 
 
+def dlq_command(args: dict[str, Any]) -> int:
+    """List an agent's dead letters, or send those not replayed yet back to their topic."""
+    from .app.loader import load_app
+    from .kafka.dead_letters import DeadLetters
+    from .kafka.producer import Producer
+
+    options = load_options(args)
+    app = load_app(options.app)
+    settings = options.settings_for(app.settings, 0)
+    logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
+               settings.logfile, 'dlq')
+    agent = _agent_named(app, args['<agent>'])
+    letters = DeadLetters(settings.bootstrap_servers(), agent.dead_letter_topic.name,
+                          f'{app.name}-dlq', settings.broker_timeout)
+    try:
+        if not args['--replay']:
+            for letter in letters.read(only_new=False):
+                print(letter.describe())
+            return EX_OK
+        producer = Producer(settings.bootstrap_servers(), f'{app.name}-dlq',
+                            settings.broker_timeout)
+        try:
+            sent = letters.replay(producer)
+        finally:
+            producer.close(settings.broker_timeout)
+    finally:
+        letters.close()
+    print(f'runner: sent {sent} dead letters of {agent.name} back to their topic')
+    return EX_OK
+
+
+def _agent_named(app: Any, name: str) -> Any:
+    """The agent called ``name``, or whose function is; UsageError if none or several."""
+    found = [agent for agent in app.agents if name == agent.name] or [
+        agent for agent in app.agents if name == agent.fn.__name__]
+    if len(found) != 1:
+        names = ', '.join(agent.name for agent in app.agents) or 'none'
+        how = 'several agents are' if found else 'no agent is'
+        raise UsageError(f'{how} called {name!r} (agents: {names})')
+    return found[0]
+
+
 def _parse_value(topic: Any, text: str | None) -> Any:
     if text is None or topic.value_codec.name != 'json':
         return text
@@ -391,8 +439,8 @@ def _timeout(args: dict[str, Any], default: float) -> float:
     return positive_seconds(args['--timeout'], '--timeout', UsageError)
 
 
-COMMANDS = {'send': send_command, 'status': status_command, 'stop': stop_command,
-            'restart': restart_command}
+COMMANDS = {'send': send_command, 'dlq': dlq_command, 'status': status_command,
+            'stop': stop_command, 'restart': restart_command}
 
 
 if __name__ == '__main__':

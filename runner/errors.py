@@ -59,3 +59,11 @@ def error_with_code(message: str, exit_code: int) -> RunnerError:
     error = RunnerError(message)
     error.exit_code = exit_code
     return error
+
+
+class OutputRefused(Exception):
+    """The producer refused a record an agent sent (too large for ``max_request_size``).
+
+    Raised by sends inside an agent; unless the agent catches it, its error
+    policy takes the input record (see :class:`runner.app.agents.Agent`).
+    """

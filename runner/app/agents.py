@@ -1,6 +1,7 @@
 """Agent declarations: a function applied to the stream of one topic."""
 
 import inspect
+import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -11,25 +12,47 @@ if TYPE_CHECKING:
     from .app import App
 
 
+#: What an agent does with a record it raised on (once its retries are spent).
+ON_ERROR = ('stop', 'dead_letter', 'skip')
+
+
 class Agent:
     """A declared agent: ``fn(stream)`` over one topic, on ``concurrency`` threads per slot.
 
     If ``fn`` is a generator function, every value it yields is sent to each
     sink with the key of the input record being processed.  A sink is a
     Topic, another Agent (its topic) or a callable.
+
+    Errors: when ``fn`` raises on a record, the record is tried again up to
+    ``retries`` times (waiting ``retry_backoff`` seconds, doubled each time),
+    then ``on_error`` decides: ``stop`` the slot (the record is processed
+    again after its restart), send the record to the agent's
+    ``dead_letter_topic`` and go on, or ``skip`` it and go on.  Records that
+    cannot be decoded, or whose output the producer refuses (too large), are
+    never retried: they go to the dead-letter topic unless ``on_error`` is
+    ``skip``.
     """
 
     def __init__(self, app: 'App', fn: Callable, topic: Topic, sinks: Iterable[Any] = (),
-                 concurrency: int = 1, name: str | None = None) -> None:
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-            raise ConfigError('concurrency must be a positive integer')
+                 concurrency: int = 1, name: str | None = None, on_error: str = 'stop',
+                 retries: int = 0, retry_backoff: float = 0.5) -> None:
         check_takes_a_stream(fn)
         self.app = app
         self.fn = fn
         self.topic = topic
         self.sinks = list(sinks)
-        self.concurrency = concurrency
+        self.concurrency = _count('concurrency', concurrency, 1)
         self.name = name or f'{fn.__module__}.{fn.__qualname__}'
+        if on_error not in ON_ERROR:
+            raise ConfigError(f'agent {self.name}: on_error must be one of {", ".join(ON_ERROR)}')
+        self.on_error = on_error
+        self.retries = _count('retries', retries, 0)
+        if isinstance(retry_backoff, bool) or not isinstance(retry_backoff, (int, float)) \
+                or not 0 <= retry_backoff <= 3600:
+            raise ConfigError(f'agent {self.name}: retry_backoff must be 0 to 3600 seconds')
+        self.retry_backoff = float(retry_backoff)
+        self.dead_letter_topic = Topic(app, dead_letter_topic_name(app.name, self.name),
+                                       key_serializer='raw', value_serializer='raw')
 
     def send(self, key: Any = None, value: Any = None, headers: list | None = None) -> Any:
         """Send a record to the agent's topic."""
@@ -40,6 +63,17 @@ class Agent:
 
     def __repr__(self) -> str:
         return f'<Agent {self.name} topic={self.topic.name} concurrency={self.concurrency}>'
+
+
+def dead_letter_topic_name(app: str, agent: str) -> str:
+    """``{app}-{agent}-dlq``, the agent's name made a legal topic name."""
+    return f'{app}-{re.sub(r"[^A-Za-z0-9._-]+", "_", agent)}-dlq'[:249]
+
+
+def _count(what: str, value: Any, least: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        raise ConfigError(f'{what} must be a whole number of at least {least}')
+    return value
 
 
 def check_takes_a_stream(fn: Callable) -> None:

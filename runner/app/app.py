@@ -64,14 +64,21 @@ class App:
         return table
 
     def agent(self, topic: Topic | str, sink: Iterable[Any] | Any = None, concurrency: int = 1,
-              name: str | None = None) -> Callable[[Callable], Agent]:
-        """Decorate ``fn(stream)`` to run it over ``topic`` in every slot."""
+              name: str | None = None, on_error: str = 'stop', retries: int = 0,
+              retry_backoff: float = 0.5) -> Callable[[Callable], Agent]:
+        """Decorate ``fn(stream)`` to run it over ``topic`` in every slot; ``on_error``,
+        ``retries`` and ``retry_backoff`` say what happens when it raises on a record (see
+        :class:`runner.app.agents.Agent`)."""
         source = topic if isinstance(topic, Topic) else self.topic(topic)
         sinks = [] if sink is None else list(sink) if isinstance(sink, (list, tuple)) else [sink]
 
         def register(fn: Callable) -> Agent:
-            agent = Agent(self, fn, source, sinks, concurrency, name)
+            agent = Agent(self, fn, source, sinks, concurrency, name, on_error, retries,
+                          retry_backoff)
+            if any(known.name == agent.name for known in self.agents):
+                raise ConfigError(f'two agents are named {agent.name!r}; give one a name=')
             self.agents.append(agent)
+            self.topics.setdefault(agent.dead_letter_topic.name, agent.dead_letter_topic)
             return agent
         return register
 

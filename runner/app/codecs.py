@@ -19,6 +19,10 @@ class Codec:
     def loads(self, data: bytes | None) -> Any:
         return data
 
+    def check(self, obj: Any) -> None:
+        """Raise TypeError or ValueError now if ``obj`` cannot be encoded."""
+        self.dumps(obj)
+
 
 class StrCodec(Codec):
     name = 'str'
@@ -42,6 +46,13 @@ class JsonCodec(Codec):
 
     def loads(self, data: bytes | None) -> Any:
         return None if data is None else json.loads(data)
+
+    def check(self, obj: Any) -> None:
+        if type(obj) not in _JSON_SCALARS:
+            self.dumps(obj)
+
+
+_JSON_SCALARS = frozenset((int, float, str, bool))
 
 
 CODECS = {codec.name: codec for codec in (Codec(), StrCodec(), JsonCodec())}

@@ -61,6 +61,17 @@ class Table:
         """The part of a stored key that decides its partition."""
         return stored_key
 
+    def check(self, key: Any, value: Any) -> None:
+        """Refuse a write its changelog could not hold, while its record is processed:
+        a key that encodes to nothing, None as a value, or a value that cannot be encoded."""
+        if self.stored_key_codec.dumps(key) is None:
+            raise TypeError(f'table {self.name!r}: a key cannot be None')
+        if value is None:
+            raise TypeError(f'table {self.name!r}: None cannot be stored (del table[key] '
+                            'deletes a key)')
+        if value is not DELETED:
+            self.value_codec.check(value)
+
     def _changelog_config(self) -> dict[str, str]:
         return {'cleanup.policy': 'compact'}
 

@@ -9,8 +9,9 @@ from typing import Any
 from ..app import context
 from ..app.agents import Agent
 from ..app.topics import Topic
-from ..errors import RunnerError
+from ..errors import OutputRefused, RunnerError
 from .context import AgentContext, SlotContext
+from .policy import ErrorPolicy, where
 from .queues import Inbox
 from .stream import Stream
 
@@ -27,6 +28,8 @@ class AgentThreads:
         self._slot = slot
         self._on_failure = on_failure
         self._stopping = False
+        self._stopped = threading.Event()
+        self.policy = ErrorPolicy(agent)
         self._threads = [
             threading.Thread(target=self._run, daemon=True, name=f'agent-{agent.fn.__name__}-{i}')
             for i in range(agent.concurrency)]
@@ -42,6 +45,7 @@ class AgentThreads:
     def stop(self, drain: bool) -> None:
         """Close the stream: with ``drain``, queued records are processed first."""
         self._stopping = True
+        self._stopped.set()
         self.inbox.close(drain)
 
     def join(self, timeout: float) -> bool:
@@ -53,17 +57,50 @@ class AgentThreads:
     def _run(self) -> None:
         agent_context = AgentContext(self._slot)
         context.bind(agent_context)
-        stream = Stream(self.agent.topic, self.inbox, agent_context)
-        try:
-            result = self.agent.fn(stream)
-            if inspect.isgenerator(result):
-                for value in result:
-                    self._forward(agent_context, value)
-        except Exception as exc:  # noqa: BLE001 - whatever user code raises stops the slot
-            self._report_crash(agent_context, exc)
-            return
+        stream = Stream(self.agent.topic, self.inbox, agent_context, self.policy)
+        retry = Retry(self.agent)
+        while True:
+            try:
+                self._call(agent_context, stream)
+            except Exception as exc:  # noqa: BLE001 - whatever user code raises meets the policy
+                try:
+                    if self._deal_with(agent_context, stream, retry, exc):
+                        continue
+                except Exception as failure:  # noqa: BLE001 - such as a dead letter not sent
+                    exc = failure
+                self._report_crash(agent_context, stream, exc)
+                return
+            break
         if not self._stopping:
             self._on_failure(f'agent {self.agent.name} returned while its stream was open')
+
+    def _call(self, agent_context: AgentContext, stream: Stream) -> None:
+        result = self.agent.fn(stream)
+        if inspect.isgenerator(result):
+            for value in result:
+                self._forward(agent_context, value)
+
+    def _deal_with(self, agent_context: AgentContext, stream: Stream, retry: 'Retry',
+                   exc: Exception) -> bool:
+        """Apply the agent's error policy to the record it raised on; True to call the agent
+        again (it goes on with the same record, or the one after), False to stop the slot."""
+        record = stream.unfinished
+        if record is None or isinstance(exc, RunnerError):
+            return False
+        agent_context.undo()
+        if isinstance(exc, OutputRefused):
+            self.policy.set_aside(agent_context, record, exc, 'refused')
+            return True
+        if retry.again(record):
+            self.policy.retried(record, exc, retry.attempt)
+            if self._stopped.wait(retry.backoff()):
+                return False
+            stream.retry()
+            return True
+        if self.agent.on_error == 'stop':
+            return False
+        self.policy.set_aside(agent_context, record, exc, 'raised')
+        return True
 
     def _forward(self, agent_context: AgentContext, value: Any) -> None:
         if agent_context.dropping:
@@ -77,7 +114,8 @@ class AgentThreads:
             else:
                 sink(value)
 
-    def _report_crash(self, agent_context: AgentContext, exc: Exception) -> None:
+    def _report_crash(self, agent_context: AgentContext, stream: Stream,
+                      exc: Exception) -> None:
         """Log where the agent failed and stop the slot; the record is not committed.
 
         The partition stays leased (and its task's guard held), so neither
@@ -86,15 +124,35 @@ class AgentThreads:
         is not co-partitioned) stops the slot with its own exit code and no
         traceback.
         """
-        record, queue = agent_context.record, agent_context.queue
-        if queue is not None:
-            self.inbox.fail(queue)
-        where = (f'{record.topic}[{record.partition}]@{record.offset}'
-                 if record is not None else 'no record')
+        record = agent_context.record
+        stream.give_up()
+        place = 'no record' if record is None else where(record)
         if isinstance(exc, RunnerError):
-            log.error('agent %s stopped on %s: %s', self.agent.name, where, exc)
+            log.error('agent %s stopped on %s: %s', self.agent.name, place, exc)
             self._on_failure(str(exc), exc.exit_code)
             return
-        log.exception('agent %s raised while processing %s; stopping the slot so the '
-                      'record is retried', self.agent.name, where)
-        self._on_failure(f'agent {self.agent.name} raised on {where}')
+        log.error('agent %s raised while processing %s; stopping the slot so the record is '
+                  'retried', self.agent.name, place, exc_info=exc)
+        self._on_failure(f'agent {self.agent.name} raised on {place}')
+
+
+class Retry:
+    """How often one thread has tried the record it keeps failing on, and how long to wait."""
+
+    #: The longest wait between two tries, in seconds.
+    MAX_BACKOFF = 10.0
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+        self._record: tuple | None = None
+        self.attempt = 0
+
+    def again(self, record: Any) -> bool:
+        """Count a failure on ``record``; True while it has tries left."""
+        failed = (record.topic, record.partition, record.offset)
+        self.attempt = self.attempt + 1 if failed == self._record else 1
+        self._record = failed
+        return self.attempt <= self._agent.retries
+
+    def backoff(self) -> float:
+        return min(self._agent.retry_backoff * 2 ** (self.attempt - 1), self.MAX_BACKOFF)

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from kafka.errors import MessageSizeTooLargeError
 from kafka.future import Future
 
 from ..app.context import MISSING
@@ -19,7 +20,7 @@ from ..app.layout import Layout
 from ..app.partitioners import murmur2_partition
 from ..app.tables import Table
 from ..app.topics import Topic
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputRefused
 from ..kafka.producer import Producer
 from ..state.checkpoint import Guard
 from ..state.manager import StateManager
@@ -117,7 +118,7 @@ class SlotContext:
 class AgentContext:
     """The context of one agent thread: the record it is processing and that record's task."""
 
-    __slots__ = ('guard', 'queue', 'record', 'slot', 'task')
+    __slots__ = ('guard', 'queue', 'record', 'slot', 'task', 'undone')
 
     def __init__(self, slot: SlotContext) -> None:
         self.slot = slot
@@ -125,6 +126,9 @@ class AgentContext:
         self.task: Task | None = None
         self.record: Any = None
         self.guard: Guard | None = None     # the guard this thread holds, if any
+        #: The record's table writes so far, as (partition, key, value before), to take
+        #: them back if the record fails (no checkpoint cuts a task inside a record).
+        self.undone: list[tuple[TablePartition, Any, Any]] = []
 
     # -- the stream's side ---------------------------------------------------
 
@@ -138,6 +142,8 @@ class AgentContext:
 
     def boundary(self) -> None:
         """Between two records: serve a checkpoint waiting for this thread."""
+        if self.undone:
+            self.undone.clear()
         guard = self.guard
         if guard is not None:
             guard.boundary()
@@ -166,10 +172,21 @@ class AgentContext:
         if self.task is None:
             raise RuntimeError(f'table {table.name!r} can only be changed while processing a '
                                'record')
+        table.check(key, value)
         partition = self._partition(table)
+        self.undone.append((partition, key, partition.dirty.get(key, MISSING)))
         partition.set(key, value)
         if table.windowing is not None:
             partition.observe(self.event_time())
+
+    def undo(self) -> None:
+        """Take back the table writes of the record being processed (it failed)."""
+        while self.undone:
+            partition, key, before = self.undone.pop()
+            if before is MISSING:
+                partition.dirty.pop(key, None)
+            else:
+                partition.dirty[key] = before
 
     def items(self, table: Table) -> Iterator[tuple[Any, Any]]:
         return self.slot.items(table)
@@ -187,8 +204,11 @@ class AgentContext:
         task = self.task
         if task is None:
             return self.slot.send(topic, key, value, headers, partition)
-        sent = None if self.dropping else self.slot.send_processed(
-            topic, key, value, headers, partition, lambda: self.dropping, task.cut_in)
+        try:
+            sent = None if self.dropping else self.slot.send_processed(
+                topic, key, value, headers, partition, lambda: self.dropping, task.cut_in)
+        except MessageSizeTooLargeError as exc:
+            raise OutputRefused(f'a record for {topic.name} is too large: {exc}') from None
         return Future().success(None) if sent is None else sent
 
     @property

@@ -188,6 +188,8 @@ class Slot:
                                       slot_context, self.status, self._fail, assignor,
                                       identity if settings.static_membership else None)
         self.status.offsets = self._consumer.offsets
+        self.status.agents = lambda: {threads.agent.name: dict(threads.policy.counts)
+                                      for threads in self._agents}
         self.status.threads.append(self._consumer.thread)
         self._queries.open(slot_context)
         for agent_threads in self._agents:

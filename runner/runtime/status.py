@@ -27,6 +27,8 @@ class SlotStatus:
         self.last_beat = time.monotonic()
         self.threads: list[threading.Thread] = []
         self.offsets: Callable[[], dict[str, Any]] = dict
+        #: Agent name → records it dead-lettered, skipped and tried again.
+        self.agents: Callable[[], dict[str, dict[str, int]]] = dict
         #: Table partitions still recovering (as ``table[p]``), and changelog records left
         #: (None until known).
         self.recovery: Callable[[], tuple[list[str], int | None]] = lambda: ([], 0)
@@ -83,4 +85,5 @@ class SlotStatus:
             'group': {'state': self.group_state.strip('<>'), 'generation': self.generation},
             'assignment': sorted(f'{tp.topic}:{tp.partition}' for tp in self.assignment),
             **self.offsets(),
+            'agents': self.agents(),
         }

@@ -5,14 +5,24 @@ stream ends): only then is it marked in its partition queue, and only marked
 records are ever committed.  Between two records the thread serves any
 checkpoint waiting for it, and stops the batch if its partition was taken
 away.
+
+The batch being processed belongs to the stream, not to one iteration of it:
+an agent that catches an exception raised while processing a record and
+iterates the stream again goes on with the next record (the one it raised on
+counts as processed), and :class:`runner.runtime.agents.AgentThreads` uses
+the same to retry, skip or dead-letter a record after the agent function
+raised.  A record that cannot be decoded never reaches the agent: the
+agent's error policy takes it (see :class:`runner.runtime.policy.ErrorPolicy`).
 """
 
-from collections.abc import Callable, Iterator, Sequence
+import itertools
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..app.context import Event
 from ..app.topics import Topic
 from .context import AgentContext
+from .policy import ErrorPolicy
 from .queues import Inbox, PartitionQueue
 
 
@@ -21,13 +31,20 @@ class Stream:
 
     Iterate it for values, or use :meth:`items` for ``(key, value)`` pairs and
     :meth:`events` for :class:`runner.Event` objects.  Records of a partition
-    arrive in offset order.
+    arrive in offset order.  Iterating it again after an exception goes on
+    after the record being processed when it was raised.
     """
 
-    def __init__(self, topic: Topic, inbox: Inbox, context: AgentContext) -> None:
+    def __init__(self, topic: Topic, inbox: Inbox, context: AgentContext,
+                 policy: ErrorPolicy) -> None:
         self.topic = topic
         self._inbox = inbox
         self._context = context
+        self._policy = policy
+        #: The leased batch being processed: its queue and the records not yet yielded.
+        self._open: tuple[PartitionQueue, Iterator] | None = None
+        #: The record being processed was handed out and never finished (the agent raised).
+        self._unfinished = False
 
     def __iter__(self) -> Iterator[Any]:
         loads = self.topic.value_codec.loads
@@ -45,30 +62,64 @@ class Stream:
             key_loads(record.key), value_loads(record.value), list(record.headers or ()),
             record.topic, record.partition, record.offset, record.timestamp))
 
-    def _records(self, convert: Callable[[Any], Any]) -> Iterator[Any]:
-        while True:
-            taken = self._inbox.take()
-            if taken is None:
-                return
-            yield from self._batch(*taken, convert)
+    # -- what the agent threads do after the agent function raised ------------
 
-    def _batch(self, queue: PartitionQueue, records: Sequence,
-               convert: Callable[[Any], Any]) -> Iterator[Any]:
-        """Yield one leased batch.  If the agent stops midway (it raised), the partition
-        stays leased and failed and its task's guard stays held, so neither another thread
-        nor a checkpoint gets past the unfinished record."""
+    @property
+    def unfinished(self) -> Any:
+        """The record the agent raised on (still leased, not processed), or None."""
+        return self._context.record if self._unfinished else None
+
+    def retry(self) -> None:
+        """Hand the unfinished record out again first."""
+        queue, rest = self._open
+        self._open = queue, itertools.chain([self._context.record], rest)
+        self._unfinished = False
+
+    def give_up(self) -> None:
+        """Keep the partition leased for good: its agent raised and the slot stops."""
+        if self._open is not None:
+            self._inbox.fail(self._open[0])
+
+    # -- iteration ------------------------------------------------------------
+
+    def _records(self, convert: Callable[[Any], Any]) -> Iterator[Any]:
+        if self._unfinished:
+            self._finish()
+        while True:
+            if self._open is None:
+                taken = self._inbox.take()
+                if taken is None:
+                    return
+                self._context.begin(taken[0])
+                self._open = taken[0], iter(taken[1])
+            yield from self._batch(convert)
+
+    def _batch(self, convert: Callable[[Any], Any]) -> Iterator[Any]:
+        """Yield what is left of the open batch.  If the agent raises, the batch stays open
+        (leased, and its task's guard held) with its record unfinished, so neither another
+        thread nor a checkpoint gets past that record until the error is dealt with."""
+        queue, records = self._open
         context = self._context
-        context.begin(queue)
-        try:
-            for record in records:
-                if queue.revoked:
-                    break
-                context.record = record
-                yield convert(record)
-                queue.processed = record.offset
-                context.boundary()
-        except GeneratorExit:
-            self._inbox.fail(queue)     # the context keeps the record for the crash report
-            raise
+        for record in records:
+            if queue.revoked:
+                break
+            context.record = record
+            try:
+                value = convert(record)
+            except Exception as exc:  # noqa: BLE001 - a codec's failure is the record's
+                self._policy.unreadable(context, record, exc)
+            else:
+                self._unfinished = True
+                yield value
+                self._unfinished = False
+            queue.processed = record.offset
+            context.boundary()
+        self._open = None
         context.end()
         self._inbox.release(queue)
+
+    def _finish(self) -> None:
+        """The unfinished record is over (skipped, or dead-lettered): mark it processed."""
+        self._unfinished = False
+        self._open[0].processed = self._context.record.offset
+        self._context.boundary()

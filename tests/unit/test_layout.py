@@ -14,12 +14,12 @@ def make_app():
     totals = app.Table('totals', default=int)
     idle = app.Table('idle', default=int)
 
-    @app.agent(clicks)
+    @app.agent(clicks, name='click')
     def click(stream):
         for _ in stream:
             pass
 
-    @app.agent(orders)
+    @app.agent(orders, name='order')
     def order(stream):
         for customer in stream:
             totals[customer] += 1
@@ -31,7 +31,7 @@ def test_a_table_gets_the_partition_count_of_the_topics_that_update_it():
     layout = Layout(app, {'orders': 4}, default_partitions=6)
     assert layout.partitions(totals) == 4 and layout.partitions(idle) == 6
     assert layout.topics == {'clicks': 8, 'orders': 4, 'lay-totals-changelog': 4,
-                             'lay-idle-changelog': 6}
+                             'lay-idle-changelog': 6, 'lay-click-dlq': 6, 'lay-order-dlq': 6}
     assert layout.sources() == {'clicks': 8, 'orders': 4}
     assert layout.tables_of(4) == [totals] and layout.tables_of(8) == []
 

@@ -1,0 +1,107 @@
+"""Reading an agent's dead-letter topic, and sending its records back where they came from.
+
+Replays are remembered by consumer group ``{dead-letter topic}-replay``: a
+replay sends the dead letters written since the previous one, so running it
+twice sends nothing twice.
+"""
+
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from ..errors import BrokerUnavailable
+from .producer import Producer
+
+#: Headers runner adds to a dead letter (dropped when it is sent back).
+OWN_HEADER = 'runner-'
+
+
+class DeadLetter(NamedTuple):
+    """One record of a dead-letter topic: where it lies, why it is there, and its record."""
+
+    partition: int
+    offset: int
+    replayed: bool
+    key: bytes | None
+    value: bytes | None
+    headers: list
+    why: dict[str, str]
+
+    def describe(self) -> str:
+        """One line: the original record's place, why it failed, and its key."""
+        why = self.why
+        origin = f'{why.get("topic", "?")}[{why.get("partition", "?")}]@{why.get("offset", "?")}'
+        key = self.key.decode(errors='replace') if self.key is not None else None
+        replayed = ' (replayed)' if self.replayed else ''
+        return (f'{origin} {why.get("reason", "?")}: {why.get("error", "")} key={key!r}'
+                f'{replayed}')
+
+
+class DeadLetters:
+    """The dead-letter topic of one agent, read from its start to its end as of now."""
+
+    def __init__(self, servers: list[str], topic: str, client_id: str, timeout: float) -> None:
+        self.topic = topic
+        self._timeout = timeout
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=servers, client_id=client_id, group_id=f'{topic}-replay',
+            enable_auto_commit=False, auto_offset_reset='earliest',
+            isolation_level='read_committed', request_timeout_ms=int(max(timeout, 5) * 1000))
+        numbers = self._consumer.partitions_for_topic(topic)
+        if not numbers:
+            self._consumer.close()
+            raise BrokerUnavailable(f'topic {topic} does not exist (yet): no dead letters')
+        self._partitions = [TopicPartition(topic, n) for n in sorted(numbers)]
+        self._consumer.assign(self._partitions)
+        self.ends = self._consumer.end_offsets(self._partitions)
+        self.replayed = {tp: self._committed(tp) for tp in self._partitions}
+
+    def read(self, only_new: bool) -> Iterator[DeadLetter]:
+        """Every dead letter in partition order; with ``only_new``, those not yet replayed."""
+        for tp in self._partitions:
+            start = self.replayed[tp] if only_new else 0
+            if start >= self.ends[tp]:
+                continue
+            self._consumer.seek(tp, start)
+            yield from self._read_partition(tp)
+
+    def _read_partition(self, tp: TopicPartition) -> Iterator[DeadLetter]:
+        while self._consumer.position(tp) < self.ends[tp]:
+            batch = self._consumer.poll(timeout_ms=int(self._timeout * 1000)).get(tp, [])
+            if not batch and self._consumer.position(tp) < self.ends[tp]:
+                raise BrokerUnavailable(f'{tp.topic}[{tp.partition}] could not be read within '
+                                        f'{self._timeout:g}s')
+            for record in batch:
+                if record.offset < self.ends[tp]:
+                    yield _dead_letter(record, record.offset < self.replayed[tp])
+
+    def replay(self, producer: Producer) -> int:
+        """Send every dead letter not yet replayed back to its topic; returns how many."""
+        sent = 0
+        for letter in self.read(only_new=True):
+            original = letter.why.get('topic')
+            if original:
+                kept = [(k, v) for k, v in letter.headers if not k.startswith(OWN_HEADER)]
+                producer.send(original, letter.key, letter.value, kept or None)
+                sent += 1
+        producer.wait(producer.mark(), self._timeout)
+        self._consumer.commit({tp: OffsetAndMetadata(self.ends[tp], '', -1)
+                               for tp in self._partitions})
+        return sent
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+    def _committed(self, tp: TopicPartition) -> int:
+        offset = self._consumer.committed(tp)
+        return 0 if offset is None else offset
+
+
+def _dead_letter(record: Any, replayed: bool) -> DeadLetter:
+    headers = list(record.headers or ())
+    why = {k[len(OWN_HEADER):]: (v or b'').decode(errors='replace') for k, v in headers
+           if k.startswith(OWN_HEADER)}
+    return DeadLetter(record.partition, record.offset, replayed, record.key, record.value,
+                      headers, why)

@@ -1,0 +1,77 @@
+"""What happens to a record an agent cannot process: dead-lettered, skipped, or counted.
+
+Every record taken off the normal path is logged and counted (``GET /``
+shows the counts per agent).  A dead letter keeps the record's key, value and
+headers, and adds headers saying why and where it came from; it is sent
+through the record's own context, so it is written (or, under exactly-once,
+committed) before the record's offset is, and dropped with the record's other
+outputs if its partition moves away before the next commit.
+"""
+
+import logging
+import threading
+from typing import Any
+
+from ..app.agents import Agent
+from .context import AgentContext
+
+log = logging.getLogger(__name__)
+
+#: The longest error text a dead letter's header carries.
+MAX_ERROR_TEXT = 1000
+
+
+def error_text(exc: BaseException) -> str:
+    """One line naming the exception, cut to MAX_ERROR_TEXT characters."""
+    text = ' '.join(f'{type(exc).__name__}: {exc}'.split())
+    return text[:MAX_ERROR_TEXT]
+
+
+def where(record: Any) -> str:
+    return f'{record.topic}[{record.partition}]@{record.offset}'
+
+
+class ErrorPolicy:
+    """One agent's way with failing records, and its counts (shared by its threads)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._lock = threading.Lock()
+        self.counts = {'dead_lettered': 0, 'skipped': 0, 'retried': 0}
+
+    def unreadable(self, context: AgentContext, record: Any, exc: Exception) -> None:
+        """A record the topic's serializers cannot decode: never retried."""
+        self.set_aside(context, record, exc, 'unreadable')
+
+    def set_aside(self, context: AgentContext, record: Any, exc: BaseException,
+                  reason: str) -> None:
+        """Dead-letter ``record`` (or skip it, if the agent says so), logged and counted."""
+        if self.agent.on_error == 'skip':
+            self._count('skipped')
+            log.warning('agent %s skipped %s (%s): %s', self.agent.name, where(record), reason,
+                        error_text(exc))
+            return
+        topic = self.agent.dead_letter_topic
+        context.send(topic, record.key, record.value, self._headers(record, exc, reason))
+        self._count('dead_lettered')
+        log.warning('agent %s sent %s to %s (%s): %s', self.agent.name, where(record),
+                    topic.name, reason, error_text(exc))
+
+    def retried(self, record: Any, exc: BaseException, attempt: int) -> None:
+        self._count('retried')
+        log.warning('agent %s raised on %s (attempt %d of %d), trying it again: %s',
+                    self.agent.name, where(record), attempt, self.agent.retries + 1,
+                    error_text(exc))
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] += 1
+
+    def _headers(self, record: Any, exc: BaseException, reason: str) -> list:
+        own = [('runner-reason', reason), ('runner-error', error_text(exc)),
+               ('runner-agent', self.agent.name), ('runner-topic', record.topic),
+               ('runner-partition', str(record.partition)),
+               ('runner-offset', str(record.offset)),
+               ('runner-timestamp', str(record.timestamp))]
+        kept = [(k, v) for k, v in (record.headers or ()) if not k.startswith('runner-')]
+        return kept + [(k, v.encode()) for k, v in own]

@@ -1,0 +1,198 @@
+"""Records an agent cannot process: they never stop the slot or stall other partitions, and
+none is dropped without being dead-lettered (or counted as skipped) and logged."""
+
+import collections
+import json
+
+import pytest
+from apps import counts_of, wait_for_counts
+from harness import committed, consume, end_offsets, produce, run_cli, wait_for, write_app
+
+POLICY_APP = '''
+import pathlib
+import runner
+
+app = runner.App({app!r}, commit_interval=0.2, session_timeout=6)
+words = app.topic({source!r}, partitions=4)
+counts = app.Table('counts', default=int)
+BROKEN = pathlib.Path({broken!r})
+tried = set()
+
+
+@app.agent(words, concurrency=2, on_error={on_error!r}, retries=2, retry_backoff=0.05)
+def count(stream):
+    for event in stream.events():
+        counts[event.value] += 1            # taken back when the record fails
+        if event.value == 'flaky' and event.offset not in tried:
+            tried.add(event.offset)
+            raise ConnectionError('flaky service')
+        if event.value == 'bad' or BROKEN.exists() and event.value.startswith('fix'):
+            raise ValueError(f'cannot handle {{event.value}}')
+        if event.value == 'nokey':
+            counts[event.key] += 1          # a None key: refused by the table
+'''
+
+CATCHING_APP = '''
+import runner
+
+app = runner.App({app!r}, commit_interval=0.2, session_timeout=6)
+words = app.topic({source!r}, partitions=2, value_serializer='str')
+counts = app.Table('counts', default=int)
+
+
+@app.agent(words)
+def count(stream):
+    while True:
+        try:
+            for word in stream:
+                if word.startswith('bad'):
+                    raise ValueError(word)
+                counts[word] += 1
+            return
+        except ValueError as exc:
+            counts[str(exc)] += 1           # then go on with the stream
+'''
+
+LARGE_OUTPUT_APP = '''
+import runner
+
+app = runner.App({app!r}, commit_interval=0.2, session_timeout=6)
+source = app.topic({source!r}, partitions=2)
+sink = app.topic({sink!r}, partitions=2)
+
+
+@app.agent(source, sink=[sink])
+def grow(stream):
+    for value in stream:
+        yield 'x' * (5 * 1024 * 1024) if value == 'huge' else value
+'''
+
+
+def policy_app(tmp_path, names, on_error):
+    return write_app(tmp_path, POLICY_APP.format(on_error=on_error,
+                                                 broken=str(tmp_path / 'broken'), **names))
+
+
+def words(count, first=0):
+    return [f'w{n % 20:02d}' for n in range(first, first + count)]
+
+
+def all_committed(admin, bootstrap, names):
+    """Wait until the group has committed every partition of the source to its end."""
+    ends = end_offsets(bootstrap, names['source'])
+    wait_for(lambda: committed(admin, names['app'], names['source']) == ends, 30,
+             'the source to be committed to its end')
+
+
+def dead_letters(bootstrap, topic, count):
+    return [{'value': record.value, **{k: v.decode() for k, v in record.headers}}
+            for record in consume(bootstrap, topic, count, timeout=30)]
+
+
+def test_a_record_that_cannot_be_decoded_is_dead_lettered_and_other_partitions_flow(
+        tmp_path, names, workers, kafka_bootstrap, admin):
+    worker = workers(policy_app(tmp_path, names, 'stop'))
+    worker.wait_ready()
+    pid = worker.slot_pids(1)
+    before = words(200)
+    produce(kafka_bootstrap, names['source'], [(w, w) for w in before])
+    produce(kafka_bootstrap, names['source'], [('k', b'{not json')], partition=0,
+            encode=lambda value: value)
+    after = words(400, 200)
+    produce(kafka_bootstrap, names['source'], [(w, w) for w in after])
+    wait_for_counts(worker, collections.Counter(before + after))
+    all_committed(admin, kafka_bootstrap, names)
+    [letter] = dead_letters(kafka_bootstrap, f'{names["app"]}-testapp.count-dlq', 1)
+    assert letter['value'] == b'{not json'
+    assert letter['runner-reason'] == 'unreadable'
+    assert letter['runner-topic'] == names['source'] and letter['runner-partition'] == '0'
+    assert letter['runner-error'].startswith('JSONDecodeError')
+    assert worker.state()['agents']['testapp.count'] == {
+        'dead_lettered': 1, 'skipped': 0, 'retried': 0}
+    assert worker.slot_pids(1) == pid          # never restarted
+
+
+@pytest.mark.parametrize('on_error', ['dead_letter', 'skip'])
+def test_an_agent_that_raises_follows_its_policy_and_nothing_else_is_lost(
+        tmp_path, names, workers, kafka_bootstrap, admin, on_error):
+    worker = workers(policy_app(tmp_path, names, on_error))
+    worker.wait_ready()
+    pid = worker.slot_pids(1)
+    good = words(600)
+    mixed = good[:300] + ['bad', 'flaky', 'nokey'] + good[300:] + ['bad']
+    produce(kafka_bootstrap, names['source'],
+            [(None if w == 'nokey' else w, w) for w in mixed])
+    truth = collections.Counter(good + ['flaky'])
+    truth.update({'bad': 0, 'nokey': 0})          # their writes were taken back
+    wait_for_counts(worker, truth)
+    all_committed(admin, kafka_bootstrap, names)
+    counts = worker.state()['agents']['testapp.count']
+    # 'bad' twice and 'nokey' once: each tried three times (retries=2); 'flaky' twice
+    assert counts == {'dead_lettered': 3 if on_error == 'dead_letter' else 0,
+                      'skipped': 3 if on_error == 'skip' else 0, 'retried': 3 * 2 + 1}
+    assert worker.slot_pids(1) == pid
+    assert worker.log().count('trying it again') == 7
+    if on_error == 'dead_letter':
+        letters = dead_letters(kafka_bootstrap, f'{names["app"]}-testapp.count-dlq', 3)
+        assert sorted(json.loads(letter['value']) for letter in letters) == ['bad', 'bad', 'nokey']
+        assert {letter['runner-reason'] for letter in letters} == {'raised'}
+        assert sum(letter['runner-error'].startswith('TypeError') for letter in letters) == 1
+
+
+def test_an_agent_that_catches_an_error_and_iterates_again_goes_on(
+        tmp_path, names, workers, kafka_bootstrap, admin):
+    worker = workers(write_app(tmp_path, CATCHING_APP.format(**names)))
+    worker.wait_ready()
+    good = words(300)
+    mixed = good[:100] + ['bad1'] + good[100:200] + ['bad2', 'bad3'] + good[200:]
+    produce(kafka_bootstrap, names['source'], [(w, w) for w in mixed], encode=str.encode)
+    truth = collections.Counter(good)
+    truth.update(['bad1', 'bad2', 'bad3'])
+    wait_for_counts(worker, truth)
+    all_committed(admin, kafka_bootstrap, names)
+    code, _ = worker.stop(timeout=30)
+    assert code == 0
+
+
+def test_an_output_too_large_for_the_producer_is_dead_lettered(
+        tmp_path, names, workers, kafka_bootstrap, admin):
+    worker = workers(write_app(tmp_path, LARGE_OUTPUT_APP.format(**names)))
+    worker.wait_ready()
+    values = [f'v{n}' for n in range(100)]
+    produce(kafka_bootstrap, names['source'], [(v, v) for v in values[:50] + ['huge']
+                                               + values[50:]])
+    out = consume(kafka_bootstrap, names['sink'], 100, timeout=30)
+    assert sorted(json.loads(record.value) for record in out) == sorted(values)
+    [letter] = dead_letters(kafka_bootstrap, f'{names["app"]}-testapp.grow-dlq', 1)
+    assert letter['runner-reason'] == 'refused' and json.loads(letter['value']) == 'huge'
+    all_committed(admin, kafka_bootstrap, names)
+
+
+def test_dead_letters_are_listed_and_replayed_once_after_a_fix(
+        tmp_path, names, workers, kafka_bootstrap, admin):
+    (tmp_path / 'broken').touch()
+    app = policy_app(tmp_path, names, 'dead_letter')
+    worker = workers(app)
+    worker.wait_ready()
+    fixes = [f'fix{n}' for n in range(5)]
+    produce(kafka_bootstrap, names['source'], [(w, w) for w in fixes + words(50)])
+    wait_for_counts(worker, collections.Counter(words(50)))
+    all_committed(admin, kafka_bootstrap, names)
+    cli = ['-A', app, '-b', kafka_bootstrap, 'dlq']
+    listed = run_cli([*cli, 'count'], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 5 and all('raised: ValueError: cannot handle fix' in line
+                                   for line in lines)
+    (tmp_path / 'broken').unlink()                       # the fix
+    replayed = run_cli([*cli, 'count', '--replay'], tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    assert 'sent 5 dead letters' in replayed.stdout
+    wait_for_counts(worker, collections.Counter(fixes + words(50)))
+    again = run_cli([*cli, 'count', '--replay'], tmp_path)
+    assert 'sent 0 dead letters' in again.stdout
+    assert all(line.endswith('(replayed)') for line in
+               run_cli([*cli, 'testapp.count'], tmp_path).stdout.splitlines())
+    unknown = run_cli([*cli, 'nope'], tmp_path)
+    assert unknown.returncode == 64 and unknown.stderr.count('\n') == 1
+    assert counts_of(worker, fixes) == dict.fromkeys(fixes, 1)
