@@ -346,7 +346,7 @@ def send_command(args: dict[str, Any]) -> int:
             raise UsageError(f'topic {name!r} does not exist')
     finally:
         client.close()
-    producer = Producer(settings.bootstrap_servers(), f'{app.name}-send', settings.broker_timeout)
+    producer = Producer(settings, f'{app.name}-send')
     outside.install()
     outside.OUTSIDE.use(app.name, producer)
     value = _parse_value(topic, args['<value>'])
@@ -376,8 +376,7 @@ def dlq_command(args: dict[str, Any]) -> int:
             for letter in letters.read(only_new=False):
                 print(letter.describe())
             return EX_OK
-        producer = Producer(settings.bootstrap_servers(), f'{app.name}-dlq',
-                            settings.broker_timeout)
+        producer = Producer(settings, f'{app.name}-dlq')
         try:
             sent = letters.replay(producer)
         finally:

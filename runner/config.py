@@ -35,6 +35,15 @@ class Settings:
     transaction of the outputs, changelog records and source offsets; its
     ``commit_interval`` defaults to 0.1 s).
 
+    Kafka: ``broker_timeout`` is how long a slot waits for a broker as it starts;
+    ``commit_timeout`` how long a checkpoint waits for its records to be
+    acknowledged, its offsets to be committed or its transaction to end, while
+    the broker answers.  While no broker can be reached the slot keeps its
+    state and waits (not ready); only after ``broker_outage_limit`` does it
+    exit (69), and the main process starts it again.  ``max_request_size`` is
+    the largest record (in bytes) the producers send: a larger output of an
+    agent is refused (see :class:`runner.app.agents.Agent`).
+
     Liveness: a running slot whose heartbeat (its report to the main process,
     four a second) stops for ``heartbeat_timeout`` is killed, and so is one whose
     consumer loop has not come round for ``stall_timeout``.  That must exceed the
@@ -72,6 +81,9 @@ class Settings:
     static_membership: bool = True
     acceptable_lag: int = 10000
     processing_guarantee: str = 'at_least_once'
+    commit_timeout: float = 30.0
+    broker_outage_limit: float = 300.0
+    max_request_size: int = 1048576
 
     def bootstrap_servers(self) -> list[str]:
         """The broker URL(s) as ``host:port`` strings."""
@@ -183,6 +195,8 @@ def _integer(name: str, value: Any) -> int:
         raise ValueError('must be -1 (broker default) or at least 1')
     if name in ('max_inflight', 'topic_partitions') and number < 1:
         raise ValueError('must be at least 1')
+    if name == 'max_request_size' and number < 1024:
+        raise ValueError('must be at least 1024 bytes')
     if name in ('standby_replicas', 'acceptable_lag') and number < 0:
         raise ValueError('must be 0 or more')
     return number

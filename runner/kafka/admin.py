@@ -9,6 +9,7 @@ from kafka.admin import MemberToRemove
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ..errors import BrokerUnavailable
+from . import RECONNECT_BACKOFF_MAX_MS
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,8 @@ def connect(bootstrap_servers: list[str], timeout: float, client_id: str) -> Kaf
         with _quiet('kafka'):
             return KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id,
                                     bootstrap_timeout_ms=int(timeout * 1000),
-                                    request_timeout_ms=int(max(timeout, 5) * 1000))
+                                    request_timeout_ms=int(max(timeout, 5) * 1000),
+                                    reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
     except KafkaError as exc:
         servers = ','.join(bootstrap_servers)
         raise BrokerUnavailable(

@@ -86,7 +86,9 @@ class DeadLetters:
                 kept = [(k, v) for k, v in letter.headers if not k.startswith(OWN_HEADER)]
                 producer.send(original, letter.key, letter.value, kept or None)
                 sent += 1
-        producer.wait(producer.mark(), self._timeout)
+        if not producer.wait(producer.mark(), self._timeout):
+            raise BrokerUnavailable(f'the records sent back were not acknowledged within '
+                                    f'{self._timeout:g}s; nothing was marked replayed')
         self._consumer.commit({tp: OffsetAndMetadata(self.ends[tp], '', -1)
                                for tp in self._partitions})
         return sent

@@ -96,6 +96,12 @@ def _raise_once_fenced() -> None:
     ConsumerCoordinator.poll = raising
 
 
+def reaches_kafka(consumer: kafka.KafkaConsumer) -> bool:
+    """Whether the consumer knows its group coordinator: a member that cannot reach the
+    cluster loses it at its next failed heartbeat (every fraction of a second)."""
+    return not consumer._coordinator.coordinator_unknown()
+
+
 def request_rebalance(consumer: kafka.KafkaConsumer) -> None:
     """Ask the group for a rebalance at the next poll (a member that has warmed a task up
     asks for it this way); kafka-python's coordinator does the same after a cooperative

@@ -32,13 +32,17 @@ from typing import Any
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TransactionAbortedError
 
+from ..config import Settings
 from ..errors import RunnerError
+from . import RECONNECT_BACKOFF_MAX_MS
 
 log = logging.getLogger(__name__)
 
 #: A transaction left open (its slot died) is aborted by the broker after this long,
 #: unless the slot's next incarnation has done so sooner.
 TRANSACTION_TIMEOUT_MS = 10000
+#: Seconds a record may wait for a broker beyond the slot's ``broker_outage_limit``.
+OUTAGE_MARGIN = 60.0
 
 
 class SendFailed(RunnerError):
@@ -65,18 +69,25 @@ class Epoch:
 class Producer:
     """Asynchronous, thread-safe sends with acknowledgement barriers (see the module)."""
 
-    def __init__(self, bootstrap_servers: list[str], client_id: str,
-                 bootstrap_timeout: float, transactional_id: str | None = None) -> None:
+    def __init__(self, settings: Settings, client_id: str,
+                 transactional_id: str | None = None) -> None:
         transactional = {} if transactional_id is None else {
             'transactional_id': transactional_id,
             'transaction_timeout_ms': TRANSACTION_TIMEOUT_MS}
+        # A record (or a send waiting for buffer space) outlives a broker outage that the
+        # slot itself survives: it fails only after the slot has given up.
+        outlast_outage_ms = int((settings.broker_outage_limit + OUTAGE_MARGIN) * 1000)
         self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap_servers,
+            bootstrap_servers=settings.bootstrap_servers(),
             client_id=client_id,
             acks='all',
             linger_ms=5,
             allow_auto_create_topics=False,
-            bootstrap_timeout_ms=int(bootstrap_timeout * 1000),
+            bootstrap_timeout_ms=int(settings.broker_timeout * 1000),
+            max_request_size=settings.max_request_size,
+            delivery_timeout_ms=outlast_outage_ms,
+            max_block_ms=outlast_outage_ms,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             **transactional,
         )
         self.transactional = transactional_id is not None
@@ -246,15 +257,17 @@ class Producer:
         with self._lock:
             return self._acknowledged(epoch)
 
-    def wait(self, epoch: Epoch, timeout: float) -> None:
-        """Block until :meth:`acknowledged` is true; SendFailed after ``timeout`` seconds."""
+    def wait(self, epoch: Epoch, timeout: float) -> bool:
+        """Block until :meth:`acknowledged` is true, at most ``timeout`` seconds; False if
+        that time ran out (SendFailed if a send failed)."""
         deadline = time.monotonic() + timeout
         with self._lock:
             while not self._acknowledged(epoch):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise SendFailed(f'records sent were not acknowledged within {timeout:g}s')
+                    return False
                 self._lock.wait(left)
+        return True
 
     def _acknowledged(self, epoch: Epoch) -> bool:
         if self._error is not None:

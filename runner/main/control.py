@@ -37,7 +37,8 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     slots = status['slots']
     ready = sum(bool(slot.get('ready')) for slot in slots)
     workers = plural(status.get('workers', len(slots)), 'slot')
-    head = f"{status.get('app', '?')}: main pid {status['pid']}, {status['state']}, "
+    waiting = ', waiting for Kafka' if status.get('waiting_for_kafka') else ''
+    head = f"{status.get('app', '?')}: main pid {status['pid']}, {status['state']}{waiting}, "
     rows = [(('SLOT', 'PID', 'WEB', 'STATE', 'PARTITIONS'), None)]
     rows += [((str(slot['slot']), str(slot['pid'] or '-'), slot.get('web') or '-',
                slot['state'], ','.join(slot['assignment']) or '-'), _why(slot, now))
@@ -55,8 +56,8 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
 def _why(slot: dict[str, Any], now: float) -> str | None:
     """Why a slot is not ready, or None."""
     reason = slot.get('reason')
-    if slot['state'] == 'backoff':
-        wait = max(0.0, slot.get('retry_at', now) - now)
+    if slot['state'] in ('backoff', 'waiting') and 'retry_at' in slot:
+        wait = max(0.0, slot['retry_at'] - now)
         return f'{reason}; next start in {wait:.0f}s'
     if slot['state'] == 'failed':
         return f'{reason}; left stopped until the next HUP'

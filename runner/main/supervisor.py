@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import platform
-from ..errors import EX_CANTCREAT, EX_CONFIG, EX_OK, EX_SOFTWARE, EX_USAGE, RunnerError
+from ..errors import (
+    EX_CANTCREAT,
+    EX_CONFIG,
+    EX_OK,
+    EX_SOFTWARE,
+    EX_UNAVAILABLE,
+    EX_USAGE,
+    RunnerError,
+)
 from ..logs import plural
 from ..reports import ReportReader, channel
 from .rolling import RollingRestart
@@ -87,13 +95,16 @@ class SlotProcess:
         return bool(self.report.get('ready')) and not (self.killed or self.retiring)
 
     def state(self) -> str:
-        """``ready``, ``starting``, ``recovering``, ``rebalancing`` or ``stopping``."""
+        """``ready``, ``starting``, ``recovering``, ``rebalancing``, ``waiting`` (for
+        Kafka) or ``stopping``."""
         if self.retiring or self.killed or self.report['phase'] in ('stopping', 'stopped'):
             return 'stopping'
         if self.ready:
             return 'ready'
-        if self.report['phase'] == 'running' and self.report['reason'].startswith('recovering'):
-            return 'recovering'
+        if self.report['phase'] == 'running':
+            for prefix, state in (('recovering', 'recovering'), ('waiting for Kafka', 'waiting')):
+                if self.report['reason'].startswith(prefix):
+                    return state
         return 'rebalancing' if self.was_ready else 'starting'
 
     def row(self) -> dict[str, Any]:
@@ -447,6 +458,8 @@ class Supervisor:
         if not self._was_ready:
             self._fail(code if code > 0 else EX_SOFTWARE,
                        f'slot {slot.index} could not start: {reason}')
+        elif code == EX_UNAVAILABLE:     # Kafka is away: this worker has run, so it waits
+            self._schedule_respawn(slot, reason)
         elif code in FATAL_CODES or record.boot_failures >= MAX_BOOT_FAILURES:
             attempts = plural(record.boot_failures, 'attempt')
             self._give_up_on(slot.index, f'could not start: {reason} ({attempts})')
@@ -663,11 +676,13 @@ class Supervisor:
         ready = sum(row['ready'] for row in rows)
         if ready:
             self._last_ready = time.monotonic()
-        state = self._state(ready)
-        self._notify(ready, state)
-        self._ping_watchdog()
+        waiting = any(row['state'] == 'waiting' for row in rows)
+        state = self._state(ready, waiting)
+        self._notify(ready, state, waiting)
+        self._ping_watchdog(waiting)
         status = {'pid': self._main_pid, 'app': self.name, 'workers': self.workers,
-                  'state': state, 'rolling_restarts': self._restarts_done,
+                  'state': state, 'waiting_for_kafka': waiting,
+                  'rolling_restarts': self._restarts_done,
                   'failed_restarts': self._restarts_failed, 'restart_error': self._restart_error,
                   'restart_requests': self._restart_requests,
                   'restart_requests_served': self._requests_served, 'slots': rows}
@@ -693,28 +708,30 @@ class Supervisor:
             state = 'failed'
         elif self._stopping:
             state = 'stopped'
+        elif record.exit_code == EX_UNAVAILABLE:
+            state = 'waiting'
         elif record.exit_code is not None:
             state = 'backoff'
         else:
             state = 'starting'
         row = {'slot': index, 'pid': None, 'web': None, 'state': state, 'ready': False,
-               'reason': record.reason if state in ('failed', 'backoff') else None,
+               'reason': record.reason if state in ('failed', 'backoff', 'waiting') else None,
                'assignment': [], 'started': None, 'exit_code': record.exit_code}
-        if state == 'backoff':
+        if state in ('backoff', 'waiting'):
             row['retry_at'] = round(record.retry_at_wall, 3)
         return row
 
-    def _state(self, ready: int) -> str:
+    def _state(self, ready: int, waiting: bool) -> str:
         if self._stopping:
             return 'stopping'
         if self._restart or self._check:
             return 'restarting'
-        if any(record.failed or record.exit_code is not None
+        if waiting or any(record.failed or record.exit_code is not None
                for index, record in self._records.items() if index < self.workers):
             return 'degraded'
         return 'running' if ready >= self.workers or self._was_ready else 'starting'
 
-    def _notify(self, ready: int, state: str) -> None:
+    def _notify(self, ready: int, state: str, waiting: bool) -> None:
         """READY=1 once every slot is ready for the first time and at the end of each
         reload; STATUS= whenever its line changes; both in one message."""
         fields = {}
@@ -726,19 +743,22 @@ class Supervisor:
             self._reloading = False
             fields['ready'] = '1'
         line = f'{ready}/{self.workers} slots ready, {state}'
+        if waiting:
+            line += ', waiting for Kafka'
         if line != self._status_line:
             self._status_line = fields['status'] = line
         if fields:
             self._notifier.notify(**fields)
 
-    def _ping_watchdog(self) -> None:
+    def _ping_watchdog(self, waiting: bool) -> None:
         """Ping while some slot has been ready within ``ready_timeout`` (so a worker whose
-        slots all crash-loop or hang is restarted by systemd)."""
+        slots all crash-loop or hang is restarted by systemd), and while slots wait for
+        Kafka: restarting the worker would not bring the broker back."""
         interval = self._notifier.watchdog_interval
         now = time.monotonic()
         if interval is None or now - self._last_watchdog < interval:
             return
-        held = now - self._last_ready >= self._ready_timeout
+        held = now - self._last_ready >= self._ready_timeout and not waiting
         if held != self._watchdog_held:
             self._watchdog_held = held
             if held:

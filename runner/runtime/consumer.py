@@ -39,10 +39,11 @@ from kafka.errors import FencedInstanceIdError, KafkaError, RebalanceInProgressE
 from kafka.structs import OffsetAndMetadata
 
 from ..config import Settings
-from ..errors import EX_CANTCREAT, RunnerError
+from ..errors import EX_CANTCREAT, BrokerUnavailable, RunnerError
+from ..kafka import RECONNECT_BACKOFF_MAX_MS
 from ..kafka.admin import leave_group
 from ..kafka.assignor import RunnerAssignor
-from ..kafka.fixes import io_sleep, request_rebalance
+from ..kafka.fixes import io_sleep, reaches_kafka, request_rebalance
 from ..kafka.producer import Producer, SendFailed
 from ..logs import plural
 from ..state.checkpoint import Checkpoint
@@ -50,15 +51,13 @@ from ..state.manager import StateManager
 from . import transactions
 from .context import SlotContext
 from .queues import Dispatcher
-from .status import SlotStatus
+from .status import KAFKA_GRACE, SlotStatus
 from .tasks import Task, Tasks
-from .transactions import TransactionAborted
+from .transactions import WAITING_TICK, TransactionAborted
 
 log = logging.getLogger(__name__)
 
 POLL_MS = 100
-#: Upper bound for the barrier of one checkpoint (every record sent is acknowledged).
-COMMIT_TIMEOUT = 30.0
 #: How long a cold stop may spend on its last checkpoint and on leaving the group.
 COLD_STOP_TIMEOUT = 0.3
 #: How often a waiting rebalance listener looks again.
@@ -170,6 +169,7 @@ class ConsumerLoop:
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
             partition_assignment_strategy=[self._assignor],
             bootstrap_timeout_ms=int(settings.broker_timeout * 1000),
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             isolation_level='read_committed' if self._producer.transactional
             else 'read_uncommitted',
         )
@@ -177,6 +177,7 @@ class ConsumerLoop:
     def _poll_once(self) -> None:
         for tp, records in self._consumer.poll(timeout_ms=POLL_MS).items():
             self._dispatcher.dispatch(tp, records)
+        self._waiting_for_kafka()
         self._activate_recovered()
         assignment = frozenset(self._consumer.assignment())
         if self._assignor.generation != self._rebalance.generation:
@@ -294,7 +295,8 @@ class ConsumerLoop:
         elif not self._still_member():
             self._producer.renumber()       # deferred: the next cut takes this one's along
         else:
-            transactions.run(self._transaction(checkpoint, self._tasks.active), COMMIT_TIMEOUT)
+            transactions.run(self._transaction(checkpoint, self._tasks.active),
+                             self._settings.commit_timeout, self._waiting_for_kafka)
 
     def _transaction(self, checkpoint: Checkpoint,
                      again: Callable[[], list[Task]]) -> transactions.Steps:
@@ -319,13 +321,15 @@ class ConsumerLoop:
             log.info('checkpoint without %s: %s', plural(len(busy), 'busy task'), _names(busy))
         if checkpoint.empty or not self._still_member():
             return
+        timeout = self._settings.commit_timeout
         for step, value in checkpoint.steps(self._producer):
             if step == 'barrier':
-                self._producer.wait(value, COMMIT_TIMEOUT)
+                self._wait(lambda epoch=value: self._producer.wait(epoch, WAITING_TICK),
+                           'the records sent to be acknowledged')
             else:
+                self._wait(lambda: reaches_kafka(self._consumer), 'the group coordinator')
                 try:
-                    self._consumer.commit(_commit_request(value),
-                                          timeout_ms=int(COMMIT_TIMEOUT * 1000))
+                    self._consumer.commit(_commit_request(value), timeout_ms=int(timeout * 1000))
                 except FencedInstanceIdError:
                     raise
                 except RebalanceInProgressError:
@@ -334,6 +338,35 @@ class ConsumerLoop:
                     log.warning('offset commit failed, will retry: %s', exc)
                 else:
                     self._record_commit(checkpoint, value)
+
+    def _wait(self, done: Callable[[], bool], what: str) -> None:
+        """Block until ``done()``, for ``commit_timeout`` seconds of Kafka answering (an
+        outage up to ``broker_outage_limit`` is waited through, not counted)."""
+        timeout = self._settings.commit_timeout
+        if not transactions.block_until(done, timeout, self._waiting_for_kafka):
+            raise SendFailed(f'waited {timeout:g}s for {what} (commit_timeout)')
+
+    def _waiting_for_kafka(self) -> bool:
+        """Whether the slot cannot reach Kafka now (its group coordinator is unknown), as
+        the status tells; BrokerUnavailable once that has lasted ``broker_outage_limit``."""
+        status, now = self._status, time.monotonic()
+        if reaches_kafka(self._consumer):
+            if status.kafka_lost_logged:
+                log.info('Kafka can be reached again after %.0fs', now - status.kafka_lost)
+            status.kafka_lost, status.kafka_lost_logged = None, False
+            return False
+        status.beat()           # the loop is waiting for Kafka, not stalled
+        if status.kafka_lost is None:
+            status.kafka_lost = now
+        elif now - status.kafka_lost >= self._settings.broker_outage_limit:
+            raise BrokerUnavailable(f'Kafka could not be reached for '
+                                    f'{self._settings.broker_outage_limit:g}s '
+                                    '(broker_outage_limit); the slot starts again')
+        elif not status.kafka_lost_logged and now - status.kafka_lost >= KAFKA_GRACE:
+            status.kafka_lost_logged = True
+            log.warning('Kafka cannot be reached; the slot keeps its state and waits (at '
+                        'most broker_outage_limit, %gs)', self._settings.broker_outage_limit)
+        return True
 
     def _still_member(self) -> bool:
         """Whether this member is still in the generation of its last assignment (an
@@ -457,7 +490,7 @@ class ConsumerLoop:
         self._reprocess(kept)
 
     def _commit_timeout(self) -> float:
-        return COLD_STOP_TIMEOUT if self._stop_mode == 'cold' else COMMIT_TIMEOUT
+        return COLD_STOP_TIMEOUT if self._stop_mode == 'cold' else self._settings.commit_timeout
 
     def _revoke_wait(self) -> float:
         """How long a revocation waits for busy tasks: less when the slot is stopping."""

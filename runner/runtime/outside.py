@@ -39,8 +39,7 @@ class OutsideContext:
             if producer is None:
                 settings = Settings(**topic.app.settings)
                 producer = self._producers[topic.app.name] = Producer(
-                    settings.bootstrap_servers(), f'{topic.app.name}-client',
-                    settings.broker_timeout)
+                    settings, f'{topic.app.name}-client')
                 atexit.register(producer.close, 30)
             return producer
 

@@ -203,13 +203,10 @@ class Slot:
         settings = self.settings
         exactly_once = settings.processing_guarantee == 'exactly_once'
         try:
-            producer = Producer(settings.bootstrap_servers(), self._client_id(),
-                                settings.broker_timeout, identity if exactly_once else None)
+            producer = Producer(settings, self._client_id(), identity if exactly_once else None)
             if exactly_once:
                 producer.start_transactions()
-                self._plain_producer = Producer(settings.bootstrap_servers(),
-                                                f'{self._client_id()}-outside',
-                                                settings.broker_timeout)
+                self._plain_producer = Producer(settings, f'{self._client_id()}-outside')
         except KafkaError as exc:
             raise BrokerUnavailable(f'cannot start the producer: {exc}') from None
         return producer

@@ -8,6 +8,9 @@ from typing import Any
 
 from kafka.structs import MemberState
 
+#: A slot is not ready once Kafka has been out of its reach this long (seconds).
+KAFKA_GRACE = 2.0
+
 
 class SlotStatus:
     """Written by the slot's threads, read by the web server; every field is a plain value."""
@@ -37,6 +40,9 @@ class SlotStatus:
         #: Why the group left topics of this slot unassigned (their partition count changed
         #: away from their tables'), or None.
         self.unassigned: str | None = None
+        #: Since when (monotonic) this slot cannot reach Kafka, or None.
+        self.kafka_lost: float | None = None
+        self.kafka_lost_logged = False
 
     def beat(self) -> None:
         """Called by the consumer loop on every round."""
@@ -59,6 +65,9 @@ class SlotStatus:
             return False, reason
         if self.phase != 'running':
             return False, self.phase
+        lost = self.kafka_lost
+        if lost is not None and time.monotonic() - lost >= KAFKA_GRACE:
+            return False, f'waiting for Kafka ({time.monotonic() - lost:.0f}s)'
         if self.group_state != MemberState.STABLE or self.generation < 0:
             return False, 'joining the consumer group' if self.generation < 0 else 'rebalancing'
         if self.unassigned:

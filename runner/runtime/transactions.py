@@ -44,6 +44,8 @@ from ..state.checkpoint import Checkpoint
 FENCED = (ProducerFencedError, InvalidProducerEpochError)
 #: How often the consumer thread looks again while it waits for a step.
 STEP_TICK = 0.001
+#: How often a blocked wait looks again at whether Kafka can be reached.
+WAITING_TICK = 0.1
 
 
 class Wait(NamedTuple):
@@ -146,18 +148,32 @@ def _raise_fatal(error: BaseException, what: str) -> None:
     raise TransactionStuck(f'{what} failed: {error}')
 
 
-def run(steps: Steps, timeout: float) -> None:
-    """Drive ``steps`` on the calling thread, each wait bounded by ``timeout``."""
+def run(steps: Steps, timeout: float, waiting: Callable[[], bool] = lambda: False) -> None:
+    """Drive ``steps`` on the calling thread, each wait bounded by ``timeout`` seconds of
+    Kafka answering (see :func:`block_until`)."""
     for wait in steps:
-        deadline = time.monotonic() + timeout
-        while not wait.done():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TransactionStuck(f'{wait.what} did not finish within {timeout:g}s')
-            if wait.block is not None:
-                wait.block(left)
-            else:
-                time.sleep(STEP_TICK)
+        if not block_until(wait.done, timeout, waiting, wait.block):
+            raise TransactionStuck(f'{wait.what} did not finish within {timeout:g}s')
+
+
+def block_until(done: Callable[[], bool], timeout: float, waiting: Callable[[], bool],
+                block: Callable[[float], Any] | None = None) -> bool:
+    """Block until ``done()``; False once ``timeout`` seconds pass without it.  The time
+    starts again while ``waiting()`` says Kafka cannot be reached (it raises itself when
+    that has lasted too long).  ``block(seconds)`` sleeps until something may have
+    changed, if given."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        now = time.monotonic()
+        if waiting():
+            deadline = now + timeout
+        elif now >= deadline:
+            return False
+        if block is not None:
+            block(min(deadline - now, WAITING_TICK))
+        else:
+            time.sleep(STEP_TICK)
+    return True
 
 
 async def run_awaited(steps: Steps, timeout: float,

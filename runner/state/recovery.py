@@ -19,6 +19,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from ..config import Settings
+from ..kafka import RECONNECT_BACKOFF_MAX_MS
 from .stores import Key, PartitionStore, Stores
 
 log = logging.getLogger(__name__)
@@ -124,9 +125,11 @@ class ChangelogReader:
             bootstrap_servers=servers, client_id=f'{self._client_id}-changelog', group_id=None,
             enable_auto_commit=False, max_poll_records=5000, auto_offset_reset='earliest',
             isolation_level=('read_committed' if self._transactional else 'read_uncommitted'),
-            bootstrap_timeout_ms=int(self._settings.broker_timeout * 1000))
+            bootstrap_timeout_ms=int(self._settings.broker_timeout * 1000),
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
         self._admin = KafkaAdminClient(bootstrap_servers=servers,
-                                       client_id=f'{self._client_id}-changelog-admin')
+                                       client_id=f'{self._client_id}-changelog-admin',
+                                       reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
         try:
             while not self._stopping:
                 self._handle_commands(block=not self._replicas)

@@ -8,11 +8,9 @@ import os
 import random
 import shutil
 import signal
-import threading
-import time
 
 import kafka_broker
-from apps import wait_for_counts
+from apps import Load, wait_for_counts
 from harness import Worker, consume_committed, wait_for, write_app
 from kafka import KafkaProducer
 
@@ -40,47 +38,8 @@ def count(stream):
             raise RuntimeError('boom')
 '''
 
-KEYS = [f'k{n:02d}' for n in range(40)]
-
-
 def exactly_once_app(tmp_path, names):
     return write_app(tmp_path, APP.format(raised=str(tmp_path / 'raised'), **names))
-
-
-class Load:
-    """Sends ``count`` records ``(key, id)`` at ``rate`` a second on a thread; ``truth``
-    counts what the broker acknowledged per key."""
-
-    def __init__(self, bootstrap, topic, count, rate=100):
-        self.truth = collections.Counter()
-        self.ids = []
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks='all', retries=20,
-                                       linger_ms=5)
-        self._topic, self._count, self._rate = topic, count, rate
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        began = time.monotonic()
-        for number in range(self._count):
-            time.sleep(max(0.0, began + number / self._rate - time.monotonic()))
-            key = KEYS[number % len(KEYS)]
-            self._producer.send(self._topic, key=key.encode(),
-                                value=json.dumps(f'id-{number}').encode()).add_callback(
-                lambda _meta, key=key, number=number: self._acked(key, number))
-
-    def _acked(self, key, number):
-        self.truth[key] += 1
-        self.ids.append(f'id-{number}')
-
-    @property
-    def running(self):
-        return self._thread.is_alive()
-
-    def finish(self):
-        self._thread.join(120)
-        self._producer.flush(120)
-        self._producer.close(10)
 
 
 def assert_each_output_once(bootstrap, sink, ids):

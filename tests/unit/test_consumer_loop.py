@@ -14,7 +14,9 @@ from kafka.future import Future
 import runner
 from runner.app.layout import Layout
 from runner.config import Settings
+from runner.errors import BrokerUnavailable
 from runner.kafka.assignor import RunnerAssignor
+from runner.kafka.producer import SendFailed
 from runner.runtime import consumer as consumer_module
 from runner.runtime.agents import AgentThreads
 from runner.runtime.consumer import ConsumerLoop
@@ -65,6 +67,8 @@ class FakeConsumer:
         self.assigned: set[TopicPartition] = set()
         self.paused_set: set[TopicPartition] = set()
         self.generation = 1
+        self.reachable = True           # False: the broker is away
+        self._coordinator = SimpleNamespace(coordinator_unknown=lambda: not self.reachable)
         self._net = SimpleNamespace(sleep=self._sleep)
         self._never = threading.Event()
 
@@ -116,6 +120,7 @@ class FakeProducer:
         self.fail_commit = False
         self.transaction = 0
         self.waiting = False
+        self.acked = True               # False: sends wait for a broker
         self._lock = threading.Condition()
 
     def send(self, topic, key, value, headers=None, partition=None, dropped=None, after=-1):
@@ -143,10 +148,10 @@ class FakeProducer:
         return len(self.events)
 
     def acknowledged(self, epoch):
-        return True
+        return self.acked
 
     def wait(self, epoch, timeout):
-        pass
+        return self.acked
 
     def seal(self):
         pass
@@ -218,9 +223,11 @@ class World:
                                        counts=layout.sources(), changelogs=layout.changelogs(),
                                        needs=layout.needs())
         self.assignor.generation = 1
+        self.status = SlotStatus('loop', 0, 150.0)
+        self.status.phase = 'running'
         self.loop = ConsumerLoop(Settings(**settings), 'loop', 'loop-0', self.dispatcher,
                                  Tasks(self.assignor.counts, layout.tables_of), slot,
-                                 SlotStatus('loop', 0, 150.0), self.failures.append,
+                                 self.status, self.failures.append,
                                  self.assignor, None)
         self.consumer = self.loop._consumer = FakeConsumer(self.events)
         self.agents = AgentThreads(app.agents[0], self.inbox, slot, self.failures.append)
@@ -436,6 +443,56 @@ def test_lost_partitions_are_no_longer_claimed(world):
 
 
 # -- exactly-once ------------------------------------------------------------------------
+
+
+def test_a_checkpoint_waits_through_an_outage_and_commits_once_kafka_is_back(tmp_path):
+    world = World(tmp_path, commit_timeout=0.2, broker_outage_limit=60)
+    try:
+        world.assign(TP0)
+        world.feed(TP0, 'a', 'b')
+        world.processed({TP0: 2})
+        world.producer.acked = world.consumer.reachable = False
+        checkpoint = world.loop._new_checkpoint(0.0)
+        checkpoint.request(world.loop._tasks.active())
+        thread = threading.Thread(target=world.loop._commit, args=(checkpoint,), daemon=True)
+        thread.start()
+        wait_for(lambda: 'waiting for Kafka' in world.status.ready()[1], 10,
+                 'the slot to say it waits for Kafka')        # well past commit_timeout
+        assert thread.is_alive() and world.status.live()[0]
+        world.producer.acked = world.consumer.reachable = True
+        thread.join(10)
+        assert world.events[-1] == ('commit', {TP0: 2}) and world.failures == []
+        assert not world.loop._waiting_for_kafka()            # as the next round sees it
+        assert 'waiting for Kafka' not in world.status.ready()[1]
+    finally:
+        world.close()
+
+
+def test_an_outage_past_the_limit_stops_the_slot_as_broker_unavailable(tmp_path):
+    world = World(tmp_path, commit_timeout=0.2, broker_outage_limit=0.5)
+    try:
+        world.assign(TP0)
+        world.feed(TP0, 'a')
+        world.processed({TP0: 1})
+        world.producer.acked = world.consumer.reachable = False
+        checkpoint = world.loop._new_checkpoint(0.0)
+        checkpoint.request(world.loop._tasks.active())
+        with pytest.raises(BrokerUnavailable, match=r'could not be reached for 0.5s'):
+            world.loop._commit(checkpoint)
+    finally:
+        world.close()
+
+
+def test_records_not_acknowledged_while_kafka_answers_fail_after_the_commit_timeout(world):
+    world.assign(TP0)
+    world.feed(TP0, 'a')
+    world.processed({TP0: 1})
+    world.producer.acked = False
+    checkpoint = world.loop._new_checkpoint(0.0)
+    checkpoint.request(world.loop._tasks.active())
+    with pytest.raises(SendFailed, match='commit_timeout'):
+        world.loop._commit(checkpoint)
+    assert 'commit' not in kinds(world.events)
 
 
 @pytest.fixture

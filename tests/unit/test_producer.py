@@ -4,6 +4,7 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.future import Future
 
+from runner.config import Settings
 from runner.kafka import producer as producer_module
 from runner.kafka.producer import Producer, SendFailed
 
@@ -20,7 +21,7 @@ class FakeKafkaProducer:
 @pytest.fixture
 def producer(monkeypatch):
     monkeypatch.setattr(producer_module, 'KafkaProducer', FakeKafkaProducer)
-    return Producer(['h:1'], 'test', 1.0)
+    return Producer(Settings(broker='h:1', broker_timeout=1.0), 'test')
 
 
 def test_a_barrier_passes_once_every_earlier_send_is_acknowledged(producer):
@@ -41,7 +42,7 @@ def test_a_barrier_passes_once_every_earlier_send_is_acknowledged(producer):
 
 def test_a_barrier_with_no_sends_passes_at_once(producer):
     assert producer.acknowledged(producer.mark())
-    producer.wait(producer.mark(), 0.01)
+    assert producer.wait(producer.mark(), 0.01)
 
 
 def test_a_failed_send_fails_every_later_barrier(producer):
@@ -57,5 +58,4 @@ def test_a_failed_send_fails_every_later_barrier(producer):
 
 def test_waiting_is_bounded(producer):
     producer.send('t', b'k', b'1')
-    with pytest.raises(SendFailed, match='not acknowledged within 0.05s'):
-        producer.wait(producer.mark(), 0.05)
+    assert not producer.wait(producer.mark(), 0.05)
