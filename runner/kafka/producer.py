@@ -65,13 +65,15 @@ class Epoch:
 class Producer:
     """Asynchronous, thread-safe sends with acknowledgement barriers (see the module)."""
 
-    def __init__(self, bootstrap_servers: list[str], client_id: str,
+    def __init__(self, connection: dict[str, Any], client_id: str,
                  bootstrap_timeout: float, transactional_id: str | None = None) -> None:
+        """``connection``: the servers and security settings of every client (see
+        :meth:`runner.config.Settings.kafka_client`)."""
         transactional = {} if transactional_id is None else {
             'transactional_id': transactional_id,
             'transaction_timeout_ms': TRANSACTION_TIMEOUT_MS}
         self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap_servers,
+            **connection,
             client_id=client_id,
             acks='all',
             linger_ms=5,

@@ -159,7 +159,7 @@ class ConsumerLoop:
         settings = self._settings
         session_ms = int(settings.session_timeout * 1000)
         return KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers(),
+            **settings.kafka_client(),
             group_id=self._group_id,
             client_id=self._client_id,
             enable_auto_commit=False,
@@ -363,7 +363,7 @@ class ConsumerLoop:
         timeout = COLD_STOP_TIMEOUT if self._stop_mode == 'cold' else self._settings.revoke_timeout
         self._consumer.close(autocommit=False, timeout_ms=int(timeout * 1000))
         if self._leave and self._instance_id:
-            leave_group(self._settings.bootstrap_servers(), max(timeout, 1.0), self._client_id,
+            leave_group(self._settings.kafka_client(), max(timeout, 1.0), self._client_id,
                         self._group_id, self._instance_id)
 
     # -- rebalancing (kafka-python's IO thread) --------------------------------

@@ -152,7 +152,7 @@ class Slot:
         """Partition counts of every topic and table; missing topics (changelogs too) created."""
         settings = self.settings
         declared = [*self.app.topics.values(), *(t.changelog for t in self.app.tables.values())]
-        client = admin.connect(settings.bootstrap_servers(), settings.broker_timeout,
+        client = admin.connect(settings.kafka_client(), settings.broker_timeout,
                                self._client_id())
         try:
             existing = admin.partition_counts(client, [topic.name for topic in declared])
@@ -201,11 +201,11 @@ class Slot:
         settings = self.settings
         exactly_once = settings.processing_guarantee == 'exactly_once'
         try:
-            producer = Producer(settings.bootstrap_servers(), self._client_id(),
+            producer = Producer(settings.kafka_client(), self._client_id(),
                                 settings.broker_timeout, identity if exactly_once else None)
             if exactly_once:
                 producer.start_transactions()
-                self._plain_producer = Producer(settings.bootstrap_servers(),
+                self._plain_producer = Producer(settings.kafka_client(),
                                                 f'{self._client_id()}-outside',
                                                 settings.broker_timeout)
         except KafkaError as exc:

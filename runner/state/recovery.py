@@ -119,13 +119,13 @@ class ChangelogReader:
     # -- the thread ----------------------------------------------------------
 
     def _run(self) -> None:
-        servers = self._settings.bootstrap_servers()
+        connection = self._settings.kafka_client()
         self._consumer = KafkaConsumer(
-            bootstrap_servers=servers, client_id=f'{self._client_id}-changelog', group_id=None,
+            **connection, client_id=f'{self._client_id}-changelog', group_id=None,
             enable_auto_commit=False, max_poll_records=5000, auto_offset_reset='earliest',
             isolation_level=('read_committed' if self._transactional else 'read_uncommitted'),
             bootstrap_timeout_ms=int(self._settings.broker_timeout * 1000))
-        self._admin = KafkaAdminClient(bootstrap_servers=servers,
+        self._admin = KafkaAdminClient(**connection,
                                        client_id=f'{self._client_id}-changelog-admin')
         try:
             while not self._stopping:

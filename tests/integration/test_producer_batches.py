@@ -10,7 +10,7 @@ from runner.kafka.producer import Producer
 def test_a_batch_lands_in_its_partition_in_order_and_its_future_gives_the_last_offset(
         kafka_bootstrap, admin, topic_name):
     admin.create_topics([NewTopic(topic_name, 2, 1)])
-    producer = Producer([kafka_bootstrap], 'batch', 30)
+    producer = Producer({'bootstrap_servers': [kafka_bootstrap]}, 'batch', 30)
     records = [(f'k{n}'.encode(), f'{n}'.encode()) for n in range(5000)] + [(b'gone', None)]
     future = producer.send_batch(topic_name, 1, records)
     producer.wait(producer.mark(), 30)
@@ -23,7 +23,7 @@ def test_a_batch_lands_in_its_partition_in_order_and_its_future_gives_the_last_o
 
 def test_a_batch_in_a_transaction_is_seen_once_committed(kafka_bootstrap, admin, topic_name):
     admin.create_topics([NewTopic(topic_name, 1, 1)])
-    producer = Producer([kafka_bootstrap], 'batch', 30, f'{topic_name}-tid')
+    producer = Producer({'bootstrap_servers': [kafka_bootstrap]}, 'batch', 30, f'{topic_name}-tid')
     producer.start_transactions()
     producer.send_batch(topic_name, 0, [(b'a', b'1'), (b'b', b'2')])
     producer.seal()

@@ -20,7 +20,7 @@ class FakeKafkaProducer:
 @pytest.fixture
 def producer(monkeypatch):
     monkeypatch.setattr(producer_module, 'KafkaProducer', FakeKafkaProducer)
-    return Producer(['h:1'], 'test', 1.0)
+    return Producer({'bootstrap_servers': ['h:1']}, 'test', 1.0)
 
 
 def test_a_barrier_passes_once_every_earlier_send_is_acknowledged(producer):
