@@ -241,7 +241,7 @@ def worker_command(args: dict[str, Any]) -> int:
     if detach:
         platform.detach()
         pidfile.rewrite()
-    logs.setup(settings.loglevel, settings.logfile, 'main')
+    logs.setup(settings.loglevel, settings.logfile, 'main', settings.secrets())
     platform.set_title(f'runner: main {name}')
     supervisor = Supervisor(name, options.workers, _slot_main(options),
                             reload=lambda: _reload(args), check_timeout=settings.import_timeout,
@@ -346,7 +346,7 @@ def send_command(args: dict[str, Any]) -> int:
     app = load_app(options.app)
     settings = options.settings_for(app.settings, 0)
     logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
-               settings.logfile, 'send')
+               settings.logfile, 'send', settings.secrets())
     name = args['<topic>']
     topic = app.topics.get(name) or app.topic(name)
     client = admin.connect(settings.kafka_client(), settings.broker_timeout,

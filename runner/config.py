@@ -281,7 +281,7 @@ def check_settings(values: Mapping[str, Any], origin: str,
         try:
             checked[name] = coerce(name, value)
         except (TypeError, ValueError, ConfigError) as exc:
-            shown = '(secret)' if name in SECRETS else _shown(value)
+            shown = '(secret)' if name in SECRETS else _shown(value, 200 if name in FILES else 60)
             raise error(f'invalid {key} {shown} in {origin}: {exc}') from None
     return checked
 
