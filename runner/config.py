@@ -4,6 +4,7 @@ import dataclasses
 import math
 import os
 import re
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -268,6 +269,27 @@ def _check_security(settings: Settings) -> None:
     protocol = settings.security_protocol
     if 'SASL' in protocol and not (settings.sasl_username and settings.sasl_password):
         raise ConfigError(f'security_protocol {protocol} needs sasl_username and sasl_password')
+    if 'SSL' in protocol:
+        _check_tls_files(settings)
+
+
+def _check_tls_files(settings: Settings) -> None:
+    """Load the CA and client certificates as the clients will, so a bad file or key
+    password is one line now (never OpenSSL's prompt for a password on the terminal)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if settings.ssl_cafile:
+            context.load_verify_locations(settings.ssl_cafile)
+    except (ssl.SSLError, OSError):
+        raise ConfigError(f'ssl_cafile {settings.ssl_cafile} holds no PEM certificate') from None
+    try:
+        if settings.ssl_certfile:
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile,
+                                    settings.ssl_password or '')
+    except (ssl.SSLError, OSError):
+        raise ConfigError('cannot load the client certificate (ssl_certfile, ssl_keyfile): '
+                          'not PEM, a key of another certificate, or a wrong ssl_password'
+                          ) from None
 
 
 def check_settings(values: Mapping[str, Any], origin: str,

@@ -1,5 +1,8 @@
 """Settings: parsing, validation and the order in which sources win."""
 
+import shutil
+import subprocess
+
 import pytest
 
 from runner.cli import SETTING_OPTIONS
@@ -165,3 +168,27 @@ def test_secrets_come_from_the_environment_not_the_command_line():
                                      'RUNNER_SSL_PASSWORD': 'k'}) == {
         'sasl_password': 'p', 'ssl_password': 'k'}
     assert not {'sasl_password', 'ssl_password', 'web_token'} & set(SETTING_OPTIONS)
+
+
+@pytest.fixture(scope='module')
+def client_certificate(tmp_path_factory):
+    """A self-signed certificate and its key, encrypted with the password ``kpw``."""
+    where = tmp_path_factory.mktemp('tls')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-days', '1',
+                    '-subj', '/CN=runner', '-passout', 'pass:kpw', '-keyout',
+                    str(where / 'key.pem'), '-out', str(where / 'cert.pem')],
+                   check=True, capture_output=True)
+    return {'ssl_certfile': str(where / 'cert.pem'), 'ssl_keyfile': str(where / 'key.pem'),
+            'ssl_cafile': str(where / 'cert.pem'), 'security_protocol': 'SSL'}
+
+
+@pytest.mark.skipif(not shutil.which('openssl'), reason='needs the openssl command')
+def test_tls_files_are_loaded_with_their_password_when_the_settings_are_read(
+        client_certificate):
+    assert build(client_certificate, {'ssl_password': 'kpw'}, {}).ssl_password == 'kpw'
+    for password in ('wrong', None):        # never OpenSSL's prompt on the terminal
+        with pytest.raises(ConfigError, match='cannot load the client certificate .*wrong '
+                                              'ssl_password'):
+            build(client_certificate, {'ssl_password': password}, {})
+    with pytest.raises(ConfigError, match='ssl_cafile .* holds no PEM certificate'):
+        build(client_certificate, {'ssl_cafile': client_certificate['ssl_keyfile']}, {})
