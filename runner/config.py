@@ -253,15 +253,20 @@ def _integer(name: str, value: Any) -> int:
 
 def build(app_settings: Mapping[str, Any], file_settings: Mapping[str, Any],
           cli_settings: Mapping[str, Any]) -> Settings:
-    """Merge the three sources, later ones winning; ``None`` means "not given"."""
+    """Merge the three sources, later ones winning (``None`` means "not given"), and check
+    that the security settings go together."""
+    settings = _merge(app_settings, file_settings, cli_settings)
+    _check_security(settings)
+    return settings
+
+
+def _merge(*sources: Mapping[str, Any]) -> Settings:
     merged: dict[str, Any] = {}
-    for source in (app_settings, file_settings, cli_settings):
+    for source in sources:
         merged.update({key: value for key, value in source.items() if value is not None})
     if merged.get('processing_guarantee') == 'exactly_once':
         merged.setdefault('commit_interval', EXACTLY_ONCE_COMMIT_INTERVAL)
-    settings = Settings(**merged)
-    _check_security(settings)
-    return settings
+    return Settings(**merged)
 
 
 def _check_security(settings: Settings) -> None:
@@ -387,8 +392,9 @@ class Options:
         return settings
 
     def base_settings(self) -> Settings:
-        """Settings as far as the main process knows them (without the App's)."""
-        return build({}, self.file, self.cli)
+        """Settings as far as the main process knows them (without the App's, so the
+        security settings, which may be completed there, are not checked)."""
+        return _merge(self.file, self.cli)
 
 
 def slot_overrides(values: Any, origin: str) -> dict[int, dict[str, Any]]:

@@ -7,6 +7,7 @@ import pytest
 
 from runner.cli import SETTING_OPTIONS
 from runner.config import (
+    Options,
     Settings,
     build,
     check_settings,
@@ -192,3 +193,12 @@ def test_tls_files_are_loaded_with_their_password_when_the_settings_are_read(
             build(client_certificate, {'ssl_password': password}, {})
     with pytest.raises(ConfigError, match='ssl_cafile .* holds no PEM certificate'):
         build(client_certificate, {'ssl_cafile': client_certificate['ssl_keyfile']}, {})
+
+
+def test_the_main_process_leaves_security_to_the_slots_which_know_the_app_settings():
+    options = Options(app='a', file={'security_protocol': 'SASL_PLAINTEXT',
+                                     'sasl_username': 'u'})
+    assert options.base_settings().security_protocol == 'SASL_PLAINTEXT'
+    assert options.settings_for({'sasl_password': 'p'}, 0).sasl_password == 'p'
+    with pytest.raises(ConfigError, match='needs sasl_username and sasl_password'):
+        options.settings_for({}, 0)
