@@ -52,6 +52,14 @@ Options:
                              A warm shutdown taking longer turns cold (default: 30).
   --processing-guarantee=G   at_least_once (the default) or exactly_once: each
                              commit one Kafka transaction (see the README).
+  --security-protocol=P      PLAINTEXT (the default), SSL, SASL_PLAINTEXT or SASL_SSL.
+  --sasl-mechanism=M         PLAIN (the default), SCRAM-SHA-256 or SCRAM-SHA-512.
+  --sasl-username=USER       SASL user; the password comes from the config file or
+                             $RUNNER_SASL_PASSWORD, never from the command line.
+  --ssl-cafile=FILE          CA certificates to check the broker's with (PEM).
+  --ssl-certfile=FILE        Client certificate (PEM); its key's password from the
+                             config file or $RUNNER_SSL_PASSWORD.
+  --ssl-keyfile=FILE         Client certificate's private key (PEM).
   --pidfile=FILE             Keep the main process's pid in FILE, locked while it
                              runs; status, stop and restart find it there.
   --detach                   Run in the background (needs --pidfile and --logfile);
@@ -68,8 +76,9 @@ Options:
 Exit codes:
   0 success, 1 stop or restart did not finish in time, 3 not running (status,
   restart), 64 bad usage, 69 broker unreachable, 70 a slot failed, 73 data
-  directory, port or pidfile in use, 78 app or config cannot be loaded,
-  130 interrupted, 141 output pipe closed early.
+  directory, port or pidfile in use, 77 the broker refused the login or TLS
+  handshake, 78 app or config cannot be loaded, 130 interrupted, 141 output
+  pipe closed early.
 """
 
 import json
@@ -91,6 +100,7 @@ from .config import (
     load_file,
     positive_int,
     positive_seconds,
+    secrets_from_environment,
     slot_overrides,
 )
 from .errors import (
@@ -115,7 +125,11 @@ SETTING_OPTIONS = {'broker': '--broker', 'datadir': '--datadir', 'web_host': '--
                    'web_port': '--web-port', 'web_advertise': '--web-advertise',
                    'loglevel': '--loglevel', 'logfile': '--logfile',
                    'broker_timeout': '--broker-timeout', 'graceful_timeout': '--graceful-timeout',
-                   'processing_guarantee': '--processing-guarantee'}
+                   'processing_guarantee': '--processing-guarantee',
+                   'security_protocol': '--security-protocol',
+                   'sasl_mechanism': '--sasl-mechanism', 'sasl_username': '--sasl-username',
+                   'ssl_cafile': '--ssl-cafile', 'ssl_certfile': '--ssl-certfile',
+                   'ssl_keyfile': '--ssl-keyfile'}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,7 +215,9 @@ def load_options(args: dict[str, Any], need_app: bool = True) -> Options:
     file_values = {key: value for key, value in values.items() if key not in SUPERVISOR_KEYS}
     return Options(app=str(spec or ''), workers=workers,
                    pidfile=args['--pidfile'] or _text(values.get('pidfile'), 'pidfile', origin),
-                   cli=check_settings(cli_values, 'the command line', UsageError),
+                   cli={**check_settings(secrets_from_environment(), 'the environment',
+                                         UsageError),
+                        **check_settings(cli_values, 'the command line', UsageError)},
                    file=check_settings(file_values, origin),
                    per_slot=slot_overrides(values.get('slots'), origin))
 
@@ -231,7 +247,7 @@ def worker_command(args: dict[str, Any]) -> int:
     if detach:
         platform.detach()
         pidfile.rewrite()
-    logs.setup(settings.loglevel, settings.logfile, 'main')
+    logs.setup(settings.loglevel, settings.logfile, 'main', settings.secrets())
     platform.set_title(f'runner: main {name}')
     supervisor = Supervisor(name, options.workers, _slot_main(options),
                             reload=lambda: _reload(args), check_timeout=settings.import_timeout,
@@ -336,10 +352,10 @@ def send_command(args: dict[str, Any]) -> int:
     app = load_app(options.app)
     settings = options.settings_for(app.settings, 0)
     logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
-               settings.logfile, 'send')
+               settings.logfile, 'send', settings.secrets())
     name = args['<topic>']
     topic = app.topics.get(name) or app.topic(name)
-    client = admin.connect(settings.bootstrap_servers(), settings.broker_timeout,
+    client = admin.connect(settings.kafka_client(), settings.broker_timeout,
                            f'{app.name}-send')
     try:
         if name not in admin.partition_counts(client, [name]):
@@ -369,7 +385,7 @@ def dlq_command(args: dict[str, Any]) -> int:
     logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
                settings.logfile, 'dlq')
     agent = _agent_named(app, args['<agent>'])
-    letters = DeadLetters(settings.bootstrap_servers(), agent.dead_letter_topic.name,
+    letters = DeadLetters(settings.kafka_client(), agent.dead_letter_topic.name,
                           f'{app.name}-dlq', settings.broker_timeout)
     try:
         if not args['--replay']:

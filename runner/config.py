@@ -2,7 +2,9 @@
 
 import dataclasses
 import math
+import os
 import re
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,6 +56,11 @@ class Settings:
     only: ``import_timeout``, how long the app may take to import when it is
     checked (at start and on HUP), and ``ready_timeout``, how long the worker may
     go without a ready slot before systemd's watchdog is no longer pinged.
+
+    Security: ``security_protocol``, ``sasl_*`` and ``ssl_*`` reach every Kafka client
+    (see :meth:`kafka_client`); ``web_token``, when set, is the bearer token every web
+    endpoint but ``/health`` asks for.  Secrets (:data:`SECRETS`) are left out of the
+    repr and never quoted in an error.
     """
 
     broker: str = 'kafka://localhost:9092'
@@ -84,12 +91,43 @@ class Settings:
     commit_timeout: float = 30.0
     broker_outage_limit: float = 300.0
     max_request_size: int = 1048576
+    security_protocol: str = 'PLAINTEXT'
+    sasl_mechanism: str = 'PLAIN'
+    sasl_username: str | None = None
+    sasl_password: str | None = dataclasses.field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: str | None = dataclasses.field(default=None, repr=False)
+    ssl_check_hostname: bool = True
+    web_token: str | None = dataclasses.field(default=None, repr=False)
 
     def bootstrap_servers(self) -> list[str]:
         """The broker URL(s) as ``host:port`` strings."""
         return parse_broker_url(self.broker)
 
+    def kafka_client(self) -> dict[str, Any]:
+        """The keyword arguments every kafka-python client of runner is built with: the
+        bootstrap servers and the security settings."""
+        return {'bootstrap_servers': self.bootstrap_servers(),
+                'security_protocol': self.security_protocol,
+                'sasl_mechanism': self.sasl_mechanism if 'SASL' in self.security_protocol
+                else None,
+                'sasl_plain_username': self.sasl_username,
+                'sasl_plain_password': self.sasl_password,
+                'ssl_cafile': self.ssl_cafile, 'ssl_certfile': self.ssl_certfile,
+                'ssl_keyfile': self.ssl_keyfile, 'ssl_password': self.ssl_password,
+                'ssl_check_hostname': self.ssl_check_hostname,
+                'reconnect_backoff_max_ms': RECONNECT_BACKOFF_MAX_MS}
 
+    def secrets(self) -> list[str]:
+        """The values of the secret settings that are set."""
+        return [value for name in SECRETS if (value := getattr(self, name))]
+
+
+#: The longest pause between two attempts of a client to reconnect to a broker
+#: (kafka-python's default, 30 s, would keep a slot idle that long after an outage ends).
+RECONNECT_BACKOFF_MAX_MS = 1000
 FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
 LOGLEVELS = ('debug', 'info', 'warning', 'error', 'critical')
 ASSIGNORS = ('cooperative', 'eager')
@@ -97,7 +135,18 @@ GUARANTEES = ('at_least_once', 'exactly_once')
 #: The commit interval under exactly-once when none is given: outputs of a transaction
 #: become visible to ``read_committed`` readers only when it commits.
 EXACTLY_ONCE_COMMIT_INTERVAL = 0.1
-CHOICES = {'loglevel': LOGLEVELS, 'assignor': ASSIGNORS, 'processing_guarantee': GUARANTEES}
+SECURITY_PROTOCOLS = ('PLAINTEXT', 'SSL', 'SASL_PLAINTEXT', 'SASL_SSL')
+SASL_MECHANISMS = ('PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512')
+CHOICES = {'loglevel': LOGLEVELS, 'assignor': ASSIGNORS, 'processing_guarantee': GUARANTEES,
+           'security_protocol': SECURITY_PROTOCOLS, 'sasl_mechanism': SASL_MECHANISMS}
+#: Settings whose values are never shown: not in a repr, an error message or a log line.
+SECRETS = ('sasl_password', 'ssl_password', 'web_token')
+#: Settings that name a file the Kafka clients read.
+FILES = ('ssl_cafile', 'ssl_certfile', 'ssl_keyfile')
+#: Environment variables that give secrets (never on the command line, where ``ps`` shows
+#: them); they win over the config file, like the command line.
+SECRET_VARIABLES = {'sasl_password': 'RUNNER_SASL_PASSWORD',
+                    'ssl_password': 'RUNNER_SSL_PASSWORD', 'web_token': 'RUNNER_WEB_TOKEN'}
 TRUE = ('true', 'yes', 'on', '1')
 FALSE = ('false', 'no', 'off', '0')
 
@@ -143,16 +192,34 @@ def coerce(name: str, value: Any) -> Any:
             raise ValueError('must be at least 1 second (a slot reports four times a second)')
         return number
     if name in CHOICES:
-        choices = CHOICES[name]
-        chosen = str(value).lower().replace('-', '_')
-        if chosen not in choices:
-            raise ValueError(f'choose from {", ".join(choices)}')
-        return chosen
+        return _choice(CHOICES[name], value)
+    if isinstance(value, (list, dict)):
+        raise TypeError('expected text')
     if name == 'broker':
         parse_broker_url(value)
     if name == 'web_advertise':
         split_host_port(str(value))
+    if name in FILES:
+        _readable(str(value))
     return str(value)
+
+
+def _choice(choices: tuple[str, ...], value: Any) -> str:
+    """The one of ``choices`` that ``value`` names, whatever its case, ``-`` or ``_``."""
+    def plain(text: str) -> str:
+        return text.lower().replace('-', '_')
+    for choice in choices:
+        if plain(choice) == plain(str(value)):
+            return choice
+    raise ValueError(f'choose from {", ".join(choices)}')
+
+
+def _readable(path: str) -> None:
+    try:
+        with open(path, 'rb'):
+            pass
+    except OSError as exc:
+        raise ValueError(f'cannot read it: {exc.strerror}') from None
 
 
 def split_host_port(text: str) -> tuple[str, int | None]:
@@ -204,13 +271,48 @@ def _integer(name: str, value: Any) -> int:
 
 def build(app_settings: Mapping[str, Any], file_settings: Mapping[str, Any],
           cli_settings: Mapping[str, Any]) -> Settings:
-    """Merge the three sources, later ones winning; ``None`` means "not given"."""
+    """Merge the three sources, later ones winning (``None`` means "not given"), and check
+    that the security settings go together."""
+    settings = _merge(app_settings, file_settings, cli_settings)
+    _check_security(settings)
+    return settings
+
+
+def _merge(*sources: Mapping[str, Any]) -> Settings:
     merged: dict[str, Any] = {}
-    for source in (app_settings, file_settings, cli_settings):
+    for source in sources:
         merged.update({key: value for key, value in source.items() if value is not None})
     if merged.get('processing_guarantee') == 'exactly_once':
         merged.setdefault('commit_interval', EXACTLY_ONCE_COMMIT_INTERVAL)
     return Settings(**merged)
+
+
+def _check_security(settings: Settings) -> None:
+    """The security settings, taken together, must make sense."""
+    protocol = settings.security_protocol
+    if 'SASL' in protocol and not (settings.sasl_username and settings.sasl_password):
+        raise ConfigError(f'security_protocol {protocol} needs sasl_username and sasl_password')
+    if 'SSL' in protocol:
+        _check_tls_files(settings)
+
+
+def _check_tls_files(settings: Settings) -> None:
+    """Load the CA and client certificates as the clients will, so a bad file or key
+    password is one line now (never OpenSSL's prompt for a password on the terminal)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if settings.ssl_cafile:
+            context.load_verify_locations(settings.ssl_cafile)
+    except (ssl.SSLError, OSError):
+        raise ConfigError(f'ssl_cafile {settings.ssl_cafile} holds no PEM certificate') from None
+    try:
+        if settings.ssl_certfile:
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile,
+                                    settings.ssl_password or '')
+    except (ssl.SSLError, OSError):
+        raise ConfigError('cannot load the client certificate (ssl_certfile, ssl_keyfile): '
+                          'not PEM, a key of another certificate, or a wrong ssl_password'
+                          ) from None
 
 
 def check_settings(values: Mapping[str, Any], origin: str,
@@ -224,8 +326,15 @@ def check_settings(values: Mapping[str, Any], origin: str,
         try:
             checked[name] = coerce(name, value)
         except (TypeError, ValueError, ConfigError) as exc:
-            raise error(f'invalid {key} {_shown(value)} in {origin}: {exc}') from None
+            shown = '(secret)' if name in SECRETS else _shown(value, 200 if name in FILES else 60)
+            raise error(f'invalid {key} {shown} in {origin}: {exc}') from None
     return checked
+
+
+def secrets_from_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The secret settings given by their environment variables (empty ones are not given)."""
+    return {name: environ[variable] for name, variable in SECRET_VARIABLES.items()
+            if environ.get(variable)}
 
 
 class _ConfigLoader(yaml.SafeLoader):
@@ -301,8 +410,9 @@ class Options:
         return settings
 
     def base_settings(self) -> Settings:
-        """Settings as far as the main process knows them (without the App's)."""
-        return build({}, self.file, self.cli)
+        """Settings as far as the main process knows them (without the App's, so the
+        security settings, which may be completed there, are not checked)."""
+        return _merge(self.file, self.cli)
 
 
 def slot_overrides(values: Any, origin: str) -> dict[int, dict[str, Any]]:

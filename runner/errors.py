@@ -10,6 +10,7 @@ EX_NOT_RUNNING = 3   # nothing holds the pidfile (as LSB init scripts' "status" 
 EX_USAGE = 64        # bad command line
 EX_UNAVAILABLE = 69  # the broker could not be reached in time
 EX_SOFTWARE = 70     # an agent raised; the slot stopped so the record is retried
+EX_NOPERM = 77       # the broker answered but did not let this client in (SASL, TLS)
 EX_CANTCREAT = 73    # data directory or port already in use
 EX_CONFIG = 78       # the app or the config file cannot be loaded
 EX_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
@@ -32,6 +33,12 @@ class ConfigError(RunnerError):
 
 class BrokerUnavailable(RunnerError):
     exit_code = EX_UNAVAILABLE
+
+
+class AuthenticationFailed(RunnerError):
+    """A broker listens, but the client could not authenticate (or finish TLS) with it."""
+
+    exit_code = EX_NOPERM
 
 
 class ResourceBusy(RunnerError):

@@ -4,6 +4,7 @@ import faulthandler
 import logging
 import re
 import sys
+from collections.abc import Iterable
 
 from .errors import CannotCreate
 
@@ -44,6 +45,23 @@ class _StopNoiseFilter(logging.Filter):
 _stop_noise = _StopNoiseFilter()
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Writes ``***`` for every secret in a finished line, tracebacks included:
+    kafka-python logs its whole configuration and SASL exchange at debug level."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__(FORMAT)
+        forms = {form for secret in secrets if secret
+                 for form in (secret, repr(secret)[1:-1], repr(secret.encode())[2:-1])}
+        self._secrets = sorted(forms, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        for secret in self._secrets:
+            line = line.replace(secret, '***')
+        return line
+
+
 def stopping() -> None:
     """This process is stopping: kafka-python's complaints about requests cancelled by
     closing its clients are expected from now on, and logged at debug level."""
@@ -55,8 +73,9 @@ def plural(count: int, noun: str) -> str:
     return f'{count} {noun}' if count == 1 else f'{count} {noun}s'
 
 
-def setup(level: str, logfile: str | None, role: str) -> None:
-    """Send log lines to ``logfile`` (or stderr); ``role`` tags each line, e.g. ``slot 1``."""
+def setup(level: str, logfile: str | None, role: str, secrets: Iterable[str] = ()) -> None:
+    """Send log lines to ``logfile`` (or stderr); ``role`` tags each line, e.g. ``slot 1``;
+    every one of ``secrets`` is written as ``***``."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -66,7 +85,7 @@ def setup(level: str, logfile: str | None, role: str) -> None:
                    else logging.StreamHandler(sys.stderr))
     except OSError as exc:
         raise CannotCreate(f'cannot open log file {logfile}: {exc.strerror}') from None
-    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.setFormatter(_RedactingFormatter(secrets))
     handler.addFilter(_RoleFilter(role))
     handler.addFilter(_stop_noise)
     root.addHandler(handler)

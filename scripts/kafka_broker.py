@@ -2,7 +2,9 @@
 """Run a real single-node Apache Kafka broker (KRaft mode) for tests and demos.
 
 Library: ``ensure_jars()`` fetches Kafka's jars with Maven, ``Broker`` runs a broker
-on free loopback ports.  Command line::
+on free loopback ports: a PLAINTEXT listener (``bootstrap_servers``) and a SASL_PLAINTEXT
+one with the PLAIN mechanism (``sasl_bootstrap_servers``, user ``SASL_USERNAME`` with
+password ``SASL_PASSWORD``).  Command line::
 
     python scripts/kafka_broker.py fetch            # fetch the jars, print their directory
     python scripts/kafka_broker.py start --dir DIR  # start a detached broker, print its address
@@ -51,6 +53,9 @@ OUTPUT_FILE = "kafka.out"
 DATA_DIR = "data"
 BOOTSTRAP_FILE = "bootstrap"
 PID_FILE = "broker.pid"
+#: The one user of the SASL_PLAINTEXT listener (PLAIN mechanism); a test credential only.
+SASL_USERNAME = "runner"
+SASL_PASSWORD = "runner-test-secret"
 
 POM_TEMPLATE = """\
 <project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -203,6 +208,7 @@ class Broker:
         self._owns_workdir = workdir is None
         self._process: subprocess.Popen[bytes] | None = None
         self._bootstrap: str | None = None
+        self._sasl_bootstrap: str | None = None
 
     def __enter__(self) -> Self:
         self.start()
@@ -217,6 +223,14 @@ class Broker:
         if self._bootstrap is None:
             raise BrokerError("the Kafka broker is not running")
         return self._bootstrap
+
+    @property
+    def sasl_bootstrap_servers(self) -> str:
+        """The address of the SASL_PLAINTEXT listener (PLAIN: ``SASL_USERNAME``,
+        ``SASL_PASSWORD``), ``127.0.0.1:PORT``."""
+        if self._sasl_bootstrap is None:
+            raise BrokerError("the Kafka broker is not running")
+        return self._sasl_bootstrap
 
     @property
     def pid(self) -> int:
@@ -235,18 +249,17 @@ class Broker:
         java, libs = _require("java"), ensure_jars(self.version)
         deadline = time.monotonic() + timeout
         workdir = self._prepare_workdir()
-        port = free_port(2)
-        controller_port = port + 1
+        port = free_port(3)
         address = f"127.0.0.1:{port}"
         try:
-            _write_config(workdir, port, controller_port)
+            _write_config(workdir, port, port + 1, port + 2)
             _format_storage(java, libs, workdir)
             self._process = _launch(java, libs, workdir, self.die_with_parent)
             _wait_until_ready(address, self._process, workdir, deadline)
         except BaseException:
             self.stop()
             raise
-        self._bootstrap = address
+        self._bootstrap, self._sasl_bootstrap = address, f"127.0.0.1:{port + 2}"
         return address
 
     def restart(self, down: float = 0.0, timeout: float = 90) -> None:
@@ -263,7 +276,8 @@ class Broker:
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the broker: SIGTERM, SIGKILL after `timeout` s; remove a workdir it made."""
-        process, self._process, self._bootstrap = self._process, None, None
+        process, self._process = self._process, None
+        self._bootstrap = self._sasl_bootstrap = None
         if process is not None:
             _terminate(process.pid, lambda: process.poll() is None, timeout)
         if self._owns_workdir and self.workdir is not None:
@@ -311,17 +325,26 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _write_config(workdir: Path, port: int, controller_port: int) -> None:
+def _write_config(workdir: Path, port: int, controller_port: int, sasl_port: int) -> None:
     """Write the broker's server.properties and log4j2 config into `workdir`."""
+    sasl = f"SASL_PLAINTEXT://127.0.0.1:{sasl_port}"
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+        f",{sasl}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port},{sasl}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        ",SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{SASL_USERNAME}" password="{SASL_PASSWORD}" '
+            f'user_{SASL_USERNAME}="{SASL_PASSWORD}";'
+        ),
         "log.dirs": str(workdir / DATA_DIR),
         "offsets.topic.replication.factor": "1",
         "offsets.topic.num.partitions": "4",

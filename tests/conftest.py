@@ -15,14 +15,20 @@ from kafka import KafkaAdminClient
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """The bootstrap address of $KAFKA_BOOTSTRAP_SERVERS, else of a broker run for the session."""
-    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if external:
-        yield external
+def session_broker() -> Iterator[kafka_broker.Broker | None]:
+    """The broker run for the session; None when $KAFKA_BOOTSTRAP_SERVERS names one."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield None
         return
     with kafka_broker.Broker() as broker:
-        yield broker.bootstrap_servers
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(session_broker: kafka_broker.Broker | None) -> str:
+    """The bootstrap address of $KAFKA_BOOTSTRAP_SERVERS, else of a broker run for the session."""
+    return session_broker.bootstrap_servers if session_broker else os.environ[
+        "KAFKA_BOOTSTRAP_SERVERS"]
 
 
 @pytest.fixture

@@ -82,6 +82,7 @@ class Worker:
         self.port = port
         self.host = host
         self.datadir = datadir
+        self.token: str | None = None       # the bearer token of its web servers, if any
         self.args = list(args)
         self.log_path = cwd / f'{name}.log'
         self._log = open(self.log_path, 'w')  # noqa: SIM115 - closed in kill()
@@ -114,7 +115,8 @@ class Worker:
 
     def get(self, path: str, slot: int = 0) -> tuple[int, Any]:
         """``GET path`` on slot ``slot``: (status, JSON body), or (0, None) while it is down."""
-        return get_json(f'http://{self.host}:{self.port + slot}{path}', timeout=5)
+        return get_json(f'http://{self.host}:{self.port + slot}{path}', timeout=5,
+                        token=self.token)
 
     def state(self, slot: int = 0, path: str = '/') -> dict[str, Any] | None:
         """The body of a 200 answer to ``GET path`` on slot ``slot``, else None."""

@@ -2,34 +2,60 @@
 
 import contextlib
 import logging
+import socket
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import MemberToRemove
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from ..errors import BrokerUnavailable
-from . import RECONNECT_BACKOFF_MAX_MS
+from ..config import split_host_port
+from ..errors import AuthenticationFailed, BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
 
-def connect(bootstrap_servers: list[str], timeout: float, client_id: str) -> KafkaAdminClient:
-    """An admin client, or BrokerUnavailable if no broker answers within ``timeout`` seconds.
+def connect(connection: dict[str, Any], timeout: float, client_id: str) -> KafkaAdminClient:
+    """An admin client (``connection``: :meth:`runner.config.Settings.kafka_client`), or
+    BrokerUnavailable if no broker answers within ``timeout`` seconds, or
+    AuthenticationFailed if one listens but does not let this client in.
 
     kafka-python's own complaints about each failed attempt are muted: the one
     line this raises says what went wrong.
     """
     try:
         with _quiet('kafka'):
-            return KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id=client_id,
+            return KafkaAdminClient(**connection, client_id=client_id,
                                     bootstrap_timeout_ms=int(timeout * 1000),
-                                    request_timeout_ms=int(max(timeout, 5) * 1000),
-                                    reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
+                                    request_timeout_ms=int(max(timeout, 5) * 1000))
     except KafkaError as exc:
-        servers = ','.join(bootstrap_servers)
-        raise BrokerUnavailable(
-            f'cannot reach Kafka at {servers} within {timeout:g}s ({exc})') from None
+        raise _unreachable(connection, timeout, exc) from None
+
+
+def _unreachable(connection: dict[str, Any], timeout: float, exc: Exception) -> Exception:
+    """Why no client could be made: a secured listener that accepts connections but never
+    answered refused the credentials or the TLS handshake (kafka-python says neither; a
+    broker closes the connection of a failed SASL login without an answer)."""
+    servers = ','.join(connection['bootstrap_servers'])
+    protocol = connection['security_protocol']
+    if protocol != 'PLAINTEXT' and any(_listens(server) for server in
+                                       connection['bootstrap_servers']):
+        login = (f"SASL {connection['sasl_mechanism']} login as "
+                 f"{connection['sasl_plain_username']!r}" if 'SASL' in protocol else '')
+        what = ' and '.join(filter(None, [login, 'TLS handshake' if 'SSL' in protocol else '']))
+        return AuthenticationFailed(f'Kafka at {servers} refused the {what} ({protocol}) '
+                                    f'within {timeout:g}s: check the security settings')
+    return BrokerUnavailable(f'cannot reach Kafka at {servers} within {timeout:g}s ({exc})')
+
+
+def _listens(server: str) -> bool:
+    """Whether ``host:port`` accepts a TCP connection."""
+    try:
+        socket.create_connection(split_host_port(server), timeout=2).close()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -74,18 +100,18 @@ def _create(admin: KafkaAdminClient, name: str, partitions: int, replication_fac
         log.debug('topic %s was created by another worker meanwhile', name)
 
 
-def leave_group(bootstrap_servers: list[str], timeout: float, client_id: str, group: str,
+def leave_group(connection: dict[str, Any], timeout: float, client_id: str, group: str,
                 instance_id: str) -> None:
     """Take a static member out of its group at once (closing its consumer does not), so
     its partitions move now rather than after its session timeout."""
     try:
-        client = connect(bootstrap_servers, timeout, client_id)
+        client = connect(connection, timeout, client_id)
         try:
             errors = client.remove_group_members(group, [MemberToRemove(
                 group_instance_id=instance_id, reason='stopped for good')])
         finally:
             client.close()
-    except (KafkaError, BrokerUnavailable) as exc:
+    except (KafkaError, BrokerUnavailable, AuthenticationFailed) as exc:
         log.warning('could not leave group %s; its members take over after the session '
                     'timeout: %s', group, exc)
         return

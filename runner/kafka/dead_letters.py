@@ -42,11 +42,14 @@ class DeadLetter(NamedTuple):
 class DeadLetters:
     """The dead-letter topic of one agent, read from its start to its end as of now."""
 
-    def __init__(self, servers: list[str], topic: str, client_id: str, timeout: float) -> None:
+    def __init__(self, connection: dict[str, Any], topic: str, client_id: str,
+                 timeout: float) -> None:
+        """``connection``: the servers and security settings of every client (see
+        :meth:`runner.config.Settings.kafka_client`)."""
         self.topic = topic
         self._timeout = timeout
         self._consumer = KafkaConsumer(
-            bootstrap_servers=servers, client_id=client_id, group_id=f'{topic}-replay',
+            **connection, client_id=client_id, group_id=f'{topic}-replay',
             enable_auto_commit=False, auto_offset_reset='earliest',
             isolation_level='read_committed', request_timeout_ms=int(max(timeout, 5) * 1000))
         numbers = self._consumer.partitions_for_topic(topic)

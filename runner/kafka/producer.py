@@ -34,7 +34,6 @@ from kafka.errors import KafkaError, TransactionAbortedError
 
 from ..config import Settings
 from ..errors import RunnerError
-from . import RECONNECT_BACKOFF_MAX_MS
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ class Producer:
         # slot itself survives: it fails only after the slot has given up.
         outlast_outage_ms = int((settings.broker_outage_limit + OUTAGE_MARGIN) * 1000)
         self._producer = KafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers(),
+            **settings.kafka_client(),
             client_id=client_id,
             acks='all',
             linger_ms=5,
@@ -87,7 +86,6 @@ class Producer:
             max_request_size=settings.max_request_size,
             delivery_timeout_ms=outlast_outage_ms,
             max_block_ms=outlast_outage_ms,
-            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             **transactional,
         )
         self.transactional = transactional_id is not None

@@ -25,6 +25,7 @@ from .. import platform
 from ..errors import (
     EX_CANTCREAT,
     EX_CONFIG,
+    EX_NOPERM,
     EX_OK,
     EX_SOFTWARE,
     EX_UNAVAILABLE,
@@ -44,8 +45,9 @@ SIGNALS = {signal.SIGTERM: 'term', signal.SIGINT: 'int', signal.SIGQUIT: 'quit',
 #: Signals a slot ignores: the main process handles them for it.
 SLOT_IGNORES = (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGTTIN,
                 signal.SIGTTOU)
-#: Exit codes of a slot that no restart can fix: bad usage, busy directory or port, bad app.
-FATAL_CODES = {EX_USAGE, EX_CANTCREAT, EX_CONFIG}
+#: Exit codes of a slot that no restart can fix: bad usage, busy directory or port, refused
+#: credentials, bad app.
+FATAL_CODES = {EX_USAGE, EX_CANTCREAT, EX_NOPERM, EX_CONFIG}
 #: A slot that dies this many times in a row before it runs is given up on.
 MAX_BOOT_FAILURES = 5
 BACKOFF_CAP = 30.0

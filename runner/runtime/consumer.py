@@ -40,7 +40,6 @@ from kafka.structs import OffsetAndMetadata
 
 from ..config import Settings
 from ..errors import EX_CANTCREAT, BrokerUnavailable, RunnerError
-from ..kafka import RECONNECT_BACKOFF_MAX_MS
 from ..kafka.admin import leave_group
 from ..kafka.assignor import RunnerAssignor
 from ..kafka.fixes import io_sleep, reaches_kafka, request_rebalance
@@ -158,7 +157,7 @@ class ConsumerLoop:
         settings = self._settings
         session_ms = int(settings.session_timeout * 1000)
         return KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers(),
+            **settings.kafka_client(),
             group_id=self._group_id,
             client_id=self._client_id,
             enable_auto_commit=False,
@@ -169,7 +168,6 @@ class ConsumerLoop:
             metadata_max_age_ms=METADATA_MAX_AGE_MS,
             partition_assignment_strategy=[self._assignor],
             bootstrap_timeout_ms=int(settings.broker_timeout * 1000),
-            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
             isolation_level='read_committed' if self._producer.transactional
             else 'read_uncommitted',
         )
@@ -396,7 +394,7 @@ class ConsumerLoop:
         timeout = COLD_STOP_TIMEOUT if self._stop_mode == 'cold' else self._settings.revoke_timeout
         self._consumer.close(autocommit=False, timeout_ms=int(timeout * 1000))
         if self._leave and self._instance_id:
-            leave_group(self._settings.bootstrap_servers(), max(timeout, 1.0), self._client_id,
+            leave_group(self._settings.kafka_client(), max(timeout, 1.0), self._client_id,
                         self._group_id, self._instance_id)
 
     # -- rebalancing (kafka-python's IO thread) --------------------------------

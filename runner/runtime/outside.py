@@ -13,7 +13,7 @@ from typing import Any
 from ..app import context
 from ..app.tables import Table
 from ..app.topics import Topic
-from ..config import Settings
+from ..config import build, secrets_from_environment
 from ..kafka.producer import Producer
 from .context import placed
 
@@ -37,7 +37,7 @@ class OutsideContext:
                 self._producers, self._pid = {}, os.getpid()
             producer = self._producers.get(topic.app.name)
             if producer is None:
-                settings = Settings(**topic.app.settings)
+                settings = build(topic.app.settings, {}, secrets_from_environment())
                 producer = self._producers[topic.app.name] = Producer(
                     settings, f'{topic.app.name}-client')
                 atexit.register(producer.close, 30)

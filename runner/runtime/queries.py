@@ -51,10 +51,14 @@ class TableQueries:
     tables are open (:meth:`open`) they answer 503.
     """
 
-    def __init__(self, tables: dict[str, Table], status: SlotStatus, web: str) -> None:
+    def __init__(self, tables: dict[str, Table], status: SlotStatus, web: str,
+                 token: str | None = None) -> None:
+        """``web``: this slot's advertised address; ``token``: the bearer token the other
+        slots ask for (the same as this one's)."""
         self._tables = tables
         self._status = status
         self._web = web
+        self._token = token
         self._slot: SlotContext | None = None
         self._asking = concurrent.futures.ThreadPoolExecutor(SEARCH_THREADS, 'search')
         self._misplaced_warned: set[str] = set()
@@ -65,8 +69,10 @@ class TableQueries:
 
     def routes(self) -> list[Route]:
         return [route('/tables', self._when_open(self.list_tables)),
-                route('/tables/(?P<name>[^/]+)', self._when_open(self.describe)),
-                route('/tables/(?P<name>[^/]+)/(?P<key>.+)', self._when_open(self.lookup))]
+                route('/tables/(?P<name>[^/]+)', self._when_open(self.describe),
+                      ('limit', 'after')),
+                route('/tables/(?P<name>[^/]+)/(?P<key>.+)', self._when_open(self.lookup),
+                      ('search', 'forwarded'))]
 
     def _when_open(self, view: Any) -> Any:
         def answer(match: re.Match, params: dict[str, str]) -> Response:
@@ -162,8 +168,8 @@ class TableQueries:
         timeout: (status, body) of each (status 0 when one did not answer)."""
         path = (f'/tables/{urllib.parse.quote(table.name, safe="")}/'
                 f'{urllib.parse.quote(_url_text(table, key), safe="")}?search=1')
-        asked = [self._asking.submit(get_json, f'http://{web}{path}', SEARCH_TIMEOUT)
-                 for web in webs]
+        asked = [self._asking.submit(get_json, f'http://{web}{path}', SEARCH_TIMEOUT,
+                                     self._token) for web in webs]
         done, _ = concurrent.futures.wait(asked, SEARCH_TIMEOUT + 1)
         return [future.result() if future in done else (0, None) for future in asked]
 
@@ -179,7 +185,8 @@ class TableQueries:
 
     def _forward(self, owner: str, path: str) -> Response:
         """Ask the owner, with the path exactly as it came (its key still percent-encoded)."""
-        status, body = get_json(f'http://{owner}{path}?forwarded=1', FORWARD_TIMEOUT)
+        status, body = get_json(f'http://{owner}{path}?forwarded=1', FORWARD_TIMEOUT,
+                                self._token)
         if status == 0:
             return 503, {'error': f'the owner at {owner} did not answer; try again',
                          'stale': True}

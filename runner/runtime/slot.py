@@ -106,11 +106,17 @@ class Slot:
         else:
             lock.acquire()
         try:
-            web = self._web = WebServer(self.settings.web_host, self.settings.web_port)
-            self._web_address = advertised(web.address, self.settings.web_advertise,
-                                           self.settings.bootstrap_servers())
+            settings = self.settings
+            web = self._web = WebServer(settings.web_host, settings.web_port, settings.web_token)
+            if not (web.loopback or settings.web_token):
+                log.warning('the web server listens beyond loopback (%s) without a web_token: '
+                            'whoever reaches it reads the state and tables of this slot',
+                            settings.web_host)
+            self._web_address = advertised(web.address, settings.web_advertise,
+                                           settings.bootstrap_servers())
             log.info('other members reach this slot at http://%s/', self._web_address)
-            self._queries = TableQueries(self.app.tables, self.status, self._web_address)
+            self._queries = TableQueries(self.app.tables, self.status, self._web_address,
+                                         settings.web_token)
             web.start([*self._queries.routes(), *status_routes(self.status)])
             self._report()
             try:
@@ -152,7 +158,7 @@ class Slot:
         """Partition counts of every topic and table; missing topics (changelogs too) created."""
         settings = self.settings
         declared = [*self.app.topics.values(), *(t.changelog for t in self.app.tables.values())]
-        client = admin.connect(settings.bootstrap_servers(), settings.broker_timeout,
+        client = admin.connect(settings.kafka_client(), settings.broker_timeout,
                                self._client_id())
         try:
             existing = admin.partition_counts(client, [topic.name for topic in declared])
@@ -351,7 +357,7 @@ def boot(options: Options, index: int, report_fd: int, main_pid: int,
     try:
         app = load_app(options.app)
         settings = options.settings_for(app.settings, index)
-        logs.setup(settings.loglevel, settings.logfile, f'slot {index}')
+        logs.setup(settings.loglevel, settings.logfile, f'slot {index}', settings.secrets())
         platform.set_title(f'runner: slot {index} {app.name}')
         return Slot(app, settings, index, reporter.send, successor).run()
     except RunnerError as exc:

@@ -5,10 +5,17 @@ Its resources are bounded whoever connects: at most ``MAX_CONNECTIONS`` are
 served at once (more are answered 503 and closed), a connection that sends
 nothing for ``IDLE_TIMEOUT`` seconds is closed, and a request body (which no
 route reads) is skipped, up to ``MAX_BODY`` bytes.
+
+With a token, every path but ``/health`` answers only requests that carry it
+(``Authorization: Bearer TOKEN``); the others get 401.  Only GET and HEAD are
+served (405 otherwise), and a route takes only the query parameters it names (400
+otherwise): nothing a client sends makes a 500.
 """
 
 import errno
+import hmac
 import http.client
+import ipaddress
 import json
 import logging
 import re
@@ -41,12 +48,16 @@ BUSY = (b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n
 Response = tuple[int, Any]
 #: ``handler(match, query_parameters) -> (status, JSON body)``
 Handler = Callable[[re.Match, dict[str, str]], Response]
-Route = tuple[re.Pattern, Handler]
+#: A path pattern, its handler and the query parameters it takes.
+Route = tuple[re.Pattern, Handler, frozenset[str]]
+#: The path served without a token: liveness probes carry none.
+OPEN_PATH = '/health'
 
 
-def route(pattern: str, handler: Handler) -> Route:
-    """A route for paths matching ``pattern`` entirely (named groups are URL-decoded)."""
-    return re.compile(pattern), handler
+def route(pattern: str, handler: Handler, params: Sequence[str] = ()) -> Route:
+    """A route for paths matching ``pattern`` entirely (named groups are URL-decoded) that
+    takes the query parameters ``params`` (any other is answered 400)."""
+    return re.compile(pattern), handler, frozenset(params)
 
 
 def status_routes(status: SlotStatus) -> list[Route]:
@@ -63,10 +74,13 @@ def status_routes(status: SlotStatus) -> list[Route]:
             route('/', lambda _match, _params: (200, status.describe()))]
 
 
-def get_json(url: str, timeout: float) -> tuple[int, Any]:
-    """``GET url`` from another slot (or anywhere): (status, JSON body); (0, None) if unreachable."""
+def get_json(url: str, timeout: float, token: str | None = None) -> tuple[int, Any]:
+    """``GET url`` from another slot (or anywhere), with the bearer ``token`` if given:
+    (status, JSON body); (0, None) if unreachable."""
+    headers = {'Authorization': f'Bearer {token}'} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=timeout) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as exc:
         try:
@@ -121,17 +135,46 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._answer(send_body=False)
 
+    def __getattr__(self, name: str) -> Any:
+        """``do_POST``, ``do_PUT``, ...: every other method is answered 405."""
+        if name.startswith('do_'):
+            return self._not_allowed
+        raise AttributeError(name)
+
+    def _not_allowed(self) -> None:
+        if self._skip_body():
+            self._send(405, {'error': f'method {self.command} not allowed: only GET and HEAD'},
+                       True, {'Allow': 'GET, HEAD'})
+
     def _answer(self, send_body: bool) -> None:
         if not self._skip_body():
             return
         url = urllib.parse.urlsplit(self.path)
-        params = dict(urllib.parse.parse_qsl(url.query))
-        code, body = self._dispatch(url.path.rstrip('/') or '/', params)
+        path = url.path.rstrip('/') or '/'
+        if path != OPEN_PATH and not self._authorized():
+            self._send(401, {'error': 'this path needs the bearer token (Authorization: '
+                                      'Bearer TOKEN)'}, send_body,
+                       {'WWW-Authenticate': 'Bearer'})
+            return
+        self._send(*self._dispatch(path, url.query), send_body)
+
+    def _authorized(self) -> bool:
+        token = self.server.token
+        if token is None:
+            return True
+        scheme, _, given = self.headers.get('Authorization', '').partition(' ')
+        return scheme.lower() == 'bearer' and hmac.compare_digest(
+            given.strip().encode(errors='surrogateescape'), token.encode())
+
+    def _send(self, code: int, body: Any, send_body: bool,
+              headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(body, indent=1, sort_keys=True).encode() + b'\n'
         self.send_response(code)
         self.send_header('Content-Type', 'application/json')
         if code == 503:                   # not known yet, or not ready: ask again soon
             self.send_header('Retry-After', '1')
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header('Content-Length', str(len(payload)))
         self.end_headers()
         if send_body:
@@ -148,12 +191,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile.read(int(length))
         return True
 
-    def _dispatch(self, path: str, params: dict[str, str]) -> Response:
-        for pattern, handler in self.server.routes:
+    def _dispatch(self, path: str, query: str) -> Response:
+        for pattern, handler, known in self.server.routes:
             match = pattern.fullmatch(path)
             if match:
+                params = urllib.parse.parse_qsl(query, keep_blank_values=True)
+                names = [name for name, _ in params]
+                unknown = sorted(set(names) - known)
+                if unknown or len(names) != len(set(names)):
+                    takes = ', '.join(sorted(known)) or 'none'
+                    return 400, {'error': f'bad query parameters {sorted(names)} for {path} '
+                                          f'(it takes: {takes}, each once)'}
                 try:
-                    return handler(match, params)
+                    return handler(match, dict(params))
                 except Exception as exc:
                     log.exception('web view %s failed', path)
                     return 500, {'error': str(exc)}
@@ -169,6 +219,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     routes: Sequence[Route]
+    token: str | None = None
 
     def __init__(self, address: tuple[str, int], handler: type) -> None:
         super().__init__(address, handler)
@@ -200,21 +251,28 @@ class _Server(ThreadingHTTPServer):
 
 
 class WebServer:
-    """Binds at construction (so a taken port fails early) and serves on a thread."""
+    """Binds at construction (so a taken port fails early) and serves on a thread; with a
+    ``token``, every path but ``/health`` asks for it."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, token: str | None = None) -> None:
         try:
             self._server = _Server((host, port), _Handler)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise ResourceBusy(f'web port {host}:{port} is already in use') from None
             raise ResourceBusy(f'cannot listen on {host}:{port}: {exc.strerror}') from None
+        self._server.token = token
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,),
                                         name='web', daemon=True)
 
     @property
     def address(self) -> tuple[str, int]:
         return self._server.server_address[:2]
+
+    @property
+    def loopback(self) -> bool:
+        """Whether only this host can reach the server (it is bound to a loopback address)."""
+        return ipaddress.ip_address(self.address[0].partition('%')[0]).is_loopback
 
     def start(self, routes: Sequence[Route]) -> None:
         """Serve ``routes`` (the first whose pattern matches a path answers it)."""

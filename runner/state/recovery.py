@@ -19,7 +19,6 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from ..config import Settings
-from ..kafka import RECONNECT_BACKOFF_MAX_MS
 from .stores import Key, PartitionStore, Stores
 
 log = logging.getLogger(__name__)
@@ -120,16 +119,14 @@ class ChangelogReader:
     # -- the thread ----------------------------------------------------------
 
     def _run(self) -> None:
-        servers = self._settings.bootstrap_servers()
+        connection = self._settings.kafka_client()
         self._consumer = KafkaConsumer(
-            bootstrap_servers=servers, client_id=f'{self._client_id}-changelog', group_id=None,
+            **connection, client_id=f'{self._client_id}-changelog', group_id=None,
             enable_auto_commit=False, max_poll_records=5000, auto_offset_reset='earliest',
             isolation_level=('read_committed' if self._transactional else 'read_uncommitted'),
-            bootstrap_timeout_ms=int(self._settings.broker_timeout * 1000),
-            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
-        self._admin = KafkaAdminClient(bootstrap_servers=servers,
-                                       client_id=f'{self._client_id}-changelog-admin',
-                                       reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS)
+            bootstrap_timeout_ms=int(self._settings.broker_timeout * 1000))
+        self._admin = KafkaAdminClient(**connection,
+                                       client_id=f'{self._client_id}-changelog-admin')
         try:
             while not self._stopping:
                 self._handle_commands(block=not self._replicas)

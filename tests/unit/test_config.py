@@ -1,8 +1,20 @@
 """Settings: parsing, validation and the order in which sources win."""
 
+import shutil
+import subprocess
+
 import pytest
 
-from runner.config import Settings, build, check_settings, load_file, parse_broker_url
+from runner.cli import SETTING_OPTIONS
+from runner.config import (
+    Options,
+    Settings,
+    build,
+    check_settings,
+    load_file,
+    parse_broker_url,
+    secrets_from_environment,
+)
 from runner.errors import ConfigError, UsageError
 
 
@@ -95,3 +107,99 @@ def test_a_long_bad_value_is_quoted_short():
     with pytest.raises(ConfigError) as caught:
         check_settings({'web_port': ['x'] * 1000}, 'here')
     assert len(str(caught.value)) < 200
+
+
+def test_security_choices_are_named_in_any_case_and_reach_every_client_the_same():
+    checked = check_settings({'security_protocol': 'sasl-ssl', 'sasl_mechanism': 'scram_sha_512',
+                              'sasl_username': 'u', 'sasl_password': 'p'}, 'here')
+    assert checked['security_protocol'] == 'SASL_SSL'
+    assert checked['sasl_mechanism'] == 'SCRAM-SHA-512'
+    client = build(checked, {}, {}).kafka_client()
+    assert client == {'bootstrap_servers': ['localhost:9092'], 'security_protocol': 'SASL_SSL',
+                      'sasl_mechanism': 'SCRAM-SHA-512', 'sasl_plain_username': 'u',
+                      'sasl_plain_password': 'p', 'ssl_cafile': None, 'ssl_certfile': None,
+                      'ssl_keyfile': None, 'ssl_password': None, 'ssl_check_hostname': True,
+                      'reconnect_backoff_max_ms': 1000}
+    assert Settings().kafka_client()['sasl_mechanism'] is None
+
+
+@pytest.mark.parametrize(('values', 'problem'), [
+    ({'security_protocol': 'TLS'}, 'choose from PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL'),
+    ({'sasl_mechanism': 'GSSAPI'}, 'choose from PLAIN, SCRAM-SHA-256, SCRAM-SHA-512'),
+    ({'ssl_check_hostname': 'perhaps'}, 'must be true or false'),
+    ({'sasl_username': ['a', 'b']}, 'expected text'),
+])
+def test_bad_security_settings_are_one_line_errors(values, problem):
+    for error in (ConfigError, UsageError):
+        with pytest.raises(error) as caught:
+            check_settings(values, 'here', error)
+        assert problem in str(caught.value) and '\n' not in str(caught.value)
+
+
+def test_files_named_by_ssl_settings_must_be_readable(tmp_path):
+    ca = tmp_path / 'ca.pem'
+    ca.write_text('-----BEGIN CERTIFICATE-----\n')
+    assert check_settings({'ssl_cafile': str(ca)}, 'here') == {'ssl_cafile': str(ca)}
+    with pytest.raises(ConfigError, match=r"invalid ssl_keyfile '.*missing.pem' in here: "
+                                          'cannot read it: No such file or directory'):
+        check_settings({'ssl_keyfile': str(tmp_path / 'missing.pem')}, 'here')
+    with pytest.raises(UsageError, match='cannot read it: Is a directory'):
+        check_settings({'ssl_certfile': str(tmp_path)}, 'the command line', UsageError)
+
+
+def test_sasl_needs_a_user_name_and_a_password():
+    with pytest.raises(ConfigError, match='SASL_PLAINTEXT needs sasl_username and sasl_password'):
+        build({'security_protocol': 'SASL_PLAINTEXT', 'sasl_username': 'u'}, {}, {})
+
+
+SECRET = 'hunter2-do-not-show'
+
+
+@pytest.mark.parametrize('name', ['sasl_password', 'ssl_password', 'web_token'])
+def test_a_secret_is_never_quoted_in_an_error_or_a_repr(name):
+    with pytest.raises(ConfigError) as caught:
+        check_settings({name: [SECRET]}, 'here')
+    assert SECRET not in str(caught.value) and f'invalid {name} (secret) in here' in str(
+        caught.value)
+    settings = build({name: SECRET}, {}, {})
+    assert SECRET not in repr(settings) and settings.secrets() == [SECRET]
+
+
+def test_secrets_come_from_the_environment_not_the_command_line():
+    assert secrets_from_environment({'RUNNER_SASL_PASSWORD': 'p', 'RUNNER_WEB_TOKEN': '',
+                                     'RUNNER_SSL_PASSWORD': 'k'}) == {
+        'sasl_password': 'p', 'ssl_password': 'k'}
+    assert not {'sasl_password', 'ssl_password', 'web_token'} & set(SETTING_OPTIONS)
+
+
+@pytest.fixture(scope='module')
+def client_certificate(tmp_path_factory):
+    """A self-signed certificate and its key, encrypted with the password ``kpw``."""
+    where = tmp_path_factory.mktemp('tls')
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-days', '1',
+                    '-subj', '/CN=runner', '-passout', 'pass:kpw', '-keyout',
+                    str(where / 'key.pem'), '-out', str(where / 'cert.pem')],
+                   check=True, capture_output=True)
+    return {'ssl_certfile': str(where / 'cert.pem'), 'ssl_keyfile': str(where / 'key.pem'),
+            'ssl_cafile': str(where / 'cert.pem'), 'security_protocol': 'SSL'}
+
+
+@pytest.mark.skipif(not shutil.which('openssl'), reason='needs the openssl command')
+def test_tls_files_are_loaded_with_their_password_when_the_settings_are_read(
+        client_certificate):
+    assert build(client_certificate, {'ssl_password': 'kpw'}, {}).ssl_password == 'kpw'
+    for password in ('wrong', None):        # never OpenSSL's prompt on the terminal
+        with pytest.raises(ConfigError, match='cannot load the client certificate .*wrong '
+                                              'ssl_password'):
+            build(client_certificate, {'ssl_password': password}, {})
+    with pytest.raises(ConfigError, match='ssl_cafile .* holds no PEM certificate'):
+        build(client_certificate, {'ssl_cafile': client_certificate['ssl_keyfile']}, {})
+
+
+def test_the_main_process_leaves_security_to_the_slots_which_know_the_app_settings():
+    options = Options(app='a', file={'security_protocol': 'SASL_PLAINTEXT',
+                                     'sasl_username': 'u'})
+    assert options.base_settings().security_protocol == 'SASL_PLAINTEXT'
+    assert options.settings_for({'sasl_password': 'p'}, 0).sasl_password == 'p'
+    with pytest.raises(ConfigError, match='needs sasl_username and sasl_password'):
+        options.settings_for({}, 0)

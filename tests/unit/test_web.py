@@ -1,6 +1,7 @@
 """The address a slot advertises to the other members, and how the web server bounds what
 any client can make it hold."""
 
+import contextlib
 import socket
 
 import pytest
@@ -59,7 +60,8 @@ def server(monkeypatch):
 def exchange(server, raw: bytes) -> bytes:
     with socket.create_connection(server.address, timeout=5) as sock:
         sock.sendall(raw)
-        sock.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):      # the server may have answered and closed
+            sock.shutdown(socket.SHUT_WR)
         return b''.join(iter(lambda: sock.recv(65536), b''))
 
 
@@ -101,3 +103,76 @@ def test_a_bad_request_line_gets_an_http_answer(server, line):
     answer = exchange(server, line + b'\r\n\r\n')
     assert answer.startswith((b'HTTP/1.1 4', b'HTTP/1.1 501')), answer
     assert b'application/json' in answer
+
+
+TOKEN = 'tok-3f9a'
+
+
+@pytest.fixture
+def guarded():
+    made = web.WebServer('127.0.0.1', 0, token=TOKEN)
+    made.start([web.route('/ok', lambda _m, _p: (200, {'ok': True})),
+                web.route('/health', lambda _m, _p: (200, {'live': True})),
+                web.route('/page', lambda _m, p: (200, p), ('limit', 'after')),
+                web.route('/boom', lambda _m, p: 1 / 0)])
+    yield made
+    made.stop()
+
+
+def url(server, path):
+    return f'http://127.0.0.1:{server.address[1]}{path}'
+
+
+def test_with_a_token_every_path_but_health_asks_for_it(guarded):
+    assert web.get_json(url(guarded, '/health'), 5) == (200, {'live': True})
+    for path in ('/ok', '/nothing', '/'):
+        status, body = web.get_json(url(guarded, path), 5)
+        assert status == 401 and 'bearer token' in body['error']
+        assert web.get_json(url(guarded, path), 5, 'wrong')[0] == 401
+    assert web.get_json(url(guarded, '/ok'), 5, TOKEN) == (200, {'ok': True})
+    assert web.get_json(url(guarded, '/nothing'), 5, TOKEN)[0] == 404
+    answer = exchange(guarded, b'GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n'
+                      b'Authorization: Basic dTpw\r\n\r\n')
+    assert answer.startswith(b'HTTP/1.1 401') and b'WWW-Authenticate: Bearer\r\n' in answer
+
+
+def test_a_token_with_bytes_beyond_ascii_is_refused_not_a_500(guarded):
+    answer = exchange(guarded, b'GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n'
+                      b'Authorization: Bearer \xff\xfe\r\n\r\n')
+    assert answer.startswith(b'HTTP/1.1 401')
+
+
+@pytest.mark.parametrize('method', [b'POST', b'PUT', b'DELETE', b'PATCH', b'OPTIONS', b'BREW'])
+def test_methods_other_than_get_and_head_are_not_allowed(server, method):
+    answer = exchange(server, method + b' /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n'
+                      b'Content-Length: 2\r\n\r\n{}')
+    assert answer.startswith(b'HTTP/1.1 405') and b'Allow: GET, HEAD\r\n' in answer
+    assert b'application/json' in answer and answer.count(b'HTTP/1.1') == 1
+
+
+def test_unknown_or_repeated_query_parameters_are_bad_requests(guarded):
+    assert web.get_json(url(guarded, '/page?limit=2&after=a'), 5, TOKEN) == (
+        200, {'limit': '2', 'after': 'a'})
+    for query in ('?bogus=1', '?limit=1&limit=2', '?limit=1&x'):
+        status, body = web.get_json(url(guarded, f'/page{query}'), 5, TOKEN)
+        assert status == 400 and 'it takes: after, limit' in body['error']
+    assert web.get_json(url(guarded, '/ok?x=%zz'), 5, TOKEN)[0] == 400
+
+
+def test_unknown_paths_are_404_with_a_json_error(server):
+    assert web.get_json(url(server, '/no/such%00path'), 5) == (
+        404, {'error': 'no such path: /no/such%00path'})
+
+
+def test_a_failing_view_is_a_500_only_for_a_real_bug(guarded):
+    assert web.get_json(url(guarded, '/boom'), 5, TOKEN)[0] == 500
+
+
+@pytest.mark.parametrize(('host', 'loopback'), [('127.0.0.1', True), ('127.0.0.2', True),
+                                                ('localhost', True), ('0.0.0.0', False)])
+def test_the_server_knows_whether_it_is_bound_to_loopback_only(host, loopback):
+    made = web.WebServer(host, 0)
+    try:
+        assert made.loopback is loopback
+    finally:
+        made.stop()
