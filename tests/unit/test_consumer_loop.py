@@ -483,16 +483,21 @@ def test_an_outage_past_the_limit_stops_the_slot_as_broker_unavailable(tmp_path)
         world.close()
 
 
-def test_records_not_acknowledged_while_kafka_answers_fail_after_the_commit_timeout(world):
-    world.assign(TP0)
-    world.feed(TP0, 'a')
-    world.processed({TP0: 1})
-    world.producer.acked = False
-    checkpoint = world.loop._new_checkpoint(0.0)
-    checkpoint.request(world.loop._tasks.active())
-    with pytest.raises(SendFailed, match='commit_timeout'):
-        world.loop._commit(checkpoint)
-    assert 'commit' not in kinds(world.events)
+def test_records_not_acknowledged_while_kafka_answers_fail_after_the_commit_timeout(
+        tmp_path):
+    world = World(tmp_path, commit_timeout=0.2)
+    try:
+        world.assign(TP0)
+        world.feed(TP0, 'a')
+        world.processed({TP0: 1})
+        world.producer.acked = False
+        checkpoint = world.loop._new_checkpoint(0.0)
+        checkpoint.request(world.loop._tasks.active())
+        with pytest.raises(SendFailed, match='commit_timeout'):
+            world.loop._commit(checkpoint)
+        assert 'commit' not in kinds(world.events)
+    finally:
+        world.close()
 
 
 @pytest.fixture
