@@ -2,7 +2,15 @@
 
 import pytest
 
-from runner.config import Settings, build, check_settings, load_file, parse_broker_url
+from runner.config import (
+    Settings,
+    build,
+    check_settings,
+    load_file,
+    parse_broker_url,
+    positive_int,
+    slot_overrides,
+)
 from runner.errors import ConfigError, UsageError
 
 
@@ -95,3 +103,53 @@ def test_a_long_bad_value_is_quoted_short():
     with pytest.raises(ConfigError) as caught:
         check_settings({'web_port': ['x'] * 1000}, 'here')
     assert len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize(('text', 'reason'), [
+    ('since: 2024-13-01\n', 'a value it cannot read (month must be in 1..12)'),
+    ('web_port: !!int x\n', 'a value it cannot read (invalid literal for int()'),
+    ("web_port: !!float ''\n", 'a value it cannot read (IndexError)'),
+    ("since: !!timestamp ''\n", 'a value it cannot read (AttributeError)'),
+    (f'web_port: {"9" * 5000}\n', 'a value it cannot read (Exceeds the limit'),
+    ('web_port: ' + '[' * 2000 + '\n', 'nested too deeply'),
+])
+def test_yaml_values_that_cannot_be_made_are_config_errors(tmp_path, text, reason):
+    path = tmp_path / 'c.yaml'
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r'^bad YAML in config file .*c\.yaml: ') as caught:
+        load_file(str(path))
+    assert reason in str(caught.value) and len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize('value', [float('inf'), float('nan'), 1e400, 6066.5])
+def test_a_port_that_is_no_whole_number_is_a_config_error(value):
+    with pytest.raises(ConfigError, match='expected a whole number'):
+        check_settings({'web_port': value}, 'here')
+
+
+def test_workers_that_are_infinite_are_a_config_error():
+    with pytest.raises(ConfigError, match='expected a whole number'):
+        positive_int(float('inf'), 'workers', ConfigError)
+
+
+def test_long_keys_and_addresses_are_quoted_short():
+    for call in (lambda: check_settings({'x' * 5000: 1}, 'here'),
+                 lambda: check_settings({'broker': 'a:b' + 'x' * 5000}, 'here'),
+                 lambda: slot_overrides({'x' * 5000: {}}, 'here'),
+                 lambda: slot_overrides({10 ** 400: {'web_port': 'x'}}, 'here')):
+        with pytest.raises(ConfigError) as caught:
+            call()
+        assert len(str(caught.value)) < 250
+
+
+def test_a_number_that_does_not_parse_is_not_echoed_by_its_reason():
+    with pytest.raises(ConfigError) as caught:
+        check_settings({'web_port': 'user:secret@h', 'broker_timeout': 'user:secret@h'}, 'here')
+    assert 'secret' not in str(caught.value)
+
+
+def test_a_config_file_name_that_is_long_or_not_printable_is_quoted(tmp_path):
+    for name in ('a\nb.yaml', 'x' * 2000):
+        with pytest.raises(ConfigError) as caught:
+            load_file(str(tmp_path / name))
+        assert '\n' not in str(caught.value) and len(str(caught.value)) < 250
