@@ -96,6 +96,7 @@ from . import __version__, logs, platform
 from .config import (
     SUPERVISOR_KEYS,
     Options,
+    Settings,
     check_settings,
     load_file,
     positive_int,
@@ -112,6 +113,8 @@ from .errors import (
     RunnerError,
     UsageError,
     error_with_code,
+    shown,
+    shown_name,
 )
 from .main import control
 from .main.supervisor import Reload, Supervisor
@@ -178,10 +181,10 @@ def _usage_problem(exc: DocoptExit, argv: list[str]) -> str:
         return _option_problem([name for name in option.groups() if name], argv)
     argument = _UNMATCHED_ARGUMENT.search(message)
     if argument:
-        return f'unexpected argument {argument.group(1)!r}'
+        return f'unexpected argument {shown(argument.group(1))}'
     first = message.splitlines()[0] if message else ''
     if first and not first.startswith(('Usage', 'Warning')):
-        return first
+        return shown_name(first, 100)
     return 'bad command line'
 
 
@@ -189,7 +192,7 @@ def _option_problem(names: list[str], argv: list[str]) -> str:
     """Why docopt left an option over: unknown, given twice, or not for this command."""
     name = names[-1]
     if not re.search(rf'(^|[\s,]){re.escape(name)}[=\s,]', __doc__, re.MULTILINE):
-        return f'unknown option {name}'
+        return f'unknown option {shown_name(name)}'
     commands = [match[1] for match in _USAGE_LINE.finditer(__doc__)
                 if any(re.search(rf'{re.escape(n)}\b', match[2]) for n in names)]
     given = sum(arg == n or arg.startswith(f'{n}=') for arg in argv for n in names)
@@ -202,7 +205,7 @@ def load_options(args: dict[str, Any], need_app: bool = True) -> Options:
     """Command line and config file, checked; the app itself is not imported."""
     path = args['--config']
     values = load_file(path) if path else {}
-    origin = f'config file {path}'
+    origin = f'config file {shown_name(path or "")}'
     spec = args['--app'] or _text(values.get('app'), 'app', origin)
     if need_app and not spec:
         raise UsageError('no app given: use -A module[:attribute] (or app: in the config file)')
@@ -228,9 +231,7 @@ def worker_command(args: dict[str, Any]) -> int:
     The main process imports neither the app nor the runtime: the app is
     imported in throwaway children to check it, and in each slot after the fork.
     """
-    options = load_options(args)
-    settings = options.base_settings()
-    check_ports(settings, options.workers)
+    options, settings = worker_options(args)
     name = check_app(options, settings.import_timeout)
     detach = args['--detach']
     if detach:
@@ -264,6 +265,15 @@ def worker_command(args: dict[str, Any]) -> int:
             log.error('%s', supervisor.fatal_message)
         print(f'runner: {supervisor.fatal_message}', file=sys.stderr)
     return code
+
+
+def worker_options(args: dict[str, Any]) -> tuple[Options, Settings]:
+    """What a parsed command line and its config file ask the worker for, checked, and the
+    settings the main process goes by; nothing is imported or started."""
+    options = load_options(args)
+    settings = options.base_settings()
+    check_ports(settings, options.workers)
+    return options, settings
 
 
 def _text(value: Any, key: str, origin: str) -> str | None:
@@ -354,7 +364,7 @@ def send_command(args: dict[str, Any]) -> int:
     logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
                settings.logfile, 'send', settings.secrets())
     name = args['<topic>']
-    topic = app.topics.get(name) or app.topic(name)
+    topic = app.topics.get(name) or _topic_named(app, name)
     client = admin.connect(settings.kafka_client(), settings.broker_timeout,
                            f'{app.name}-send')
     try:
@@ -366,7 +376,8 @@ def send_command(args: dict[str, Any]) -> int:
     outside.install()
     outside.OUTSIDE.use(app.name, producer)
     value = _parse_value(topic, args['<value>'])
-    metadata = app.send(topic, key=args['--key'], value=value).get(settings.broker_timeout)
+    key = _typed_bytes(topic.key_codec, args['--key'])
+    metadata = app.send(topic, key=key, value=value).get(settings.broker_timeout)
     producer.close(settings.broker_timeout)
     print(json.dumps({'topic': metadata.topic, 'partition': metadata.partition,
                       'offset': metadata.offset}))
@@ -414,13 +425,28 @@ def _agent_named(app: Any, name: str) -> Any:
     return found[0]
 
 
-def _parse_value(topic: Any, text: str | None) -> Any:
-    if text is None or topic.value_codec.name != 'json':
-        return text
+def _topic_named(app: Any, name: str) -> Any:
+    """The topic ``name`` given on the command line, which must be a legal topic name."""
     try:
-        return json.loads(text)
+        return app.topic(name)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _parse_value(topic: Any, text: str | None) -> Any:
+    """VALUE as the topic's serializer takes it: parsed if JSON (the text if it is not)."""
+    if text is None or topic.value_codec.name != 'json':
+        return _typed_bytes(topic.value_codec, text)
+    try:
+        return topic.value_codec.loads(os.fsencode(text))
     except ValueError:
         return text
+
+
+def _typed_bytes(codec: Any, text: str | None) -> Any:
+    """Command-line text as the bytes it was typed as for the raw and str serializers (which
+    take bytes as they are), else the text."""
+    return os.fsencode(text) if text is not None and codec.name in ('raw', 'str') else text
 
 
 def status_command(args: dict[str, Any]) -> int:

@@ -3,14 +3,13 @@
 import dataclasses
 import math
 import os
-import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, shown, shown_name
 
 
 @dataclasses.dataclass
@@ -164,10 +163,10 @@ def parse_broker_url(url: str) -> list[str]:
             raise ConfigError('a broker address takes no user name or password')
         host, _, port = item.rpartition(':') if ':' in item else (item, '', '9092')
         if not host or not port.isdigit():
-            raise ConfigError(f'invalid broker address {item!r}: expected host:port')
+            raise ConfigError(f'invalid broker address {shown(item)}: expected host:port')
         servers.append(f'{host}:{port}')
     if not servers:
-        raise ConfigError(f'invalid broker URL {url!r}')
+        raise ConfigError(f'invalid broker URL {shown(url)}')
     return servers
 
 
@@ -185,7 +184,7 @@ def coerce(name: str, value: Any) -> Any:
     if kind is int:
         return _integer(name, value)
     if kind is float:
-        number = float(value)
+        number = _number(value, float, 'expected seconds')
         if not 0 < number < math.inf:
             raise ValueError('must be a positive number of seconds')
         if name == 'heartbeat_timeout' and number < 1:
@@ -254,8 +253,18 @@ def _boolean(value: Any) -> bool:
     return text in TRUE
 
 
+def _number(value: Any, kind: type, expected: str) -> Any:
+    """``value`` as an int or float, else a ValueError that does not quote it."""
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(expected)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(expected) from None
+
+
 def _integer(name: str, value: Any) -> int:
-    number = int(value)
+    number = _number(value, int, 'expected a whole number')
     if name == 'web_port' and not 0 <= number <= 65535:
         raise ValueError('not a port number')
     if name == 'replication_factor' and not (number == -1 or number >= 1):
@@ -322,12 +331,12 @@ def check_settings(values: Mapping[str, Any], origin: str,
     for key, value in values.items():
         name = normalize_key(key)
         if name not in FIELDS:
-            raise error(f'unknown setting {key!r} in {origin}')
+            raise error(f'unknown setting {shown(key)} in {origin}')
         try:
             checked[name] = coerce(name, value)
         except (TypeError, ValueError, ConfigError) as exc:
-            shown = '(secret)' if name in SECRETS else _shown(value, 200 if name in FILES else 60)
-            raise error(f'invalid {key} {shown} in {origin}: {exc}') from None
+            quoted = '(secret)' if name in SECRETS else shown(value, 200 if name in FILES else 60)
+            raise error(f'invalid {key} {quoted} in {origin}: {exc}') from None
     return checked
 
 
@@ -348,32 +357,38 @@ class _ConfigLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def _shown(value: Any, limit: int = 60) -> str:
-    """A value as an error message quotes it: its repr, cut short, with any user name and
-    password before an ``@`` (a broker URL's) masked."""
-    text = re.sub(r'[^/;,@\s\'"]*@', '***@', repr(value))
-    return text if len(text) <= limit else f'{text[:limit]}...'
-
-
 def load_file(path: str) -> dict[str, Any]:
     """Read a YAML config file into a dict of raw (unchecked) values."""
+    name = shown_name(path)
     try:
         with open(path, encoding='utf-8') as handle:
             data = yaml.load(handle, Loader=_ConfigLoader)
     except OSError as exc:
-        raise ConfigError(f'cannot read config file {path}: {exc.strerror}') from None
+        raise ConfigError(f'cannot read config file {name}: {exc.strerror}') from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f'config file {path} is not UTF-8 text (byte {exc.start})') from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, 'problem_mark', None)
-        where = f' at line {mark.line + 1}' if mark else ''
-        problem = getattr(exc, 'problem', None) or 'invalid YAML'
-        raise ConfigError(f'bad YAML in config file {path}{where}: {problem}') from None
+        raise ConfigError(f'config file {name} is not UTF-8 text (byte {exc.start})') from None
+    except (yaml.YAMLError, ValueError, LookupError, AttributeError, TypeError,
+            RecursionError) as exc:
+        raise ConfigError(f'bad YAML in config file {name}{_yaml_problem(exc)}') from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f'config file {path} must hold a mapping of settings')
+        raise ConfigError(f'config file {name} must hold a mapping of settings')
     return data
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """Where and why PyYAML failed.  Besides YAMLError its composer raises RecursionError
+    (deep nesting) and its constructors plain errors for some values: ``2024-13-01``,
+    ``!!int x``, ``!!float ''`` (IndexError), ``!!timestamp ''`` (AttributeError)."""
+    if isinstance(exc, yaml.YAMLError):
+        mark = getattr(exc, 'problem_mark', None)
+        where = f' at line {mark.line + 1}' if mark else ''
+        return f'{where}: {shown_name(getattr(exc, "problem", None) or "invalid YAML", 100)}'
+    if isinstance(exc, RecursionError):
+        return ': nested too deeply'
+    reason = str(exc).split(':')[0] if isinstance(exc, ValueError) else type(exc).__name__
+    return f': a value it cannot read ({reason})'
 
 
 #: Config-file keys that belong to the main process rather than to a slot.
@@ -424,19 +439,19 @@ def slot_overrides(values: Any, origin: str) -> dict[int, dict[str, Any]]:
     overrides = {}
     for index, settings in values.items():
         if not isinstance(index, int) or index < 0 or not isinstance(settings, dict):
-            raise ConfigError(f'slots in {origin}: {index!r} must be a slot number with a '
-                              f'mapping of settings')
-        overrides[index] = check_settings(settings, f'{origin} (slot {index})')
+            raise ConfigError(f'slots in {origin}: {shown(index)} must be a slot number '
+                              'with a mapping of settings')
+        overrides[index] = check_settings(settings, f'{origin} (slot {shown(index)})')
     return overrides
 
 
 def positive_int(value: Any, what: str, error: type[Exception]) -> int:
     try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise error(f'invalid {what} {value!r}: expected a whole number') from None
+        number = _number(value, int, 'expected a whole number')
+    except ValueError as exc:
+        raise error(f'invalid {what} {shown(value)}: {exc}') from None
     if number < 1 or isinstance(value, bool):
-        raise error(f'invalid {what} {value!r}: must be at least 1')
+        raise error(f'invalid {what} {shown(value)}: must be at least 1')
     return number
 
 
@@ -444,7 +459,7 @@ def positive_seconds(value: Any, what: str, error: type[Exception]) -> float:
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise error(f'invalid {what} {value!r}: expected seconds') from None
+        raise error(f'invalid {what} {shown(value)}: expected seconds') from None
     if not seconds > 0:
-        raise error(f'invalid {what} {value!r}: must be positive')
+        raise error(f'invalid {what} {shown(value)}: must be positive')
     return seconds

@@ -1,8 +1,12 @@
 """Errors a user or operator can cause, each with its documented exit code.
 
 The exit codes follow BSD ``sysexits.h`` so that scripts, systemd and cron
-can tell the kinds of failure apart.
+can tell the kinds of failure apart.  Messages quote what the user gave through
+:func:`shown` and :func:`shown_name`: one line, cut short, no password.
 """
+
+import re
+from typing import Any
 
 EX_OK = 0
 EX_NOT_FINISHED = 1  # stop or restart did not get done (timed out, refused, failed)
@@ -29,6 +33,11 @@ class UsageError(RunnerError):
 
 class ConfigError(RunnerError):
     exit_code = EX_CONFIG
+
+
+class SerializationError(ValueError):
+    """Bytes a serializer cannot decode, or a value it cannot encode (see
+    :class:`runner.app.codecs.Codec`); a ValueError, so it is caught as one."""
 
 
 class BrokerUnavailable(RunnerError):
@@ -66,6 +75,20 @@ def error_with_code(message: str, exit_code: int) -> RunnerError:
     error = RunnerError(message)
     error.exit_code = exit_code
     return error
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A value as an error message quotes it: its repr, cut short, with any user name and
+    password before an ``@`` (a broker URL's) masked."""
+    text = re.sub(r'[^/;,@\s\'"]*@', '***@', repr(value))
+    return text if len(text) <= limit else f'{text[:limit]}...'
+
+
+def shown_name(text: str, limit: int = 160) -> str:
+    """A file or option name as an error message gives it: as it is when short, printable
+    and free of ``@``, else quoted by :func:`shown`."""
+    plain = len(text) <= limit and text.isprintable() and '@' not in text
+    return text if plain else shown(text, limit)
 
 
 class OutputRefused(Exception):

@@ -3,7 +3,7 @@
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 from .codecs import Codec, codec
 from .partitioners import Partitioner, resolve
 
@@ -16,7 +16,7 @@ _LEGAL_NAME = re.compile(r'^[A-Za-z0-9._-]{1,249}$')
 def check_topic_name(name: str) -> str:
     """Return ``name`` if Kafka accepts it as a topic name, else raise ConfigError."""
     if not isinstance(name, str) or not _LEGAL_NAME.match(name) or name in ('.', '..'):
-        raise ConfigError(f'invalid topic name {name!r}: use 1-249 of A-Z a-z 0-9 . _ -')
+        raise ConfigError(f'invalid topic name {shown(name)}: use 1-249 of A-Z a-z 0-9 . _ -')
     return name
 
 

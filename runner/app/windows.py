@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Self
 
-from ..errors import ConfigError
-from .codecs import Codec
+from ..errors import ConfigError, SerializationError
+from .codecs import Codec, dump_json, load_json
 from .context import MISSING, current
 from .partitioners import Partitioner
 from .tables import Table
@@ -60,10 +60,15 @@ class WindowKeyCodec(Codec):
     name = 'window-key'
 
     def dumps(self, obj: Any) -> bytes:
-        return json.dumps(list(obj), separators=(',', ':')).encode()
+        return dump_json(list(obj))
 
     def loads(self, data: bytes | None) -> Any:
-        return None if data is None else tuple(json.loads(data))
+        if data is None:
+            return None
+        pair = load_json(data)
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise SerializationError('window key: not a [key, start] pair')
+        return tuple(pair)
 
     def prefix(self, key: Any) -> bytes:
         """The bytes every stored window of ``key`` starts with."""

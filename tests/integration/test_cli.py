@@ -245,6 +245,16 @@ def children(pid):
     ({'dir/.keep': b''}, ['--pidfile', 'dir'], 73, 'dir: Is a directory'),
     ({}, ['-p', '65535', '-w', '2'], 64, 'would need port 65536'),
     ({}, ['-b', 'kafka://user:secret@host:9092'], 64, 'takes no user name or password'),
+    ({'c.yaml': b'workers: .inf\n'}, ['-c', 'c.yaml'], 78, 'inf: expected a whole number'),
+    ({'c.yaml': b'web_port: .nan\n'}, ['-c', 'c.yaml'], 78, 'invalid web_port nan'),
+    ({'c.yaml': b'since: 2024-13-01\n'}, ['-c', 'c.yaml'], 78, 'month must be in 1..12'),
+    ({'c.yaml': b"web_port: !!float ''\n"}, ['-c', 'c.yaml'], 78, 'cannot read (IndexError)'),
+    ({'c.yaml': b'web_port: ' + b'[' * 5000 + b'\n'}, ['-c', 'c.yaml'], 78,
+     'nested too deeply'),
+    ({}, ['-c', 'a\nb.yaml'], 78, "cannot read config file 'a\\nb.yaml'"),
+    ({}, ['kafka://user:secret@host:9092'], 64, "unexpected argument 'kafka://***@host:9092'"),
+    ({}, ['--web-port', 'user:secret@h'], 64, 'expected a whole number'),
+    ({}, ['send', 'bad topic!', 'x'], 64, "invalid topic name 'bad topic!'"),
 ])
 def test_bad_files_and_values_get_one_line_and_their_exit_code(tmp_path, setup, args, code,
                                                                fragment):
