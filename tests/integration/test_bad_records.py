@@ -106,7 +106,7 @@ def test_a_record_that_cannot_be_decoded_is_dead_lettered_and_other_partitions_f
     assert letter['value'] == b'{not json'
     assert letter['runner-reason'] == 'unreadable'
     assert letter['runner-topic'] == names['source'] and letter['runner-partition'] == '0'
-    assert letter['runner-error'].startswith('JSONDecodeError')
+    assert letter['runner-error'].startswith('SerializationError: not JSON')
     assert worker.state()['agents']['testapp.count'] == {
         'dead_lettered': 1, 'skipped': 0, 'retried': 0}
     assert worker.slot_pids(1) == pid          # never restarted
