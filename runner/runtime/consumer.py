@@ -103,6 +103,7 @@ class ConsumerLoop:
         self._stop_mode: str | None = None       # None, 'warm' or 'cold'
         self._stop_deadline = 0.0
         self._leave = False
+        self._outage_logged = False      # the outage under way was logged
         self.thread = threading.Thread(target=self._run, name='consumer', daemon=True)
 
     def start(self) -> None:
@@ -349,9 +350,9 @@ class ConsumerLoop:
         the status tells; BrokerUnavailable once that has lasted ``broker_outage_limit``."""
         status, now = self._status, time.monotonic()
         if reaches_kafka(self._consumer):
-            if status.kafka_lost_logged:
+            if self._outage_logged:
                 log.info('Kafka can be reached again after %.0fs', now - status.kafka_lost)
-            status.kafka_lost, status.kafka_lost_logged = None, False
+            status.kafka_lost, self._outage_logged = None, False
             return False
         status.beat()           # the loop is waiting for Kafka, not stalled
         if status.kafka_lost is None:
@@ -360,8 +361,8 @@ class ConsumerLoop:
             raise BrokerUnavailable(f'Kafka could not be reached for '
                                     f'{self._settings.broker_outage_limit:g}s '
                                     '(broker_outage_limit); the slot starts again')
-        elif not status.kafka_lost_logged and now - status.kafka_lost >= KAFKA_GRACE:
-            status.kafka_lost_logged = True
+        elif not self._outage_logged and now - status.kafka_lost >= KAFKA_GRACE:
+            self._outage_logged = True
             log.warning('Kafka cannot be reached; the slot keeps its state and waits (at '
                         'most broker_outage_limit, %gs)', self._settings.broker_outage_limit)
         return True

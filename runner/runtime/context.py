@@ -174,8 +174,7 @@ class AgentContext:
                                'record')
         table.check(key, value)
         partition = self._partition(table)
-        self.undone.append((partition, key, partition.dirty.get(key, MISSING)))
-        partition.set(key, value)
+        self.undone.append((partition, key, partition.set(key, value)))
         if table.windowing is not None:
             partition.observe(self.event_time())
 
@@ -183,10 +182,7 @@ class AgentContext:
         """Take back the table writes of the record being processed (it failed)."""
         while self.undone:
             partition, key, before = self.undone.pop()
-            if before is MISSING:
-                partition.dirty.pop(key, None)
-            else:
-                partition.dirty[key] = before
+            partition.unset(key, before)
 
     def items(self, table: Table) -> Iterator[tuple[Any, Any]]:
         return self.slot.items(table)

@@ -42,7 +42,6 @@ class SlotStatus:
         self.unassigned: str | None = None
         #: Since when (monotonic) this slot cannot reach Kafka, or None.
         self.kafka_lost: float | None = None
-        self.kafka_lost_logged = False
 
     def beat(self) -> None:
         """Called by the consumer loop on every round."""

@@ -100,9 +100,19 @@ class TablePartition:
             self.cache.put((self, key), value)
         return value
 
-    def set(self, key: Any, value: Any) -> None:
-        """Write ``key`` (DELETED deletes); the caller holds the guard."""
+    def set(self, key: Any, value: Any) -> Any:
+        """Write ``key`` (DELETED deletes); the caller holds the guard.  Returns the unflushed
+        write it replaces (MISSING if none), which :meth:`unset` puts back."""
+        before = self.dirty.get(key, MISSING)
         self.dirty[key] = value
+        return before
+
+    def unset(self, key: Any, before: Any) -> None:
+        """Take a write back: ``key`` becomes the unflushed write (or none) it replaced."""
+        if before is MISSING:
+            self.dirty.pop(key, None)
+        else:
+            self.dirty[key] = before
 
     def cut(self) -> dict[Any, Any]:
         """Take the unflushed writes for a checkpoint (the caller holds the guard).
