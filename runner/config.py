@@ -50,7 +50,11 @@ class Settings:
     consumer loop has not come round for ``stall_timeout``.  That must exceed the
     longest legitimate round: a revocation (``revoke_timeout``, then up to 30 s for
     the producer's acknowledgements and 30 s for the offset commit) followed by a
-    checkpoint (30 s + 30 s), 130 s with the defaults.
+    checkpoint (30 s + 30 s), 130 s with the defaults.  An agent thread that
+    makes no progress for ``stuck_timeout`` while records wait for it (it is
+    inside one record, or outside its stream with records queued) is stuck: the
+    slot logs the thread's stack and stops (70) to be started again; the time
+    Kafka is away does not count.
     The main process reads two settings from the config file and the command line
     only: ``import_timeout``, how long the app may take to import when it is
     checked (at start and on HUP), and ``ready_timeout``, how long the worker may
@@ -81,6 +85,7 @@ class Settings:
     table_cleanup_delay: float = 600.0
     heartbeat_timeout: float = 5.0
     stall_timeout: float = 150.0
+    stuck_timeout: float = 300.0
     import_timeout: float = 60.0
     ready_timeout: float = 300.0
     assignor: str = 'cooperative'

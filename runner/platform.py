@@ -30,7 +30,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -539,6 +541,14 @@ def dump_stacks(tag: str) -> None:
     pid = os.getpid()
     log.warning('--- stack dump of %s pid %d ---\n%s--- end of stack dump of %s pid %d ---',
                 tag, pid, stacks, tag, pid)
+
+
+def stack_of(thread: threading.Thread) -> str:
+    """Where ``thread`` is now, as a traceback (most recent call last)."""
+    frame = sys._current_frames().get(thread.ident)
+    if frame is None:
+        return '(the thread has ended)\n'
+    return ''.join(traceback.format_stack(frame))
 
 
 # -- titles -----------------------------------------------------------------------

@@ -25,14 +25,17 @@ class AgentThreads:
                  on_failure: Callable[..., None]) -> None:
         self.agent = agent
         self.inbox = inbox
-        self._slot = slot
         self._on_failure = on_failure
         self._stopping = False
         self._stopped = threading.Event()
         self.policy = ErrorPolicy(agent)
+        contexts = [AgentContext(slot) for _ in range(agent.concurrency)]
+        self._streams = [Stream(agent.topic, inbox, agent_context, self.policy)
+                         for agent_context in contexts]
         self._threads = [
-            threading.Thread(target=self._run, daemon=True, name=f'agent-{agent.fn.__name__}-{i}')
-            for i in range(agent.concurrency)]
+            threading.Thread(target=self._run, args=(agent_context, stream), daemon=True,
+                             name=f'agent-{agent.fn.__name__}-{i}')
+            for i, (agent_context, stream) in enumerate(zip(contexts, self._streams))]
 
     @property
     def threads(self) -> list[threading.Thread]:
@@ -54,10 +57,17 @@ class AgentThreads:
             thread.join(timeout)
         return not any(thread.is_alive() for thread in self._threads)
 
-    def _run(self) -> None:
-        agent_context = AgentContext(self._slot)
+    def stuck(self, since: float) -> list[tuple[threading.Thread, str]]:
+        """Its threads that have made no progress since ``since`` (monotonic) while records
+        wait for them (see :meth:`runner.runtime.stream.Stream.stuck`), each with where it
+        is: inside which record, or outside its stream."""
+        return [(thread, 'outside its stream' if stream.holding is None
+                 else f'inside record {where(stream.holding)}')
+                for thread, stream in zip(self._threads, self._streams)
+                if thread.is_alive() and stream.stuck(since)]
+
+    def _run(self, agent_context: AgentContext, stream: Stream) -> None:
         context.bind(agent_context)
-        stream = Stream(self.agent.topic, self.inbox, agent_context, self.policy)
         retry = Retry(self.agent)
         while True:
             try:

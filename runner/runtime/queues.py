@@ -159,6 +159,11 @@ class Inbox:
         with self._cond:
             return list(self._queues.values())
 
+    def waiting(self) -> bool:
+        """True when a partition with records waits for a thread to take it."""
+        with self._cond:
+            return any(self._can_take(queue) for queue in self._ready)
+
     def idle(self) -> bool:
         """True when no record is queued or being processed (failed and held ones excepted)."""
         with self._cond:

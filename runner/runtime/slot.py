@@ -87,6 +87,8 @@ class Slot:
         self._producer: Producer | None = None
         self._plain_producer: Producer | None = None    # exactly-once: for sends outside agents
         self._state: StateManager | None = None
+        #: When (monotonic) this slot last saw Kafka out of its reach.
+        self._kafka_lost_seen = -float('inf')
 
     def run(self) -> int:
         """Work until stopped; returns the exit code.  Start-up errors raise RunnerError.
@@ -257,6 +259,9 @@ class Slot:
             if event is None:
                 if not self._consumer.thread.is_alive():
                     return 'cold', self._failed('the consumer thread stopped'), False
+                stuck = self._stuck_agents()
+                if stuck:
+                    return 'cold', self._failed(stuck), False
             elif event == 'dump':
                 platform.dump_stacks(f'slot {self.index}')
             elif isinstance(event, Failure):
@@ -267,6 +272,26 @@ class Slot:
             else:
                 log.info('%s shutdown requested', event)
                 return event, EX_OK, True
+
+    def _stuck_agents(self) -> str | None:
+        """Log the stack of every agent thread stuck for ``stuck_timeout`` (no progress while
+        records wait for it; time without Kafka does not count); the reason to stop, or None."""
+        now = time.monotonic()
+        if self.status.kafka_lost is not None:
+            self._kafka_lost_seen = now
+        since = now - self.settings.stuck_timeout
+        if self._kafka_lost_seen >= since:
+            return None
+        stuck = [(agent_threads.agent.name, thread, place) for agent_threads in self._agents
+                 for thread, place in agent_threads.stuck(since)]
+        for name, thread, place in stuck:
+            log.error('agent %s is stuck: thread %s has made no progress for %gs %s while '
+                      'records wait; its stack:\n%s', name, thread.name,
+                      self.settings.stuck_timeout, place, platform.stack_of(thread).rstrip())
+        if not stuck:
+            return None
+        names = ', '.join(sorted({name for name, _, _ in stuck}))
+        return f'agent {names} stuck for {self.settings.stuck_timeout:g}s'
 
     def _failed(self, reason: str, code: int = EX_SOFTWARE) -> int:
         self.status.failure = reason

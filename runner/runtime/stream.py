@@ -16,6 +16,7 @@ agent's error policy takes it (see :class:`runner.runtime.policy.ErrorPolicy`).
 """
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -45,6 +46,9 @@ class Stream:
         self._open: tuple[PartitionQueue, Iterator] | None = None
         #: The record being processed was handed out and never finished (the agent raised).
         self._unfinished = False
+        #: When (monotonic) the thread last made progress: took a batch, was handed a record,
+        #: or a failed record was dealt with; None while it waits for records.
+        self.progressed: float | None = time.monotonic()
 
     def __iter__(self) -> Iterator[Any]:
         loads = self.topic.value_codec.loads
@@ -74,6 +78,19 @@ class Stream:
         queue, rest = self._open
         self._open = queue, itertools.chain([self._context.record], rest)
         self._unfinished = False
+        self.progressed = time.monotonic()
+
+    def stuck(self, since: float) -> bool:
+        """Whether the thread has made no progress since ``since`` (monotonic) while records
+        wait for it: the batch it holds, or records queued that no thread takes."""
+        progressed = self.progressed
+        return progressed is not None and progressed < since and (
+            self._open is not None or self._inbox.waiting())
+
+    @property
+    def holding(self) -> Any:
+        """The record handed out last, while its batch is open (None between batches)."""
+        return self._context.record if self._open is not None else None
 
     def give_up(self) -> None:
         """Keep the partition leased for good: its agent raised and the slot stops."""
@@ -87,7 +104,9 @@ class Stream:
             self._finish()
         while True:
             if self._open is None:
+                self.progressed = None
                 taken = self._inbox.take()
+                self.progressed = time.monotonic()
                 if taken is None:
                     return
                 self._context.begin(taken[0])
@@ -104,6 +123,7 @@ class Stream:
             if queue.revoked:
                 break
             context.record = record
+            self.progressed = time.monotonic()
             try:
                 value = convert(record)
             except Exception as exc:  # noqa: BLE001 - a codec's failure is the record's
@@ -121,5 +141,6 @@ class Stream:
     def _finish(self) -> None:
         """The unfinished record is over (skipped, or dead-lettered): mark it processed."""
         self._unfinished = False
+        self.progressed = time.monotonic()
         self._open[0].processed = self._context.record.offset
         self._context.boundary()
