@@ -16,6 +16,7 @@ EX_UNAVAILABLE = 69  # the broker could not be reached in time
 EX_SOFTWARE = 70     # an agent raised; the slot stopped so the record is retried
 EX_NOPERM = 77       # the broker answered but did not let this client in (SASL, TLS)
 EX_CANTCREAT = 73    # data directory or port already in use
+EX_IOERR = 74        # a file or table store could not be written or read: disk full, I/O error
 EX_CONFIG = 78       # the app or the config file cannot be loaded
 EX_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EX_PIPE = 141        # whoever read the output went away (128 + SIGPIPE, as if killed by it)
@@ -58,6 +59,13 @@ class CannotCreate(RunnerError):
     """A file the worker writes (its log file, its pidfile) cannot be opened."""
 
     exit_code = EX_CANTCREAT
+
+
+class DiskError(RunnerError):
+    """A file the runner writes, or a table's local store, cannot be written or read: the
+    disk is full, or failed."""
+
+    exit_code = EX_IOERR
 
 
 class NotRunning(RunnerError):

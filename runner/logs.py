@@ -45,6 +45,49 @@ class _StopNoiseFilter(logging.Filter):
 _stop_noise = _StopNoiseFilter()
 
 
+class _LogFile(logging.FileHandler):
+    """The log file.  A line it cannot write (a full disk) is lost, and said so once on
+    stderr until a line gets through again; never a traceback per line."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, encoding='utf-8')
+        self._failing = False
+        self._failed_now = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        super().emit(record)
+        if self._failing and not self._failed_now:
+            self._failing = False
+            sys.stderr.write(f'runner: writing log file {self.baseFilename} again\n')
+
+    def flush(self) -> None:
+        try:
+            super().flush()
+        except OSError as exc:
+            self._lost(exc)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as exc:
+            self._lost(exc)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            self._lost(error)
+        else:
+            super().handleError(record)
+
+    def _lost(self, error: OSError) -> None:
+        self._failed_now = True
+        if not self._failing:
+            self._failing = True
+            sys.stderr.write(f'runner: cannot write log file {self.baseFilename}: '
+                             f'{error.strerror or error}; log lines are lost until it can\n')
+
+
 class _RedactingFormatter(logging.Formatter):
     """Writes ``***`` for every secret in a finished line, tracebacks included:
     kafka-python logs its whole configuration and SASL exchange at debug level."""
@@ -81,8 +124,7 @@ def setup(level: str, logfile: str | None, role: str, secrets: Iterable[str] = (
         root.removeHandler(handler)
         handler.close()
     try:
-        handler = (logging.FileHandler(logfile, encoding='utf-8') if logfile
-                   else logging.StreamHandler(sys.stderr))
+        handler = _LogFile(logfile) if logfile else logging.StreamHandler(sys.stderr)
     except OSError as exc:
         raise CannotCreate(f'cannot open log file {logfile}: {exc.strerror}') from None
     handler.setFormatter(_RedactingFormatter(secrets))

@@ -16,6 +16,7 @@ Fork rules, which every process of the runner follows:
   same rule towards the slot.
 """
 
+import contextlib
 import ctypes
 import errno
 import faulthandler
@@ -34,11 +35,11 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import EX_SOFTWARE, CannotCreate, ResourceBusy, RunnerError
+from .errors import EX_SOFTWARE, CannotCreate, DiskError, ResourceBusy, RunnerError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,15 @@ def private_files() -> None:
     """From now on, files and directories this process and its children make are readable
     by their owner only: pidfile, locks, status, identity, LevelDB stores, log file."""
     os.umask(PRIVATE_UMASK)
+
+
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Report an OSError raised while the block writes ``path`` (a full disk) as one line."""
+    try:
+        yield
+    except OSError as exc:
+        raise DiskError(f'cannot write {path}: {exc.strerror or exc}') from None
 
 
 def open_own(path: Path, flags: int, what: str) -> int:
@@ -104,8 +114,9 @@ class Pidfile:
 
     def rewrite(self) -> None:
         """Record the current pid (after daemonizing changed it)."""
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f'{os.getpid()}\n'.encode(), 0)
+        with writing(self.path):
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f'{os.getpid()}\n'.encode(), 0)
 
     def release(self) -> None:
         if self.fd is not None:
@@ -158,9 +169,10 @@ class DirLock:
             if not raise_if_held:
                 return False
             raise ResourceBusy(f'data directory {self.path} is in use by pid {holder}') from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
         self._fd = fd
+        with writing(self.path / LOCK_NAME):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
         return True
 
     def release(self) -> None:
@@ -196,11 +208,15 @@ def replace_file(path: Path, text: str, durable: bool = False) -> None:
     scratch = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     scratch.unlink(missing_ok=True)
     fd = open_own(scratch, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 'scratch file')
-    with os.fdopen(fd, 'w') as file:
-        file.write(text)
-        if durable:
-            file.flush()
-            os.fsync(file.fileno())
+    try:
+        with writing(path), os.fdopen(fd, 'w') as file:
+            file.write(text)
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
+    except DiskError:
+        scratch.unlink(missing_ok=True)
+        raise
     os.replace(scratch, path)
     if durable:
         directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

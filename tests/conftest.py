@@ -61,9 +61,12 @@ class Workers:
         self.bootstrap = bootstrap
         self.started: list[Worker] = []
 
-    def __call__(self, app: str, name: str = 'w', extra: tuple[str, ...] = ()) -> Worker:
-        """A worker of ``app`` on the test broker, a free port and its own data directory."""
-        return self._track(Worker.for_app(self.cwd, app, self.bootstrap, name, extra))
+    def __call__(self, app: str, name: str = 'w', extra: tuple[str, ...] = (),
+                 datadir: Path | None = None) -> Worker:
+        """A worker of ``app`` on the test broker, a free port and its own data directory
+        (or ``datadir``)."""
+        return self._track(Worker.for_app(self.cwd, app, self.bootstrap, name, extra,
+                                          datadir=datadir))
 
     def raw(self, args: list[str], port: int, name: str = 'w') -> Worker:
         """A worker started with exactly ``args``; ``port`` is where its web server listens."""

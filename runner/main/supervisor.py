@@ -25,11 +25,14 @@ from .. import platform
 from ..errors import (
     EX_CANTCREAT,
     EX_CONFIG,
+    EX_IOERR,
     EX_NOPERM,
     EX_OK,
     EX_SOFTWARE,
     EX_UNAVAILABLE,
     EX_USAGE,
+    CannotCreate,
+    DiskError,
     RunnerError,
 )
 from ..logs import plural
@@ -184,7 +187,7 @@ class Supervisor:
         self._watchdog_held = False
         self._last_watchdog = 0.0
         self._status_line = ''
-        self._published = ''
+        self._published: str | None = ''     # None: the last write failed
         self._leftovers: set[int] = set()
         self._main_pid = os.getpid()
         self.exit_code = EX_OK
@@ -460,8 +463,9 @@ class Supervisor:
         if not self._was_ready:
             self._fail(code if code > 0 else EX_SOFTWARE,
                        f'slot {slot.index} could not start: {reason}')
-        elif code == EX_UNAVAILABLE:     # Kafka is away: this worker has run, so it waits
-            self._schedule_respawn(slot, reason)
+        elif code in (EX_UNAVAILABLE, EX_IOERR):
+            self._schedule_respawn(slot, reason)    # Kafka is away, or the disk is full:
+                                                    # this worker has run, so it waits
         elif code in FATAL_CODES or record.boot_failures >= MAX_BOOT_FAILURES:
             attempts = plural(record.boot_failures, 'attempt')
             self._give_up_on(slot.index, f'could not start: {reason} ({attempts})')
@@ -690,8 +694,20 @@ class Supervisor:
                   'restart_requests_served': self._requests_served, 'slots': rows}
         text = json.dumps(status, sort_keys=True)
         if text != self._published and self._status_path:
-            self._published = text
+            self._write_status(text)
+
+    def _write_status(self, text: str) -> None:
+        """Replace the status file; one that cannot be written (a full disk) is said once
+        and tried again on the next change, and the workers go on."""
+        try:
             platform.replace_file(self._status_path, text)
+        except (CannotCreate, DiskError) as exc:
+            if self._published is not None:
+                log.warning('%s: runner status shows an older state until it can be written',
+                            exc)
+            self._published = None
+            return
+        self._published = text
 
     def _rows(self) -> list[dict[str, Any]]:
         """One status row per slot number, running or not."""

@@ -29,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ..config import join_host_port, split_host_port
-from ..errors import ResourceBusy
+from ..errors import DiskError, ResourceBusy
 from .status import SlotStatus
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,8 @@ class _Handler(BaseHTTPRequestHandler):
                                           f'(it takes: {takes}, each once)'}
                 try:
                     return handler(match, dict(params))
+                except DiskError as exc:            # a table store that cannot be read
+                    return 503, {'error': str(exc)}
                 except Exception as exc:
                     log.exception('web view %s failed', path)
                     return 500, {'error': str(exc)}

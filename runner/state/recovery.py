@@ -19,6 +19,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from ..config import Settings
+from ..errors import RunnerError
 from .stores import Key, PartitionStore, Stores
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,8 @@ class ChangelogReader:
                 self._handle_commands(block=not self._replicas)
                 if self._replicas and not self._stopping:
                     self._read_once()
+        except RunnerError as exc:             # such as a store that cannot be written
+            self._on_failure(str(exc), exc.exit_code)
         except Exception as exc:
             log.exception('the changelog reader failed')
             self._on_failure(f'the changelog reader failed: {exc}')

@@ -7,6 +7,12 @@ they hold.  The store of a windowed table also keeps an index, ``i`` + window
 start (8 bytes, big-endian microseconds) + stored key, so expiry reads windows
 oldest first instead of keeping them all in memory.
 
+A store that LevelDB finds corrupt when it opens is deleted and restored from
+the changelog, the source of truth.  Any other LevelDB error (a full disk, an
+I/O error) is raised as a one-line :class:`runner.errors.DiskError`: the slot
+stops (74), and the main process starts it again with its backoff.  Nothing
+is lost: a store is written after the changelog has its changes.
+
 plyvel can crash the process when a database is closed while another thread
 reads it.  So every user of a store holds a reference: the task that owns the
 partition, the changelog reader that recovers or follows it, a web request for
@@ -16,6 +22,7 @@ that comes later finds no open store and answers 503.
 
 import contextlib
 import json
+import logging
 import shutil
 import struct
 import threading
@@ -24,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import plyvel
+
+from ..errors import DiskError
 
 DATA = b'd'
 DATA_END = b'e'           # the first byte after the data prefix
@@ -35,18 +44,47 @@ _START = struct.Struct('>q')
 #: A changelog partition: (changelog topic, partition number).
 Key = tuple[str, int]
 
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def leveldb(doing: str, path: Path) -> Iterator[None]:
+    """Report a LevelDB error raised in the block as a one-line DiskError."""
+    try:
+        yield
+    except (plyvel.Error, OSError) as exc:
+        raise DiskError(f'cannot {doing} table store {path}: {reason(exc)}') from None
+
+
+def reason(exc: plyvel.Error | OSError) -> str:
+    """LevelDB's message (plyvel gives it as bytes), or the system's."""
+    message = exc.args[0] if exc.args else exc
+    if isinstance(message, bytes):
+        return message.decode(errors='replace')
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
 
 class PartitionStore:
     """LevelDB for one partition of one table; safe to use from several threads."""
 
     def __init__(self, path: Path, windowed: bool = False) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
         self.windowed = windowed
-        self._db = plyvel.DB(str(self.path), create_if_missing=True)
+        with leveldb('open', self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
+            try:
+                self._db = plyvel.DB(str(self.path), create_if_missing=True)
+            except plyvel.CorruptionError as exc:
+                log.warning('table store %s is corrupt (%s): deleting it, to restore it from '
+                            'its changelog', self.path, reason(exc))
+                shutil.rmtree(self.path)
+                self._db = plyvel.DB(str(self.path), create_if_missing=True)
 
     def get(self, key: bytes) -> bytes | None:
-        return self._db.get(DATA + key)
+        try:
+            return self._db.get(DATA + key)
+        except plyvel.Error as exc:
+            raise DiskError(f'cannot read table store {self.path}: {reason(exc)}') from None
 
     def items(self, prefix: bytes = b'', after: bytes | None = None
               ) -> Iterator[tuple[bytes, bytes]]:
@@ -70,7 +108,7 @@ class PartitionStore:
     def write(self, changes: Iterable[tuple[bytes, bytes | None]], topic_id: str | None,
               offset: int) -> None:
         """Apply changes (``None`` deletes) and the new position atomically."""
-        with self._db.write_batch() as batch:
+        with leveldb('write', self.path), self._db.write_batch() as batch:
             for key, value in changes:
                 if value is None:
                     batch.delete(DATA + key)
@@ -104,7 +142,7 @@ class PartitionStore:
 
     def clear(self) -> None:
         """Delete every value, index entry and the position (state that cannot be trusted)."""
-        with self._db.write_batch() as batch:
+        with leveldb('write', self.path), self._db.write_batch() as batch:
             for key in self._db.iterator(include_value=False):
                 batch.delete(key)
 

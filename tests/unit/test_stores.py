@@ -1,7 +1,12 @@
 """LevelDB stores: reference counts, reads that keep a store open, the window index."""
 
 import json
+from types import SimpleNamespace
 
+import plyvel
+import pytest
+
+from runner.errors import DiskError
 from runner.state.stores import PartitionStore, Stores
 
 KEY = ('app-t-changelog', 0)
@@ -66,3 +71,34 @@ def test_items_after_a_key_start_past_it(tmp_path):
     assert [k for k, _ in store.items(after=b'bb')] == [b'c', b'ca']
     assert [k for k, _ in store.items(b'c', after=b'c')] == [b'ca']
     store.close()
+
+
+def test_a_corrupt_store_is_deleted_so_that_its_changelog_restores_it(tmp_path, caplog):
+    store = PartitionStore(tmp_path / 'p0')
+    store.write([(b'k', b'v')], 'topic-id', 5)
+    store.close()
+    for manifest in (tmp_path / 'p0').glob('MANIFEST-*'):
+        manifest.write_bytes(b'garbage' * 10)
+    store = PartitionStore(tmp_path / 'p0')
+    assert store.get(b'k') is None
+    assert store.position() == (None, 0)            # recovery reads the whole changelog
+    assert 'is corrupt (Corruption: ' in caplog.text
+
+
+def test_a_store_that_cannot_be_written_says_so_in_one_line(tmp_path):
+    store = PartitionStore(tmp_path / 'p0')
+    store.close()
+
+    def full_disk():
+        raise plyvel.IOError(b'IO error: p0/000003.log: No space left on device')
+    store._db = SimpleNamespace(write_batch=full_disk)
+    with pytest.raises(DiskError) as raised:
+        store.write([(b'k', b'v')], 'topic-id', 1)
+    assert str(raised.value) == (f'cannot write table store {tmp_path / "p0"}: '
+                                 'IO error: p0/000003.log: No space left on device')
+
+
+def test_a_store_that_cannot_be_opened_says_so_in_one_line(tmp_path):
+    (tmp_path / 'p0').write_text('a file where the directory goes')
+    with pytest.raises(DiskError, match=r'^cannot open table store .*p0: File exists$'):
+        PartitionStore(tmp_path / 'p0')
