@@ -20,6 +20,14 @@ kafka-python refuses sends in between.  kafka-python's own transactional
 calls wait without a timeout; :meth:`Producer.send_offsets` and
 :meth:`Producer.end` start the same requests and return their result
 without waiting, so the caller bounds the wait (or awaits it on the IO loop).
+
+A transaction open longer than :data:`TRANSACTION_TIMEOUT_MS` (an agent
+stuck inside a record while others send, a broker out of reach) is aborted
+by the broker, which bumps the producer's epoch; kafka-python takes the new
+epoch (KIP-360) and is ready for a new transaction.  The producer says so
+(:meth:`Producer.aborted_by_broker`); sends made meanwhile are dropped, as
+the checkpoint that follows aborts the transaction too and the records are
+processed again.
 """
 
 import collections
@@ -31,6 +39,7 @@ from typing import Any
 
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TransactionAbortedError
+from kafka.producer.transaction_manager import TransactionState
 
 from ..config import Settings
 from ..errors import RunnerError
@@ -97,8 +106,9 @@ class Producer:
         self._sending = 0                      # sends past the seal, not yet queued
         #: The number of the open transaction.
         self.transaction = 0
-        #: Records were sent in the open transaction.
+        #: Records were sent in the open transaction (the first at ``written_at``, monotonic).
         self.written = False
+        self.written_at = 0.0
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None,
@@ -111,7 +121,7 @@ class Producer:
                 self._lock.wait()
             if dropped is not None and dropped():
                 return None
-            self.written = True
+            self._note_written()
             if self.transactional:     # the commit of the transaction is the barrier
                 self._sending += 1
                 epoch = None
@@ -122,6 +132,10 @@ class Producer:
             try:
                 return self._producer.send(topic, key=key, value=value, headers=headers,
                                            partition=partition)
+            except KafkaError:
+                if self.transaction_broken():
+                    return None     # the transaction is lost: its records are processed again
+                raise
             finally:
                 with self._lock:
                     self._sending -= 1
@@ -166,6 +180,30 @@ class Producer:
     def transaction_error(self) -> BaseException | None:
         """Why the producer can no longer carry out transactional calls, if it cannot."""
         return self._producer._transaction_manager.last_error
+
+    def transaction_broken(self) -> bool:
+        """The open transaction cannot be committed: it is to be aborted, or the broker
+        aborted it, or the producer was fenced."""
+        return self._producer._transaction_manager.has_error() or self.aborted_by_broker()
+
+    def transaction_age(self) -> float:
+        """Seconds since the open transaction got its first record (0 while it has none);
+        the broker aborts it past :data:`TRANSACTION_TIMEOUT_MS`."""
+        return time.monotonic() - self.written_at if self.written else 0.0
+
+    def _note_written(self) -> None:
+        if not self.written:
+            self.written, self.written_at = True, time.monotonic()
+
+    def aborted_by_broker(self) -> bool:
+        """The open transaction is gone: the broker aborted it and kafka-python took the
+        producer's next epoch (or is taking it), so no transaction is open."""
+        state = self._producer._transaction_manager._current_state
+        return state in (TransactionState.READY, TransactionState.BUMPING_PRODUCER_EPOCH)
+
+    def ready(self) -> bool:
+        """kafka-python can begin a transaction (after the broker aborted one)."""
+        return self._producer._transaction_manager._current_state == TransactionState.READY
 
     def send_offsets(self, offsets: dict, group_metadata: Any) -> Any:
         """Add source offsets to the open transaction; returns the request's result
@@ -212,7 +250,7 @@ class Producer:
             producer._wait_on_metadata(topic, producer.config['max_block_ms'])
         tp = TopicPartition(topic, partition)
         with self._lock:
-            self.written = True
+            self._note_written()
             epoch = None if self.transactional else self._open
             if epoch is not None:
                 epoch.pending += len(records)

@@ -143,8 +143,7 @@ class ConsumerLoop:
         except SendFailed as exc:
             self._on_failure(str(exc))
         except RunnerError as exc:
-            log.error('%s', exc)
-            self._on_failure(str(exc), exc.exit_code)
+            self._fail_with(exc)
         except FencedInstanceIdError:
             self._on_failure(f'another member joined group {self._group_id} as this slot '
                              f'({self._instance_id}): a copy of its data directory runs '
@@ -479,8 +478,15 @@ class ConsumerLoop:
                 steps = self._transaction(checkpoint, self._tasks.active)
             await transactions.run_awaited(steps, self._commit_timeout(), self._awaited)
         except RunnerError as exc:
-            log.error('%s', exc)
-            self._on_failure(str(exc), exc.exit_code)
+            self._fail_with(exc)
+
+    def _fail_with(self, exc: RunnerError) -> None:
+        """Stop the slot for ``exc``; a fence may turn out to be the broker's abort of a
+        transaction that outlived its timeout (then the slot starts again)."""
+        if isinstance(exc, transactions.ProducerFenced):
+            exc = transactions.fenced_or_timed_out(exc, self._producer, self._status.awake_since)
+        log.error('%s', exc)
+        self._on_failure(str(exc), exc.exit_code)
 
     def _aborted(self, checkpoint: Checkpoint, kept: list[Task]) -> transactions.Steps:
         log.warning('aborting the transaction; the records since the last commit are '

@@ -345,6 +345,7 @@ class Slot:
     def _report(self) -> None:
         """Tell the main process how this slot is doing: its heartbeat, sent by the
         slot's main thread, which neither agents nor commits block."""
+        self.status.tick()
         if self._report_to is None:
             return
         live, _ = self.status.live()

@@ -10,6 +10,9 @@ from kafka.structs import MemberState
 
 #: A slot is not ready once Kafka has been out of its reach this long (seconds).
 KAFKA_GRACE = 2.0
+#: The slot's main thread comes round four times a second; a longer gap than this means
+#: the process was frozen (stopped with SIGSTOP, swapped out, starved).
+FROZEN_GAP = 2.0
 
 
 class SlotStatus:
@@ -28,6 +31,9 @@ class SlotStatus:
         self.assignment: frozenset = frozenset()
         self.failure: str | None = None
         self.last_beat = time.monotonic()
+        #: Since when (monotonic) the process has run without being frozen.
+        self.awake_since = time.monotonic()
+        self._last_tick = time.monotonic()
         self.threads: list[threading.Thread] = []
         self.offsets: Callable[[], dict[str, Any]] = dict
         #: Agent name → records it dead-lettered, skipped and tried again.
@@ -42,6 +48,13 @@ class SlotStatus:
         self.unassigned: str | None = None
         #: Since when (monotonic) this slot cannot reach Kafka, or None.
         self.kafka_lost: float | None = None
+
+    def tick(self) -> None:
+        """Called by the slot's main thread every time it comes round."""
+        now = time.monotonic()
+        if now - self._last_tick > FROZEN_GAP:
+            self.awake_since = now
+        self._last_tick = now
 
     def beat(self) -> None:
         """Called by the consumer loop on every round."""

@@ -21,8 +21,14 @@ If step 3 or 4 fails, or the checkpoint cannot be committed at all (a task
 stayed busy through a revocation, the member left its generation), the
 transaction is aborted instead: its writes are thrown away, never stored,
 and the caller reads the affected partitions again from their last commit.
+So is a transaction the broker aborted because it outlived its timeout (see
+:mod:`runner.kafka.producer`).
 A producer fenced by a newer incarnation of the slot, or a transaction that
-does not end within the time allowed, stops the slot.
+does not end within the time allowed, stops the slot.  A fence is taken for
+the broker's abort of a transaction that outlived its timeout when the
+transaction was that old and the process was never frozen meanwhile (see
+:func:`fenced_or_timed_out`): the slot then stops to be started again, rather
+than for good.
 
 The steps are generators that yield what to wait for, so the same steps run
 on the consumer thread (blocking) and in the rebalance listener (awaited on
@@ -30,6 +36,7 @@ kafka-python's IO loop, which must never block).
 """
 
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NamedTuple
@@ -37,8 +44,10 @@ from typing import Any, NamedTuple
 from kafka.errors import InvalidProducerEpochError, KafkaError, ProducerFencedError
 
 from ..errors import EX_CANTCREAT, RunnerError
-from ..kafka.producer import Producer
+from ..kafka.producer import TRANSACTION_TIMEOUT_MS, Producer
 from ..state.checkpoint import Checkpoint
+
+log = logging.getLogger(__name__)
 
 #: The errors of a producer whose transactional id a newer incarnation has taken.
 FENCED = (ProducerFencedError, InvalidProducerEpochError)
@@ -75,6 +84,11 @@ class ProducerFenced(RunnerError):
     exit_code = EX_CANTCREAT
 
 
+class TransactionTimedOut(RunnerError):
+    """The broker aborted the open transaction, which outlived its timeout while this slot
+    ran; the slot starts again from its last commit."""
+
+
 class TransactionStuck(RunnerError):
     """A transaction did not end in time: the slot restarts (its successor aborts it)."""
 
@@ -105,17 +119,23 @@ def commit(checkpoint: Checkpoint, producer: Producer, offsets: dict,
 
 
 def abort(checkpoint: Checkpoint, producer: Producer) -> Steps:
-    """Abort the open transaction and forget the writes cut for it."""
+    """Abort the open transaction and forget the writes cut for it.  One the broker has
+    aborted already (it outlived its timeout) only waits for the producer's new epoch."""
     producer.seal()
     yield Wait(producer.idle, 'sends under way')
-    what = 'the abort of the transaction'
-    try:
-        result = producer.end(commit=False)
-    except KafkaError as exc:       # the producer is in a state it cannot abort from
-        _raise_fatal(producer.transaction_error or exc, what)
-    yield _request(result, what)
-    if result.failed:
-        _raise_fatal(result.exception, what)
+    if producer.aborted_by_broker():
+        log.warning('the broker aborted the open transaction: it was open longer than its '
+                    'timeout')
+        yield Wait(producer.ready, "the producer's new epoch")
+    else:
+        what = 'the abort of the transaction'
+        try:
+            result = producer.end(commit=False)
+        except KafkaError as exc:       # the producer is in a state it cannot abort from
+            _raise_fatal(producer.transaction_error or exc, what)
+        yield _request(result, what)
+        if result.failed:
+            _raise_fatal(result.exception, what)
     checkpoint.discard()
     producer.begin()
 
@@ -146,6 +166,23 @@ def _raise_fatal(error: BaseException, what: str) -> None:
                              '(it was restarted, or its data directory runs elsewhere); this '
                              'one stops without committing')
     raise TransactionStuck(f'{what} failed: {error}')
+
+
+def fenced_or_timed_out(fence: ProducerFenced, producer: Producer,
+                        awake_since: float) -> RunnerError:
+    """What a fence means.  Both a newer incarnation of the slot and the broker's abort of a
+    transaction older than its timeout fence the producer.  It was the abort when the open
+    transaction is that old and this process has been awake (never frozen, see
+    :attr:`runner.runtime.status.SlotStatus.awake_since`) for all of it: a newer incarnation
+    can only run on another copy of the data directory, whose fence comes while this one's
+    transaction is young (commits come every ``commit_interval``)."""
+    age = producer.transaction_age()
+    if age * 1000 <= TRANSACTION_TIMEOUT_MS or awake_since > time.monotonic() - age:
+        return fence
+    return TransactionTimedOut(
+        f'the broker aborted the open transaction: it had been open for {age:.0f}s, longer '
+        f'than its timeout ({TRANSACTION_TIMEOUT_MS / 1000:g}s), as an agent was slow inside '
+        'a record or Kafka was out of reach; the slot starts again from its last commit')
 
 
 def run(steps: Steps, timeout: float, waiting: Callable[[], bool] = lambda: False) -> None:

@@ -114,3 +114,21 @@ def test_an_outage_past_the_limit_restarts_slots_until_kafka_is_back(tmp_path, n
             wait_for(lambda: all(found >= truth[key] for key, found
                                  in counts_of(worker, truth).items()), 120,
                      'no count below the truth')       # at least once: none lost
+
+
+def test_an_exactly_once_outage_longer_than_the_transaction_timeout_counts_each_record_once(
+        tmp_path, names):
+    with kafka_broker.Broker() as broker:
+        bootstrap = broker.bootstrap_servers
+        app = write_app(tmp_path, APP.replace(
+            'session_timeout=6', "session_timeout=6, processing_guarantee='exactly_once'"
+        ).format(**names))
+        worker = Worker.for_app(tmp_path, app, bootstrap, extra=['-w', '2'])
+        with worker:
+            worker.split_between(2)
+            load = Load(bootstrap, names['source'], 3000, rate=100)
+            wait_for(lambda: len(load.ids) > 500, 60, 'the load to be under way')
+            broker.restart(down=25)         # the open transactions outlive their 10 s
+            load.finish()
+            wait_for_counts(worker, dict(load.truth), timeout=120)
+            assert worker.proc.poll() is None

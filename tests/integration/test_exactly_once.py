@@ -166,3 +166,48 @@ def test_a_worker_joining_and_leaving_under_load_changes_no_total_and_no_output(
     wait_for_counts(first, dict(load.truth), timeout=120)
     assert_each_output_once(kafka_bootstrap, names['sink'], load.ids)
     assert 'Traceback' not in first.log() + second.log()
+
+
+#: Counts and forwards like APP; the first time it meets the record ``slow`` it takes
+#: longer than the transaction timeout (10 s) while the other partitions go on sending.
+SLOW_APP = '''
+import pathlib
+import time
+import runner
+
+app = runner.App({app!r}, processing_guarantee='exactly_once', session_timeout=6)
+source = app.topic({source!r}, partitions=4)
+sink = app.topic({sink!r}, partitions=4)
+counts = app.Table('counts', default=int)
+SLOWED = pathlib.Path({slowed!r})
+
+
+@app.agent(source, sink=[sink], concurrency=2)
+def count(stream):
+    for event in stream.events():
+        counts[event.key] += 1
+        yield event.value
+        if event.value == 'slow' and not SLOWED.exists():
+            SLOWED.touch()
+            time.sleep(30)
+'''
+
+
+def test_a_transaction_the_broker_aborts_after_its_timeout_is_processed_again_once(
+        tmp_path, names, workers, kafka_bootstrap):
+    worker = workers(write_app(tmp_path, SLOW_APP.format(slowed=str(tmp_path / 'slowed'),
+                                                         **names)))
+    worker.wait_ready()
+    [pid] = worker.slot_pids(1)
+    load = Load(kafka_bootstrap, names['source'], 3000, rate=100)
+    wait_for(lambda: len(load.ids) > 200, 30, 'the load to be under way')
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks='all')
+    producer.send(names['source'], key=b'slow', value=b'"slow"').get(30)
+    producer.close()
+    load.finish()
+    wait_for_counts(worker, {**load.truth, 'slow': 1}, timeout=120)
+    assert_each_output_once(kafka_bootstrap, names['sink'], [*load.ids, 'slow'])
+    log = worker.log()
+    assert 'exited with code 70: the broker aborted the open transaction' in log
+    assert log.count('exited with code') == 1       # started again once, not given up on
+    assert worker.slot_pids(1) != [pid] and worker.proc.poll() is None

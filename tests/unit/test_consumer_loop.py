@@ -110,7 +110,8 @@ class FakeConsumer:
 class FakeProducer:
     """Sends are acknowledged at once; every send, barrier and transaction step goes to
     ``events``.  A transactional one fails the commit of the transaction after
-    ``fail_commit`` is set."""
+    ``fail_commit`` is set, and refuses sends after ``broker_aborted`` is (the broker
+    aborted the open transaction) until the next transaction begins."""
 
     def __init__(self, events, transactional=False):
         self.events = events
@@ -118,6 +119,7 @@ class FakeProducer:
         self.transactional = transactional
         self.written = False
         self.fail_commit = False
+        self.broker_aborted = False
         self.transaction = 0
         self.waiting = False
         self.acked = True               # False: sends wait for a broker
@@ -138,6 +140,8 @@ class FakeProducer:
         return Future().success(SimpleNamespace(offset=offset))
 
     def send_batch(self, topic, partition, records):
+        if self.broker_aborted:
+            raise KafkaError('Cannot call send in state READY')
         future = None
         for key, value in records:
             future = self.send(topic, key, value, partition=partition)
@@ -159,6 +163,12 @@ class FakeProducer:
     def idle(self):
         return True
 
+    def aborted_by_broker(self):
+        return self.broker_aborted
+
+    def ready(self):
+        return True
+
     def send_offsets(self, offsets, group_metadata):
         self.events.append(('offsets', {tp: meta.offset for tp, meta in offsets.items()}))
         return SimpleNamespace(is_done=True, failed=False)
@@ -178,6 +188,7 @@ class FakeProducer:
 
     def begin(self):
         self.written = False
+        self.broker_aborted = False
         with self._lock:
             self.transaction += 1
             self._lock.notify_all()
@@ -549,6 +560,22 @@ def test_an_aborted_transaction_stores_nothing_and_its_records_are_processed_aga
     checkpoint_now(eos)
     assert eos.stored(0) == ({b'a': b'2', b'b': b'1'}, 5)   # aborted records took 1 and 2
     assert eos.failures == []
+
+
+def test_a_transaction_the_broker_aborted_is_given_up_and_its_records_processed_again(eos):
+    eos.assign(TP0)
+    eos.feed(TP0, 'a')
+    eos.processed({TP0: 1})
+    checkpoint_now(eos)                                     # a committed at 1
+    eos.feed(TP0, 'a', 'b', first=1)
+    eos.processed({TP0: 3})
+    eos.producer.broker_aborted = True                      # it outlived its timeout
+    eos.events.clear()
+    checkpoint_now(eos)
+    assert eos.events == [('seek', TP0, 1)]                 # no abort of its own
+    assert eos.stored(0) == ({b'a': b'1'}, 1)
+    assert eos.failures == []
+    assert not eos.producer.broker_aborted                  # a new transaction began
 
 
 def test_after_its_cut_an_agent_goes_on_and_its_sends_wait_for_the_next_transaction(eos):
