@@ -62,10 +62,13 @@ def test_two_workers_share_the_partitions(tmp_path, names, workers, kafka_bootst
     first, second = workers(app, 'a'), workers(app, 'b')
     first.wait_ready()
     second.wait_ready()
-    wait_for(lambda: len(first.get('/')[1]['assignment']) + len(second.get('/')[1]['assignment'])
-             == 4 and first.get('/ready')[0] == second.get('/ready')[0] == 200, 30,
-             'the four partitions to be split between both workers')
-    assert first.get('/')[1]['assignment'] and second.get('/')[1]['assignment']
+
+    def split():
+        """Both ready and owning partitions, the four between them, in one read of each."""
+        states = [first.state(), second.state()]
+        return all(state and state['ready'] and state['assignment'] for state in states) and \
+            sum(len(state['assignment']) for state in states) == 4
+    wait_for(split, 30, 'the four partitions to be split between both workers')
 
 
 def test_kill_9_loses_nothing(tmp_path, names, workers, kafka_bootstrap):

@@ -166,11 +166,8 @@ def test_standby_takeover_is_faster_than_a_cold_restore(tmp_path, names, kafka_b
         ends = end_offsets(kafka_bootstrap, changelog)
         wait_for(lambda: standby_positions(survivor) == {p: ends[p] for p in moving}, 60,
                  'the standby replicas to catch up')
-        cold = {}      # each partition was restored cold once, by whichever worker had it
-        for _, p, n, s in doomed.recoveries() + survivor.recoveries():
-            if p in moving and n > cold.get(p, (0, 0))[0]:
-                cold[p] = (n, s)
-        assert sum(n for n, _ in cold.values()) > 20000
+        cold_records = sum(ends[p] for p in moving)     # what a cold restore reads
+        assert cold_records > 20000
         seen_before = len(survivor.recoveries())
         doomed.signal(signal.SIGKILL)
 
@@ -179,8 +176,7 @@ def test_standby_takeover_is_faster_than_a_cold_restore(tmp_path, names, kafka_b
                     if p in moving}
         warm = wait_for(lambda: len(taken_over()) == 2 and taken_over(), 60,
                         'the survivor to take over')
-        assert sum(n for n, _ in warm.values()) < sum(n for n, _ in cold.values()) / 100
-        assert sum(s for _, s in warm.values()) < sum(s for _, s in cold.values())
+        assert sum(n for n, _ in warm.values()) < cold_records / 100   # (times: bench/restore.py)
         key = next(k for k in keys if (survivor.state(0, f'/tables/counts/{k}') or {})
                    .get('partition') in moving)
         assert survivor.get(f'/tables/counts/{key}')[1]['value'] == 1
