@@ -145,7 +145,7 @@ def fill_changelog(bootstrap, topic, keys, partitions):
         produce(bootstrap, topic, items, partition=number)
 
 
-def test_standby_takeover_is_faster_than_a_cold_restore(tmp_path, names, kafka_bootstrap,
+def test_standby_takeover_reads_under_a_hundredth_of_a_cold_restore(tmp_path, names, kafka_bootstrap,
                                                         admin):
     app = count_app(tmp_path, names, partitions=4)
     changelog = f"{names['app']}-counts-changelog"
