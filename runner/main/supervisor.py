@@ -698,7 +698,7 @@ class Supervisor:
 
     def _write_status(self, text: str) -> None:
         """Replace the status file; one that cannot be written (a full disk) is said once
-        and tried again on the next change, and the workers go on."""
+        and tried again every round until it can, and the workers go on."""
         try:
             platform.replace_file(self._status_path, text)
         except (CannotCreate, DiskError) as exc:
