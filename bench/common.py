@@ -2,8 +2,9 @@
 topics, a steady load, measuring and reporting.
 
 Not a benchmark itself; the benchmarks (``wordcount.py``, ``restore.py``,
-``rebalance.py``, ``soak.py``) import it from this directory.  Worker processes, producing, waiting with deadlines and offsets come
-from ``tests/harness.py``, the harness the tests use too.
+``rebalance.py``, ``soak.py``) import it from this directory.  Worker processes,
+producing, waiting with deadlines and offsets come from ``tests/harness.py``, the
+harness the tests use too.
 """
 
 from __future__ import annotations
