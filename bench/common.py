@@ -1,9 +1,10 @@
 """What the benchmarks share beyond the test harness: the broker, baseline processes,
-topics, measuring and reporting.
+topics, a steady load, measuring and reporting.
 
-Not a benchmark itself; ``wordcount.py`` and ``restore.py`` import it from this
-directory.  Worker processes, producing, waiting with deadlines and offsets come
-from ``tests/harness.py``, the harness the tests use too.
+Not a benchmark itself; the benchmarks (``wordcount.py``, ``restore.py``,
+``rebalance.py``, ``soak.py``) import it from this directory.  Worker processes,
+producing, waiting with deadlines and offsets come from ``tests/harness.py``, the
+harness the tests use too.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,9 +33,9 @@ REPO = BENCH.parent
 sys.path[:0] = [str(REPO / 'tests'), str(REPO / 'scripts')]
 
 import kafka
-import kafka_broker
 from harness import (  # noqa: F401 - the benchmarks import these from here
     Worker,
+    alive,
     committed,
     end_offsets,
     murmur2_partition,
@@ -41,7 +44,9 @@ from harness import (  # noqa: F401 - the benchmarks import these from here
     wait_for,
     write_app,
 )
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import KafkaTimeoutError
+from kafka_broker import Broker
 
 # -- running -------------------------------------------------------------------
 
@@ -68,9 +73,17 @@ def kafka_bootstrap() -> Iterator[str]:
     if external:
         yield external
         return
-    print('starting a Kafka broker ...', file=sys.stderr)
-    with kafka_broker.Broker() as broker:
+    with own_broker() as broker:
         yield broker.bootstrap_servers
+
+
+@contextmanager
+def own_broker() -> Iterator[Broker]:
+    """A broker of our own, stopped at the end.  It dies with the thread that started it,
+    so only that thread may restart it."""
+    print('starting a Kafka broker ...', file=sys.stderr)
+    with Broker() as broker:
+        yield broker
 
 
 @contextmanager
@@ -114,6 +127,59 @@ def timed_produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes, bytes
     if written != sent:
         raise RuntimeError(f'{topic} holds {written} records, expected {sent}')
     return seconds
+
+
+class Load:
+    """A producer thread sending ``rate`` records a second, the keys in turn, value = a
+    sequence number; ``truth`` counts the records the broker acknowledged, per key, and
+    ``failed`` the sends refused or never acknowledged (such a record may still have been
+    written: compare the topic's end offsets with the truth)."""
+
+    def __init__(self, bootstrap: str, topic: str, keys: list[str], rate: int) -> None:
+        self.truth: Counter[str] = Counter()
+        self.failed = 0
+        self.started = 0.0
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks='all', linger_ms=5)
+        self._topic, self._keys, self._rate = topic, keys, rate
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='load', daemon=True)
+
+    def start(self) -> None:
+        self.started = time.time()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sending; returns once every record sent is acknowledged (or failed)."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        if self.started:
+            self._thread.join()
+        self._producer.flush(60)
+        self._producer.close(10)
+
+    def _run(self) -> None:
+        began, sent = time.monotonic(), 0
+        while not self._stopping.is_set():
+            due = int((time.monotonic() - began) * self._rate)
+            for number in range(sent, due):
+                self._send(number)
+            sent = max(sent, due)
+            self._stopping.wait(0.005)
+
+    def _send(self, number: int) -> None:
+        key = self._keys[number % len(self._keys)]
+        try:
+            future = self._producer.send(self._topic, key=key.encode(),
+                                         value=str(number).encode())
+        except KafkaTimeoutError:       # no metadata within max_block_ms: the broker is away
+            self._count_failure()
+            return
+        future.add_callback(lambda _meta, key=key: self.truth.update((key,)))
+        future.add_errback(lambda _exc: self._count_failure())
+
+    def _count_failure(self) -> None:
+        self.failed += 1
 
 
 def create_topic(admin: KafkaAdminClient, name: str, partitions: int,

@@ -53,7 +53,6 @@ import shutil
 import signal
 import statistics
 import subprocess
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -66,6 +65,7 @@ from typing import Any, NamedTuple
 from common import (
     BENCH,
     REPO,
+    Load,
     Worker,
     create_topic,
     delete_run_topics,
@@ -153,52 +153,6 @@ def load_keys() -> list[str]:
     return keys
 
 
-class Load:
-    """A producer thread sending ``rate`` records a second, the keys in turn; ``truth``
-    counts the records the broker acknowledged, per key."""
-
-    def __init__(self, bootstrap: str, topic: str, keys: list[str], rate: int = RATE) -> None:
-        self.truth: Counter[str] = Counter()
-        self.failed = 0
-        self.started = 0.0
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks='all', linger_ms=5)
-        self._topic, self._keys, self._rate = topic, keys, rate
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name='load', daemon=True)
-
-    def start(self) -> None:
-        self.started = time.time()
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop sending; returns once every record sent is acknowledged (or failed)."""
-        if self._stopping.is_set():
-            return
-        self._stopping.set()
-        if self.started:
-            self._thread.join()
-        self._producer.flush(60)
-        self._producer.close(10)
-
-    def _run(self) -> None:
-        began, sent = time.monotonic(), 0
-        while not self._stopping.is_set():
-            due = int((time.monotonic() - began) * self._rate)
-            for number in range(sent, due):
-                self._send(number)
-            sent = max(sent, due)
-            self._stopping.wait(0.005)
-
-    def _send(self, number: int) -> None:
-        key = self._keys[number % len(self._keys)]
-        future = self._producer.send(self._topic, key=key.encode(), value=str(number).encode())
-        future.add_callback(lambda _meta, key=key: self.truth.update((key,)))
-        future.add_errback(lambda _exc: self._count_failure())
-
-    def _count_failure(self) -> None:
-        self.failed += 1
-
-
 def fill_changelog(bootstrap: str, changelog: str, count: int) -> float:
     """Write ``k0000000 → 1`` ... straight into the changelog, each key in its murmur2
     partition; returns the seconds taken (checked against the end offsets)."""
@@ -258,7 +212,7 @@ class Run:
         self.windows: list[Window] = []
         self.notes: dict[str, Any] = {}
         self.problems: list[str] = []
-        self.load = Load(bootstrap, self.topic, load_keys())
+        self.load = Load(bootstrap, self.topic, load_keys(), RATE)
 
     def start_worker(self, name: str, slots: int = 1) -> Worker:
         extra = ['-w', str(slots)]

@@ -30,8 +30,9 @@ from runner.app.partitioners import murmur2_partition
 from runner.main.control import wait_until
 from runner.runtime.web import get_json
 
-__all__ = ['REPO', 'RUNNER', 'Worker', 'committed', 'consume', 'end_offsets', 'free_port',
-           'murmur2_partition', 'produce', 'run_cli', 'runner_env', 'wait_for', 'write_app']
+__all__ = ['REPO', 'RUNNER', 'Worker', 'alive', 'committed', 'consume', 'end_offsets',
+           'free_port', 'murmur2_partition', 'produce', 'run_cli', 'runner_env', 'wait_for',
+           'write_app']
 
 RUNNER = REPO / 'runner.py'
 RECOVERED = re.compile(r'\[(\d+)\] \[slot \d+\] INFO runner\.state\.recovery: '
@@ -94,10 +95,10 @@ class Worker:
     @classmethod
     def for_app(cls, cwd: Path, app: str, bootstrap: str, name: str = 'w',
                 extra: Iterable[str] = (), host: str = '127.0.0.1',
-                datadir: Path | None = None, repo: Path = REPO) -> Worker:
-        """A worker of ``app`` on free ports (four slots' worth); its data directory is
+                datadir: Path | None = None, repo: Path = REPO, slots: int = 4) -> Worker:
+        """A worker of ``app`` on free ports (``slots`` slots' worth); its data directory is
         ``datadir``, by default one of its own."""
-        port, datadir = free_port(count=4), datadir or cwd / f'{name}-data'
+        port, datadir = free_port(count=slots), datadir or cwd / f'{name}-data'
         args = ['-A', app, '-b', bootstrap, '-p', str(port), '-D', str(datadir), '-l', 'info',
                 '--web-host', host, *extra]
         return cls(cwd, args, port, name, datadir, host, repo)
@@ -184,6 +185,15 @@ class Worker:
         slot process)."""
         return [(m[2], int(m[3]), int(m[4]), float(m[5])) for m in RECOVERED.finditer(self.log())
                 if pid is None or int(m[1]) == pid]
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie counts as gone)."""
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except FileNotFoundError:
+        return False
 
 
 def produce(bootstrap: str, topic: str, items: Iterable[tuple[Any, Any]],

@@ -102,14 +102,6 @@ def wait_for_counts(worker, truth, timeout=60, slot=0):
         raise AssertionError(f'{len(off)} of {len(truth)} counts are off: {off}') from None
 
 
-def alive(pid):
-    try:
-        with open(f'/proc/{pid}/stat') as stat:
-            return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except FileNotFoundError:
-        return False
-
-
 KEYS = [f'k{n:02d}' for n in range(40)]
 
 

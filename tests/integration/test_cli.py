@@ -8,8 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from apps import alive
-from harness import RUNNER, consume, free_port, run_cli, runner_env, wait_for, write_app
+from harness import RUNNER, alive, consume, free_port, run_cli, runner_env, wait_for, write_app
 
 from runner.main.control import status_path
 from runner.platform import Pidfile

@@ -10,8 +10,8 @@ import socket
 import subprocess
 import sys
 
-from apps import alive, forward_app
-from harness import RUNNER, free_port, run_cli, runner_env, wait_for, write_app
+from apps import forward_app
+from harness import RUNNER, alive, free_port, run_cli, runner_env, wait_for, write_app
 
 from runner.platform import running_pid
 

@@ -10,8 +10,18 @@ import sys
 import threading
 import time
 
-from apps import alive, forward_app, outputs
-from harness import RUNNER, committed, free_port, produce, run_cli, runner_env, wait_for, write_app
+from apps import forward_app, outputs
+from harness import (
+    RUNNER,
+    alive,
+    committed,
+    free_port,
+    produce,
+    run_cli,
+    runner_env,
+    wait_for,
+    write_app,
+)
 
 
 def test_kill_9_of_a_slot_restarts_it_and_loses_nothing(tmp_path, names, workers,

@@ -8,7 +8,7 @@ import pytest
 from harness import wait_for
 from kafka import TopicPartition
 from kafka.coordinator.assignors.abstract import RebalanceProtocol
-from kafka.errors import KafkaError
+from kafka.errors import KafkaConnectionError, KafkaError
 from kafka.future import Future
 
 import runner
@@ -68,6 +68,7 @@ class FakeConsumer:
         self.paused_set: set[TopicPartition] = set()
         self.generation = 1
         self.reachable = True           # False: the broker is away
+        self.poll_error: Exception | None = None    # raised by poll()
         self._coordinator = SimpleNamespace(coordinator_unknown=lambda: not self.reachable)
         self._net = SimpleNamespace(sleep=self._sleep)
         self._never = threading.Event()
@@ -76,6 +77,8 @@ class FakeConsumer:
         self._never.wait(seconds)        # the real IO loop would run heartbeats meanwhile
 
     def poll(self, timeout_ms):
+        if self.poll_error is not None:
+            raise self.poll_error
         return {}
 
     def assignment(self):
@@ -490,6 +493,20 @@ def test_an_outage_past_the_limit_stops_the_slot_as_broker_unavailable(tmp_path)
         checkpoint.request(world.loop._tasks.active())
         with pytest.raises(BrokerUnavailable, match=r'could not be reached for 0.5s'):
             world.loop._commit(checkpoint)
+    finally:
+        world.close()
+
+
+def test_a_retriable_error_out_of_poll_during_an_outage_is_waited_out(tmp_path):
+    world = World(tmp_path, broker_outage_limit=60)
+    try:
+        world.consumer.reachable = False
+        world.consumer.poll_error = KafkaConnectionError('111 ECONNREFUSED')
+        world.loop._poll_once()
+        assert world.status.kafka_lost is not None and world.status.live()[0]
+        world.consumer.reachable = True         # Kafka answers: the same error is a failure
+        with pytest.raises(KafkaConnectionError):
+            world.loop._poll_once()
     finally:
         world.close()
 
