@@ -460,9 +460,8 @@ class Supervisor:
             self._give_up_on(slot.index, f'stopped: {reason}')
             return
         record.boot_failures += 1
-        if not self._was_ready:
-            self._fail(code if code > 0 else EX_SOFTWARE,
-                       f'slot {slot.index} could not start: {reason}')
+        if not self._was_ready and code > 0:    # a broken start (killed: tried again)
+            self._fail(code, f'slot {slot.index} could not start: {reason}')
         elif code in (EX_UNAVAILABLE, EX_IOERR):
             self._schedule_respawn(slot, reason)    # Kafka is away, or the disk is full:
                                                     # this worker has run, so it waits
