@@ -284,12 +284,12 @@ class Slot:
             return None
         stuck = [(agent_threads.agent.name, thread, place) for agent_threads in self._agents
                  for thread, place in agent_threads.stuck(since)]
+        if not stuck:
+            return None
         for name, thread, place in stuck:
             log.error('agent %s is stuck: thread %s has made no progress for %gs %s while '
                       'records wait; its stack:\n%s', name, thread.name,
                       self.settings.stuck_timeout, place, platform.stack_of(thread).rstrip())
-        if not stuck:
-            return None
         names = ', '.join(sorted({name for name, _, _ in stuck}))
         return f'agent {names} stuck for {self.settings.stuck_timeout:g}s'
 
