@@ -103,6 +103,8 @@ def wait_for_counts(worker, truth, timeout=60, slot=0):
 
 
 KEYS = [f'k{n:02d}' for n in range(40)]
+#: A record of the load outlasts the longest broker outage of the tests and its restart.
+OUTLAST_MS = 300_000
 
 
 class Load:
@@ -113,7 +115,7 @@ class Load:
         self.truth = collections.Counter()
         self.ids = []
         self._producer = KafkaProducer(bootstrap_servers=bootstrap, acks='all', retries=20,
-                                       linger_ms=5)
+                                       linger_ms=5, delivery_timeout_ms=OUTLAST_MS)
         self._topic, self._count, self._rate = topic, count, rate
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -137,5 +139,5 @@ class Load:
 
     def finish(self):
         self._thread.join(120)
-        self._producer.flush(120)
+        self._producer.flush(OUTLAST_MS / 1000)
         self._producer.close(10)

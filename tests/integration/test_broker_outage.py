@@ -23,8 +23,8 @@ def count(stream):
         counts[event.key] += 1
 '''
 
-#: Longer than every Kafka timeout a slot had (30 s) before it survived outages.
-OUTAGE = 45
+#: Three times every Kafka timeout a slot had (30 s) before it survived outages.
+OUTAGE = 90
 
 
 def meanwhile(check):
