@@ -63,9 +63,11 @@ class Table:
 
     def check(self, key: Any, value: Any) -> None:
         """Refuse a write its changelog could not hold, while its record is processed:
-        a key that encodes to nothing, None as a value, or a value that cannot be encoded."""
-        if self.stored_key_codec.dumps(key) is None:
+        None as a key or a value, or a key or value that cannot be encoded (a JSON scalar
+        is not encoded here: this runs on every write)."""
+        if key is None:
             raise TypeError(f'table {self.name!r}: a key cannot be None')
+        self.stored_key_codec.check(key)
         if value is None:
             raise TypeError(f'table {self.name!r}: None cannot be stored (del table[key] '
                             'deletes a key)')
