@@ -176,12 +176,16 @@ def test_a_slot_that_dies_at_boot_stops_the_supervisor(tmp_path, names, kafka_bo
 def test_a_slot_killed_before_the_worker_was_ready_is_started_again(tmp_path, names, workers):
     forward_app(tmp_path, names, partitions=2, concurrency=1)
     source = (tmp_path / 'testapp.py').read_text()
-    write_app(tmp_path, 'import os, time\nif "RUNNER_SLOT_PID" in os.environ:\n'
-              '    time.sleep(3)       # a slow start\n' + source)
+    booting = tmp_path / 'booting'                    # slots start only once it is gone
+    booting.touch()
+    write_app(tmp_path, 'import os, pathlib, time\nwhile "RUNNER_SLOT_PID" in os.environ '
+              f'and pathlib.Path({str(booting)!r}).exists():\n    time.sleep(0.05)\n' + source)
     worker = workers('testapp', extra=('-w', '2'))
     found = wait_for(lambda: re.search(r'slot 1 started \(pid (\d+)\)', worker.log()), 30,
                      'slot 1 to be started')
     os.kill(int(found[1]), signal.SIGKILL)            # an operator's kill, the OOM killer
+    assert worker.get('/ready', 0)[0] != 200          # the worker had not been ready yet
+    booting.unlink()
     worker.wait_ready(slot=0)
     worker.wait_ready(slot=1)
     assert f'slot 1 (pid {found[1]}): was killed by signal 9; restarting it in' in worker.log()
