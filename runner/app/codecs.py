@@ -88,10 +88,12 @@ _JSON_SCALARS = frozenset((float, str, bool))
 #: orjson's own types are passed to the standard library, which refuses them as before.
 _ORJSON_OPTIONS = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATETIME
                    | orjson.OPT_PASSTHROUGH_DATACLASS)
-#: Bytes → b'0' for an ASCII digit, b'x' for anything else: a run of 19 digits is an
-#: integer orjson may read as a float.
-_DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x78 for byte in range(256))
-_LONG_NUMBER = b'0' * 19
+#: Bytes → b'0' for an ASCII digit, b'.' for a point, b'x' for anything else: 19 digits
+#: in a row not after a point (a fraction's) are an integer orjson may read as a float.
+_DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x2e if byte == 0x2e else 0x78
+                for byte in range(256))
+_LONG_RUN = b'0' * 19
+_LONG_INTEGER = b'x' + _LONG_RUN
 
 
 def dump_json(obj: Any) -> bytes:
@@ -114,7 +116,8 @@ def dump_json(obj: Any) -> bytes:
 def load_json(data: bytes) -> Any:
     """The value that JSON ``data`` holds; SerializationError if it is not JSON (or nested
     too deeply)."""
-    if _LONG_NUMBER not in data.translate(_DIGITS):
+    digits = data.translate(_DIGITS)
+    if _LONG_RUN not in digits or _LONG_INTEGER not in b'x' + digits:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:    # json tells why, or reads what orjson does not

@@ -46,9 +46,11 @@ class Stream:
         self._open: tuple[PartitionQueue, Iterator] | None = None
         #: The record being processed was handed out and never finished (the agent raised).
         self._unfinished = False
-        #: When (monotonic) the thread last made progress: took a batch, was handed a record,
-        #: or a failed record was dealt with; None while it waits for records.
-        self.progressed: float | None = time.monotonic()
+        #: Steps of progress so far: batches taken, records handed out, failed records
+        #: dealt with.  Counted, not timed: no clock is read per record.
+        self._steps = 0
+        self._waiting = False             # inside the inbox, waiting for records
+        self._noticed = (0, time.monotonic())   # (steps, when first seen by :attr:`progressed`)
 
     def __iter__(self) -> Iterator[Any]:
         loads = self.topic.value_codec.loads
@@ -78,7 +80,19 @@ class Stream:
         queue, rest = self._open
         self._open = queue, itertools.chain([self._context.record], rest)
         self._unfinished = False
-        self.progressed = time.monotonic()
+        self._steps += 1
+
+    @property
+    def progressed(self) -> float | None:
+        """When (monotonic) the thread last made progress, as first noticed here; None while
+        it waits for records.  The slot looks four times a second (its stuck check), so a
+        step is noticed at most that late."""
+        if self._waiting:
+            return None
+        steps, when = self._noticed
+        if steps != self._steps:
+            steps, when = self._noticed = self._steps, time.monotonic()
+        return when
 
     def stuck(self, since: float) -> bool:
         """Whether the thread has made no progress since ``since`` (monotonic) while records
@@ -104,9 +118,10 @@ class Stream:
             self._finish()
         while True:
             if self._open is None:
-                self.progressed = None
+                self._waiting = True
                 taken = self._inbox.take()
-                self.progressed = time.monotonic()
+                self._steps += 1
+                self._waiting = False
                 if taken is None:
                     return
                 self._context.begin(taken[0])
@@ -123,7 +138,7 @@ class Stream:
             if queue.revoked:
                 break
             context.record = record
-            self.progressed = time.monotonic()
+            self._steps += 1
             try:
                 value = convert(record)
             except Exception as exc:  # noqa: BLE001 - a codec's failure is the record's
@@ -141,6 +156,6 @@ class Stream:
     def _finish(self) -> None:
         """The unfinished record is over (skipped, or dead-lettered): mark it processed."""
         self._unfinished = False
-        self.progressed = time.monotonic()
+        self._steps += 1
         self._open[0].processed = self._context.record.offset
         self._context.boundary()

@@ -114,3 +114,9 @@ def test_json_check_refuses_an_integer_json_cannot_write():
 
 def _must_not_encode(obj):
     raise AssertionError(f'{obj!r} was encoded to be checked')
+
+
+@pytest.mark.parametrize('data', [b'0.00123456789012345678901', b'[1.0000000000000000000001]',
+                                  b'{"a":-12345678901234567890}', b'12345678901234567890'])
+def test_json_reads_long_fractions_and_long_integers_as_json_does(data):
+    assert repr(load_json(data)) == repr(json.loads(data))
