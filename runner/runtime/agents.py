@@ -113,6 +113,8 @@ class AgentThreads:
         return True
 
     def _forward(self, agent_context: AgentContext, value: Any) -> None:
+        """Send what the agent yielded to its sinks, under the key of the record it came
+        from, encoded as each sink's topic encodes keys."""
         if agent_context.dropping:
             return
         record = agent_context.record
@@ -120,9 +122,18 @@ class AgentThreads:
         for sink in self.agent.sinks:
             if isinstance(sink, (Topic, Agent)):
                 topic = sink if isinstance(sink, Topic) else sink.topic
-                agent_context.send(topic, key, topic.value_codec.dumps(value))
+                agent_context.send(topic, self._sink_key(topic, key),
+                                   topic.value_codec.dumps(value))
             else:
                 sink(value)
+
+    def _sink_key(self, topic: Topic, key: bytes | None) -> bytes | None:
+        """The source record's key as ``topic`` encodes keys (the same bytes when both
+        topics encode keys alike)."""
+        source = self.agent.topic.key_codec
+        if key is None or topic.key_codec is source:
+            return key
+        return topic.key_codec.dumps(source.loads(key))
 
     def _report_crash(self, agent_context: AgentContext, stream: Stream,
                       exc: Exception) -> None:

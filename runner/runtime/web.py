@@ -200,11 +200,23 @@ class _Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         path = url.path.rstrip('/') or '/'
         if path != OPEN_PATH and not self._authorized():
+            self._warn_if_from_a_slot(url.query)
             self._send(401, {'error': 'this path needs the bearer token (Authorization: '
                                       'Bearer TOKEN)'}, send_body,
                        {'WWW-Authenticate': 'Bearer'})
             return
         self._send(*self._dispatch(path, url.query), send_body)
+
+    def _warn_if_from_a_slot(self, query: str) -> None:
+        """A refused request that another slot sent (it asks with ``forwarded`` or ``search``)
+        means the workers were given different tokens: said once per address."""
+        names = {name for name, _ in urllib.parse.parse_qsl(query)}
+        host = self.client_address[0]
+        warned = self.server.warned
+        if names & {'forwarded', 'search'} and host not in warned and len(warned) < 100:
+            warned.add(host)
+            log.warning('a slot at %s asked with another web token than this one: every '
+                        'worker of the app must be given the same web_token', host)
 
     def _authorized(self) -> bool:
         token = self.server.token
@@ -276,6 +288,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], handler: type) -> None:
         super().__init__(address, handler)
         self._lock = threading.Lock()
+        #: Addresses of slots warned about for asking with another token.
+        self.warned: set[str] = set()
         #: Connection → since when it waits for a request head (None: inside a request).
         self._open: dict[socket.socket, float | None] = {}
         #: Connections told to give way whose threads have not finished yet.
