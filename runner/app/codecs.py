@@ -99,6 +99,8 @@ _LONG_INTEGER = b'x' + _LONG_RUN
 def dump_json(obj: Any) -> bytes:
     """Compact JSON; TypeError for what JSON cannot hold, SerializationError for a value
     nested too deeply, circular or an integer too long."""
+    if type(obj) is int and obj.bit_length() <= 64:     # a count: its digits, as json writes
+        return b'%d' % obj
     try:
         data = orjson.dumps(obj, option=_ORJSON_OPTIONS)
     except TypeError:             # a type or an integer orjson does not take: json decides
