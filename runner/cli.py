@@ -5,6 +5,7 @@ Usage:
   runner [options] send <topic> [<value>] [--key=KEY]
   runner [options] dlq <agent> [--replay]
   runner [options] status [--json]
+  runner [options] lag [--json]
   runner [options] stop [--cold] [--timeout=SECONDS]
   runner [options] restart [--timeout=SECONDS]
   runner -h | --help
@@ -20,6 +21,10 @@ Commands:
                          it failed.  With --replay, send those not replayed yet
                          back to their topic (after a fix).
   status                 Show the slots of the process named by --pidfile.
+  lag                    Show how far the app's consumer group is behind: per
+                         partition of its source topics the committed offset, the
+                         end offset and the lag, with totals per topic (workers
+                         running or not).
   stop                   Stop it (warm; --cold to stop at once) and wait.
   restart                Restart its slots one half at a time (HUP) and wait.
 
@@ -66,7 +71,7 @@ Options:
                              if already running, say so and exit 0.
   -k KEY, --key=KEY          Key of the record to send (send only).
   --replay                   Send dead letters back to their topic (dlq only).
-  --json                     Print the status as JSON (status only).
+  --json                     Print JSON (status and lag only).
   --cold                     Stop at once; work in hand is redone later (stop only).
   --timeout=SECONDS          How long stop or restart waits (default: 60 for stop,
                              300 for restart).
@@ -455,6 +460,44 @@ def status_command(args: dict[str, Any]) -> int:
     return EX_OK
 
 
+def lag_command(args: dict[str, Any]) -> int:
+    """How far the app's consumer group is behind on each partition it reads."""
+    from .app.loader import load_app
+    from .kafka import admin
+
+    options = load_options(args)
+    app = load_app(options.app)
+    settings = options.settings_for(app.settings, 0)
+    logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
+               settings.logfile, 'lag', settings.secrets())
+    rows = admin.group_lag(settings.kafka_client(), settings.broker_timeout, f'{app.name}-lag',
+                           app.name, {agent.topic.name for agent in app.agents})
+    if args['--json']:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_lag(rows, settings.processing_guarantee == 'exactly_once'))
+    return EX_OK
+
+
+def format_lag(rows: list[dict[str, Any]], exactly_once: bool) -> str:
+    """The lag table: a line per partition, then a total per topic."""
+    def shown_offset(value: int | None) -> str:
+        return '-' if value is None else str(value)
+    lines = [f'{"TOPIC":30} {"PARTITION":>9} {"COMMITTED":>12} {"END":>12} {"LAG":>10}']
+    totals: dict[str, int] = {}
+    for row in rows:
+        lines.append(f'{row["topic"]:30} {row["partition"]:>9} '
+                     f'{shown_offset(row["committed"]):>12} {row["end"]:>12} '
+                     f'{shown_offset(row["lag"]):>10}')
+        totals[row['topic']] = totals.get(row['topic'], 0) + (row['lag'] or 0)
+    lines += [f'{topic:30} {"total":>9} {"":>12} {"":>12} {lag:>10}'
+              for topic, lag in totals.items()]
+    if exactly_once:
+        lines.append('(exactly-once: end offsets count transaction markers, so a partition '
+                     'read to its end can show a lag of a few)')
+    return '\n'.join(lines)
+
+
 def stop_command(args: dict[str, Any]) -> int:
     timeout = _timeout(args, 60.0)
     print(f'runner: {control.stop(_pidfile_of(args), args["--cold"], timeout)}')
@@ -481,7 +524,7 @@ def _timeout(args: dict[str, Any], default: float) -> float:
 
 
 COMMANDS = {'send': send_command, 'dlq': dlq_command, 'status': status_command,
-            'stop': stop_command, 'restart': restart_command}
+            'lag': lag_command, 'stop': stop_command, 'restart': restart_command}
 
 
 if __name__ == '__main__':
