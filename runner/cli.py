@@ -74,8 +74,8 @@ Options:
   --version                  Show the version.
 
 Exit codes:
-  0 success, 1 stop or restart did not finish in time, 3 not running (status,
-  restart), 64 bad usage, 69 broker unreachable, 70 a slot failed, 73 data
+  0 success, 1 stop or restart did not finish in time, 2 degraded (status),
+  3 not running (status, restart), 64 bad usage, 69 broker unreachable, 70 a slot failed, 73 data
   directory, port or pidfile in use, 77 the broker refused the login or TLS
   handshake, 78 app or config cannot be loaded, 130 interrupted, 141 output
   pipe closed early.
@@ -105,6 +105,7 @@ from .config import (
     slot_overrides,
 )
 from .errors import (
+    EX_DEGRADED,
     EX_INTERRUPTED,
     EX_OK,
     EX_PIPE,
@@ -452,7 +453,7 @@ def _typed_bytes(codec: Any, text: str | None) -> Any:
 def status_command(args: dict[str, Any]) -> int:
     _, status = control.read_status(_pidfile_of(args))
     print(json.dumps(status, indent=1) if args['--json'] else control.format_status(status))
-    return EX_OK
+    return EX_DEGRADED if status['state'] == 'degraded' else EX_OK
 
 
 def stop_command(args: dict[str, Any]) -> int:

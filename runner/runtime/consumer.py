@@ -135,6 +135,11 @@ class ConsumerLoop:
                 'paused': sorted(f'{tp.topic}:{tp.partition}' for tp in self._paused),
                 'queued': named(self._dispatcher.backlog())}
 
+    def stopped(self) -> dict[str, dict[str, object]]:
+        """The partitions stopped at a record their agent raised on, and why, for the web."""
+        return {f'{tp.topic}:{tp.partition}': stopped.describe()
+                for tp, stopped in sorted(self._dispatcher.stopped().items())}
+
     # -- the loop ------------------------------------------------------------
 
     def _run(self) -> None:
@@ -257,12 +262,14 @@ class ConsumerLoop:
 
     def _apply_backpressure(self, assignment: frozenset[TopicPartition]) -> None:
         """Pause partitions holding more than their share of ``max_inflight`` queued records
-        (or whose tables are recovering); resume them at half their share."""
+        (or whose tables are recovering, or stopped at a record); resume them at half their
+        share."""
         share = max(1, self._settings.max_inflight // max(1, len(assignment)))
         backlog = self._dispatcher.backlog()
         paused = self._consumer.paused()
         stopping = self._stop_mode is not None
         waiting = {tp for task in self._tasks if not task.ready for tp in task.sources}
+        waiting.update(self._dispatcher.stopped())
 
         def blocked(tp: TopicPartition, limit: int) -> bool:
             return stopping or tp in waiting or backlog.get(tp, 0) >= limit

@@ -51,11 +51,18 @@ class ErrorPolicy:
             log.warning('agent %s skipped %s (%s): %s', self.agent.name, where(record), reason,
                         error_text(exc))
             return
+        self._dead_letter(context, record, error_text(exc), reason)
+
+    def skipped_by_operator(self, context: AgentContext, record: Any, error: str) -> None:
+        """The record its partition stopped at (``error``), skipped with ``runner skip``."""
+        self._dead_letter(context, record, error, 'skipped by operator')
+
+    def _dead_letter(self, context: AgentContext, record: Any, error: str, reason: str) -> None:
         topic = self.agent.dead_letter_topic
-        context.send(topic, record.key, record.value, self._headers(record, exc, reason))
+        context.send(topic, record.key, record.value, self._headers(record, error, reason))
         self._count('dead_lettered')
         log.warning('agent %s sent %s to %s (%s): %s', self.agent.name, where(record),
-                    topic.name, reason, error_text(exc))
+                    topic.name, reason, error)
 
     def retried(self, record: Any, exc: BaseException, attempt: int) -> None:
         self._count('retried')
@@ -67,8 +74,8 @@ class ErrorPolicy:
         with self._lock:
             self.counts[what] += 1
 
-    def _headers(self, record: Any, exc: BaseException, reason: str) -> list:
-        own = [('runner-reason', reason), ('runner-error', error_text(exc)),
+    def _headers(self, record: Any, error: str, reason: str) -> list:
+        own = [('runner-reason', reason), ('runner-error', error),
                ('runner-agent', self.agent.name), ('runner-topic', record.topic),
                ('runner-partition', str(record.partition)),
                ('runner-offset', str(record.offset)),

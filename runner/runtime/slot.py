@@ -196,6 +196,7 @@ class Slot:
                                       slot_context, self.status, self._fail, assignor,
                                       identity if settings.static_membership else None)
         self.status.offsets = self._consumer.offsets
+        self.status.stopped = self._consumer.stopped
         self.status.agents = lambda: {threads.agent.name: dict(threads.policy.counts)
                                       for threads in self._agents}
         self.status.threads.append(self._consumer.thread)
@@ -355,6 +356,7 @@ class Slot:
             'web': self._web_address, 'graceful_timeout': self.settings.graceful_timeout,
             'heartbeat_timeout': self.settings.heartbeat_timeout,
             'assignment': sorted(f'{tp.topic}:{tp.partition}' for tp in self.status.assignment),
+            'stopped': self.status.stopped(),
         })
 
     def _stop_workers(self, drain: bool, deadline: float, leave: bool) -> None:

@@ -196,3 +196,56 @@ def test_dead_letters_are_listed_and_replayed_once_after_a_fix(
     unknown = run_cli([*cli, 'nope'], tmp_path)
     assert unknown.returncode == 64 and unknown.stderr.count('\n') == 1
     assert counts_of(worker, fixes) == dict.fromkeys(fixes, 1)
+
+
+def stopped_on_a_poison_record(tmp_path, names, workers, kafka_bootstrap, admin,
+                               guarantee='at_least_once'):
+    """Two slots of the default policy ('stop'), and one record on partition 1 of 4 that
+    makes the agent raise every time: returns the worker, its pidfile, the slot pids and
+    the poison record's offset once every other record is committed."""
+    pidfile = tmp_path / 'w.pid'
+    worker = workers(policy_app(tmp_path, names, 'stop'),
+                     extra=('-w', '2', '--pidfile', str(pidfile),
+                            '--processing-guarantee', guarantee))
+    pids = worker.split_between(2)
+    generation = worker.state()['group']['generation']
+    before = words(200)
+    produce(kafka_bootstrap, names['source'], [(w, w) for w in before])
+    poison = end_offsets(kafka_bootstrap, names['source'])[1]
+    produce(kafka_bootstrap, names['source'], [('k-bad', 'bad')], partition=1)
+    produce(kafka_bootstrap, names['source'], [(w, w) for w in words(400, 200)])
+    ends = end_offsets(kafka_bootstrap, names['source'])
+    expected = {**ends, 1: poison}
+    wait_for(lambda: committed(admin, names['app'], names['source']) == expected, 60,
+             'every partition but the stopped one committed to its end, that one to the record')
+    assert worker.state()['group']['generation'] == generation      # no rebalance
+    return worker, pidfile, pids, poison
+
+
+@pytest.mark.parametrize('guarantee', ['at_least_once', 'exactly_once'])
+def test_a_record_that_keeps_failing_stops_its_partition_not_the_slot(
+        tmp_path, names, workers, kafka_bootstrap, admin, guarantee):
+    worker, pidfile, pids, offset = stopped_on_a_poison_record(
+        tmp_path, names, workers, kafka_bootstrap, admin, guarantee)
+    place = f'{names["source"]}:1'
+    states = [worker.state(slot) for slot in range(2)]
+    [stopped] = [state['stopped'][place] for state in states if state['stopped']]
+    assert stopped['offset'] == offset and stopped['key'] == 'k-bad'
+    assert stopped['agent'] == 'testapp.count'
+    assert stopped['error'] == 'ValueError: cannot handle bad'
+    assert all(worker.get('/ready', slot)[0] == 200 for slot in range(2))
+    assert place in next(state for state in states if state['stopped'])['paused']
+    produce(kafka_bootstrap, names['source'], [(w, w) for w in words(200, 600)])
+    ends = end_offsets(kafka_bootstrap, names['source'])
+    wait_for(lambda: committed(admin, names['app'], names['source']) == {**ends, 1: offset},
+             60, 'the records sent after the stop committed, on every other partition')
+    assert worker.slot_pids(2) == pids                         # no slot restarted
+    log = worker.log()
+    assert log.count(f'partition {place} stopped at offset {offset}') == 1
+    assert 'Traceback' in log and 'ValueError: cannot handle bad' in log
+    table = run_cli(['status', '--pidfile', str(pidfile)], tmp_path)
+    assert table.returncode == 2, table.stderr
+    assert ', degraded, 2 of 2 slots ready' in table.stdout
+    assert f'{place} stopped at offset {offset}' in table.stdout
+    assert json.loads(run_cli(['status', '--json', '--pidfile', str(pidfile)],
+                              tmp_path).stdout)['state'] == 'degraded'
