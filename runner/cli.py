@@ -4,6 +4,7 @@ Usage:
   runner [options] [worker]
   runner [options] send <topic> [<value>] [--key=KEY]
   runner [options] dlq <agent> [--replay]
+  runner [options] skip <topic> <partition> <offset>
   runner [options] status [--json]
   runner [options] stop [--cold] [--timeout=SECONDS]
   runner [options] restart [--timeout=SECONDS]
@@ -19,6 +20,10 @@ Commands:
                          function's name): where each record came from and why
                          it failed.  With --replay, send those not replayed yet
                          back to their topic (after a fix).
+  skip TOPIC PARTITION OFFSET
+                         Send the record a partition is stopped at (its agent
+                         raised on it under on_error='stop') to the dead-letter
+                         topic, and let the partition go on.
   status                 Show the slots of the process named by --pidfile.
   stop                   Stop it (warm; --cold to stop at once) and wait.
   restart                Restart its slots one half at a time (HUP) and wait.
@@ -74,8 +79,9 @@ Options:
   --version                  Show the version.
 
 Exit codes:
-  0 success, 1 stop or restart did not finish in time, 2 degraded (status),
-  3 not running (status, restart), 64 bad usage, 69 broker unreachable, 70 a slot failed, 73 data
+  0 success, 1 stop or restart did not finish in time, or the partition is
+  not stopped at that offset (skip), 2 degraded (status), 3 not running
+  (status, restart; skip: no running slot has the partition), 64 bad usage, 69 broker unreachable, 70 a slot failed, 73 data
   directory, port or pidfile in use, 77 the broker refused the login or TLS
   handshake, 78 app or config cannot be loaded, 130 interrupted, 141 output
   pipe closed early.
@@ -87,6 +93,7 @@ import os
 import re
 import signal
 import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -110,6 +117,8 @@ from .errors import (
     EX_OK,
     EX_PIPE,
     ConfigError,
+    NotFinished,
+    NotRunning,
     ResourceBusy,
     RunnerError,
     UsageError,
@@ -352,18 +361,26 @@ def _check_detachable(options: Options, logfile: str | None) -> None:
         raise ResourceBusy(f'cannot write the log file {logfile}: {exc.strerror}') from None
 
 
-def send_command(args: dict[str, Any]) -> int:
-    """Send one record to a topic, serialized as the app declares the topic."""
+def _app_and_settings(args: dict[str, Any], role: str) -> tuple[Any, Settings]:
+    """For a command that talks to Kafka as the app: the app, imported here, its settings
+    (slot 0's), and the log set up for ``role`` (warnings only, unless asked for more)."""
     from .app.loader import load_app
-    from .kafka import admin
-    from .kafka.producer import Producer
-    from .runtime import outside
 
     options = load_options(args)
     app = load_app(options.app)
     settings = options.settings_for(app.settings, 0)
     logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
-               settings.logfile, 'send', settings.secrets())
+               settings.logfile, role, settings.secrets())
+    return app, settings
+
+
+def send_command(args: dict[str, Any]) -> int:
+    """Send one record to a topic, serialized as the app declares the topic."""
+    from .kafka import admin
+    from .kafka.producer import Producer
+    from .runtime import outside
+
+    app, settings = _app_and_settings(args, 'send')
     name = args['<topic>']
     topic = app.topics.get(name) or _topic_named(app, name)
     client = admin.connect(settings.kafka_client(), settings.broker_timeout,
@@ -387,15 +404,10 @@ def send_command(args: dict[str, Any]) -> int:
 
 def dlq_command(args: dict[str, Any]) -> int:
     """List an agent's dead letters, or send those not replayed yet back to their topic."""
-    from .app.loader import load_app
     from .kafka.dead_letters import DeadLetters
     from .kafka.producer import Producer
 
-    options = load_options(args)
-    app = load_app(options.app)
-    settings = options.settings_for(app.settings, 0)
-    logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
-               settings.logfile, 'dlq')
+    app, settings = _app_and_settings(args, 'dlq')
     agent = _agent_named(app, args['<agent>'])
     letters = DeadLetters(settings.kafka_client(), agent.dead_letter_topic.name,
                           f'{app.name}-dlq', settings.broker_timeout)
@@ -413,6 +425,39 @@ def dlq_command(args: dict[str, Any]) -> int:
         letters.close()
     print(f'runner: sent {sent} dead letters of {agent.name} back to their topic')
     return EX_OK
+
+
+def skip_command(args: dict[str, Any]) -> int:
+    """Ask the slot that has the partition to skip the record it is stopped at."""
+    from .kafka import admin
+    from .runtime.web import get_json
+
+    app, settings = _app_and_settings(args, 'skip')
+    topic = args['<topic>']
+    partition = _count(args['<partition>'], 'PARTITION')
+    offset = _count(args['<offset>'], 'OFFSET')
+    client = admin.connect(settings.kafka_client(), settings.broker_timeout, f'{app.name}-skip')
+    try:
+        web = admin.owner_web(client, app.name, topic, partition)
+    finally:
+        client.close()
+    if web is None:
+        raise NotRunning(f'no running slot of {app.name} has {topic}[{partition}]')
+    query = urllib.parse.urlencode({'topic': topic, 'partition': partition, 'offset': offset})
+    status, body = get_json(f'http://{web}/skip?{query}', settings.broker_timeout,
+                            settings.web_token, method='POST')
+    if status != 200:
+        raise NotFinished((body or {}).get('error') or f'the slot at {web} did not answer')
+    print(f'runner: skipped {body["skipped"]}: sent to the dead-letter topic of agent '
+          f'{body["agents"]}; the partition goes on')
+    return EX_OK
+
+
+def _count(text: str, name: str) -> int:
+    """A partition number or an offset given on the command line."""
+    if not text.isdigit():
+        raise UsageError(f'{name} must be a number, not {shown(text)}')
+    return int(text)
 
 
 def _agent_named(app: Any, name: str) -> Any:
@@ -481,7 +526,8 @@ def _timeout(args: dict[str, Any], default: float) -> float:
     return positive_seconds(args['--timeout'], '--timeout', UsageError)
 
 
-COMMANDS = {'send': send_command, 'dlq': dlq_command, 'status': status_command,
+COMMANDS = {'send': send_command, 'dlq': dlq_command, 'skip': skip_command,
+            'status': status_command,
             'stop': stop_command, 'restart': restart_command}
 
 

@@ -1,6 +1,7 @@
 """Talking to the cluster before work starts: reachability, partition counts, topic creation."""
 
 import contextlib
+import json
 import logging
 import socket
 from collections.abc import Iterable, Iterator
@@ -120,3 +121,22 @@ def leave_group(connection: dict[str, Any], timeout: float, client_id: str, grou
         log.warning('could not leave group %s: %s', group, ', '.join(problems))
     else:
         log.info('left group %s as %s', group, instance_id)
+
+
+def owner_web(admin: KafkaAdminClient, group: str, topic: str, partition: int) -> str | None:
+    """The web address of the member of ``group`` that partition ``partition`` of ``topic``
+    is assigned to, as it tells the group (see :mod:`runner.kafka.assignor`); None if no
+    member has it."""
+    try:
+        described = admin.describe_groups([group])[group]
+    except KafkaError as exc:
+        raise BrokerUnavailable(f'cannot describe group {group}: {exc}') from None
+    for member in described.get('members') or ():
+        assigned = (member.get('member_assignment') or {}).get('assigned_partitions') or ()
+        if any(t['topic'] == topic and partition in t['partitions'] for t in assigned):
+            try:
+                data = json.loads((member.get('member_metadata') or {}).get('user_data') or '{}')
+            except ValueError:
+                return None
+            return data.get('web') if isinstance(data, dict) else None
+    return None

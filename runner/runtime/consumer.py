@@ -140,6 +140,22 @@ class ConsumerLoop:
         return {f'{tp.topic}:{tp.partition}': stopped.describe()
                 for tp, stopped in sorted(self._dispatcher.stopped().items())}
 
+    def skip(self, tp: TopicPartition, offset: int) -> tuple[int, dict[str, object]]:
+        """The operator's ``runner skip``: the record ``tp`` is stopped at (``offset``) goes
+        to the dead-letter topic and the partition goes on.  (HTTP status, JSON body)."""
+        place = f'{tp.topic}[{tp.partition}]'
+        skipped = self._dispatcher.skip(tp, offset)
+        if skipped:
+            agents = ', '.join(sorted(stopped.agent for stopped in skipped))
+            log.warning('the operator skipped %s@%d, which stopped agent %s: it goes to the '
+                        'dead-letter topic and the partition goes on', place, offset, agents)
+            return 200, {'skipped': f'{place}@{offset}', 'agents': agents}
+        stopped = self._dispatcher.stopped().get(tp)
+        if stopped is None:
+            return 409, {'error': f'{place} is not stopped in this slot'}
+        return 409, {'error': f'{place} is stopped at offset {stopped.record.offset}, not '
+                              f'{offset}'}
+
     # -- the loop ------------------------------------------------------------
 
     def _run(self) -> None:

@@ -249,3 +249,29 @@ def test_a_record_that_keeps_failing_stops_its_partition_not_the_slot(
     assert f'{place} stopped at offset {offset}' in table.stdout
     assert json.loads(run_cli(['status', '--json', '--pidfile', str(pidfile)],
                               tmp_path).stdout)['state'] == 'degraded'
+
+
+def test_skip_dead_letters_the_record_a_partition_stopped_at_and_it_goes_on(
+        tmp_path, names, workers, kafka_bootstrap, admin):
+    worker, pidfile, pids, offset = stopped_on_a_poison_record(
+        tmp_path, names, workers, kafka_bootstrap, admin)
+    cli = ['-A', 'testapp', '-b', kafka_bootstrap, 'skip', names['source'], '1']
+    elsewhere = run_cli([*cli, str(offset + 1)], tmp_path)
+    assert elsewhere.returncode == 1 and elsewhere.stderr.count('\n') == 1
+    assert f'is stopped at offset {offset}, not {offset + 1}' in elsewhere.stderr
+    skipped = run_cli([*cli, str(offset)], tmp_path)
+    assert skipped.returncode == 0, skipped.stderr
+    assert f'{names["source"]}[1]@{offset}' in skipped.stdout
+    all_committed(admin, kafka_bootstrap, names)
+    [letter] = dead_letters(kafka_bootstrap, f'{names["app"]}-testapp.count-dlq', 1)
+    assert json.loads(letter['value']) == 'bad'
+    assert letter['runner-reason'] == 'skipped by operator'
+    assert letter['runner-error'] == 'ValueError: cannot handle bad'
+    assert letter['runner-offset'] == str(offset)
+    assert all(not worker.state(slot)['stopped'] for slot in range(2))
+    assert worker.slot_pids(2) == pids
+    assert 'skipped by operator' in worker.log()
+    wait_for(lambda: run_cli(['status', '--pidfile', str(pidfile)], tmp_path).returncode == 0,
+             10, 'the worker to be running again, not degraded')
+    again = run_cli([*cli, str(offset)], tmp_path)
+    assert again.returncode == 1 and 'is not stopped' in again.stderr
