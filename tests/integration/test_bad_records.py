@@ -7,6 +7,7 @@ import json
 import pytest
 from apps import counts_of, wait_for_counts
 from harness import committed, consume, end_offsets, produce, run_cli, wait_for, write_app
+from kafka import KafkaProducer
 
 POLICY_APP = '''
 import pathlib
@@ -275,3 +276,56 @@ def test_skip_dead_letters_the_record_a_partition_stopped_at_and_it_goes_on(
              10, 'the worker to be running again, not degraded')
     again = run_cli([*cli, str(offset)], tmp_path)
     assert again.returncode == 1 and 'is not stopped' in again.stderr
+
+
+LARGE_INPUT_APP = '''
+import runner
+
+app = runner.App({app!r}, commit_interval=0.2, session_timeout=6)
+source = app.topic({source!r}, partitions=2, config={{'max.message.bytes': '6000000'}})
+sink = app.topic({sink!r}, partitions=2)
+
+
+@app.agent(source, sink=[sink], on_error='dead_letter')
+def check(stream):
+    for value in stream:
+        if value.startswith('big'):
+            raise ValueError('too big to handle')
+        yield value
+'''
+
+
+def test_records_too_large_to_dead_letter_are_dead_lettered_cut_to_fit(
+        tmp_path, names, workers, kafka_bootstrap, admin):
+    worker = workers(write_app(tmp_path, LARGE_INPUT_APP.format(**names)))
+    worker.wait_ready()
+    pid = worker.slot_pids(1)
+    big = 5 * 1024 * 1024
+    failing = json.dumps('big' + 'x' * big).encode()
+    unreadable = b'{' + b'y' * big
+    values = [f'v{n}' for n in range(100)]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks='all',
+                             max_request_size=6_000_000)
+    for n, value in enumerate(values[:50]):
+        producer.send(names['source'], key=value.encode(), value=json.dumps(value).encode(),
+                      partition=n % 2)
+    producer.send(names['source'], key=b'k1', value=failing, partition=0)
+    producer.send(names['source'], key=b'k2', value=unreadable, partition=1)
+    for n, value in enumerate(values[50:]):
+        producer.send(names['source'], key=value.encode(), value=json.dumps(value).encode(),
+                      partition=n % 2)
+    producer.flush(60)
+    producer.close(10)
+    out = consume(kafka_bootstrap, names['sink'], 100, timeout=60)
+    assert sorted(json.loads(record.value) for record in out) == sorted(values)
+    all_committed(admin, kafka_bootstrap, names)
+    letters = dead_letters(kafka_bootstrap, f'{names["app"]}-testapp.check-dlq', 2)
+    by_reason = {letter['runner-reason']: letter for letter in letters}
+    assert sorted(by_reason) == ['raised', 'unreadable']
+    for letter, original in ((by_reason['raised'], failing),
+                             (by_reason['unreadable'], unreadable)):
+        assert letter['runner-cut'] == 'value'
+        assert letter['runner-value-size'] == str(len(original))
+        assert 0 < len(letter['value']) <= 1024 * 1024
+        assert original.startswith(letter['value'])
+    assert worker.slot_pids(1) == pid          # never restarted
