@@ -418,13 +418,36 @@ def dlq_command(args: dict[str, Any]) -> int:
             return EX_OK
         producer = Producer(settings, f'{app.name}-dlq')
         try:
-            sent = letters.replay(producer)
+            sent, passed = letters.replay(producer, _unprocessable(app))
         finally:
             producer.close(settings.broker_timeout)
     finally:
         letters.close()
-    print(f'runner: sent {sent} dead letters of {agent.name} back to their topic')
+    for line in passed:
+        print(f'runner: not replayed: {line}')
+    over = f'; {len(passed)} cannot be processed (not replayed)' if passed else ''
+    print(f'runner: sent {sent} dead letters of {agent.name} back to their topic{over}')
     return EX_OK
+
+
+def _unprocessable(app: Any) -> Callable[[Any], str | None]:
+    """Why a dead letter would only come back to the dead-letter topic if replayed (None
+    if it may be processed now): a copy cut to fit, an output too large, or a value the
+    topic's serializer still cannot decode."""
+    def why(letter: Any) -> str | None:
+        if 'cut' in letter.why:
+            return f'its {letter.why["cut"]} was cut to fit the dead-letter topic'
+        reason = letter.why.get('reason')
+        if reason == 'refused':
+            return 'an output of it was too large for the producer'
+        topic = app.topics.get(letter.why.get('topic'))
+        if reason == 'unreadable' and topic is not None:
+            try:
+                topic.value_codec.loads(letter.value)
+            except ValueError:
+                return 'its value still cannot be decoded'
+        return None
+    return why
 
 
 def skip_command(args: dict[str, Any]) -> int:

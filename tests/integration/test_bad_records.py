@@ -177,21 +177,27 @@ def test_dead_letters_are_listed_and_replayed_once_after_a_fix(
     worker.wait_ready()
     fixes = [f'fix{n}' for n in range(5)]
     produce(kafka_bootstrap, names['source'], [(w, w) for w in fixes + words(50)])
+    produce(kafka_bootstrap, names['source'], [('k', b'{not json')], partition=0,
+            encode=lambda value: value)
     wait_for_counts(worker, collections.Counter(words(50)))
     all_committed(admin, kafka_bootstrap, names)
     cli = ['-A', app, '-b', kafka_bootstrap, 'dlq']
     listed = run_cli([*cli, 'count'], tmp_path)
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert len(lines) == 5 and all('raised: ValueError: cannot handle fix' in line
-                                   for line in lines)
+    assert len(lines) == 6 and sum('raised: ValueError: cannot handle fix' in line
+                                   for line in lines) == 5
     (tmp_path / 'broken').unlink()                       # the fix
     replayed = run_cli([*cli, 'count', '--replay'], tmp_path)
     assert replayed.returncode == 0, replayed.stderr
-    assert 'sent 5 dead letters' in replayed.stdout
+    [skipped, summary] = replayed.stdout.splitlines()
+    assert skipped.startswith(f'runner: not replayed: {names["source"]}[0]@')
+    assert skipped.endswith('unreadable: its value still cannot be decoded')
+    assert summary == ('runner: sent 5 dead letters of testapp.count back to their topic; '
+                       '1 cannot be processed (not replayed)')
     wait_for_counts(worker, collections.Counter(fixes + words(50)))
     again = run_cli([*cli, 'count', '--replay'], tmp_path)
-    assert 'sent 0 dead letters' in again.stdout
+    assert again.stdout == 'runner: sent 0 dead letters of testapp.count back to their topic\n'
     assert all(line.endswith('(replayed)') for line in
                run_cli([*cli, 'testapp.count'], tmp_path).stdout.splitlines())
     unknown = run_cli([*cli, 'nope'], tmp_path)
