@@ -15,7 +15,9 @@ Commands:
   worker                 Start the main process and its worker slots in the
                          foreground (the default command).
   send TOPIC [VALUE]     Send one record to TOPIC and print where it was written.
-                         VALUE is parsed as JSON for JSON topics, else sent as text.
+                         VALUE is parsed as JSON for JSON topics (a bare word is
+                         sent as a string; broken JSON is refused), else sent as
+                         text.
   dlq AGENT              List the dead letters of AGENT (its name or its
                          function's name): where each record came from and why
                          it failed.  With --replay, send those not replayed yet
@@ -81,10 +83,11 @@ Options:
 Exit codes:
   0 success, 1 stop or restart did not finish in time, or the partition is
   not stopped at that offset (skip), 2 degraded (status), 3 not running
-  (status, restart; skip: no running slot has the partition), 64 bad usage, 69 broker unreachable, 70 a slot failed, 73 data
-  directory, port or pidfile in use, 77 the broker refused the login or TLS
-  handshake, 78 app or config cannot be loaded, 130 interrupted, 141 output
-  pipe closed early.
+  (status, restart; skip: no running slot has the partition), 64 bad usage,
+  65 a VALUE the topic's serializer does not take (send), 69 broker
+  unreachable, 70 a slot failed, 73 data directory, port or pidfile in use,
+  77 the broker refused the login or TLS handshake, 78 app or config cannot
+  be loaded, 130 interrupted, 141 output pipe closed early.
 """
 
 import json
@@ -117,6 +120,7 @@ from .errors import (
     EX_OK,
     EX_PIPE,
     ConfigError,
+    DataError,
     NotFinished,
     NotRunning,
     ResourceBusy,
@@ -502,13 +506,21 @@ def _topic_named(app: Any, name: str) -> Any:
         raise UsageError(str(exc)) from None
 
 
+#: How JSON text that is an object, an array or a string begins.
+JSON_OPENERS = ('{', '[', '"')
+
+
 def _parse_value(topic: Any, text: str | None) -> Any:
-    """VALUE as the topic's serializer takes it: parsed if JSON (the text if it is not)."""
+    """VALUE as the topic's serializer takes it: parsed if JSON, a bare word as text; text
+    that begins as JSON (an object, an array, a string) must parse (DataError)."""
     if text is None or topic.value_codec.name != 'json':
         return _typed_bytes(topic.value_codec, text)
     try:
         return topic.value_codec.loads(os.fsencode(text))
-    except ValueError:
+    except ValueError as exc:
+        if text.lstrip().startswith(JSON_OPENERS):
+            raise DataError(f'VALUE is not valid JSON for topic {topic.name!r} (a JSON topic, '
+                            f'nothing sent): {str(exc).removeprefix("not JSON: ")}') from None
         return text
 
 

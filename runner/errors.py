@@ -13,6 +13,7 @@ EX_NOT_FINISHED = 1  # stop or restart did not get done (timed out, refused, fai
 EX_DEGRADED = 2     # status: running, but a slot is not (or a partition stopped at a record)
 EX_NOT_RUNNING = 3   # nothing holds the pidfile (as LSB init scripts' "status" says)
 EX_USAGE = 64        # bad command line
+EX_DATAERR = 65      # send: VALUE is not what the topic's serializer takes
 EX_UNAVAILABLE = 69  # the broker could not be reached in time
 EX_SOFTWARE = 70     # a thread of the slot failed; the slot stops and is restarted
 EX_NOPERM = 77       # the broker answered but did not let this client in (SASL, TLS)
@@ -31,6 +32,12 @@ class RunnerError(Exception):
 
 class UsageError(RunnerError):
     exit_code = EX_USAGE
+
+
+class DataError(RunnerError):
+    """Input data that is not what it must be, such as broken JSON for a JSON topic."""
+
+    exit_code = EX_DATAERR
 
 
 class ConfigError(RunnerError):
