@@ -11,7 +11,10 @@ an agent that catches an exception raised while processing a record and
 iterates the stream again goes on with the next record (the one it raised on
 counts as processed), and :class:`runner.runtime.agents.AgentThreads` uses
 the same to retry, skip or dead-letter a record after the agent function
-raised.  A record that cannot be decoded never reaches the agent: the
+raised; or it stops the record's partition at the record, which waits in
+its queue with the rest of its batch while the thread goes on with other
+partitions, until the operator skips it (the next taker dead-letters it
+first).  A record that cannot be decoded never reaches the agent: the
 agent's error policy takes it (see :class:`runner.runtime.policy.ErrorPolicy`).
 """
 
