@@ -258,10 +258,11 @@ def test_a_record_that_keeps_failing_stops_its_partition_not_the_slot(
                               tmp_path).stdout)['state'] == 'degraded'
 
 
+@pytest.mark.parametrize('guarantee', ['at_least_once', 'exactly_once'])
 def test_skip_dead_letters_the_record_a_partition_stopped_at_and_it_goes_on(
-        tmp_path, names, workers, kafka_bootstrap, admin):
+        tmp_path, names, workers, kafka_bootstrap, admin, guarantee):
     worker, pidfile, pids, offset = stopped_on_a_poison_record(
-        tmp_path, names, workers, kafka_bootstrap, admin)
+        tmp_path, names, workers, kafka_bootstrap, admin, guarantee)
     cli = ['-A', 'testapp', '-b', kafka_bootstrap, 'skip', names['source'], '1']
     elsewhere = run_cli([*cli, str(offset + 1)], tmp_path)
     assert elsewhere.returncode == 1 and elsewhere.stderr.count('\n') == 1
