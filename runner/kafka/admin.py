@@ -1,6 +1,7 @@
 """Talking to the cluster before work starts: reachability, partition counts, topic creation."""
 
 import contextlib
+import json
 import logging
 import socket
 from collections.abc import Iterable, Iterator
@@ -148,3 +149,22 @@ def group_lag(connection: dict[str, Any], timeout: float, client_id: str, group:
         rows.append({'topic': tp.topic, 'partition': tp.partition, 'committed': offset,
                      'end': end, 'lag': None if offset is None else max(0, end - offset)})
     return rows
+
+
+def owner_web(admin: KafkaAdminClient, group: str, topic: str, partition: int) -> str | None:
+    """The web address of the member of ``group`` that partition ``partition`` of ``topic``
+    is assigned to, as it tells the group (see :mod:`runner.kafka.assignor`); None if no
+    member has it."""
+    try:
+        described = admin.describe_groups([group])[group]
+    except KafkaError as exc:
+        raise BrokerUnavailable(f'cannot describe group {group}: {exc}') from None
+    for member in described.get('members') or ():
+        assigned = (member.get('member_assignment') or {}).get('assigned_partitions') or ()
+        if any(t['topic'] == topic and partition in t['partitions'] for t in assigned):
+            try:
+                data = json.loads((member.get('member_metadata') or {}).get('user_data') or '{}')
+            except ValueError:
+                return None
+            return data.get('web') if isinstance(data, dict) else None
+    return None

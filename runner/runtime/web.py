@@ -13,8 +13,9 @@ connection is inside a request is a new one answered 503 and closed.
 
 With a token, every path but ``/health`` answers only requests that carry it
 (``Authorization: Bearer TOKEN``); the others get 401.  Only GET and HEAD are
-served (405 otherwise), and a route takes only the query parameters it names (400
-otherwise): nothing a client sends makes a 500.
+served (405 otherwise), but for ``POST /skip`` (see ``runner skip``), which answers
+only POST, and a route takes only the query parameters it names (400 otherwise):
+nothing a client sends makes a 500.
 """
 
 import contextlib
@@ -60,16 +61,18 @@ BUSY = (b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n
 Response = tuple[int, Any]
 #: ``handler(match, query_parameters) -> (status, JSON body)``
 Handler = Callable[[re.Match, dict[str, str]], Response]
-#: A path pattern, its handler and the query parameters it takes.
-Route = tuple[re.Pattern, Handler, frozenset[str]]
+#: A path pattern, its handler, the query parameters it takes and its method.
+Route = tuple[re.Pattern, Handler, frozenset[str], str]
 #: The path served without a token: liveness probes carry none.
 OPEN_PATH = '/health'
 
 
-def route(pattern: str, handler: Handler, params: Sequence[str] = ()) -> Route:
+def route(pattern: str, handler: Handler, params: Sequence[str] = (),
+          method: str = 'GET') -> Route:
     """A route for paths matching ``pattern`` entirely (named groups are URL-decoded) that
-    takes the query parameters ``params`` (any other is answered 400)."""
-    return re.compile(pattern), handler, frozenset(params)
+    takes the query parameters ``params`` (any other is answered 400), answering ``method``
+    (GET routes answer HEAD too)."""
+    return re.compile(pattern), handler, frozenset(params), method
 
 
 def status_routes(status: SlotStatus) -> list[Route]:
@@ -86,13 +89,25 @@ def status_routes(status: SlotStatus) -> list[Route]:
             route('/', lambda _match, _params: (200, status.describe()))]
 
 
-def get_json(url: str, timeout: float, token: str | None = None) -> tuple[int, Any]:
-    """``GET url`` from another slot (or anywhere), with the bearer ``token`` if given:
-    (status, JSON body); (0, None) if unreachable."""
+def skip_route(skip: Callable[[str, int, int], Response]) -> Route:
+    """``POST /skip?topic=T&partition=P&offset=N``: ``skip(T, P, N)`` answers (see
+    ``runner skip``)."""
+    def handler(_match: re.Match, params: dict[str, str]) -> Response:
+        if not (params.keys() == {'topic', 'partition', 'offset'}
+                and params['partition'].isdigit() and params['offset'].isdigit()):
+            return 400, {'error': 'POST /skip takes topic, partition and offset (numbers)'}
+        return skip(params['topic'], int(params['partition']), int(params['offset']))
+    return route('/skip', handler, ('topic', 'partition', 'offset'), method='POST')
+
+
+def get_json(url: str, timeout: float, token: str | None = None,
+             method: str = 'GET') -> tuple[int, Any]:
+    """``GET url`` (or another ``method``, without a body) from another slot (or anywhere),
+    with the bearer ``token`` if given: (status, JSON body); (0, None) if unreachable."""
     headers = {'Authorization': f'Bearer {token}'} if token else {}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                    timeout=timeout) as response:
+        request = urllib.request.Request(url, headers=headers, method=method)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as exc:
         try:
@@ -183,16 +198,22 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._answer(send_body=False)
 
+    def do_POST(self) -> None:
+        self._answer(send_body=True)
+
     def __getattr__(self, name: str) -> Any:
-        """``do_POST``, ``do_PUT``, ...: every other method is answered 405."""
+        """``do_PUT``, ``do_DELETE``, ...: every other method is answered 405."""
         if name.startswith('do_'):
             return self._not_allowed
         raise AttributeError(name)
 
     def _not_allowed(self) -> None:
         if self._skip_body():
-            self._send(405, {'error': f'method {self.command} not allowed: only GET and HEAD'},
-                       True, {'Allow': 'GET, HEAD'})
+            self._refuse_method('GET, HEAD')
+
+    def _refuse_method(self, allow: str) -> None:
+        self._send(405, {'error': f'method {self.command} not allowed: only {allow}'},
+                   True, {'Allow': allow})
 
     def _answer(self, send_body: bool) -> None:
         if not self._skip_body():
@@ -205,7 +226,11 @@ class _Handler(BaseHTTPRequestHandler):
                                       'Bearer TOKEN)'}, send_body,
                        {'WWW-Authenticate': 'Bearer'})
             return
-        self._send(*self._dispatch(path, url.query), send_body)
+        answer = self._dispatch(path, url.query)
+        if answer is None:
+            self._refuse_method('POST' if self.command in ('GET', 'HEAD') else 'GET, HEAD')
+        else:
+            self._send(*answer, send_body)
 
     def _warn_if_from_a_slot(self, query: str) -> None:
         """A refused request that another slot sent (it asks with ``forwarded`` or ``search``)
@@ -251,10 +276,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile.read(int(length))
         return True
 
-    def _dispatch(self, path: str, query: str) -> Response:
-        for pattern, handler, known in self.server.routes:
+    def _dispatch(self, path: str, query: str) -> Response | None:
+        """The answer of the route ``path`` matches; None if it takes another method."""
+        for pattern, handler, known, method in self.server.routes:
             match = pattern.fullmatch(path)
             if match:
+                if method != ('GET' if self.command == 'HEAD' else self.command):
+                    return None
                 params = urllib.parse.parse_qsl(query, keep_blank_values=True)
                 names = [name for name, _ in params]
                 unknown = sorted(set(names) - known)

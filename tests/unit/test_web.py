@@ -260,3 +260,24 @@ def test_the_server_knows_whether_it_is_bound_to_loopback_only(host, loopback):
         assert made.loopback is loopback
     finally:
         made.stop()
+
+
+def test_the_skip_route_answers_post_only_with_the_token_and_checks_its_parameters():
+    asked = []
+    made = web.WebServer('127.0.0.1', 0, token=TOKEN)
+    made.start([web.skip_route(lambda *request: asked.append(request) or (200, {'ok': 1}))])
+    try:
+        skip = url(made, '/skip?topic=t&partition=1&offset=52')
+        assert web.get_json(skip, 5, method='POST')[0] == 401
+        assert web.get_json(skip, 5, TOKEN, method='POST') == (200, {'ok': 1})
+        assert asked == [('t', 1, 52)]
+        answer = exchange(made, b'GET /skip?topic=t&partition=1&offset=52 HTTP/1.1\r\n'
+                          b'Host: x\r\nConnection: close\r\n'
+                          + f'Authorization: Bearer {TOKEN}\r\n\r\n'.encode())
+        assert answer.startswith(b'HTTP/1.1 405') and b'Allow: POST\r\n' in answer
+        for query in ('topic=t&partition=x&offset=1', 'topic=t&offset=1'):
+            status, body = web.get_json(url(made, f'/skip?{query}'), 5, TOKEN, method='POST')
+            assert status == 400 and 'topic, partition and offset' in body['error']
+        assert asked == [('t', 1, 52)]
+    finally:
+        made.stop()
