@@ -151,6 +151,7 @@ class Stream:
         thread nor a checkpoint gets past that record until the error is dealt with."""
         queue, records = self._open
         context = self._context
+        held = context.held            # exactly-once: the record's sends, made once it is done
         for record in records:
             if queue.revoked:
                 break
@@ -163,6 +164,8 @@ class Stream:
             else:
                 self._unfinished = True
                 yield value
+                if held:               # a send failing now fails the record, still unfinished
+                    context.release_held()
                 self._unfinished = False
             queue.processed = record.offset
             context.boundary()
