@@ -526,11 +526,34 @@ class SignalQueue:
 
     def __init__(self) -> None:
         self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._names: dict[int, str] = {}
 
-    def install(self, mapping: Mapping[signal.Signals, str]) -> None:
-        """Route each signal in ``mapping`` to its event name (main thread only)."""
+    def install(self, mapping: Mapping[signal.Signals, str], wakeup_fd: int | None = None
+                ) -> None:
+        """Route each signal in ``mapping`` to its event name (main thread only).
+
+        Python runs a signal's handler once however often the signal arrived before it
+        could (two TTINs back to back would add one slot).  With ``wakeup_fd`` (the
+        write end of a non-blocking pipe) every signal delivered is counted instead:
+        the interpreter writes a byte per signal there, the handlers do nothing, and
+        :meth:`feed` turns the bytes read from the pipe into events, one each.  (Signals
+        of one kind that arrive while the process cannot take them, such as while it
+        is not scheduled, are merged by the kernel: plain POSIX signals do not queue.)
+        """
+        self._names = {int(signum): event for signum, event in mapping.items()}
+        if wakeup_fd is not None:
+            signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
         for signum, event in mapping.items():
-            signal.signal(signum, lambda _signum, _frame, event=event: self._events.put(event))
+            signal.signal(signum, _counted_by_wakeup if wakeup_fd is not None else
+                          lambda _signum, _frame, event=event: self._events.put(event))
+
+    def feed(self, signals: bytes) -> None:
+        """Queue an event for every signal number in ``signals`` (read from the wakeup
+        pipe), in the order they arrived."""
+        for signum in signals:
+            event = self._names.get(signum)
+            if event is not None:
+                self._events.put(event)
 
     def put(self, event: object) -> None:
         """Queue an event from any thread (a failure report, for example)."""
@@ -542,6 +565,10 @@ class SignalQueue:
             return self._events.get(timeout=timeout)
         except queue.Empty:
             return None
+
+
+def _counted_by_wakeup(_signum: int, _frame: Any) -> None:
+    """A signal's handler where the wakeup pipe counts it (see :class:`SignalQueue`)."""
 
 
 def dump_stacks(tag: str) -> None:

@@ -210,8 +210,7 @@ class Supervisor:
         platform.become_subreaper()
         wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._close_in_children += [wakeup_r, wakeup_w]
-        signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
-        self._signals.install(SIGNALS)
+        self._signals.install(SIGNALS, wakeup_w)     # every signal counted
         log.info('main process of %s started with %s', self.name, plural(self.workers, 'slot'))
         try:
             while not (self._stopping and not self._processes()):
@@ -243,7 +242,7 @@ class Supervisor:
             ready = []
         for fd in ready:
             if fd == wakeup_fd:
-                _drain(wakeup_fd)
+                self._signals.feed(_drain(wakeup_fd))
             elif fd in readers:
                 self._read_reports(readers[fd])
             else:
@@ -807,11 +806,14 @@ def _how(code: int) -> str:
     return f'was killed by signal {-code}' if code < 0 else f'exited with code {code}'
 
 
-def _drain(fd: int) -> None:
+def _drain(fd: int) -> bytes:
+    """Everything a non-blocking pipe holds."""
+    read = bytearray()
     try:
-        while os.read(fd, 512):
-            pass
+        while chunk := os.read(fd, 512):
+            read += chunk
     except BlockingIOError:
         pass
+    return bytes(read)
 
 
