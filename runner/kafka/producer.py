@@ -208,6 +208,7 @@ class Producer:
     def send_offsets(self, offsets: dict, group_metadata: Any) -> Any:
         """Add source offsets to the open transaction; returns the request's result
         (``is_done``, ``failed``, ``exception``) without waiting for it."""
+        self._assert_ending()
         result = self._producer._transaction_manager.send_offsets_to_transaction(
             offsets, group_metadata)
         self._producer._sender.wakeup()
@@ -215,10 +216,18 @@ class Producer:
 
     def end(self, commit: bool) -> Any:
         """Commit or abort the open transaction; returns the request's result unwaited."""
+        self._assert_ending()
         manager = self._producer._transaction_manager
         result = manager.begin_commit() if commit else manager.begin_abort()
         self._producer._sender.wakeup()
         return result
+
+    def _assert_ending(self) -> None:
+        """A transaction is ended only sealed and idle: no send can enter it meanwhile, and
+        every send made in it is in kafka-python's queue (so in the commit)."""
+        with self._lock:
+            assert self._sealed and self._sending == 0, \
+                'a transaction is ending while the producer is not sealed and idle'
 
     def begin(self) -> None:
         """Begin the next transaction and let waiting sends through.  After an abort, the

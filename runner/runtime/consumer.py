@@ -320,6 +320,7 @@ class ConsumerLoop:
                      again: Callable[[], list[Task]]) -> transactions.Steps:
         """Commit the checkpoint's transaction; if it cannot be, abort it and read the
         tasks ``again()`` returns from their last commit."""
+        assert checkpoint.has_cut(again()), 'a task of the slot is missing from its commit'
         offsets = checkpoint.offsets()
         try:
             yield from transactions.commit(checkpoint, self._producer, _commit_request(offsets),
@@ -327,10 +328,10 @@ class ConsumerLoop:
         except TransactionAborted as exc:
             log.warning('aborting the transaction: %s; the records since the last commit are '
                         'processed again', exc)
-            yield from transactions.abort(checkpoint, self._producer)
-            self._reprocess(again())
+            yield from transactions.abort(checkpoint, self._producer,
+                                          lambda: self._reprocess(again()))
         else:
-            self._record_commit(checkpoint, offsets)
+            self._committed.update(offsets)
 
     def _commit(self, checkpoint: Checkpoint) -> None:
         """Close the checkpoint and drive its steps, blocking this thread."""
@@ -511,8 +512,7 @@ class ConsumerLoop:
     def _aborted(self, checkpoint: Checkpoint, kept: list[Task]) -> transactions.Steps:
         log.warning('aborting the transaction; the records since the last commit are '
                     'processed again')
-        yield from transactions.abort(checkpoint, self._producer)
-        self._reprocess(kept)
+        yield from transactions.abort(checkpoint, self._producer, lambda: self._reprocess(kept))
 
     def _commit_timeout(self) -> float:
         return COLD_STOP_TIMEOUT if self._stop_mode == 'cold' else self._settings.commit_timeout
@@ -591,12 +591,16 @@ class ConsumerLoop:
 
     def _create_tasks(self, tps: set[TopicPartition]) -> None:
         """Queues for ``tps``, in new tasks or in tasks this slot has (a partition that joins
-        a task whose other partitions stay); the tables of new tasks are recovered."""
+        a task whose other partitions stay); the tables of new tasks are recovered.  New
+        tasks join a pending checkpoint: under exactly-once what they send before their cut
+        goes into the transaction it commits, so it must carry their offsets."""
         added = sorted(tp for tp in tps if self._tasks.task_of(tp) is None)
         tasks = self._tasks.assign(added)
         for tp in added:
             task = self._tasks.task_of(tp)
             task.queues += self._dispatcher.assign(tp, task, held=not task.ready)
+        if self._checkpoint is not None:     # it commits what they send before their cut
+            self._checkpoint.request(tasks)
         if self._state is not None:
             self._state.recover([key for task in tasks for key in task.keys])
 

@@ -17,10 +17,19 @@ ends it:
    writes are stored in LevelDB (before the next checkpoint, which runs on
    the same thread).
 
+Two invariants make every output commit exactly once with its input's
+offset.  Every task of the slot is cut by the checkpoint that commits the
+transaction (a task created while a checkpoint is pending joins it), so no
+output enters a transaction whose commit does not carry its offsets.  And
+when a transaction is aborted, every task the checkpoint asked is finished
+(fenced) before the next transaction begins, so no output of a record that
+is processed again enters it from a send that was waiting for it.
+
 If step 3 or 4 fails, or the checkpoint cannot be committed at all (a task
 stayed busy through a revocation, the member left its generation), the
 transaction is aborted instead: its writes are thrown away, never stored,
-and the caller reads the affected partitions again from their last commit.
+the caller fences the tasks and reads their partitions again from their
+last commit, and only then does the next transaction begin.
 So is a transaction the broker aborted because it outlived its timeout (see
 :mod:`runner.kafka.producer`).
 A producer fenced by a newer incarnation of the slot, or a transaction that
@@ -114,13 +123,16 @@ def commit(checkpoint: Checkpoint, producer: Producer, offsets: dict,
     result = _start(lambda: producer.end(commit=True), producer, what)
     yield _request(result, what)
     _check(result, what)
+    checkpoint.committed()
     producer.begin()
     checkpoint.store()
 
 
-def abort(checkpoint: Checkpoint, producer: Producer) -> Steps:
-    """Abort the open transaction and forget the writes cut for it.  One the broker has
-    aborted already (it outlived its timeout) only waits for the producer's new epoch."""
+def abort(checkpoint: Checkpoint, producer: Producer, fence: Callable[[], Any]) -> Steps:
+    """Abort the open transaction and forget the writes cut for it; ``fence()`` finishes
+    the checkpoint's tasks before the next transaction begins (see the module).  One the
+    broker has aborted already (it outlived its timeout) only waits for the producer's
+    new epoch."""
     producer.seal()
     yield Wait(producer.idle, 'sends under way')
     if producer.aborted_by_broker():
@@ -137,6 +149,9 @@ def abort(checkpoint: Checkpoint, producer: Producer) -> Steps:
         if result.failed:
             _raise_fatal(result.exception, what)
     checkpoint.discard()
+    fence()
+    unfenced = checkpoint.unfinished()
+    assert not unfenced, f'{unfenced} could send into the transaction after an abort'
     producer.begin()
 
 
