@@ -313,8 +313,12 @@ class ConsumerLoop:
         elif not self._still_member():
             self._producer.renumber()       # deferred: the next cut takes this one's along
         else:
-            transactions.run(self._transaction(checkpoint, self._tasks.active),
-                             self._settings.commit_timeout, self._waiting_for_kafka)
+            self._status.committing = time.monotonic()
+            try:
+                transactions.run(self._transaction(checkpoint, self._tasks.active),
+                                 self._settings.commit_timeout, self._waiting_for_kafka)
+            finally:
+                self._status.committing = None
 
     def _transaction(self, checkpoint: Checkpoint,
                      again: Callable[[], list[Task]]) -> transactions.Steps:

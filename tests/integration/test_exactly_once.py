@@ -211,3 +211,63 @@ def test_a_transaction_the_broker_aborts_after_its_timeout_is_processed_again_on
     assert 'exited with code 70: the broker aborted the open transaction' in log
     assert log.count('exited with code') == 1       # started again once, not given up on
     assert worker.slot_pids(1) != [pid] and worker.proc.poll() is None
+
+
+#: Counts and forwards like APP; one record in 100 takes 0.5 to 2.5 s before its output.
+SLOW_NOW_AND_THEN_APP = '''
+import time
+import zlib
+import runner
+
+app = runner.App({app!r}, processing_guarantee='exactly_once', session_timeout=6)
+source = app.topic({source!r}, partitions=4)
+sink = app.topic({sink!r}, partitions=4)
+counts = app.Table('counts', default=int)
+
+
+@app.agent(source, sink=[sink], concurrency=2)
+def count(stream):
+    for event in stream.events():
+        counts[event.key] += 1
+        crc = zlib.crc32(event.value.encode())
+        if crc % 100 == 0:
+            time.sleep(0.5 + crc // 100 % 21 / 10)
+        yield event.value
+'''
+
+
+def test_slow_records_while_a_worker_leaves_and_returns_and_slots_die_give_each_output_once(
+        tmp_path, names, workers, kafka_bootstrap):
+    rng = random.Random(23)
+    app = write_app(tmp_path, SLOW_NOW_AND_THEN_APP.format(**names))
+    first = workers(app, 'first')
+    first.wait_ready()
+    load = Load(kafka_bootstrap, names['source'], 5000, rate=100)
+    rounds = 0
+    while load.running:
+        second = workers(app, f'second-{rounds}', datadir=tmp_path / 'second-data')
+        taking_partitions(second)                 # the leaver is back, with its state
+        acknowledged(load, rng.randrange(50, 200))
+        second.signal(signal.SIGTERM)             # its partitions move to the first
+        acknowledged(load, rng.randrange(20, 300))    # 0.2 to 3 s later ...
+        pid = slot_pid(first, 0)
+        if pid is not None:
+            kill(pid)                             # ... the survivor's slot dies
+        assert second.wait(90) == 0
+        rounds += 1
+    load.finish()
+    assert rounds >= 3
+    wait_for_counts(first, dict(load.truth), timeout=120)
+    assert_each_output_once(kafka_bootstrap, names['sink'], load.ids)
+
+
+def taking_partitions(worker):
+    wait_for(lambda: (s := worker.state()) and s['ready'] and s['assignment'], 60,
+             f'{worker.log_path.stem} to take partitions over')
+
+
+def acknowledged(load, records):
+    """Wait until ``records`` more records of the load were acknowledged (or it is over)."""
+    mark = len(load.ids)
+    wait_for(lambda: len(load.ids) >= mark + records or not load.running, 60,
+             'the load to move on')

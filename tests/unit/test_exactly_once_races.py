@@ -13,6 +13,7 @@ from kafka.coordinator.assignors.abstract import RebalanceProtocol
 from kafka.errors import KafkaError
 from kafka.future import Future
 from kafka.producer.transaction_manager import TransactionalRequestResult, TransactionState
+from kafka.structs import MemberState
 from test_consumer_loop import FakeConsumer
 
 import runner
@@ -56,6 +57,8 @@ class FakeTransactionManager:
         self._current_state = TransactionState.READY
         self.last_error = None
         self.fail_commit = False
+        #: While set, the commit of a transaction is this unanswered request.
+        self.held: TransactionalRequestResult | None = None
         self.offsets: dict = {}
 
     def has_error(self):
@@ -69,6 +72,8 @@ class FakeTransactionManager:
         return self._done()
 
     def begin_commit(self):
+        if self.held is not None:
+            return self.held
         if self.fail_commit:
             self.fail_commit = False
             self._current_state = TransactionState.ABORTABLE_ERROR
@@ -374,3 +379,23 @@ def test_an_abort_fences_the_tasks_before_a_waiting_send_can_enter_the_next_tran
     assert world.failures == []
     assert world.kafka.committed_outputs() == {'0-0': 1, '0-1': 1, '0-2': 1}
     world.assert_outputs_commit_with_their_offsets()
+
+
+def test_ready_says_503_while_a_transaction_cannot_commit(world):
+    world.status.phase, world.status.group_state, world.status.generation = \
+        'running', MemberState.STABLE, 1
+    world.assign(TP0)
+    world.feed(TP0, 0)
+    world.processed({TP0: 1})
+    assert world.status.ready() == (True, 'processing')
+    held = world.kafka._transaction_manager.held = TransactionalRequestResult()
+    committing = threading.Thread(target=world.checkpoint_now, daemon=True)
+    committing.start()
+    wait_for(lambda: not world.status.ready()[0], 10, 'the slot to say it is not ready')
+    assert world.status.ready()[1].startswith('waiting for the commit of the transaction')
+    world.kafka._transaction_manager.held = None
+    world.kafka.commit({})
+    world.kafka._transaction_manager._end()
+    held.done()
+    committing.join(10)
+    assert world.status.ready() == (True, 'processing') and world.failures == []
