@@ -85,7 +85,7 @@ class Producer:
         # A record (or a send waiting for buffer space) outlives a broker outage that the
         # slot itself survives: it fails only after the slot has given up.
         outlast_outage_ms = int((settings.broker_outage_limit + OUTAGE_MARGIN) * 1000)
-        self._producer = KafkaProducer(
+        self._config = dict(
             **settings.kafka_client(),
             client_id=client_id,
             acks='all',
@@ -97,6 +97,7 @@ class Producer:
             max_block_ms=outlast_outage_ms,
             **transactional,
         )
+        self._producer = KafkaProducer(**self._config)
         self.transactional = transactional_id is not None
         self._lock = threading.Condition()
         self._open = Epoch(self, 0)
@@ -157,6 +158,17 @@ class Producer:
         transaction (bounded by kafka-python's ``max_block_ms``)."""
         self._producer.init_transactions()
         self.begin()
+
+    def replace(self) -> None:
+        """Close kafka-python's producer and start another of the same transactional id,
+        whose initialisation aborts the open transaction: for a transaction that cannot
+        end, such as one whose request was lost with a broker outage.  Sealed and idle,
+        as the transaction is ending; the caller begins the next one."""
+        self._assert_ending()
+        lost, self._producer = self._producer, None
+        lost.close(timeout=0)
+        self._producer = KafkaProducer(**self._config)
+        self._producer.init_transactions()
 
     def renumber(self) -> None:
         """A checkpoint was not committed: the open transaction goes on as the next one, so

@@ -109,6 +109,7 @@ class ConsumerLoop:
         self._stop_deadline = 0.0
         self._leave = False
         self._outage_logged = False      # the outage under way was logged
+        self._outage_seen = False        # Kafka was out of reach since the last transaction
         self.thread = threading.Thread(target=self._run, name='consumer', daemon=True)
 
     def start(self) -> None:
@@ -317,8 +318,17 @@ class ConsumerLoop:
             try:
                 transactions.run(self._transaction(checkpoint, self._tasks.active),
                                  self._settings.commit_timeout, self._waiting_for_kafka)
+            except transactions.TransactionStuck as exc:
+                if not (self._outage_seen and exc.uncommitted and self._producer.idle()):
+                    raise
+                log.warning('%s after Kafka was out of reach: a new producer aborts the '
+                            'transaction; the records since the last commit are processed '
+                            'again', exc)
+                transactions.start_over(checkpoint, self._producer,
+                                        lambda: self._reprocess(self._tasks.active()))
             finally:
                 self._status.committing = None
+            self._outage_seen = False
 
     def _transaction(self, checkpoint: Checkpoint,
                      again: Callable[[], list[Task]]) -> transactions.Steps:
@@ -379,6 +389,7 @@ class ConsumerLoop:
             status.kafka_lost, self._outage_logged = None, False
             return False
         status.beat()           # the loop is waiting for Kafka, not stalled
+        self._outage_seen = True
         if status.kafka_lost is None:
             status.kafka_lost = now
         elif now - status.kafka_lost >= self._settings.broker_outage_limit:

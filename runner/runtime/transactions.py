@@ -68,19 +68,22 @@ WAITING_TICK = 0.1
 
 class Wait(NamedTuple):
     """Wait until ``done()`` before the next step; ``what`` names it in errors.  A thread
-    that may block sleeps in ``block(seconds)`` meanwhile, if given."""
+    that may block sleeps in ``block(seconds)`` meanwhile, if given.  A wait that never
+    ends ``uncommitted`` leaves the transaction surely not committed (unlike the commit's,
+    whose request may have reached the broker)."""
 
     done: Callable[[], bool]
     what: str
     block: Callable[[float], Any] | None = None
+    uncommitted: bool = True
 
 
-def _request(result: Any, what: str) -> Wait:
+def _request(result: Any, what: str, uncommitted: bool = True) -> Wait:
     """Wait for a transactional request's result (its failure is looked at afterwards)."""
     def block(seconds: float) -> None:
         with contextlib.suppress(Exception):        # the caller checks result.failed
             result.wait(timeout_ms=seconds * 1000)
-    return Wait(lambda: result.is_done, what, block)
+    return Wait(lambda: result.is_done, what, block, uncommitted)
 
 
 class TransactionAborted(Exception):
@@ -99,7 +102,12 @@ class TransactionTimedOut(RunnerError):
 
 
 class TransactionStuck(RunnerError):
-    """A transaction did not end in time: the slot restarts (its successor aborts it)."""
+    """A transaction did not end in time: the slot restarts (its successor aborts it).
+    ``uncommitted``: it is surely not committed (see :class:`Wait`)."""
+
+    def __init__(self, message: str, uncommitted: bool = False) -> None:
+        super().__init__(message)
+        self.uncommitted = uncommitted
 
 
 Steps = Iterator[Wait]
@@ -121,7 +129,7 @@ def commit(checkpoint: Checkpoint, producer: Producer, offsets: dict,
         _check(result, what)
     what = 'the commit of the transaction'
     result = _start(lambda: producer.end(commit=True), producer, what)
-    yield _request(result, what)
+    yield _request(result, what, uncommitted=False)
     _check(result, what)
     checkpoint.committed()
     producer.begin()
@@ -149,6 +157,21 @@ def abort(checkpoint: Checkpoint, producer: Producer, fence: Callable[[], Any]) 
         if result.failed:
             _raise_fatal(result.exception, what)
     checkpoint.discard()
+    _fence_and_begin(checkpoint, producer, fence)
+
+
+def start_over(checkpoint: Checkpoint, producer: Producer, fence: Callable[[], Any]) -> None:
+    """A transaction that cannot end after Kafka came back (a request lost with the
+    outage): a new producer aborts it, and the records since the last commit are processed
+    again, as after an abort (``fence()`` as for :func:`abort`)."""
+    producer.replace()
+    checkpoint.discard()
+    _fence_and_begin(checkpoint, producer, fence)
+
+
+def _fence_and_begin(checkpoint: Checkpoint, producer: Producer,
+                     fence: Callable[[], Any]) -> None:
+    """The transaction was aborted: finish its tasks, then begin the next one."""
     fence()
     unfenced = checkpoint.unfinished()
     assert not unfenced, f'{unfenced} could send into the transaction after an abort'
@@ -205,7 +228,8 @@ def run(steps: Steps, timeout: float, waiting: Callable[[], bool] = lambda: Fals
     Kafka answering (see :func:`block_until`)."""
     for wait in steps:
         if not block_until(wait.done, timeout, waiting, wait.block):
-            raise TransactionStuck(f'{wait.what} did not finish within {timeout:g}s')
+            raise TransactionStuck(f'{wait.what} did not finish within {timeout:g}s',
+                                   wait.uncommitted)
 
 
 def block_until(done: Callable[[], bool], timeout: float, waiting: Callable[[], bool],

@@ -2,7 +2,6 @@
 broker restart, a zombie slot and an agent that raises leave every table total and
 every sink output exactly as often as its input."""
 
-import collections
 import json
 import os
 import random
@@ -10,8 +9,8 @@ import shutil
 import signal
 
 import kafka_broker
-from apps import Load, wait_for_counts
-from harness import Worker, consume_committed, wait_for, write_app
+from apps import Load, assert_each_output_once, wait_for_counts
+from harness import Worker, wait_for, write_app
 from kafka import KafkaProducer
 
 #: Counts each key and forwards each record's id; raises once on the record ``boom``
@@ -40,24 +39,6 @@ def count(stream):
 
 def exactly_once_app(tmp_path, names):
     return write_app(tmp_path, APP.format(raised=str(tmp_path / 'raised'), **names))
-
-
-def assert_each_output_once(bootstrap, sink, ids):
-    """Every id is in the committed outputs of ``sink`` once (read again until all have
-    appeared: a transaction's outputs show once its commit markers are written)."""
-    def outputs():
-        found = collections.Counter(json.loads(record.value)
-                                    for record in consume_committed(bootstrap, sink))
-        return found if set(ids) <= set(found) else None
-    try:
-        found = wait_for(outputs, 60, 'every output to be committed')
-    except TimeoutError:
-        found = collections.Counter(json.loads(record.value)
-                                    for record in consume_committed(bootstrap, sink))
-    twice = {value: n for value, n in found.items() if n > 1}
-    missing = set(ids) - set(found)
-    assert not twice and not missing, (f'{len(twice)} outputs seen more than once '
-                                       f'({sorted(twice)[:5]}...), {len(missing)} missing')
 
 
 def working(tmp_path, names, workers, bootstrap, count, rate):

@@ -28,6 +28,7 @@ from runner.runtime.context import SlotContext
 from runner.runtime.queues import Dispatcher, Inbox
 from runner.runtime.status import SlotStatus
 from runner.runtime.tasks import Tasks
+from runner.runtime.transactions import TransactionStuck
 
 TP0, TP1 = TopicPartition('words', 0), TopicPartition('words', 1)
 
@@ -59,6 +60,8 @@ class FakeTransactionManager:
         self.fail_commit = False
         #: While set, the commit of a transaction is this unanswered request.
         self.held: TransactionalRequestResult | None = None
+        #: While set, adding offsets to a transaction is this unanswered request.
+        self.held_offsets: TransactionalRequestResult | None = None
         self.offsets: dict = {}
 
     def has_error(self):
@@ -68,6 +71,8 @@ class FakeTransactionManager:
         pass
 
     def send_offsets_to_transaction(self, offsets, group_metadata):
+        if self.held_offsets is not None:
+            return self.held_offsets
         self.offsets.update({tp: meta.offset for tp, meta in offsets.items()})
         return self._done()
 
@@ -98,14 +103,19 @@ class FakeTransactionManager:
 
 class FakeTransactionalKafkaProducer:
     """KafkaProducer as the real Producer uses it.  What is sent goes into the open
-    transaction; ``transactions`` holds the committed ones as (outputs, offsets)."""
+    transaction; ``transactions`` holds the committed ones as (outputs, offsets), shared by
+    the producers of one transactional id (a new one aborts what the old one left open)."""
 
-    def __init__(self, **config):
+    def __init__(self, transactions, **config):
         self.config = config
         self._transaction_manager = FakeTransactionManager(self)
         self._sender = SimpleNamespace(wakeup=lambda: None)
         self.open: list[str] = []
-        self.transactions: list[tuple[list[str], dict]] = []
+        self.transactions: list[tuple[list[str], dict]] = transactions
+        self.closed = False
+
+    def close(self, timeout=None):
+        self.closed = True
 
     def init_transactions(self):
         pass
@@ -133,9 +143,15 @@ class FakeTransactionalKafkaProducer:
 
 @pytest.fixture
 def producer(monkeypatch):
-    monkeypatch.setattr(producer_module, 'KafkaProducer', FakeTransactionalKafkaProducer)
+    transactions, fakes = [], []
+
+    def kafka_producer(**config):
+        fakes.append(FakeTransactionalKafkaProducer(transactions, **config))
+        return fakes[-1]
+    monkeypatch.setattr(producer_module, 'KafkaProducer', kafka_producer)
     made = Producer(Settings(broker='h:1', broker_timeout=1.0), 'test', transactional_id='t')
     made._lock = WatchedCondition()
+    made.fakes = fakes
     return made
 
 
@@ -250,7 +266,6 @@ class World:
         self.events: list = []
         self.failures: list = []
         self.producer = producer
-        self.kafka = producer._producer
         layout = Layout(app, {'words': 2, 'out': 1}, 2)
         slot = SlotContext(layout, producer, None)
         self.inbox = Inbox()
@@ -267,6 +282,11 @@ class World:
         self.agents = AgentThreads(app.agents[0], self.inbox, slot, self.failures.append)
         producer.start_transactions()
         self.agents.start()
+
+    @property
+    def kafka(self):
+        """The KafkaProducer the producer uses now."""
+        return self.producer._producer
 
     def assign(self, *tps):
         """A cooperative round that only adds ``tps`` to this member."""
@@ -321,12 +341,20 @@ class World:
 
 
 @pytest.fixture
-def world(producer):
+def worlds(producer):
+    """Makes the test's world, with settings of its own."""
     BLOCK.clear()
     INSIDE.clear()
-    made = World(producer, revoke_timeout=0.3, commit_interval=0.2)
-    yield made
-    made.close()
+    made = []
+    yield lambda **settings: made.append(World(producer, revoke_timeout=0.3,
+                                               commit_interval=0.2, **settings)) or made[-1]
+    for world in made:
+        world.close()
+
+
+@pytest.fixture
+def world(worlds):
+    return worlds()
 
 
 def test_a_task_assigned_while_a_checkpoint_waits_commits_its_outputs_with_its_offsets(world):
@@ -352,12 +380,7 @@ def test_a_task_assigned_while_a_checkpoint_waits_commits_its_outputs_with_its_o
 
 def test_an_abort_fences_the_tasks_before_a_waiting_send_can_enter_the_next_transaction(
         world, monkeypatch):
-    world.assign(TP0)
-    world.feed(TP0, 0)
-    world.processed({TP0: 1})
-    world.checkpoint_now()                      # 0-0 committed, with offset 1
-    world.feed(TP0, 1)
-    world.processed({TP0: 2})
+    one_committed_one_processed(world)
     world.open_checkpoint(complete=True)        # TP0 cut at 2 in the open transaction
     world.feed(TP0, 2)                          # its output waits for the next one
     wait_for(lambda: world.producer._lock.waiting, 5, "2's output to wait")
@@ -399,3 +422,59 @@ def test_ready_says_503_while_a_transaction_cannot_commit(world):
     held.done()
     committing.join(10)
     assert world.status.ready() == (True, 'processing') and world.failures == []
+
+
+def one_committed_one_processed(world):
+    """TP0's record 0 committed (its output and offset 1), record 1 processed since."""
+    world.assign(TP0)
+    world.feed(TP0, 0)
+    world.processed({TP0: 1})
+    world.checkpoint_now()
+    world.feed(TP0, 1)
+    world.processed({TP0: 2})
+
+
+def commit_through_an_outage(world, held):
+    """Commit what was processed while the broker goes away and comes back, ``held``
+    (a request of the transaction's) never answered; returns what the commit raised."""
+    one_committed_one_processed(world)
+    setattr(world.kafka._transaction_manager, held, TransactionalRequestResult())
+    world.consumer.reachable = False            # the broker goes away
+    raised = []
+    committing = threading.Thread(target=lambda: raised.extend(failures(world.checkpoint_now)),
+                                  daemon=True)
+    committing.start()
+    wait_for(lambda: world.status.kafka_lost is not None, 5, 'the slot to notice the outage')
+    world.consumer.reachable = True             # back; the request stays lost
+    committing.join(10)
+    return raised
+
+
+def test_a_transaction_that_cannot_end_after_an_outage_starts_over_with_a_new_producer(
+        worlds):
+    world = worlds(commit_timeout=0.3, broker_outage_limit=60)
+    lost = world.kafka
+    assert commit_through_an_outage(world, 'held_offsets') == [] and world.failures == []
+    assert lost.closed and world.kafka is not lost      # a new producer took over
+    assert ('seek', TP0, 1) in world.events             # read again from the last commit
+    world.feed(TP0, 1)
+    world.processed({TP0: 2})
+    world.checkpoint_now()
+    assert world.kafka.committed_outputs() == {'0-0': 1, '0-1': 1}
+    world.assert_outputs_commit_with_their_offsets()
+
+
+def failures(call):
+    """What ``call()`` raised, as a list."""
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the test reports it
+        return [exc]
+    return []
+
+
+def test_a_commit_that_may_have_reached_the_broker_is_not_started_over(worlds):
+    world = worlds(commit_timeout=0.3, broker_outage_limit=60)
+    [stuck] = commit_through_an_outage(world, 'held')   # the slot stops; its successor
+    assert isinstance(stuck, TransactionStuck)          # reads the group's commit
+    assert len(world.producer.fakes) == 1
