@@ -165,8 +165,11 @@ class Producer:
         end, such as one whose request was lost with a broker outage.  Sealed and idle,
         as the transaction is ending; the caller begins the next one."""
         self._assert_ending()
-        lost, self._producer = self._producer, None
-        lost.close(timeout=0)
+        lost = self._producer
+        # Its IO thread exits after the call it is in (which may be what hangs), failing
+        # the records it holds; close() would first flush them, and that cannot finish.
+        lost._sender.force_close()
+        lost._closed = True
         self._producer = KafkaProducer(**self._config)
         self._producer.init_transactions()
 

@@ -109,12 +109,12 @@ class FakeTransactionalKafkaProducer:
     def __init__(self, transactions, **config):
         self.config = config
         self._transaction_manager = FakeTransactionManager(self)
-        self._sender = SimpleNamespace(wakeup=lambda: None)
         self.open: list[str] = []
         self.transactions: list[tuple[list[str], dict]] = transactions
+        self._sender = SimpleNamespace(wakeup=lambda: None, force_close=self._force_close)
         self.closed = False
 
-    def close(self, timeout=None):
+    def _force_close(self):
         self.closed = True
 
     def init_transactions(self):
