@@ -23,9 +23,10 @@ is dropped, and if its partitions come back they are read again from the
 committed offset, so its work is redone by the next owner, never lost.
 
 Under exactly-once (see :mod:`.transactions`) a checkpoint is committed
-only once every task is cut, and what an agent sends after its task's cut
-waits for the next transaction; a revocation ends the transaction of every
-task, kept or revoked, since a transaction is the slot's.  Where it must abort, the tasks that stay are abandoned and created
+only once every task is cut (a task created while one is pending joins it),
+and what an agent sends after its task's cut waits for the next
+transaction; a revocation ends the transaction of every task, kept or
+revoked, since a transaction is the slot's.  Where it must abort, the tasks that stay are abandoned and created
 again from their last commit, so their records are processed again.
 """
 

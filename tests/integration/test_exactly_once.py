@@ -194,13 +194,15 @@ def test_a_transaction_the_broker_aborts_after_its_timeout_is_processed_again_on
     assert worker.slot_pids(1) != [pid] and worker.proc.poll() is None
 
 
-#: Counts and forwards like APP; one record in 100 takes 0.5 to 2.5 s before its output.
+#: Counts and forwards like APP; one record in 100 takes 0.5 to 2.5 s before its output,
+#: often longer than a revocation waits for it (its transaction is then aborted).
 SLOW_NOW_AND_THEN_APP = '''
 import time
 import zlib
 import runner
 
-app = runner.App({app!r}, processing_guarantee='exactly_once', session_timeout=6)
+app = runner.App({app!r}, processing_guarantee='exactly_once', session_timeout=6,
+                 revoke_timeout=1)
 source = app.topic({source!r}, partitions=4)
 sink = app.topic({sink!r}, partitions=4)
 counts = app.Table('counts', default=int)
