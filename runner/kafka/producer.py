@@ -85,7 +85,7 @@ class Producer:
         # A record (or a send waiting for buffer space) outlives a broker outage that the
         # slot itself survives: it fails only after the slot has given up.
         outlast_outage_ms = int((settings.broker_outage_limit + OUTAGE_MARGIN) * 1000)
-        self._producer = KafkaProducer(
+        self._config = dict(
             **settings.kafka_client(),
             client_id=client_id,
             acks='all',
@@ -97,6 +97,7 @@ class Producer:
             max_block_ms=outlast_outage_ms,
             **transactional,
         )
+        self._producer = KafkaProducer(**self._config)
         self.transactional = transactional_id is not None
         self._lock = threading.Condition()
         self._open = Epoch(self, 0)
@@ -163,6 +164,20 @@ class Producer:
         self._producer.init_transactions()
         self.begin()
 
+    def replace(self) -> None:
+        """Close kafka-python's producer and start another of the same transactional id,
+        whose initialisation aborts the open transaction: for a transaction that cannot
+        end, such as one whose request was lost with a broker outage.  Sealed and idle,
+        as the transaction is ending; the caller begins the next one."""
+        self._assert_ending()
+        lost = self._producer
+        # Its IO thread exits after the call it is in (which may be what hangs), failing
+        # the records it holds; close() would first flush them, and that cannot finish.
+        lost._sender.force_close()
+        lost._closed = True
+        self._producer = KafkaProducer(**self._config)
+        self._producer.init_transactions()
+
     def renumber(self) -> None:
         """A checkpoint was not committed: the open transaction goes on as the next one, so
         what waits for the next transaction may join it (the next commit, whose cut comes
@@ -213,6 +228,7 @@ class Producer:
     def send_offsets(self, offsets: dict, group_metadata: Any) -> Any:
         """Add source offsets to the open transaction; returns the request's result
         (``is_done``, ``failed``, ``exception``) without waiting for it."""
+        self._assert_ending()
         result = self._producer._transaction_manager.send_offsets_to_transaction(
             offsets, group_metadata)
         self._producer._sender.wakeup()
@@ -220,10 +236,18 @@ class Producer:
 
     def end(self, commit: bool) -> Any:
         """Commit or abort the open transaction; returns the request's result unwaited."""
+        self._assert_ending()
         manager = self._producer._transaction_manager
         result = manager.begin_commit() if commit else manager.begin_abort()
         self._producer._sender.wakeup()
         return result
+
+    def _assert_ending(self) -> None:
+        """A transaction is ended only sealed and idle: no send can enter it meanwhile, and
+        every send made in it is in kafka-python's queue (so in the commit)."""
+        with self._lock:
+            assert self._sealed and self._sending == 0, \
+                'a transaction is ending while the producer is not sealed and idle'
 
     def begin(self) -> None:
         """Begin the next transaction and let waiting sends through.  After an abort, the

@@ -23,9 +23,10 @@ is dropped, and if its partitions come back they are read again from the
 committed offset, so its work is redone by the next owner, never lost.
 
 Under exactly-once (see :mod:`.transactions`) a checkpoint is committed
-only once every task is cut, and what an agent sends after its task's cut
-waits for the next transaction; a revocation ends the transaction of every
-task, kept or revoked, since a transaction is the slot's.  Where it must abort, the tasks that stay are abandoned and created
+only once every task is cut (a task created while one is pending joins it),
+and what an agent sends after its task's cut waits for the next
+transaction; a revocation ends the transaction of every task, kept or
+revoked, since a transaction is the slot's.  Where it must abort, the tasks that stay are abandoned and created
 again from their last commit, so their records are processed again.
 """
 
@@ -109,6 +110,7 @@ class ConsumerLoop:
         self._stop_deadline = 0.0
         self._leave = False
         self._outage_logged = False      # the outage under way was logged
+        self._outage_seen = False        # Kafka was out of reach since the last transaction
         self.thread = threading.Thread(target=self._run, name='consumer', daemon=True)
 
     def start(self) -> None:
@@ -336,13 +338,27 @@ class ConsumerLoop:
         elif not self._still_member():
             self._producer.renumber()       # deferred: the next cut takes this one's along
         else:
-            transactions.run(self._transaction(checkpoint, self._tasks.active),
-                             self._settings.commit_timeout, self._waiting_for_kafka)
+            self._status.committing = time.monotonic()
+            try:
+                transactions.run(self._transaction(checkpoint, self._tasks.active),
+                                 self._settings.commit_timeout, self._waiting_for_kafka)
+            except transactions.TransactionStuck as exc:
+                if not (self._outage_seen and exc.uncommitted and self._producer.idle()):
+                    raise
+                log.warning('%s after Kafka was out of reach: a new producer aborts the '
+                            'transaction; the records since the last commit are processed '
+                            'again', exc)
+                transactions.start_over(checkpoint, self._producer,
+                                        lambda: self._reprocess(self._tasks.active()))
+            finally:
+                self._status.committing = None
+            self._outage_seen = False
 
     def _transaction(self, checkpoint: Checkpoint,
                      again: Callable[[], list[Task]]) -> transactions.Steps:
         """Commit the checkpoint's transaction; if it cannot be, abort it and read the
         tasks ``again()`` returns from their last commit."""
+        assert checkpoint.has_cut(again()), 'a task of the slot is missing from its commit'
         offsets = checkpoint.offsets()
         try:
             yield from transactions.commit(checkpoint, self._producer, _commit_request(offsets),
@@ -350,10 +366,10 @@ class ConsumerLoop:
         except TransactionAborted as exc:
             log.warning('aborting the transaction: %s; the records since the last commit are '
                         'processed again', exc)
-            yield from transactions.abort(checkpoint, self._producer)
-            self._reprocess(again())
+            yield from transactions.abort(checkpoint, self._producer,
+                                          lambda: self._reprocess(again()))
         else:
-            self._record_commit(checkpoint, offsets)
+            self._committed.update(offsets)
 
     def _commit(self, checkpoint: Checkpoint) -> None:
         """Close the checkpoint and drive its steps, blocking this thread."""
@@ -397,6 +413,7 @@ class ConsumerLoop:
             status.kafka_lost, self._outage_logged = None, False
             return False
         status.beat()           # the loop is waiting for Kafka, not stalled
+        self._outage_seen = True
         if status.kafka_lost is None:
             status.kafka_lost = now
         elif now - status.kafka_lost >= self._settings.broker_outage_limit:
@@ -534,8 +551,7 @@ class ConsumerLoop:
     def _aborted(self, checkpoint: Checkpoint, kept: list[Task]) -> transactions.Steps:
         log.warning('aborting the transaction; the records since the last commit are '
                     'processed again')
-        yield from transactions.abort(checkpoint, self._producer)
-        self._reprocess(kept)
+        yield from transactions.abort(checkpoint, self._producer, lambda: self._reprocess(kept))
 
     def _commit_timeout(self) -> float:
         return COLD_STOP_TIMEOUT if self._stop_mode == 'cold' else self._settings.commit_timeout
@@ -614,12 +630,16 @@ class ConsumerLoop:
 
     def _create_tasks(self, tps: set[TopicPartition]) -> None:
         """Queues for ``tps``, in new tasks or in tasks this slot has (a partition that joins
-        a task whose other partitions stay); the tables of new tasks are recovered."""
+        a task whose other partitions stay); the tables of new tasks are recovered.  New
+        tasks join a pending checkpoint: under exactly-once what they send before their cut
+        goes into the transaction it commits, so it must carry their offsets."""
         added = sorted(tp for tp in tps if self._tasks.task_of(tp) is None)
         tasks = self._tasks.assign(added)
         for tp in added:
             task = self._tasks.task_of(tp)
             task.queues += self._dispatcher.assign(tp, task, held=not task.ready)
+        if self._checkpoint is not None:     # it commits what they send before their cut
+            self._checkpoint.request(tasks)
         if self._state is not None:
             self._state.recover([key for task in tasks for key in task.keys])
 

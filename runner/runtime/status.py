@@ -8,7 +8,8 @@ from typing import Any
 
 from kafka.structs import MemberState
 
-#: A slot is not ready once Kafka has been out of its reach this long (seconds).
+#: A slot is not ready once Kafka has been out of its reach, or its transaction has not
+#: ended, for this long (seconds).
 KAFKA_GRACE = 2.0
 #: The slot's main thread comes round four times a second; a longer gap than this means
 #: the process was frozen (stopped with SIGSTOP, swapped out, starved).
@@ -51,6 +52,8 @@ class SlotStatus:
         self.unassigned: str | None = None
         #: Since when (monotonic) this slot cannot reach Kafka, or None.
         self.kafka_lost: float | None = None
+        #: Since when (monotonic) the consumer loop waits for a transaction to end, or None.
+        self.committing: float | None = None
 
     def tick(self) -> None:
         """Called by the slot's main thread every time it comes round."""
@@ -83,6 +86,10 @@ class SlotStatus:
         lost = self.kafka_lost
         if lost is not None and time.monotonic() - lost >= KAFKA_GRACE:
             return False, f'waiting for Kafka ({time.monotonic() - lost:.0f}s)'
+        committing = self.committing
+        if committing is not None and time.monotonic() - committing >= KAFKA_GRACE:
+            return False, (f'waiting for the commit of the transaction '
+                           f'({time.monotonic() - committing:.0f}s)')
         if self.group_state != MemberState.STABLE or self.generation < 0:
             return False, 'joining the consumer group' if self.generation < 0 else 'rebalancing'
         if self.unassigned:

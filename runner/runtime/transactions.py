@@ -17,10 +17,19 @@ ends it:
    writes are stored in LevelDB (before the next checkpoint, which runs on
    the same thread).
 
+Two invariants make every output commit exactly once with its input's
+offset.  Every task of the slot is cut by the checkpoint that commits the
+transaction (a task created while a checkpoint is pending joins it), so no
+output enters a transaction whose commit does not carry its offsets.  And
+when a transaction is aborted, every task the checkpoint asked is finished
+(fenced) before the next transaction begins, so no output of a record that
+is processed again enters it from a send that was waiting for it.
+
 If step 3 or 4 fails, or the checkpoint cannot be committed at all (a task
 stayed busy through a revocation, the member left its generation), the
 transaction is aborted instead: its writes are thrown away, never stored,
-and the caller reads the affected partitions again from their last commit.
+the caller fences the tasks and reads their partitions again from their
+last commit, and only then does the next transaction begin.
 So is a transaction the broker aborted because it outlived its timeout (see
 :mod:`runner.kafka.producer`).
 A producer fenced by a newer incarnation of the slot, or a transaction that
@@ -59,19 +68,22 @@ WAITING_TICK = 0.1
 
 class Wait(NamedTuple):
     """Wait until ``done()`` before the next step; ``what`` names it in errors.  A thread
-    that may block sleeps in ``block(seconds)`` meanwhile, if given."""
+    that may block sleeps in ``block(seconds)`` meanwhile, if given.  A wait that never
+    ends ``uncommitted`` leaves the transaction surely not committed (unlike the commit's,
+    whose request may have reached the broker)."""
 
     done: Callable[[], bool]
     what: str
     block: Callable[[float], Any] | None = None
+    uncommitted: bool = True
 
 
-def _request(result: Any, what: str) -> Wait:
+def _request(result: Any, what: str, uncommitted: bool = True) -> Wait:
     """Wait for a transactional request's result (its failure is looked at afterwards)."""
     def block(seconds: float) -> None:
         with contextlib.suppress(Exception):        # the caller checks result.failed
             result.wait(timeout_ms=seconds * 1000)
-    return Wait(lambda: result.is_done, what, block)
+    return Wait(lambda: result.is_done, what, block, uncommitted)
 
 
 class TransactionAborted(Exception):
@@ -90,7 +102,12 @@ class TransactionTimedOut(RunnerError):
 
 
 class TransactionStuck(RunnerError):
-    """A transaction did not end in time: the slot restarts (its successor aborts it)."""
+    """A transaction did not end in time: the slot restarts (its successor aborts it).
+    ``uncommitted``: it is surely not committed (see :class:`Wait`)."""
+
+    def __init__(self, message: str, uncommitted: bool = False) -> None:
+        super().__init__(message)
+        self.uncommitted = uncommitted
 
 
 Steps = Iterator[Wait]
@@ -112,15 +129,18 @@ def commit(checkpoint: Checkpoint, producer: Producer, offsets: dict,
         _check(result, what)
     what = 'the commit of the transaction'
     result = _start(lambda: producer.end(commit=True), producer, what)
-    yield _request(result, what)
+    yield _request(result, what, uncommitted=False)
     _check(result, what)
+    checkpoint.committed()
     producer.begin()
     checkpoint.store()
 
 
-def abort(checkpoint: Checkpoint, producer: Producer) -> Steps:
-    """Abort the open transaction and forget the writes cut for it.  One the broker has
-    aborted already (it outlived its timeout) only waits for the producer's new epoch."""
+def abort(checkpoint: Checkpoint, producer: Producer, fence: Callable[[], Any]) -> Steps:
+    """Abort the open transaction and forget the writes cut for it; ``fence()`` finishes
+    the checkpoint's tasks before the next transaction begins (see the module).  One the
+    broker has aborted already (it outlived its timeout) only waits for the producer's
+    new epoch."""
     producer.seal()
     yield Wait(producer.idle, 'sends under way')
     if producer.aborted_by_broker():
@@ -137,6 +157,24 @@ def abort(checkpoint: Checkpoint, producer: Producer) -> Steps:
         if result.failed:
             _raise_fatal(result.exception, what)
     checkpoint.discard()
+    _fence_and_begin(checkpoint, producer, fence)
+
+
+def start_over(checkpoint: Checkpoint, producer: Producer, fence: Callable[[], Any]) -> None:
+    """A transaction that cannot end after Kafka came back (a request lost with the
+    outage): a new producer aborts it, and the records since the last commit are processed
+    again, as after an abort (``fence()`` as for :func:`abort`)."""
+    producer.replace()
+    checkpoint.discard()
+    _fence_and_begin(checkpoint, producer, fence)
+
+
+def _fence_and_begin(checkpoint: Checkpoint, producer: Producer,
+                     fence: Callable[[], Any]) -> None:
+    """The transaction was aborted: finish its tasks, then begin the next one."""
+    fence()
+    unfenced = checkpoint.unfinished()
+    assert not unfenced, f'{unfenced} could send into the transaction after an abort'
     producer.begin()
 
 
@@ -190,7 +228,8 @@ def run(steps: Steps, timeout: float, waiting: Callable[[], bool] = lambda: Fals
     Kafka answering (see :func:`block_until`)."""
     for wait in steps:
         if not block_until(wait.done, timeout, waiting, wait.block):
-            raise TransactionStuck(f'{wait.what} did not finish within {timeout:g}s')
+            raise TransactionStuck(f'{wait.what} did not finish within {timeout:g}s',
+                                   wait.uncommitted)
 
 
 def block_until(done: Callable[[], bool], timeout: float, waiting: Callable[[], bool],

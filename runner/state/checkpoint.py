@@ -144,6 +144,7 @@ class Checkpoint:
         self._final: set[Unit] = set()
         self._cuts: dict[Unit, Cut] = {}
         self._closed = False
+        self._committed = False       # the offsets cut were committed
         self._sent: list[tuple[TablePartition, dict[Any, Any], list, Any]] = []
 
     def request(self, units: Iterable[Unit], final: bool = False) -> None:
@@ -186,6 +187,11 @@ class Checkpoint:
             self._closed = True
             return [unit for unit in self._wanted.values() if unit not in self._cuts]
 
+    def unfinished(self) -> list[Unit]:
+        """The units asked whose later work may still be committed."""
+        with self._lock:
+            return [unit for unit in self._wanted.values() if not unit.finished]
+
     @property
     def empty(self) -> bool:
         return not any(cut.offsets or cut.changes for cut in self._cuts.values())
@@ -206,17 +212,22 @@ class Checkpoint:
         The driver — the consumer thread, blocking, or the rebalance listener,
         awaiting — is asked to wait for the barrier (``('barrier', epoch)``)
         and to commit the offsets (``('commit', offsets)``); after a commit
-        that succeeded it calls :meth:`committed`.
+        that succeeded it calls :meth:`committed`.  A commit that failed or was
+        deferred stores nothing: the writes stay unflushed, and the next
+        checkpoint takes them again (with their changelog records).
         """
         self.send_changelogs(producer)
         yield 'barrier', producer.mark()
         offsets = self.offsets()
         if offsets:
             yield 'commit', offsets
+            if not self._committed:
+                return
         self.store()
 
     def committed(self) -> None:
         """The offsets were committed: each unit remembers its own."""
+        self._committed = True
         for unit, cut in self._cuts.items():
             unit.committed.update(cut.offsets)
 
@@ -231,6 +242,8 @@ class Checkpoint:
 
     def store(self) -> None:
         """Step 5, once the barrier is passed: values and changelog positions to LevelDB."""
+        assert self._committed or not self.offsets(), 'storing writes whose offsets were ' \
+            'not committed'
         for partition, changes, encoded, future in self._sent:
             if future is not None:
                 partition.store.write(encoded, partition.topic_id, future.value.offset + 1)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from ..config import Settings
 from ..errors import RunnerError
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 #: How often recovery progress is logged.
 PROGRESS_EVERY = 5.0
+#: Under exactly-once, how often the last stable offsets of followed changelogs are asked
+#: for (one request), to measure how far behind the replicas are.
+LAG_EVERY = 1.0
 #: How long a store ahead of its changelog's last stable offset waits for the offset
 #: to catch up (transaction markers are written after the commit returns).
 MARKERS_WAIT = 5.0
@@ -69,6 +73,7 @@ class ChangelogReader:
         self._last_progress = time.monotonic()
         self._targets: dict[Key, tuple[int, int]] = {}    # key → (request, end to reach)
         self._lags: dict[Key, int] = {}     # changelog records a replica is behind the end
+        self._lags_measured = float('-inf')  # exactly-once: when they were last asked for
         self.thread = threading.Thread(target=self._run, name='changelog', daemon=True)
 
     # -- commands (from other threads) --------------------------------------
@@ -236,10 +241,29 @@ class ChangelogReader:
         replica.store.write(changes, replica.topic_id, replica.offset)
 
     def _measure_lags(self) -> None:
-        for key, replica in self._replicas.items():
-            end = self._consumer.highwater(replica.tp)
-            if end is not None:
-                self._lags[key] = max(0, end - replica.offset)
+        """How far each replica is behind what it can read.  Under exactly-once that is the
+        last stable offset (asked for every ``LAG_EVERY`` seconds), and the position counts
+        the commit markers read past: the high watermark runs ahead of it by the open
+        transaction's records for as long as the owner is under load."""
+        if not self._transactional:
+            for key, replica in self._replicas.items():
+                end = self._consumer.highwater(replica.tp)
+                if end is not None:
+                    self._lags[key] = max(0, end - replica.offset)
+            return
+        now = time.monotonic()
+        if now < self._lags_measured + LAG_EVERY:
+            return
+        self._lags_measured = now
+        replicas = list(self._replicas.items())
+        try:
+            ends = self._consumer.end_offsets([replica.tp for _, replica in replicas])
+        except KafkaError as exc:       # Kafka out of reach: the lags stay as last seen
+            log.debug('could not read the changelogs\' last stable offsets: %s', exc)
+            return
+        for key, replica in replicas:
+            position = max(replica.offset, self._consumer.position(replica.tp) or 0)
+            self._lags[key] = max(0, ends[replica.tp] - position)
 
     def _finish_caught_up(self) -> None:
         for key, replica in list(self._replicas.items()):

@@ -6,7 +6,7 @@ import random
 import threading
 import time
 
-from harness import consume, wait_for, write_app
+from harness import consume, consume_committed, wait_for, write_app
 from kafka import KafkaProducer
 
 FORWARD_APP = '''
@@ -141,3 +141,21 @@ class Load:
         self._thread.join(120)
         self._producer.flush(OUTLAST_MS / 1000)
         self._producer.close(10)
+
+
+def assert_each_output_once(bootstrap, sink, ids):
+    """Every id is in the committed outputs of ``sink`` once (read again until all have
+    appeared: a transaction's outputs show once its commit markers are written)."""
+    def outputs():
+        found = collections.Counter(json.loads(record.value)
+                                    for record in consume_committed(bootstrap, sink))
+        return found if set(ids) <= set(found) else None
+    try:
+        found = wait_for(outputs, 60, 'every output to be committed')
+    except TimeoutError:
+        found = collections.Counter(json.loads(record.value)
+                                    for record in consume_committed(bootstrap, sink))
+    twice = {value: n for value, n in found.items() if n > 1}
+    missing = set(ids) - set(found)
+    assert not twice and not missing, (f'{len(twice)} outputs seen more than once '
+                                       f'({sorted(twice)[:5]}...), {len(missing)} missing')

@@ -6,7 +6,7 @@ import json
 import threading
 
 import kafka_broker
-from apps import Load, counts_of, wait_for_counts
+from apps import Load, assert_each_output_once, counts_of, wait_for_counts
 from harness import Worker, wait_for, write_app
 
 APP = '''
@@ -116,19 +116,46 @@ def test_an_outage_past_the_limit_restarts_slots_until_kafka_is_back(tmp_path, n
                      'no count below the truth')       # at least once: none lost
 
 
-def test_an_exactly_once_outage_longer_than_the_transaction_timeout_counts_each_record_once(
+#: Counts and forwards each record under exactly-once, committing every 0.1 s (its default).
+EXACTLY_ONCE_APP = '''
+import runner
+
+app = runner.App({app!r}, processing_guarantee='exactly_once', session_timeout=6)
+source = app.topic({source!r}, partitions=4)
+sink = app.topic({sink!r}, partitions=4)
+counts = app.Table('counts', default=int)
+
+
+@app.agent(source, sink=[sink], concurrency=2)
+def count(stream):
+    for event in stream.events():
+        counts[event.key] += 1
+        yield event.value
+'''
+
+
+def test_an_exactly_once_outage_longer_than_the_transaction_timeout_is_ridden_out(
         tmp_path, names):
     with kafka_broker.Broker() as broker:
         bootstrap = broker.bootstrap_servers
-        app = write_app(tmp_path, APP.replace(
-            'session_timeout=6', "session_timeout=6, processing_guarantee='exactly_once'"
-        ).format(**names))
+        app = write_app(tmp_path, EXACTLY_ONCE_APP.format(**names))
         worker = Worker.for_app(tmp_path, app, bootstrap, extra=['-w', '2'])
         with worker:
             worker.split_between(2)
-            load = Load(bootstrap, names['source'], 3000, rate=100)
+            pids = worker.slot_pids(2)
+            load = Load(bootstrap, names['source'], 4000, rate=100)
             wait_for(lambda: len(load.ids) > 500, 60, 'the load to be under way')
-            broker.restart(down=25)         # the open transactions outlive their 10 s
+
+            def while_away():
+                wait_for(lambda: all(r.startswith('waiting for Kafka')
+                                     for r in slot_reasons(worker, 2)), 15,
+                         'both slots to say they wait for Kafka')
+            thread, raised = meanwhile(while_away)
+            broker.restart(down=30)         # the open transactions outlive their 10 s
+            thread.join(30)
+            assert not raised, raised
             load.finish()
             wait_for_counts(worker, dict(load.truth), timeout=120)
-            assert worker.proc.poll() is None
+            assert_each_output_once(bootstrap, names['sink'], load.ids)
+            assert worker.slot_pids(2) == pids                 # no slot was restarted
+            assert 'exited with code' not in worker.log()

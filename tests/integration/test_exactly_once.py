@@ -2,7 +2,6 @@
 broker restart, a zombie slot and an agent that raises leave every table total and
 every sink output exactly as often as its input."""
 
-import collections
 import json
 import os
 import random
@@ -11,7 +10,7 @@ import signal
 
 import kafka_broker
 import pytest
-from apps import Load, wait_for_counts
+from apps import Load, assert_each_output_once, wait_for_counts
 from harness import Worker, consume_committed, wait_for, write_app
 from kafka import KafkaProducer
 
@@ -42,24 +41,6 @@ def count(stream):
 
 def exactly_once_app(tmp_path, names):
     return write_app(tmp_path, APP.format(raised=str(tmp_path / 'raised'), **names))
-
-
-def assert_each_output_once(bootstrap, sink, ids):
-    """Every id is in the committed outputs of ``sink`` once (read again until all have
-    appeared: a transaction's outputs show once its commit markers are written)."""
-    def outputs():
-        found = collections.Counter(json.loads(record.value)
-                                    for record in consume_committed(bootstrap, sink))
-        return found if set(ids) <= set(found) else None
-    try:
-        found = wait_for(outputs, 60, 'every output to be committed')
-    except TimeoutError:
-        found = collections.Counter(json.loads(record.value)
-                                    for record in consume_committed(bootstrap, sink))
-    twice = {value: n for value, n in found.items() if n > 1}
-    missing = set(ids) - set(found)
-    assert not twice and not missing, (f'{len(twice)} outputs seen more than once '
-                                       f'({sorted(twice)[:5]}...), {len(missing)} missing')
 
 
 def working(tmp_path, names, workers, bootstrap, count, rate):
@@ -259,3 +240,63 @@ def test_what_a_failed_record_sent_is_never_committed(tmp_path, names, workers, 
         assert 'boom' not in outputs
         letters = consume_committed(kafka_bootstrap, f'{names["app"]}-testapp.forward-dlq')
         assert [json.loads(r.value) for r in letters] == ['boom']
+#: Counts and forwards like APP; one record in 100 takes 0.5 to 2.5 s before its output,
+#: often longer than a revocation waits for it (its transaction is then aborted).
+SLOW_NOW_AND_THEN_APP = '''
+import time
+import zlib
+import runner
+
+app = runner.App({app!r}, processing_guarantee='exactly_once', session_timeout=6,
+                 revoke_timeout=1)
+source = app.topic({source!r}, partitions=4)
+sink = app.topic({sink!r}, partitions=4)
+counts = app.Table('counts', default=int)
+
+
+@app.agent(source, sink=[sink], concurrency=2)
+def count(stream):
+    for event in stream.events():
+        counts[event.key] += 1
+        crc = zlib.crc32(event.value.encode())
+        if crc % 100 == 0:
+            time.sleep(0.5 + crc // 100 % 21 / 10)
+        yield event.value
+'''
+
+
+def test_slow_records_while_a_worker_leaves_and_returns_and_slots_die_give_each_output_once(
+        tmp_path, names, workers, kafka_bootstrap):
+    rng = random.Random(23)
+    app = write_app(tmp_path, SLOW_NOW_AND_THEN_APP.format(**names))
+    first = workers(app, 'first')
+    first.wait_ready()
+    load = Load(kafka_bootstrap, names['source'], 5000, rate=100)
+    rounds = 0
+    while load.running:
+        second = workers(app, f'second-{rounds}', datadir=tmp_path / 'second-data')
+        taking_partitions(second)                 # the leaver is back, with its state
+        acknowledged(load, rng.randrange(50, 200))
+        second.signal(signal.SIGTERM)             # its partitions move to the first
+        acknowledged(load, rng.randrange(20, 300))    # 0.2 to 3 s later ...
+        pid = slot_pid(first, 0)
+        if pid is not None:
+            kill(pid)                             # ... the survivor's slot dies
+        assert second.wait(90) == 0
+        rounds += 1
+    load.finish()
+    assert rounds >= 3
+    wait_for_counts(first, dict(load.truth), timeout=120)
+    assert_each_output_once(kafka_bootstrap, names['sink'], load.ids)
+
+
+def taking_partitions(worker):
+    wait_for(lambda: (s := worker.state()) and s['ready'] and s['assignment'], 60,
+             f'{worker.log_path.stem} to take partitions over')
+
+
+def acknowledged(load, records):
+    """Wait until ``records`` more records of the load were acknowledged (or it is over)."""
+    mark = len(load.ids)
+    wait_for(lambda: len(load.ids) >= mark + records or not load.running, 60,
+             'the load to move on')

@@ -140,13 +140,19 @@ class Producer:
         return 'epoch'
 
 
-def test_changelogs_are_sent_before_the_barrier_and_stored_with_their_position(tmp_path):
+def table_unit(tmp_path):
+    """A unit with one table partition, whose cut has processed up to offset 8."""
     app = runner.App('unit')
     table = app.Table('t', default=int, partitions=2)
     partition = TablePartition(table, 1, PartitionStore(tmp_path / 'p1'), 'id', ValueCache())
     unit = Unit()
     unit.cut = lambda: Cut({TP: 8}, [(partition, partition.cut())])
     unit.guard = Guard(unit.cut)
+    return partition, unit
+
+
+def test_changelogs_are_sent_before_the_barrier_and_stored_with_their_position(tmp_path):
+    partition, unit = table_unit(tmp_path)
     partition.set('a', 1)
     partition.set('b', 2)
     partition.set('a', 3)
@@ -184,3 +190,26 @@ def test_an_exactly_once_cut_notes_the_transaction_it_belongs_to():
     checkpoint = Checkpoint(deadline=0, transaction=7)
     checkpoint.request([unit])
     assert checkpoint.complete() and unit.cut_in == 7
+
+
+def test_writes_are_stored_only_after_their_offsets_were_committed_and_taken_again_if_not(
+        tmp_path):
+    partition, unit = table_unit(tmp_path)
+    partition.set('a', 1)
+    failed = Checkpoint(deadline=0)
+    failed.request([unit])
+    failed.close()
+    producer = Producer([])
+    assert [step for step, _ in failed.steps(producer)] == ['barrier', 'commit']
+    assert partition.store.get(b'a') is None        # the commit failed: not stored
+    partition.set('b', 2)
+    retried = Checkpoint(deadline=0)
+    retried.request([unit])
+    retried.close()
+    steps = retried.steps(producer)
+    next(steps)
+    assert next(steps) == ('commit', {TP: 8})
+    retried.committed()
+    assert list(steps) == []
+    assert partition.store.get(b'a') == b'1' and partition.store.get(b'b') == b'2'
+    partition.store.close()

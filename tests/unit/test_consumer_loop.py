@@ -8,7 +8,12 @@ import pytest
 from harness import wait_for
 from kafka import TopicPartition
 from kafka.coordinator.assignors.abstract import RebalanceProtocol
-from kafka.errors import KafkaConnectionError, KafkaError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    RebalanceInProgressError,
+)
 from kafka.future import Future
 
 import runner
@@ -649,3 +654,33 @@ def test_a_busy_task_at_revocation_aborts_the_transaction_and_the_kept_tasks_rea
     assert eos.events == [('end', 'abort'), ('seek', TP1, 1)]   # TP1 stays, read again
     release.set()
     assert eos.stored(1) == ({b'c': b'1'}, 1)
+
+
+@pytest.mark.parametrize('refusal', [RebalanceInProgressError, CommitFailedError])
+def test_a_deferred_or_failed_offset_commit_stores_nothing_until_a_commit_succeeds(
+        world, refusal):
+    world.assign(TP0)
+    world.feed(TP0, 'a')
+    world.processed({TP0: 1})
+    commit = world.consumer.commit
+
+    def refused(offsets, timeout_ms=None):
+        raise refusal('not now')
+    world.consumer.commit = refused
+    world.loop._next_checkpoint = 0
+    world.loop._advance_checkpoint()
+    assert world.stored(0) == ({}, 0)            # changelog sent, offsets not committed
+    world.consumer.commit = commit
+    world.loop._next_checkpoint = 0
+    world.loop._advance_checkpoint()
+    assert world.events[-1] == ('commit', {TP0: 1})
+    assert world.stored(0) == ({b'a': b'1'}, 2)     # its changelog record sent again
+
+
+def test_a_revocation_whose_commit_fails_stores_nothing(world):
+    world.assign(TP0)
+    world.feed(TP0, 'a')
+    world.processed({TP0: 1})
+    world.consumer.commit_async = lambda offsets: Future().failure(CommitFailedError('gone'))
+    world.revoke(TP0)
+    assert world.stored(0) == ({}, 0)
