@@ -1,7 +1,8 @@
-"""Workarounds for kafka-python bugs that stall a consumer, and the private parts of
-kafka-python the runner relies on.
+"""Workarounds for kafka-python bugs that stall a consumer, the private parts of
+kafka-python the runner relies on, and its leaner reading of fetched records
+(:mod:`.records`).
 
-Both touch kafka-python's private attributes, so they are applied only to the
+All three touch kafka-python's private attributes, so they are applied only to the
 versions they were verified on (:data:`VERIFIED`); :func:`install` refuses any
 other version with a one-line error instead of patching code that may have
 changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
@@ -32,6 +33,7 @@ from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.errors import FencedInstanceIdError
 
 from ..errors import ConfigError
+from . import records
 
 #: kafka-python versions these workarounds were verified on.
 VERIFIED = ('3.0.12',)
@@ -46,6 +48,7 @@ def install() -> None:
     _forget_drained_records()
     _keep_joining_until_done()
     _raise_once_fenced()
+    records.install()
 
 
 def _forget_drained_records() -> None:
