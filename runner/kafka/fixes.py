@@ -22,6 +22,12 @@ changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
    but ``poll()`` goes on returning records, and only a commit would fail.  The
    member works on, unaware, writing to changelogs that are no longer its own.
    Fix: once fenced, the coordinator's ``poll()`` raises ``FencedInstanceIdError``.
+
+And one cost: every ``poll()`` asks the IO thread whether the group coordinator is
+known (``ensure_coordinator_ready``), a round trip between threads even when it is
+known and connected, which is then the answer.  It is answered on the calling thread
+in that case; the IO thread still looks for a coordinator that is unknown or
+disconnected.
 """
 
 from typing import Any
@@ -39,8 +45,10 @@ from . import records
 VERIFIED = ('3.0.12',)
 
 
-def install() -> None:
-    """Check the installed kafka-python and patch it (once per process)."""
+def install(lean_reading: bool = True) -> None:
+    """Check the installed kafka-python and patch it (once per process); with
+    ``lean_reading``, records are also read by :mod:`.records` (a benchmark of raw
+    kafka-python leaves that out)."""
     if kafka.__version__ not in VERIFIED:
         raise ConfigError(f'kafka-python {kafka.__version__} is installed, but runner is '
                           f'verified with {", ".join(VERIFIED)} only: pip install '
@@ -48,7 +56,9 @@ def install() -> None:
     _forget_drained_records()
     _keep_joining_until_done()
     _raise_once_fenced()
-    records.install()
+    _known_coordinator_is_ready()
+    if lean_reading:
+        records.install()
 
 
 def _forget_drained_records() -> None:
@@ -97,6 +107,20 @@ def _raise_once_fenced() -> None:
                                         'was taken over by another member')
         return poll(coordinator, *args, **kwargs)
     ConsumerCoordinator.poll = raising
+
+
+def _known_coordinator_is_ready() -> None:
+    ensure_ready = BaseCoordinator.ensure_coordinator_ready
+    if getattr(ensure_ready, 'runner_fix', False):
+        return
+
+    def answered_here(coordinator: BaseCoordinator, *args: Any, **kwargs: Any) -> bool:
+        node = coordinator.coordinator_id
+        if node is not None and coordinator._client.connected(node):
+            return True
+        return ensure_ready(coordinator, *args, **kwargs)
+    answered_here.runner_fix = True
+    BaseCoordinator.ensure_coordinator_ready = answered_here
 
 
 def reaches_kafka(consumer: kafka.KafkaConsumer) -> bool:
