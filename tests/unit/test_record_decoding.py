@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import codec
+from kafka.consumer.fetcher import Fetcher
 from kafka.errors import CorruptRecordError
 from kafka.protocol.consumer import IsolationLevel
 from kafka.record import MemoryRecords
@@ -24,6 +25,7 @@ from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchB
 from kafka.record.legacy_records import LegacyRecordBatchBuilder
 from kafka.structs import TopicPartition
 
+from runner.kafka import fixes
 from runner.kafka.records import LeanPartitionRecords
 
 KAFKA_PYTHON = LeanPartitionRecords.__mro__[1]
@@ -232,3 +234,11 @@ def test_a_batch_counting_fewer_records_than_it_holds_is_refused_after_them():
     seen = same(sealed(data))
     assert [r.offset for r in records_of(seen)] == [0, 1]
     assert seen[-2] is CorruptRecordError
+
+
+def test_the_lean_reading_is_installed_with_the_fixes_unless_left_out(monkeypatch):
+    monkeypatch.setattr(Fetcher, 'PartitionRecords', KAFKA_PYTHON)
+    fixes.install(lean_reading=False)
+    assert Fetcher.PartitionRecords is KAFKA_PYTHON
+    fixes.install()
+    assert Fetcher.PartitionRecords is LeanPartitionRecords
