@@ -2,7 +2,7 @@
 kafka-python the runner relies on, and its leaner reading of fetched records
 (:mod:`.records`).
 
-All three touch kafka-python's private attributes, so they are applied only to the
+All of them touch kafka-python's private attributes, so they are applied only to the
 versions they were verified on (:data:`VERIFIED`); :func:`install` refuses any
 other version with a one-line error instead of patching code that may have
 changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
@@ -22,14 +22,19 @@ changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
    but ``poll()`` goes on returning records, and only a commit would fail.  The
    member works on, unaware, writing to changelogs that are no longer its own.
    Fix: once fenced, the coordinator's ``poll()`` raises ``FencedInstanceIdError``.
-
-And one cost: every ``poll()`` asks the IO thread whether the group coordinator is
-known (``ensure_coordinator_ready``), a round trip between threads even when it is
-known and connected, which is then the answer.  It is answered on the calling thread
-in that case; the IO thread still looks for a coordinator that is unknown or
-disconnected.
+4. Not a stall but a cost: every wait for a socket (each send and fetch) registers
+   it with the IO loop's selector, which first looks it up with ``get_key``; for a
+   socket not yet registered that raises a KeyError whose message formats the
+   socket's ``repr`` (about 10 µs, a few per cent of a busy slot).  Fix: a socket
+   not in the selector is registered without the failed look-up.
+5. A cost too: every ``poll()`` asks the IO thread whether the group coordinator is
+   known (``ensure_coordinator_ready``), a round trip between threads even when it
+   is known and connected, which is then the answer.  Fix: that case is answered on
+   the calling thread; the IO thread still looks for a coordinator that is unknown
+   or disconnected.
 """
 
+import selectors
 from typing import Any
 
 import kafka
@@ -37,6 +42,7 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.coordinator.base import BaseCoordinator
 from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.errors import FencedInstanceIdError
+from kafka.net.selector import NetworkSelector, Task
 
 from ..errors import ConfigError
 from . import records
@@ -56,6 +62,7 @@ def install(lean_reading: bool = True) -> None:
     _forget_drained_records()
     _keep_joining_until_done()
     _raise_once_fenced()
+    _register_sockets_without_lookup_errors()
     _known_coordinator_is_ready()
     if lean_reading:
         records.install()
@@ -107,6 +114,31 @@ def _raise_once_fenced() -> None:
                                         'was taken over by another member')
         return poll(coordinator, *args, **kwargs)
     ConsumerCoordinator.poll = raising
+
+
+def _register_sockets_without_lookup_errors() -> None:
+    register_event = NetworkSelector.register_event
+    if getattr(register_event, 'runner_fix', False):
+        return
+
+    def patched(net: NetworkSelector, fileobj: Any, event: int, task: Any) -> None:
+        if _registered(net._selector, fileobj):
+            register_event(net, fileobj, event, task)
+            return
+        task = task if isinstance(task, Task) else Task(task)
+        net._selector.register(fileobj, event, (task, None) if event == selectors.EVENT_READ
+                               else (None, task))
+    patched.runner_fix = True
+    NetworkSelector.register_event = patched
+
+
+def _registered(selector: selectors.BaseSelector, fileobj: Any) -> bool:
+    """Whether ``fileobj`` is in ``selector``, without the KeyError of ``get_key``."""
+    try:
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+    except (AttributeError, ValueError, OSError):
+        return True             # let kafka-python's own look-up decide
+    return fd in selector._fd_to_key
 
 
 def _known_coordinator_is_ready() -> None:

@@ -164,16 +164,23 @@ class AgentContext:
         return None if record is None else record.timestamp / 1000.0
 
     def read(self, table: Table, key: Any) -> Any:
-        if self.task is None:
+        task = self.task
+        if task is None:
             return self.slot.read(table, key)
-        return self._partition(table).get(key, fill_cache=True)
+        partition = task.partitions.get(table.name)
+        if partition is None or self.guard is not task.guard:
+            partition = self._partition(table)
+        return partition.get(key, fill_cache=True)
 
     def write(self, table: Table, key: Any, value: Any) -> None:
-        if self.task is None:
+        task = self.task
+        if task is None:
             raise RuntimeError(f'table {table.name!r} can only be changed while processing a '
                                'record')
         table.check(key, value)
-        partition = self._partition(table)
+        partition = task.partitions.get(table.name)
+        if partition is None or self.guard is not task.guard:
+            partition = self._partition(table)
         self.undone.append((partition, key, partition.set(key, value)))
         if table.windowing is not None:
             partition.observe(self.event_time())
@@ -217,6 +224,8 @@ class AgentContext:
         self.slot.producer.flush(timeout)
 
     def _partition(self, table: Table) -> TablePartition:
+        """The task's partition of ``table``, its guard held from now to the end of the
+        batch (read and write take it from the task themselves once the guard is held)."""
         task = self.task
         partition = task.partitions.get(table.name)
         if partition is None:

@@ -19,6 +19,7 @@ from kafka import KafkaProducer
 APP = '''
 import pathlib
 import runner
+from runner.errors import RunnerError
 
 app = runner.App({app!r}, processing_guarantee='exactly_once', session_timeout=6,
                  heartbeat_timeout=600, graceful_timeout=10)
@@ -35,7 +36,7 @@ def count(stream):
         yield event.value
         if event.value == 'boom' and not RAISED.exists():
             RAISED.touch()
-            raise RuntimeError('boom')
+            raise RunnerError('boom')       # stops the slot (another error stops a partition)
 '''
 
 def exactly_once_app(tmp_path, names):
@@ -148,7 +149,7 @@ def test_an_agent_that_raises_mid_transaction_leaves_no_trace(
         producer.send(names['source'], key=b'k00', value=json.dumps(value).encode())
     producer.flush(30)
     producer.close(10)
-    wait_for(lambda: 'raised on' in worker.log(), 60, 'the agent to raise')
+    wait_for(lambda: 'stopped on' in worker.log(), 60, 'the agent to raise')
     wait_for_counts(worker, {'k00': len(values)}, timeout=120)
     assert_each_output_once(kafka_bootstrap, names['sink'], values)
 
