@@ -180,19 +180,22 @@ class LeanPartitionRecords(Fetcher.PartitionRecords):
                                      'consumed')
 
     def _read_old_batch(self, tp: TopicPartition, batch: Any) -> Iterator[ConsumerRecord]:
-        """The records of a batch of message format v0 or v1, as kafka-python reads them."""
+        """The records of a batch of message format v0 or v1 (or of an unknown magic
+        number), as kafka-python reads them."""
         for record in batch:
             if self.check_crcs and not record.validate_crc():
                 raise CorruptRecordError(f'Record for partition {self.topic_partition} at '
                                          f'offset {record.offset} failed crc check')
-            key, value = record.key, record.value
+            key, value, headers = record.key, record.value, record.headers
             self.records_read += 1
             self.bytes_read += record.size_in_bytes
             self.next_fetch_offset = record.offset + 1
             yield ConsumerRecord(
                 tp.topic, tp.partition, self.leader_epoch, record.offset, record.timestamp,
-                record.timestamp_type, key, value, record.headers, record.checksum,
-                -1 if key is None else len(key), -1 if value is None else len(value), -1)
+                record.timestamp_type, key, value, headers, record.checksum,
+                -1 if key is None else len(key), -1 if value is None else len(value),
+                sum(len(name.encode('utf-8')) + (0 if data is None else len(data))
+                    for name, data in headers) if headers else -1)
 
 
 def _read_headers(buffer: bytes, pos: int) -> tuple[list, int, int]:

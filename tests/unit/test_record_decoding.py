@@ -217,6 +217,17 @@ def test_a_batch_with_a_flipped_byte_is_refused(compression):
         data[at] ^= 0x10
 
 
+@pytest.mark.parametrize('bit', [0x01, 0x10, 0x80])
+def test_a_flipped_bit_before_the_crc_is_read_as_by_kafka_python(bit):
+    """The offset, length, leader epoch and magic number are not covered by the CRC."""
+    data = bytearray(batch([(n, 1, b'key', b'value %d' % n, [('h', b'x')]) for n in range(5)])
+                     + batch([(0, 1, None, b'next', [])], base_offset=5))
+    for at in range(CRC_AT):
+        data[at] ^= bit
+        same(bytes(data))
+        data[at] ^= bit
+
+
 @FUZZ
 @given(st.data())
 def test_a_broken_record_fails_as_in_kafka_python(data):
