@@ -1,7 +1,8 @@
-"""Workarounds for kafka-python bugs that stall a consumer, and the private parts of
-kafka-python the runner relies on.
+"""Workarounds for kafka-python bugs that stall a consumer, the private parts of
+kafka-python the runner relies on, and its leaner reading of fetched records
+(:mod:`.records`).
 
-Both touch kafka-python's private attributes, so they are applied only to the
+All of them touch kafka-python's private attributes, so they are applied only to the
 versions they were verified on (:data:`VERIFIED`); :func:`install` refuses any
 other version with a one-line error instead of patching code that may have
 changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
@@ -26,6 +27,11 @@ changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
    socket not yet registered that raises a KeyError whose message formats the
    socket's ``repr`` (about 10 µs, a few per cent of a busy slot).  Fix: a socket
    not in the selector is registered without the failed look-up.
+5. A cost too: every ``poll()`` asks the IO thread whether the group coordinator is
+   known (``ensure_coordinator_ready``), a round trip between threads even when it
+   is known and connected, which is then the answer.  Fix: that case is answered on
+   the calling thread; the IO thread still looks for a coordinator that is unknown
+   or disconnected.
 """
 
 import selectors
@@ -39,13 +45,16 @@ from kafka.errors import FencedInstanceIdError
 from kafka.net.selector import NetworkSelector, Task
 
 from ..errors import ConfigError
+from . import records
 
 #: kafka-python versions these workarounds were verified on.
 VERIFIED = ('3.0.12',)
 
 
-def install() -> None:
-    """Check the installed kafka-python and patch it (once per process)."""
+def install(lean_reading: bool = True) -> None:
+    """Check the installed kafka-python and patch it (once per process); with
+    ``lean_reading``, records are also read by :mod:`.records` (a benchmark of raw
+    kafka-python leaves that out)."""
     if kafka.__version__ not in VERIFIED:
         raise ConfigError(f'kafka-python {kafka.__version__} is installed, but runner is '
                           f'verified with {", ".join(VERIFIED)} only: pip install '
@@ -54,6 +63,9 @@ def install() -> None:
     _keep_joining_until_done()
     _raise_once_fenced()
     _register_sockets_without_lookup_errors()
+    _known_coordinator_is_ready()
+    if lean_reading:
+        records.install()
 
 
 def _forget_drained_records() -> None:
@@ -127,6 +139,20 @@ def _registered(selector: selectors.BaseSelector, fileobj: Any) -> bool:
     except (AttributeError, ValueError, OSError):
         return True             # let kafka-python's own look-up decide
     return fd in selector._fd_to_key
+
+
+def _known_coordinator_is_ready() -> None:
+    ensure_ready = BaseCoordinator.ensure_coordinator_ready
+    if getattr(ensure_ready, 'runner_fix', False):
+        return
+
+    def answered_here(coordinator: BaseCoordinator, *args: Any, **kwargs: Any) -> bool:
+        node = coordinator.coordinator_id
+        if node is not None and coordinator._client.connected(node):
+            return True
+        return ensure_ready(coordinator, *args, **kwargs)
+    answered_here.runner_fix = True
+    BaseCoordinator.ensure_coordinator_ready = answered_here
 
 
 def reaches_kafka(consumer: kafka.KafkaConsumer) -> bool:
