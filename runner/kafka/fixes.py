@@ -21,6 +21,11 @@ changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
    but ``poll()`` goes on returning records, and only a commit would fail.  The
    member works on, unaware, writing to changelogs that are no longer its own.
    Fix: once fenced, the coordinator's ``poll()`` raises ``FencedInstanceIdError``.
+
+The changelog's batches are built in bulk (:mod:`.batches`), with no future per
+record; a batch the broker finds too large is split by kafka-python, which
+moves each record's future to the smaller batches.  So such a batch is given
+its futures per record just before kafka-python splits it.
 """
 
 from typing import Any
@@ -30,8 +35,10 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.coordinator.base import BaseCoordinator
 from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.errors import FencedInstanceIdError
+from kafka.producer.record_accumulator import RecordAccumulator
 
 from ..errors import ConfigError
+from . import batches
 
 #: kafka-python versions these workarounds were verified on.
 VERIFIED = ('3.0.12',)
@@ -46,6 +53,7 @@ def install() -> None:
     _forget_drained_records()
     _keep_joining_until_done()
     _raise_once_fenced()
+    _split_bulk_batches_by_record()
 
 
 def _forget_drained_records() -> None:
@@ -94,6 +102,19 @@ def _raise_once_fenced() -> None:
                                         'was taken over by another member')
         return poll(coordinator, *args, **kwargs)
     ConsumerCoordinator.poll = raising
+
+
+def _split_bulk_batches_by_record() -> None:
+    split = RecordAccumulator.split_and_reenqueue
+    if getattr(split, 'runner_fix', False):
+        return
+
+    def patched(accumulator: RecordAccumulator, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(batch, 'runner_follow', None) is not None:
+            batches.split_into_records(batch)
+        return split(accumulator, batch, *args, **kwargs)
+    patched.runner_fix = True
+    RecordAccumulator.split_and_reenqueue = patched
 
 
 def reaches_kafka(consumer: kafka.KafkaConsumer) -> bool:

@@ -43,6 +43,7 @@ from kafka.producer.transaction_manager import TransactionState
 
 from ..config import Settings
 from ..errors import RunnerError
+from . import batches
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,16 @@ class Epoch:
         self.pending = 0
 
     def ack(self, _metadata: Any) -> None:
+        """A send (a record, or a whole batch) was acknowledged."""
         self.producer._settle(self, None)
 
     def fail(self, exc: BaseException) -> None:
         self.producer._settle(self, exc)
+
+    def expect(self, more: int) -> None:
+        """``more`` sends to wait for than counted (a batch split into records)."""
+        with self.producer._lock:
+            self.pending += more
 
 
 class Producer:
@@ -237,11 +244,11 @@ class Producer:
         bytes, no headers, sent by the checkpoint before any seal); returns the future of
         the last one, or None.
 
-        kafka-python's ``send`` checks and looks up, for every record, what holds for
-        all of them here (metadata, partition, serializers, headers, the transaction's
-        partitions); this appends them to its accumulator directly, as ``send`` does
-        after those checks in kafka-python 3.0.12 (pinned, see :mod:`.fixes`).  A
-        checkpoint sends thousands at once, more often under exactly-once.
+        kafka-python's ``send`` checks, looks up and builds, record by record, what holds
+        for all of them here (metadata, partition, serializers, headers, the transaction's
+        partitions, a future and callbacks per record); this builds its record batches in
+        bulk and queues them (:mod:`.batches`), and the epoch waits for each batch, not
+        each record.  A checkpoint sends thousands at once, more often under exactly-once.
         """
         if not records:
             return None
@@ -249,6 +256,32 @@ class Producer:
         if producer._metadata.partitions_for_topic(topic) is None:
             producer._wait_on_metadata(topic, producer.config['max_block_ms'])
         tp = TopicPartition(topic, partition)
+        if producer._accumulator.config['message_version'] < 2:
+            return self._append_each(tp, records)
+        timestamp = int(time.time() * 1000)
+        built = batches.build(producer, tp, records, timestamp)
+        last = batches.last_record_future(built[-1], records, timestamp)
+        with self._lock:
+            self._note_written()
+            epoch = None if self.transactional else self._open
+            if epoch is not None:
+                epoch.pending += len(built)
+        for batch in built:
+            batches.follow(batch, epoch, last if batch is built[-1] else None)
+        if self.transactional:
+            producer._transaction_manager.maybe_add_partition_to_transaction(tp)
+        try:
+            batches.enqueue(producer, built)
+        except BaseException:
+            if epoch is not None:
+                self._settle(epoch, None, len(built))
+            raise
+        return last
+
+    def _append_each(self, tp: TopicPartition, records: list[tuple[bytes, bytes | None]]) -> Any:
+        """send_batch's records appended one by one (message formats before v2, which
+        :mod:`.batches` does not build)."""
+        producer = self._producer
         with self._lock:
             self._note_written()
             epoch = None if self.transactional else self._open
@@ -263,9 +296,8 @@ class Producer:
                 producer._ensure_valid_record_size(size(key, value))
                 future, full, new, _ = append(tp, None, key, value, [])
             except BaseException:
-                for _ in records[number:]:
-                    if epoch is not None:
-                        self._settle(epoch, None)
+                if epoch is not None:
+                    self._settle(epoch, None, len(records) - number)
                 raise
             wake = wake or full or new
             if epoch is not None:
@@ -315,11 +347,11 @@ class Producer:
                 return False
         return True
 
-    def _settle(self, epoch: Epoch, error: BaseException | None) -> None:
+    def _settle(self, epoch: Epoch, error: BaseException | None, count: int = 1) -> None:
         if isinstance(error, TransactionAbortedError):
             error = None        # this slot aborted the transaction: the record left no trace
         with self._lock:
-            epoch.pending -= 1
+            epoch.pending -= count
             if error is not None and self._error is None:
                 self._error = error
             self._forget_settled()

@@ -1,0 +1,261 @@
+"""The changelog's batches built in bulk: the bytes kafka-python's own append writes, and
+the producer's epochs settled per batch, over kafka-python's real accumulator with a
+stand-in for its sender."""
+
+import random
+import threading
+
+import pytest
+from kafka import KafkaProducer, TopicPartition
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, TransactionAbortedError
+from kafka.producer.record_accumulator import RecordAccumulator
+from kafka.record.default_records import DefaultRecordBatchBuilder
+from kafka.record.memory_records import MemoryRecords
+
+from runner.config import Settings
+from runner.kafka import batches, fixes
+from runner.kafka import producer as producer_module
+from runner.kafka.producer import Producer, SendFailed
+
+TP = TopicPartition('t', 3)
+NOW = 1_765_000_000_000
+
+
+class Metadata:
+    def partitions_for_topic(self, topic):
+        return {0, 1, 2, 3}
+
+
+class Sender:
+    def __init__(self):
+        self.wakeups = 0
+
+    def wakeup(self):
+        self.wakeups += 1
+
+
+class FakeKafkaProducer:
+    """kafka-python's accumulator and size check; the sender is the test."""
+
+    _ensure_valid_record_size = KafkaProducer._ensure_valid_record_size
+
+    def __init__(self, batch_size=16384, compression_type=0, max_request_size=1048576,
+                 **config):
+        self.config = {'max_request_size': max_request_size, 'max_block_ms': 1000}
+        self._accumulator = RecordAccumulator(batch_size=batch_size,
+                                              compression_attrs=compression_type,
+                                              linger_ms=5)
+        self._metadata = Metadata()
+        self._sender = Sender()
+
+    def queued(self, tp=TP):
+        """The batches waiting in the accumulator, drained as the sender would."""
+        queue = self._accumulator._batches[tp]
+        drained = list(queue)
+        queue.clear()
+        return drained
+
+
+def kafka_python_batches(records, **config):
+    """What kafka-python's own append builds for the records (one timestamp for all)."""
+    kafka = FakeKafkaProducer(**config)
+    for key, value in records:
+        kafka._accumulator.append(TP, NOW, key, value, [])
+    return closed_buffers(kafka.queued())
+
+
+def closed_buffers(queued):
+    for batch in queued:
+        batch.records.close()
+    return [bytes(batch.records.buffer()) for batch in queued]
+
+
+def bulk_batches(records, **config):
+    return closed_buffers(batches.build(FakeKafkaProducer(**config), TP, records, NOW))
+
+
+def random_bytes(rng, size):
+    return bytes(rng.getrandbits(8) for _ in range(size))
+
+
+RECORD_SETS = {
+    'one record': [(b'k', b'v')],
+    'tombstones': [(b'a', None), (b'b', b'1'), (b'c', None)],
+    'empty keys and values': [(b'', b''), (b'', b'x'), (b'y', b'')],
+    'a null key': [(None, b'v')],
+    'large values': [(b'big', b'x' * 70_000), (b'small', b'1'), (b'big2', b'y' * 200)],
+    'long keys': [(b'k' * 300, b'v' * 9000), (b'k' * 64, b'v' * 64)],
+    'many records over several batches': [
+        (f'key-{n}'.encode(), f'{{"count": {n}}}'.encode()) for n in range(10_000)],
+    'random sizes': [
+        (random_bytes(random.Random(n), n % 97),
+         None if n % 13 == 0 else random_bytes(random.Random(-n), (n * 37) % 3000))
+        for n in range(1500)],
+}
+
+
+@pytest.mark.parametrize('name', sorted(RECORD_SETS))
+def test_bulk_batches_are_byte_for_byte_those_kafka_python_builds(name):
+    records = RECORD_SETS[name]
+    expected = kafka_python_batches(records)
+    assert bulk_batches(records) == expected
+    if name == 'many records over several batches':
+        assert len(expected) > 10
+
+
+@pytest.mark.parametrize('compression', [1])        # gzip (lz4 and zstd: not installed)
+def test_bulk_batches_are_compressed_as_kafka_python_compresses_them(compression):
+    records = RECORD_SETS['many records over several batches'][:3000]
+    expected = kafka_python_batches(records, compression_type=compression)
+    assert bulk_batches(records, compression_type=compression) == expected
+    assert len(expected[0]) < 10_000
+
+
+def test_bulk_batches_respect_a_small_batch_size():
+    records = RECORD_SETS['random sizes']
+    expected = kafka_python_batches(records, batch_size=1024)
+    assert bulk_batches(records, batch_size=1024) == expected
+
+
+def test_bulk_batches_read_back_as_the_records_sent():
+    records = RECORD_SETS['random sizes']
+    found = [(record.key, record.value, record.timestamp, record.offset)
+             for buffer in bulk_batches(records)
+             for batch in MemoryRecords(bytearray(buffer)) for record in batch]
+    assert [(key, value) for key, value, _, _ in found] == records
+    assert {timestamp for _, _, timestamp, _ in found} == {NOW}
+
+
+def test_a_record_is_refused_for_its_size_exactly_when_kafka_python_refuses_it():
+    kafka = FakeKafkaProducer(max_request_size=5000)
+    for size in range(4850, 4950):
+        record = (b'key', b'x' * size)
+        estimate = DefaultRecordBatchBuilder.estimate_size_in_bytes(*record, [])  # as send
+        if estimate > 5000:
+            with pytest.raises(MessageSizeTooLargeError,
+                               match=f'^.*The message is {estimate} bytes when serialized'):
+                batches.build(kafka, TP, [(b'a', b'1'), record], NOW)
+        else:
+            assert len(batches.build(kafka, TP, [(b'a', b'1'), record], NOW)) == 1
+
+
+@pytest.fixture
+def kafka(monkeypatch):
+    made = []
+
+    def make(**config):
+        made.append(FakeKafkaProducer(**config))
+        return made[-1]
+    monkeypatch.setattr(producer_module, 'KafkaProducer', make)
+    return made
+
+
+def slot_producer(kafka):
+    producer = Producer(Settings(broker='h:1', broker_timeout=1.0), 'test')
+    return producer, kafka[-1]
+
+
+def test_an_epoch_waits_for_every_batch_of_a_checkpoint_and_passes_once_all_are_written(kafka):
+    producer, fake = slot_producer(kafka)
+    records = RECORD_SETS['many records over several batches']
+    last = producer.send_batch('t', 3, records)
+    epoch = producer.mark()
+    queued = fake.queued()
+    assert len(queued) > 10 and fake._sender.wakeups == 1
+    assert epoch.pending == len(queued)
+    base = 0
+    for batch in queued:
+        assert not producer.acknowledged(epoch)
+        batch.complete(base, -1)
+        base += batch.record_count
+    assert producer.acknowledged(epoch)
+    assert last.get(0).offset == len(records) - 1
+
+
+def test_a_failed_batch_fails_the_epoch_and_every_later_one(kafka):
+    producer, fake = slot_producer(kafka)
+    producer.send_batch('t', 3, RECORD_SETS['tombstones'])
+    first, second = fake.queued()[0], None
+    producer.send_batch('t', 3, [(b'k', b'v')])
+    second = fake.queued()[0]
+    error = KafkaTimeoutError('broker gone')
+    first.complete_exceptionally(error, lambda _index: error)
+    second.complete(10, -1)
+    with pytest.raises(SendFailed, match='a record could not be sent: .*broker gone'):
+        producer.acknowledged(producer.mark())
+
+
+def test_a_batch_of_an_aborted_transaction_settles_without_failing(kafka):
+    producer, fake = slot_producer(kafka)
+    last = producer.send_batch('t', 3, RECORD_SETS['tombstones'])
+    fake.queued()[0].abort(TransactionAbortedError('aborted'))
+    assert producer.acknowledged(producer.mark())
+    with pytest.raises(TransactionAbortedError):
+        last.get(0)
+
+
+def test_records_queue_after_those_already_waiting_in_their_partition(kafka):
+    producer, fake = slot_producer(kafka)
+    producer.send_batch('t', 3, [(b'a', b'1')])
+    producer.send_batch('t', 3, [(b'b', b'2'), (b'c', b'3')])
+    found = [(record.key, record.value) for buffer in closed_buffers(fake.queued())
+             for batch in MemoryRecords(bytearray(buffer)) for record in batch]
+    assert found == [(b'a', b'1'), (b'b', b'2'), (b'c', b'3')]
+
+
+def test_a_closed_accumulator_refuses_the_batch_and_its_epoch_owes_nothing(kafka):
+    producer, fake = slot_producer(kafka)
+    fake._accumulator.close()
+    with pytest.raises(Exception, match='RecordAccumulator is closed'):
+        producer.send_batch('t', 3, RECORD_SETS['many records over several batches'])
+    assert producer.acknowledged(producer.mark())
+
+
+def test_a_batch_split_by_kafka_python_is_waited_for_record_by_record(kafka):
+    fixes.install()
+    producer, fake = slot_producer(kafka)
+    records = [(f'k{n}'.encode(), b'v' * 100) for n in range(40)]
+    last = producer.send_batch('t', 3, records)
+    epoch = producer.mark()
+    (batch,) = fake.queued()
+    batch.records.close()
+    assert fake._accumulator.split_and_reenqueue(batch) == 2     # the broker: too large
+    halves = fake.queued()
+    assert [half.record_count for half in halves] == [20, 20]
+    halves[0].complete(100, -1)
+    assert not producer.acknowledged(epoch)
+    halves[1].complete(120, -1)
+    assert producer.acknowledged(epoch)
+    assert last.get(0).offset == 139
+
+
+def test_a_transactional_batch_is_added_to_the_transaction_and_not_counted(kafka):
+    added = []
+
+    class Transactions:
+        def maybe_add_partition_to_transaction(self, tp):
+            added.append(tp)
+
+    producer = Producer(Settings(broker='h:1', broker_timeout=1.0), 'test', 'tid')
+    fake = kafka[-1]
+    fake._transaction_manager = Transactions()
+    producer._sealed = False
+    producer.send_batch('t', 3, [(b'a', b'1')])
+    assert added == [TP] and producer.acknowledged(producer.mark())
+    assert len(fake.queued()) == 1
+
+
+def test_concurrent_checkpoints_of_other_partitions_keep_each_its_own_order(kafka):
+    producer, fake = slot_producer(kafka)
+    records = {n: [(f'{n}-{i}'.encode(), b'v') for i in range(3000)] for n in range(4)}
+    threads = [threading.Thread(target=producer.send_batch, args=('t', n, records[n]))
+               for n in records]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for n, sent in records.items():
+        found = [(record.key, record.value)
+                 for buffer in closed_buffers(fake.queued(TopicPartition('t', n)))
+                 for batch in MemoryRecords(bytearray(buffer)) for record in batch]
+        assert found == sent
