@@ -105,6 +105,8 @@ class Producer:
             **transactional,
         )
         self.transactional = transactional_id is not None
+        #: Bytes of key and value under which a record is surely not too large to send.
+        self._record_limit = settings.max_request_size - batches.OVERHEAD
         self._lock = threading.Condition()
         self._open = Epoch(self, 0)
         self._epochs: collections.deque[Epoch] = collections.deque([self._open])
@@ -137,8 +139,7 @@ class Producer:
                 epoch.pending += 1
         if epoch is None:
             try:
-                return self._producer.send(topic, key=key, value=value, headers=headers,
-                                           partition=partition)
+                return self._queue(topic, key, value, headers, partition)
             except KafkaError:
                 if self.transaction_broken():
                     return None     # the transaction is lost: its records are processed again
@@ -148,13 +149,35 @@ class Producer:
                     self._sending -= 1
                     self._lock.notify_all()
         try:
-            future = self._producer.send(topic, key=key, value=value, headers=headers,
-                                         partition=partition)
+            future = self._queue(topic, key, value, headers, partition)
         except BaseException:
             self._settle(epoch, None)
             raise
-        future.add_callback(epoch.ack)
-        future.add_errback(epoch.fail)
+        future._add_cb_eb(epoch.ack, epoch.fail)
+        return future
+
+    def _queue(self, topic: str, key: bytes | None, value: bytes | None,
+               headers: list | None, partition: int | None) -> Any:
+        """kafka-python's ``send``, for a record placed in a known partition without headers
+        (an agent's keyed output) its own steps only: the record's size checked, its
+        partition added to the transaction, the record appended to the accumulator and the
+        sender woken for a new or full batch, as ``send`` does in kafka-python 3.0.12
+        (pinned, see :mod:`.fixes`).  Its checks of what holds here (serializers, headers,
+        the partitioner, metadata) are skipped; anything else goes through ``send``."""
+        producer = self._producer
+        known = producer._metadata._partitions.get(topic)
+        if partition is None or headers or not known or partition not in known or \
+                key is None and value is None or producer._closed:
+            return producer.send(topic, key=key, value=value, headers=headers,
+                                 partition=partition)
+        if len(key or b'') + len(value or b'') > self._record_limit:
+            producer._ensure_valid_record_size(producer._estimate_size_in_bytes(key, value))
+        tp = TopicPartition(topic, partition)
+        if self.transactional:
+            producer._transaction_manager.maybe_add_partition_to_transaction(tp)
+        future, full, new, _ = producer._accumulator.append(tp, None, key, value, [])
+        if full or new:
+            producer._sender.wakeup()
         return future
 
     # -- transactions (exactly-once) ----------------------------------------
@@ -309,7 +332,8 @@ class Producer:
 
     def partition_count(self, topic: str) -> int:
         """How many partitions ``topic`` has (waits for its metadata the first time)."""
-        return len(self._producer.partitions_for(topic))
+        known = self._producer._metadata._partitions.get(topic)
+        return len(known) if known else len(self._producer.partitions_for(topic))
 
     def mark(self) -> Epoch:
         """Close the current epoch: every send made so far belongs to it or an earlier one."""

@@ -9,7 +9,13 @@ from runner.kafka import producer as producer_module
 from runner.kafka.producer import Producer, SendFailed
 
 
+class Metadata:
+    _partitions: dict = {}          # no topic known: every send goes through send()
+
+
 class FakeKafkaProducer:
+    _metadata = Metadata()
+
     def __init__(self, **config):
         self.futures: list[Future] = []
 
