@@ -8,6 +8,7 @@ import threading
 import pytest
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, TransactionAbortedError
+from kafka.future import Future
 from kafka.producer.record_accumulator import RecordAccumulator
 from kafka.record.default_records import DefaultRecordBatchBuilder
 from kafka.record.memory_records import MemoryRecords
@@ -22,8 +23,11 @@ NOW = 1_765_000_000_000
 
 
 class Metadata:
+    def __init__(self):
+        self._partitions = {'t': dict.fromkeys(range(4))}
+
     def partitions_for_topic(self, topic):
-        return {0, 1, 2, 3}
+        return set(self._partitions[topic])
 
 
 class Sender:
@@ -47,6 +51,15 @@ class FakeKafkaProducer:
                                               linger_ms=5)
         self._metadata = Metadata()
         self._sender = Sender()
+        self._closed = False
+        self.sent = []            # what went through kafka-python's own send
+
+    def send(self, topic, key=None, value=None, headers=None, partition=None):
+        self.sent.append((topic, key, value, headers, partition))
+        return Future()
+
+    def _estimate_size_in_bytes(self, key, value, headers=None):
+        return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])
 
     def queued(self, tp=TP):
         """The batches waiting in the accumulator, drained as the sender would."""
@@ -259,3 +272,76 @@ def test_concurrent_checkpoints_of_other_partitions_keep_each_its_own_order(kafk
                  for buffer in closed_buffers(fake.queued(TopicPartition('t', n)))
                  for batch in MemoryRecords(bytearray(buffer)) for record in batch]
         assert found == sent
+
+
+# -- an agent's sends ---------------------------------------------------------
+
+
+def test_a_keyed_send_is_appended_as_kafka_python_appends_it_and_acknowledged_on_its_own(kafka):
+    producer, fake = slot_producer(kafka)
+    records = RECORD_SETS['random sizes'][:300]
+    futures = [producer.send('t', key, value, partition=3) for key, value in records]
+    epoch = producer.mark()
+    assert fake.sent == [] and epoch.pending == len(records)
+    queued = fake.queued()
+    expected = kafka_python_batches(records)
+    assert [record_tuples(batch) for batch in closed_buffers(queued)] == \
+        [record_tuples(batch) for batch in expected]
+    base = 0
+    for batch in queued:
+        batch.complete(base, -1)
+        base += batch.record_count
+    assert producer.acknowledged(epoch)
+    assert [future.get(0).offset for future in futures] == list(range(len(records)))
+
+
+def record_tuples(buffer):
+    return [(record.offset, record.key, record.value, record.headers)
+            for batch in MemoryRecords(bytearray(buffer)) for record in batch]
+
+
+@pytest.mark.parametrize('send', [
+    {'key': b'k', 'value': b'v', 'headers': [('h', b'1')], 'partition': 1},    # headers
+    {'key': b'k', 'value': b'v', 'partition': None},                           # unplaced
+    {'key': None, 'value': b'v', 'partition': None},                           # no key
+    {'key': b'k', 'value': b'v', 'partition': 9},                              # not in topic
+    {'key': None, 'value': None, 'partition': 1},                              # nothing
+])
+def test_a_send_its_checks_concern_goes_through_kafka_pythons_send(kafka, send):
+    producer, fake = slot_producer(kafka)
+    producer.send('t', **send)
+    assert fake.sent == [('t', send['key'], send['value'], send.get('headers'),
+                          send['partition'])]
+    assert fake.queued() == []
+
+
+def test_a_send_to_an_unknown_topic_goes_through_kafka_pythons_send(kafka):
+    producer, fake = slot_producer(kafka)
+    producer.send('elsewhere', b'k', b'v', partition=0)
+    assert fake.sent == [('elsewhere', b'k', b'v', None, 0)]
+
+
+def test_a_sent_record_too_large_is_refused_as_kafka_python_refuses_it(kafka):
+    producer, fake = slot_producer(kafka)
+    producer._record_limit = 5000 - batches.OVERHEAD
+    fake.config['max_request_size'] = 5000
+    with pytest.raises(MessageSizeTooLargeError, match='The message is 5007 bytes'):
+        producer.send('t', b'b', b'x' * 4920, partition=0)
+    assert producer.acknowledged(producer.mark())
+    producer.send('t', b'b', b'x' * 4910, partition=0)
+    assert len(fake.queued(TopicPartition('t', 0))) == 1
+
+
+def test_a_transactional_send_adds_its_partition_to_the_transaction(kafka):
+    added = []
+
+    class Transactions:
+        def maybe_add_partition_to_transaction(self, tp):
+            added.append(tp)
+
+    producer = Producer(Settings(broker='h:1', broker_timeout=1.0), 'test', 'tid')
+    kafka[-1]._transaction_manager = Transactions()
+    producer._sealed = False
+    producer.send('t', b'k', b'v', partition=2)
+    assert added == [TopicPartition('t', 2)]
+    assert len(kafka[-1].queued(TopicPartition('t', 2))) == 1

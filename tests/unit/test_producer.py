@@ -10,13 +10,13 @@ from runner.kafka.producer import Producer, SendFailed
 
 
 class Metadata:
-    _partitions: dict = {}          # no topic known: every send goes through send()
+    def __init__(self):
+        self._partitions = {}       # no topic known: every send goes through send()
 
 
 class FakeKafkaProducer:
-    _metadata = Metadata()
-
     def __init__(self, **config):
+        self._metadata = Metadata()
         self.futures: list[Future] = []
 
     def send(self, topic, key=None, value=None, headers=None, partition=None):
