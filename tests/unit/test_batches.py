@@ -242,19 +242,28 @@ def test_a_batch_split_by_kafka_python_is_waited_for_record_by_record(kafka):
     assert last.get(0).offset == 139
 
 
-def test_a_transactional_batch_is_added_to_the_transaction_and_not_counted(kafka):
-    added = []
+class Transactions:
+    """kafka-python's transaction manager, as far as a send asks it."""
 
-    class Transactions:
-        def maybe_add_partition_to_transaction(self, tp):
-            added.append(tp)
+    def __init__(self):
+        self.added = []
 
+    def maybe_add_partition_to_transaction(self, tp):
+        self.added.append(tp)
+
+
+def transactional_producer(kafka):
+    """A producer in an open transaction, its stand-in, and that transaction."""
     producer = Producer(Settings(broker='h:1', broker_timeout=1.0), 'test', 'tid')
-    fake = kafka[-1]
-    fake._transaction_manager = Transactions()
+    kafka[-1]._transaction_manager = Transactions()
     producer._sealed = False
+    return producer, kafka[-1], kafka[-1]._transaction_manager
+
+
+def test_a_transactional_batch_is_added_to_the_transaction_and_not_counted(kafka):
+    producer, fake, transaction = transactional_producer(kafka)
     producer.send_batch('t', 3, [(b'a', b'1')])
-    assert added == [TP] and producer.acknowledged(producer.mark())
+    assert transaction.added == [TP] and producer.acknowledged(producer.mark())
     assert len(fake.queued()) == 1
 
 
@@ -333,15 +342,7 @@ def test_a_sent_record_too_large_is_refused_as_kafka_python_refuses_it(kafka):
 
 
 def test_a_transactional_send_adds_its_partition_to_the_transaction(kafka):
-    added = []
-
-    class Transactions:
-        def maybe_add_partition_to_transaction(self, tp):
-            added.append(tp)
-
-    producer = Producer(Settings(broker='h:1', broker_timeout=1.0), 'test', 'tid')
-    kafka[-1]._transaction_manager = Transactions()
-    producer._sealed = False
+    producer, fake, transaction = transactional_producer(kafka)
     producer.send('t', b'k', b'v', partition=2)
-    assert added == [TopicPartition('t', 2)]
-    assert len(kafka[-1].queued(TopicPartition('t', 2))) == 1
+    assert transaction.added == [TopicPartition('t', 2)]
+    assert len(fake.queued(TopicPartition('t', 2))) == 1
