@@ -346,3 +346,18 @@ def test_a_transactional_send_adds_its_partition_to_the_transaction(kafka):
     producer.send('t', b'k', b'v', partition=2)
     assert transaction.added == [TopicPartition('t', 2)]
     assert len(fake.queued(TopicPartition('t', 2))) == 1
+
+
+def test_for_message_formats_before_v2_a_checkpoint_appends_record_by_record(kafka):
+    producer, fake = slot_producer(kafka)
+    fake._accumulator.config['message_version'] = 1
+    records = RECORD_SETS['tombstones']
+    last = producer.send_batch('t', 3, records)
+    epoch = producer.mark()
+    assert epoch.pending == len(records)
+    (batch,) = fake.queued()
+    batch.records.close()
+    assert [(record.key, record.value) for legacy in MemoryRecords(batch.records.buffer())
+            for record in legacy] == records
+    batch.complete(7, -1)
+    assert producer.acknowledged(epoch) and last.get(0).offset == 9
