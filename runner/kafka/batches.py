@@ -46,6 +46,9 @@ NULL = _varint(-1)
 #: (DefaultRecordBatchBuilder.estimate_size_in_bytes: batch header and record overhead).
 OVERHEAD = DefaultRecordBatchBuilder.HEADER_STRUCT.size + \
     DefaultRecordBatchBuilder.MAX_RECORD_OVERHEAD
+#: What that estimate adds to a key and a value without headers, beyond OVERHEAD, at most:
+#: two lengths of up to 5 bytes and the count of headers.
+LENGTHS = 11
 
 
 def varint(value: int, table: tuple = VARINTS) -> bytes:

@@ -106,7 +106,7 @@ class Producer:
         )
         self.transactional = transactional_id is not None
         #: Bytes of key and value under which a record is surely not too large to send.
-        self._record_limit = settings.max_request_size - batches.OVERHEAD
+        self._record_limit = settings.max_request_size - batches.OVERHEAD - batches.LENGTHS
         self._lock = threading.Condition()
         self._open = Epoch(self, 0)
         self._epochs: collections.deque[Epoch] = collections.deque([self._open])
