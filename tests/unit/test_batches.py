@@ -142,17 +142,28 @@ def test_bulk_batches_read_back_as_the_records_sent():
     assert {timestamp for _, _, timestamp, _ in found} == {NOW}
 
 
-def test_a_record_is_refused_for_its_size_exactly_when_kafka_python_refuses_it():
-    kafka = FakeKafkaProducer(max_request_size=5000)
-    for size in range(4850, 4950):
+def refused_as_kafka_python_refuses(queue, limit=5000):
+    """Queue records around ``limit`` (max_request_size) bytes: those kafka-python's ``send``
+    refuses must be refused with its error, and the others queued; returns how many were."""
+    accepted = 0
+    for size in range(limit - 150, limit - 50):
         record = (b'key', b'x' * size)
         estimate = DefaultRecordBatchBuilder.estimate_size_in_bytes(*record, [])  # as send
-        if estimate > 5000:
+        if estimate > limit:
             with pytest.raises(MessageSizeTooLargeError,
                                match=f'^.*The message is {estimate} bytes when serialized'):
-                batches.build(kafka, TP, [(b'a', b'1'), record], NOW)
+                queue(record)
         else:
-            assert len(batches.build(kafka, TP, [(b'a', b'1'), record], NOW)) == 1
+            queue(record)
+            accepted += 1
+    assert 0 < accepted < 100
+    return accepted
+
+
+def test_a_record_is_refused_for_its_size_exactly_when_kafka_python_refuses_it():
+    kafka = FakeKafkaProducer(max_request_size=5000)
+    refused_as_kafka_python_refuses(
+        lambda record: batches.build(kafka, TP, [(b'a', b'1'), record], NOW))
 
 
 @pytest.fixture
@@ -338,18 +349,8 @@ def test_a_sent_record_is_refused_for_its_size_exactly_when_kafka_python_refuses
                         'test')
     fake = kafka[-1]
     fake.config['max_request_size'] = 5000
-    accepted = 0
-    for size in range(4850, 4950):
-        record = (b'key', b'x' * size)
-        estimate = DefaultRecordBatchBuilder.estimate_size_in_bytes(*record, [])  # as send
-        if estimate > 5000:
-            with pytest.raises(MessageSizeTooLargeError,
-                               match=f'^.*The message is {estimate} bytes when serialized'):
-                producer.send('t', *record, partition=0)
-        else:
-            producer.send('t', *record, partition=0)
-            accepted += 1
-    assert 0 < accepted < 100
+    accepted = refused_as_kafka_python_refuses(
+        lambda record: producer.send('t', *record, partition=0))
     assert producer.mark().pending == accepted and fake.sent == []
 
 
