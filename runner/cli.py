@@ -4,7 +4,9 @@ Usage:
   runner [options] [worker]
   runner [options] send <topic> [<value>] [--key=KEY]
   runner [options] dlq <agent> [--replay]
+  runner [options] skip <topic> <partition> <offset>
   runner [options] status [--json]
+  runner [options] lag [--json]
   runner [options] stop [--cold] [--timeout=SECONDS]
   runner [options] restart [--timeout=SECONDS]
   runner -h | --help
@@ -14,12 +16,22 @@ Commands:
   worker                 Start the main process and its worker slots in the
                          foreground (the default command).
   send TOPIC [VALUE]     Send one record to TOPIC and print where it was written.
-                         VALUE is parsed as JSON for JSON topics, else sent as text.
+                         VALUE is parsed as JSON for JSON topics (a bare word is
+                         sent as a string; broken JSON is refused), else sent as
+                         text.
   dlq AGENT              List the dead letters of AGENT (its name or its
                          function's name): where each record came from and why
                          it failed.  With --replay, send those not replayed yet
                          back to their topic (after a fix).
+  skip TOPIC PARTITION OFFSET
+                         Send the record a partition is stopped at (its agent
+                         raised on it under on_error='stop') to the dead-letter
+                         topic, and let the partition go on.
   status                 Show the slots of the process named by --pidfile.
+  lag                    Show how far the app's consumer group is behind: per
+                         partition of its source topics the committed offset, the
+                         end offset and the lag, with totals per topic (workers
+                         running or not).
   stop                   Stop it (warm; --cold to stop at once) and wait.
   restart                Restart its slots one half at a time (HUP) and wait.
 
@@ -66,7 +78,7 @@ Options:
                              if already running, say so and exit 0.
   -k KEY, --key=KEY          Key of the record to send (send only).
   --replay                   Send dead letters back to their topic (dlq only).
-  --json                     Print the status as JSON (status only).
+  --json                     Print JSON (status and lag only).
   --cold                     Stop at once; work in hand is redone later (stop only).
   --timeout=SECONDS          How long stop or restart waits (default: 60 for stop,
                              300 for restart).
@@ -74,11 +86,13 @@ Options:
   --version                  Show the version.
 
 Exit codes:
-  0 success, 1 stop or restart did not finish in time, 3 not running (status,
-  restart), 64 bad usage, 69 broker unreachable, 70 a slot failed, 73 data
-  directory, port or pidfile in use, 77 the broker refused the login or TLS
-  handshake, 78 app or config cannot be loaded, 130 interrupted, 141 output
-  pipe closed early.
+  0 success, 1 stop or restart did not finish in time, or the partition is
+  not stopped at that offset (skip), 2 degraded (status), 3 not running
+  (status, restart; skip: no running slot has the partition), 64 bad usage,
+  65 a VALUE the topic's serializer does not take (send), 69 broker
+  unreachable, 70 a slot failed, 73 data directory, port or pidfile in use,
+  77 the broker refused the login or TLS handshake, 78 app or config cannot
+  be loaded, 130 interrupted, 141 output pipe closed early.
 """
 
 import json
@@ -87,6 +101,7 @@ import os
 import re
 import signal
 import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -105,10 +120,14 @@ from .config import (
     slot_overrides,
 )
 from .errors import (
+    EX_DEGRADED,
     EX_INTERRUPTED,
     EX_OK,
     EX_PIPE,
     ConfigError,
+    DataError,
+    NotFinished,
+    NotRunning,
     ResourceBusy,
     RunnerError,
     UsageError,
@@ -351,18 +370,26 @@ def _check_detachable(options: Options, logfile: str | None) -> None:
         raise ResourceBusy(f'cannot write the log file {logfile}: {exc.strerror}') from None
 
 
-def send_command(args: dict[str, Any]) -> int:
-    """Send one record to a topic, serialized as the app declares the topic."""
+def _app_and_settings(args: dict[str, Any], role: str) -> tuple[Any, Settings]:
+    """For a command that talks to Kafka as the app: the app, imported here, its settings
+    (slot 0's), and the log set up for ``role`` (warnings only, unless asked for more)."""
     from .app.loader import load_app
-    from .kafka import admin
-    from .kafka.producer import Producer
-    from .runtime import outside
 
     options = load_options(args)
     app = load_app(options.app)
     settings = options.settings_for(app.settings, 0)
     logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
-               settings.logfile, 'send', settings.secrets())
+               settings.logfile, role, settings.secrets())
+    return app, settings
+
+
+def send_command(args: dict[str, Any]) -> int:
+    """Send one record to a topic, serialized as the app declares the topic."""
+    from .kafka import admin
+    from .kafka.producer import Producer
+    from .runtime import outside
+
+    app, settings = _app_and_settings(args, 'send')
     name = args['<topic>']
     topic = app.topics.get(name) or _topic_named(app, name)
     client = admin.connect(settings.kafka_client(), settings.broker_timeout,
@@ -386,15 +413,10 @@ def send_command(args: dict[str, Any]) -> int:
 
 def dlq_command(args: dict[str, Any]) -> int:
     """List an agent's dead letters, or send those not replayed yet back to their topic."""
-    from .app.loader import load_app
     from .kafka.dead_letters import DeadLetters
     from .kafka.producer import Producer
 
-    options = load_options(args)
-    app = load_app(options.app)
-    settings = options.settings_for(app.settings, 0)
-    logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
-               settings.logfile, 'dlq')
+    app, settings = _app_and_settings(args, 'dlq')
     agent = _agent_named(app, args['<agent>'])
     letters = DeadLetters(settings.kafka_client(), agent.dead_letter_topic.name,
                           f'{app.name}-dlq', settings.broker_timeout)
@@ -405,13 +427,69 @@ def dlq_command(args: dict[str, Any]) -> int:
             return EX_OK
         producer = Producer(settings, f'{app.name}-dlq')
         try:
-            sent = letters.replay(producer)
+            sent, passed = letters.replay(producer, _unprocessable(app))
         finally:
             producer.close(settings.broker_timeout)
     finally:
         letters.close()
-    print(f'runner: sent {sent} dead letters of {agent.name} back to their topic')
+    for line in passed:
+        print(f'runner: not replayed: {line}')
+    over = f'; {len(passed)} cannot be processed (not replayed)' if passed else ''
+    print(f'runner: sent {sent} dead letters of {agent.name} back to their topic{over}')
     return EX_OK
+
+
+def _unprocessable(app: Any) -> Callable[[Any], str | None]:
+    """Why a dead letter would only come back to the dead-letter topic if replayed (None
+    if it may be processed now): a copy cut to fit, an output too large, or a value the
+    topic's serializer still cannot decode."""
+    def why(letter: Any) -> str | None:
+        if 'cut' in letter.why:
+            return f'its {letter.why["cut"]} was cut to fit the dead-letter topic'
+        reason = letter.why.get('reason')
+        if reason == 'refused':
+            return 'an output of it was too large for the producer'
+        topic = app.topics.get(letter.why.get('topic'))
+        if reason == 'unreadable' and topic is not None:
+            try:
+                topic.value_codec.loads(letter.value)
+            except ValueError:
+                return 'its value still cannot be decoded'
+        return None
+    return why
+
+
+def skip_command(args: dict[str, Any]) -> int:
+    """Ask the slot that has the partition to skip the record it is stopped at."""
+    from .kafka import admin
+    from .runtime.web import get_json
+
+    app, settings = _app_and_settings(args, 'skip')
+    topic = args['<topic>']
+    partition = _count(args['<partition>'], 'PARTITION')
+    offset = _count(args['<offset>'], 'OFFSET')
+    client = admin.connect(settings.kafka_client(), settings.broker_timeout, f'{app.name}-skip')
+    try:
+        web = admin.owner_web(client, app.name, topic, partition)
+    finally:
+        client.close()
+    if web is None:
+        raise NotRunning(f'no running slot of {app.name} has {topic}[{partition}]')
+    query = urllib.parse.urlencode({'topic': topic, 'partition': partition, 'offset': offset})
+    status, body = get_json(f'http://{web}/skip?{query}', settings.broker_timeout,
+                            settings.web_token, method='POST')
+    if status != 200:
+        raise NotFinished((body or {}).get('error') or f'the slot at {web} did not answer')
+    print(f'runner: skipped {body["skipped"]}: sent to the dead-letter topic of agent '
+          f'{body["agents"]}; the partition goes on')
+    return EX_OK
+
+
+def _count(text: str, name: str) -> int:
+    """A partition number or an offset given on the command line."""
+    if not text.isdigit():
+        raise UsageError(f'{name} must be a number, not {shown(text)}')
+    return int(text)
 
 
 def _agent_named(app: Any, name: str) -> Any:
@@ -433,13 +511,21 @@ def _topic_named(app: Any, name: str) -> Any:
         raise UsageError(str(exc)) from None
 
 
+#: How JSON text that is an object, an array or a string begins.
+JSON_OPENERS = ('{', '[', '"')
+
+
 def _parse_value(topic: Any, text: str | None) -> Any:
-    """VALUE as the topic's serializer takes it: parsed if JSON (the text if it is not)."""
+    """VALUE as the topic's serializer takes it: parsed if JSON, a bare word as text; text
+    that begins as JSON (an object, an array, a string) must parse (DataError)."""
     if text is None or topic.value_codec.name != 'json':
         return _typed_bytes(topic.value_codec, text)
     try:
         return topic.value_codec.loads(os.fsencode(text))
-    except ValueError:
+    except ValueError as exc:
+        if text.lstrip().startswith(JSON_OPENERS):
+            raise DataError(f'VALUE is not valid JSON for topic {topic.name!r} (a JSON topic, '
+                            f'nothing sent): {str(exc).removeprefix("not JSON: ")}') from None
         return text
 
 
@@ -452,7 +538,40 @@ def _typed_bytes(codec: Any, text: str | None) -> Any:
 def status_command(args: dict[str, Any]) -> int:
     _, status = control.read_status(_pidfile_of(args))
     print(json.dumps(status, indent=1) if args['--json'] else control.format_status(status))
+    return EX_DEGRADED if status['state'] == 'degraded' else EX_OK
+
+
+def lag_command(args: dict[str, Any]) -> int:
+    """How far the app's consumer group is behind on each partition it reads."""
+    from .kafka import admin
+
+    app, settings = _app_and_settings(args, 'lag')
+    rows = admin.group_lag(settings.kafka_client(), settings.broker_timeout, f'{app.name}-lag',
+                           app.name, {agent.topic.name for agent in app.agents})
+    if args['--json']:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(format_lag(rows, settings.processing_guarantee == 'exactly_once'))
     return EX_OK
+
+
+def format_lag(rows: list[dict[str, Any]], exactly_once: bool) -> str:
+    """The lag table: a line per partition, then a total per topic."""
+    def shown_offset(value: int | None) -> str:
+        return '-' if value is None else str(value)
+    lines = [f'{"TOPIC":30} {"PARTITION":>9} {"COMMITTED":>12} {"END":>12} {"LAG":>10}']
+    totals: dict[str, int] = {}
+    for row in rows:
+        lines.append(f'{row["topic"]:30} {row["partition"]:>9} '
+                     f'{shown_offset(row["committed"]):>12} {row["end"]:>12} '
+                     f'{shown_offset(row["lag"]):>10}')
+        totals[row['topic']] = totals.get(row['topic'], 0) + (row['lag'] or 0)
+    lines += [f'{topic:30} {"total":>9} {"":>12} {"":>12} {lag:>10}'
+              for topic, lag in totals.items()]
+    if exactly_once:
+        lines.append('(exactly-once: end offsets count transaction markers, so a partition '
+                     'read to its end can show a lag of a few)')
+    return '\n'.join(lines)
 
 
 def stop_command(args: dict[str, Any]) -> int:
@@ -480,8 +599,9 @@ def _timeout(args: dict[str, Any], default: float) -> float:
     return positive_seconds(args['--timeout'], '--timeout', UsageError)
 
 
-COMMANDS = {'send': send_command, 'dlq': dlq_command, 'status': status_command,
-            'stop': stop_command, 'restart': restart_command}
+COMMANDS = {'send': send_command, 'dlq': dlq_command, 'skip': skip_command,
+            'status': status_command, 'lag': lag_command, 'stop': stop_command,
+            'restart': restart_command}
 
 
 if __name__ == '__main__':

@@ -10,10 +10,12 @@ from typing import Any
 
 EX_OK = 0
 EX_NOT_FINISHED = 1  # stop or restart did not get done (timed out, refused, failed)
+EX_DEGRADED = 2     # status: running, but a slot is not (or a partition stopped at a record)
 EX_NOT_RUNNING = 3   # nothing holds the pidfile (as LSB init scripts' "status" says)
 EX_USAGE = 64        # bad command line
+EX_DATAERR = 65      # send: VALUE is not what the topic's serializer takes
 EX_UNAVAILABLE = 69  # the broker could not be reached in time
-EX_SOFTWARE = 70     # an agent raised; the slot stopped so the record is retried
+EX_SOFTWARE = 70     # a thread of the slot failed; the slot stops and is restarted
 EX_NOPERM = 77       # the broker answered but did not let this client in (SASL, TLS)
 EX_CANTCREAT = 73    # data directory or port already in use
 EX_IOERR = 74        # a file or table store could not be written or read: disk full, I/O error
@@ -30,6 +32,12 @@ class RunnerError(Exception):
 
 class UsageError(RunnerError):
     exit_code = EX_USAGE
+
+
+class DataError(RunnerError):
+    """Input data that is not what it must be, such as broken JSON for a JSON topic."""
+
+    exit_code = EX_DATAERR
 
 
 class ConfigError(RunnerError):

@@ -25,9 +25,11 @@ class Agent:
 
     Errors: when ``fn`` raises on a record, the record is tried again up to
     ``retries`` times (waiting ``retry_backoff`` seconds, doubled each time),
-    then ``on_error`` decides: ``stop`` the slot (the record is processed
-    again after its restart), send the record to the agent's
-    ``dead_letter_topic`` and go on, or ``skip`` it and go on.  Records that
+    then ``on_error`` decides: ``stop`` the record's partition at it (the
+    slot goes on with its other partitions; the record is processed again
+    after a restart, or dead-lettered by ``runner skip``), send the record
+    to the agent's ``dead_letter_topic`` and go on, or ``skip`` it and go
+    on.  Records that
     cannot be decoded, or whose output the producer refuses (too large), are
     never retried: they go to the dead-letter topic unless ``on_error`` is
     ``skip``.

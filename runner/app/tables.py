@@ -51,6 +51,8 @@ class Table:
         self.changelog = Topic(app, f'{app.name}-{name}-changelog', partitions,
                                key_serializer, value_serializer,
                                config=self._changelog_config())
+        self._check_key = self.stored_key_codec.check      # looked up once: every write
+        self._check_value = self.value_codec.check
 
     @property
     def stored_key_codec(self) -> Codec:
@@ -67,12 +69,12 @@ class Table:
         is not encoded here: this runs on every write)."""
         if key is None:
             raise TypeError(f'table {self.name!r}: a key cannot be None')
-        self.stored_key_codec.check(key)
         if value is None:
             raise TypeError(f'table {self.name!r}: None cannot be stored (del table[key] '
                             'deletes a key)')
+        self._check_key(key)
         if value is not DELETED:
-            self.value_codec.check(value)
+            self._check_value(value)
 
     def _changelog_config(self) -> dict[str, str]:
         return {'cleanup.policy': 'compact'}

@@ -1,13 +1,14 @@
 """Talking to the cluster before work starts: reachability, partition counts, topic creation."""
 
 import contextlib
+import json
 import logging
 import socket
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from kafka import KafkaAdminClient
-from kafka.admin import MemberToRemove
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.admin import MemberToRemove, OffsetSpec
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ..config import split_host_port
@@ -120,3 +121,50 @@ def leave_group(connection: dict[str, Any], timeout: float, client_id: str, grou
         log.warning('could not leave group %s: %s', group, ', '.join(problems))
     else:
         log.info('left group %s as %s', group, instance_id)
+
+
+def group_lag(connection: dict[str, Any], timeout: float, client_id: str, group: str,
+              topics: Iterable[str]) -> list[dict[str, Any]]:
+    """Per partition of ``topics`` (and of any other topic ``group`` committed offsets of),
+    in topic and partition order: the group's committed offset (None if it has none), the
+    partition's end offset (its high watermark, as Kafka's own tools read it) and the lag
+    between them (None without a committed offset)."""
+    client = connect(connection, timeout, client_id)
+    try:
+        with _quiet('kafka'):
+            committed = client.list_group_offsets(group).get(group, {})
+            counts = partition_counts(client, set(topics) | {tp.topic for tp in committed})
+            partitions = [TopicPartition(topic, number)
+                          for topic, count in sorted(counts.items()) for number in range(count)]
+            ends = client.list_partition_offsets(
+                dict.fromkeys(partitions, OffsetSpec.LATEST)) if partitions else {}
+    except KafkaError as exc:
+        raise _unreachable(connection, timeout, exc) from None
+    finally:
+        client.close()
+    rows = []
+    for tp in partitions:
+        done, end = committed.get(tp), ends[tp].offset
+        offset = None if done is None or done.offset < 0 else done.offset
+        rows.append({'topic': tp.topic, 'partition': tp.partition, 'committed': offset,
+                     'end': end, 'lag': None if offset is None else max(0, end - offset)})
+    return rows
+
+
+def owner_web(admin: KafkaAdminClient, group: str, topic: str, partition: int) -> str | None:
+    """The web address of the member of ``group`` that partition ``partition`` of ``topic``
+    is assigned to, as it tells the group (see :mod:`runner.kafka.assignor`); None if no
+    member has it."""
+    try:
+        described = admin.describe_groups([group])[group]
+    except KafkaError as exc:
+        raise BrokerUnavailable(f'cannot describe group {group}: {exc}') from None
+    for member in described.get('members') or ():
+        assigned = (member.get('member_assignment') or {}).get('assigned_partitions') or ()
+        if any(t['topic'] == topic and partition in t['partitions'] for t in assigned):
+            try:
+                data = json.loads((member.get('member_metadata') or {}).get('user_data') or '{}')
+            except ValueError:
+                return None
+            return data.get('web') if isinstance(data, dict) else None
+    return None

@@ -2,10 +2,11 @@
 
 Replays are remembered by consumer group ``{dead-letter topic}-replay``: a
 replay sends the dead letters written since the previous one, so running it
-twice sends nothing twice.
+twice sends nothing twice.  Letters that cannot be processed (the caller
+says which and why) are passed over, and count as replayed.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, TopicPartition
@@ -29,14 +30,17 @@ class DeadLetter(NamedTuple):
     headers: list
     why: dict[str, str]
 
+    def origin(self) -> str:
+        """Where the original record was: ``topic[partition]@offset``."""
+        why = self.why
+        return f'{why.get("topic", "?")}[{why.get("partition", "?")}]@{why.get("offset", "?")}'
+
     def describe(self) -> str:
         """One line: the original record's place, why it failed, and its key."""
-        why = self.why
-        origin = f'{why.get("topic", "?")}[{why.get("partition", "?")}]@{why.get("offset", "?")}'
         key = self.key.decode(errors='replace') if self.key is not None else None
         replayed = ' (replayed)' if self.replayed else ''
-        return (f'{origin} {why.get("reason", "?")}: {why.get("error", "")} key={key!r}'
-                f'{replayed}')
+        return (f'{self.origin()} {self.why.get("reason", "?")}: {self.why.get("error", "")} '
+                f'key={key!r}{replayed}')
 
 
 class DeadLetters:
@@ -80,12 +84,18 @@ class DeadLetters:
                 if record.offset < self.ends[tp]:
                     yield _dead_letter(record, record.offset < self.replayed[tp])
 
-    def replay(self, producer: Producer) -> int:
-        """Send every dead letter not yet replayed back to its topic; returns how many."""
-        sent = 0
+    def replay(self, producer: Producer,
+               unprocessable: Callable[[DeadLetter], str | None]) -> tuple[int, list[str]]:
+        """Send every dead letter not yet replayed back to its topic, but those for which
+        ``unprocessable`` says why they cannot be processed; returns how many were sent,
+        and a line for each passed over."""
+        sent, passed = 0, []
         for letter in self.read(only_new=True):
             original = letter.why.get('topic')
-            if original:
+            why = unprocessable(letter)
+            if why:
+                passed.append(f'{letter.origin()} {letter.why.get("reason", "?")}: {why}')
+            elif original:
                 kept = [(k, v) for k, v in letter.headers if not k.startswith(OWN_HEADER)]
                 producer.send(original, letter.key, letter.value, kept or None)
                 sent += 1
@@ -94,7 +104,7 @@ class DeadLetters:
                                     f'{self._timeout:g}s; nothing was marked replayed')
         self._consumer.commit({tp: OffsetAndMetadata(self.ends[tp], '', -1)
                                for tp in self._partitions})
-        return sent
+        return sent, passed
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)

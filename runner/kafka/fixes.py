@@ -21,6 +21,11 @@ changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
    but ``poll()`` goes on returning records, and only a commit would fail.  The
    member works on, unaware, writing to changelogs that are no longer its own.
    Fix: once fenced, the coordinator's ``poll()`` raises ``FencedInstanceIdError``.
+4. Not a stall but a cost: every wait for a socket (each send and fetch) registers
+   it with the IO loop's selector, which first looks it up with ``get_key``; for a
+   socket not yet registered that raises a KeyError whose message formats the
+   socket's ``repr`` (about 10 µs, a few per cent of a busy slot).  Fix: a socket
+   not in the selector is registered without the failed look-up.
 
 The changelog's batches are built in bulk (:mod:`.batches`), with no future per
 record; a batch the broker finds too large is split by kafka-python, which
@@ -28,6 +33,7 @@ moves each record's future to the smaller batches.  So such a batch is given
 its futures per record just before kafka-python splits it.
 """
 
+import selectors
 from typing import Any
 
 import kafka
@@ -35,6 +41,7 @@ from kafka.consumer.fetcher import Fetcher
 from kafka.coordinator.base import BaseCoordinator
 from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.errors import FencedInstanceIdError
+from kafka.net.selector import NetworkSelector, Task
 from kafka.producer.record_accumulator import RecordAccumulator
 
 from ..errors import ConfigError
@@ -53,6 +60,7 @@ def install() -> None:
     _forget_drained_records()
     _keep_joining_until_done()
     _raise_once_fenced()
+    _register_sockets_without_lookup_errors()
     _split_bulk_batches_by_record()
 
 
@@ -102,6 +110,31 @@ def _raise_once_fenced() -> None:
                                         'was taken over by another member')
         return poll(coordinator, *args, **kwargs)
     ConsumerCoordinator.poll = raising
+
+
+def _register_sockets_without_lookup_errors() -> None:
+    register_event = NetworkSelector.register_event
+    if getattr(register_event, 'runner_fix', False):
+        return
+
+    def patched(net: NetworkSelector, fileobj: Any, event: int, task: Any) -> None:
+        if _registered(net._selector, fileobj):
+            register_event(net, fileobj, event, task)
+            return
+        task = task if isinstance(task, Task) else Task(task)
+        net._selector.register(fileobj, event, (task, None) if event == selectors.EVENT_READ
+                               else (None, task))
+    patched.runner_fix = True
+    NetworkSelector.register_event = patched
+
+
+def _registered(selector: selectors.BaseSelector, fileobj: Any) -> bool:
+    """Whether ``fileobj`` is in ``selector``, without the KeyError of ``get_key``."""
+    try:
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+    except (AttributeError, ValueError, OSError):
+        return True             # let kafka-python's own look-up decide
+    return fd in selector._fd_to_key
 
 
 def _split_bulk_batches_by_record() -> None:

@@ -119,6 +119,11 @@ class Producer:
         self.written = False
         self.written_at = 0.0
 
+    @property
+    def max_request_size(self) -> int:
+        """The largest record (in bytes) it sends; a larger one is refused."""
+        return self._producer.config['max_request_size']
+
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None,
              dropped: Callable[[], bool] | None = None, after: int = -1) -> Any:

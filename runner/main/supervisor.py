@@ -100,12 +100,13 @@ class SlotProcess:
         return bool(self.report.get('ready')) and not (self.killed or self.retiring)
 
     def state(self) -> str:
-        """``ready``, ``starting``, ``recovering``, ``rebalancing``, ``waiting`` (for
-        Kafka) or ``stopping``."""
+        """``ready``, ``degraded`` (ready, with partitions stopped at a record that failed),
+        ``starting``, ``recovering``, ``rebalancing``, ``waiting`` (for Kafka) or
+        ``stopping``."""
         if self.retiring or self.killed or self.report['phase'] in ('stopping', 'stopped'):
             return 'stopping'
         if self.ready:
-            return 'ready'
+            return 'degraded' if self.report.get('stopped') else 'ready'
         if self.report['phase'] == 'running':
             for prefix, state in (('recovering', 'recovering'), ('waiting for Kafka', 'waiting')):
                 if self.report['reason'].startswith(prefix):
@@ -114,10 +115,19 @@ class SlotProcess:
 
     def row(self) -> dict[str, Any]:
         """This slot's line in the status."""
-        reason = self.killed or (None if self.ready else self.report.get('reason'))
+        reason = self.killed or (_stopped_partitions(self.report.get('stopped')) if self.ready
+                                 else self.report.get('reason'))
         return {'slot': self.index, 'pid': self.pid, 'web': self.report.get('web'),
                 'state': self.state(), 'ready': self.ready, 'reason': reason,
                 'assignment': self.report.get('assignment', []), 'started': self.started_at}
+
+
+def _stopped_partitions(stopped: dict[str, dict[str, Any]] | None) -> str | None:
+    """Which partitions a slot has stopped at a record, and why, in one line (or None)."""
+    if not stopped:
+        return None
+    return '; '.join(f'{place} stopped at offset {why["offset"]}: {why["agent"]} raised '
+                     f'{why["error"]}' for place, why in sorted(stopped.items()))
 
 
 @dataclasses.dataclass
@@ -682,7 +692,7 @@ class Supervisor:
         if ready:
             self._last_ready = time.monotonic()
         waiting = any(row['state'] == 'waiting' for row in rows)
-        state = self._state(ready, waiting)
+        state = self._state(ready, waiting, any(row['state'] == 'degraded' for row in rows))
         self._notify(ready, state, waiting)
         self._ping_watchdog(waiting)
         status = {'pid': self._main_pid, 'app': self.name, 'workers': self.workers,
@@ -738,12 +748,13 @@ class Supervisor:
             row['retry_at'] = round(record.retry_at_wall, 3)
         return row
 
-    def _state(self, ready: int, waiting: bool) -> str:
+    def _state(self, ready: int, waiting: bool, stopped: bool) -> str:
+        """The main process's state; ``stopped``: a slot has partitions stopped at a record."""
         if self._stopping:
             return 'stopping'
         if self._restart or self._check:
             return 'restarting'
-        if waiting or any(record.failed or record.exit_code is not None
+        if waiting or stopped or any(record.failed or record.exit_code is not None
                for index, record in self._records.items() if index < self.workers):
             return 'degraded'
         return 'running' if ready >= self.workers or self._was_ready else 'starting'

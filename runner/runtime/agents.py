@@ -11,8 +11,8 @@ from ..app.agents import Agent
 from ..app.topics import Topic
 from ..errors import OutputRefused, RunnerError
 from .context import AgentContext, SlotContext
-from .policy import ErrorPolicy, where
-from .queues import Inbox
+from .policy import ErrorPolicy, error_text, where
+from .queues import Inbox, Stopped
 from .stream import Stream
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,8 @@ class AgentThreads:
     def _deal_with(self, agent_context: AgentContext, stream: Stream, retry: 'Retry',
                    exc: Exception) -> bool:
         """Apply the agent's error policy to the record it raised on; True to call the agent
-        again (it goes on with the same record, or the one after), False to stop the slot."""
+        again (it goes on with the same record, the one after, or another partition's),
+        False to stop the slot."""
         record = stream.unfinished
         if record is None or isinstance(exc, RunnerError):
             return False
@@ -108,11 +109,24 @@ class AgentThreads:
             stream.retry()
             return True
         if self.agent.on_error == 'stop':
-            return False
+            self._stop_partition(stream, record, exc)
+            return True
         self.policy.set_aside(agent_context, record, exc, 'raised')
         return True
 
+    def _stop_partition(self, stream: Stream, record: Any, exc: Exception) -> None:
+        """``on_error='stop'``: the record's partition stops at it, loudly; the slot goes on."""
+        stopped = Stopped(self.agent.name, record, error_text(exc))
+        log.error('agent %s raised on %s (key %r): partition %s:%d stopped at offset %d; the '
+                  'slot goes on with its other partitions. Deploy a fix (restart) or skip the '
+                  'record to the dead-letter topic: runner skip %s %d %d', self.agent.name,
+                  where(record), stopped.describe()['key'], record.topic, record.partition,
+                  record.offset, record.topic, record.partition, record.offset, exc_info=exc)
+        stream.stop_partition(stopped)
+
     def _forward(self, agent_context: AgentContext, value: Any) -> None:
+        """Send what the agent yielded to its sinks, under the key of the record it came
+        from, encoded as each sink's topic encodes keys."""
         if agent_context.dropping:
             return
         record = agent_context.record
@@ -120,9 +134,18 @@ class AgentThreads:
         for sink in self.agent.sinks:
             if isinstance(sink, (Topic, Agent)):
                 topic = sink if isinstance(sink, Topic) else sink.topic
-                agent_context.send(topic, key, topic.value_codec.dumps(value))
+                agent_context.send(topic, self._sink_key(topic, key),
+                                   topic.value_codec.dumps(value))
             else:
                 sink(value)
+
+    def _sink_key(self, topic: Topic, key: bytes | None) -> bytes | None:
+        """The source record's key as ``topic`` encodes keys (the same bytes when both
+        topics encode keys alike)."""
+        source = self.agent.topic.key_codec
+        if key is None or topic.key_codec is source:
+            return key
+        return topic.key_codec.dumps(source.loads(key))
 
     def _report_crash(self, agent_context: AgentContext, stream: Stream,
                       exc: Exception) -> None:

@@ -135,6 +135,27 @@ class ConsumerLoop:
                 'paused': sorted(f'{tp.topic}:{tp.partition}' for tp in self._paused),
                 'queued': named(self._dispatcher.backlog())}
 
+    def stopped(self) -> dict[str, dict[str, object]]:
+        """The partitions stopped at a record their agent raised on, and why, for the web."""
+        return {f'{tp.topic}:{tp.partition}': stopped.describe()
+                for tp, stopped in sorted(self._dispatcher.stopped().items())}
+
+    def skip(self, tp: TopicPartition, offset: int) -> tuple[int, dict[str, object]]:
+        """The operator's ``runner skip``: the record ``tp`` is stopped at (``offset``) goes
+        to the dead-letter topic and the partition goes on.  (HTTP status, JSON body)."""
+        place = f'{tp.topic}[{tp.partition}]'
+        skipped = self._dispatcher.skip(tp, offset)
+        if skipped:
+            agents = ', '.join(sorted(stopped.agent for stopped in skipped))
+            log.warning('the operator skipped %s@%d, which stopped agent %s: it goes to the '
+                        'dead-letter topic and the partition goes on', place, offset, agents)
+            return 200, {'skipped': f'{place}@{offset}', 'agents': agents}
+        stopped = self._dispatcher.stopped().get(tp)
+        if stopped is None:
+            return 409, {'error': f'{place} is not stopped in this slot'}
+        return 409, {'error': f'{place} is stopped at offset {stopped.record.offset}, not '
+                              f'{offset}'}
+
     # -- the loop ------------------------------------------------------------
 
     def _run(self) -> None:
@@ -257,12 +278,14 @@ class ConsumerLoop:
 
     def _apply_backpressure(self, assignment: frozenset[TopicPartition]) -> None:
         """Pause partitions holding more than their share of ``max_inflight`` queued records
-        (or whose tables are recovering); resume them at half their share."""
+        (or whose tables are recovering, or stopped at a record); resume them at half their
+        share."""
         share = max(1, self._settings.max_inflight // max(1, len(assignment)))
         backlog = self._dispatcher.backlog()
         paused = self._consumer.paused()
         stopping = self._stop_mode is not None
         waiting = {tp for task in self._tasks if not task.ready for tp in task.sources}
+        waiting.update(self._dispatcher.stopped())
 
         def blocked(tp: TopicPartition, limit: int) -> bool:
             return stopping or tp in waiting or backlog.get(tp, 0) >= limit

@@ -14,6 +14,7 @@ from typing import Any
 
 from kafka.errors import MessageSizeTooLargeError
 from kafka.future import Future
+from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from ..app.context import MISSING
 from ..app.layout import Layout
@@ -115,9 +116,17 @@ class SlotContext:
 
 
 class AgentContext:
-    """The context of one agent thread: the record it is processing and that record's task."""
+    """The context of one agent thread: the record it is processing and that record's task.
 
-    __slots__ = ('guard', 'queue', 'record', 'slot', 'task', 'undone')
+    Under exactly-once what a record sends is *held* until the record is done, then sent
+    into the open transaction (the task is cut only after that, at the record boundary);
+    if the record fails, its held sends are dropped with its table writes, so a record
+    tried again, skipped, dead-lettered or stopped at leaves no output in a committed
+    transaction.  An agent that waits for a send's result (``get()``) sends what it holds
+    there and then.
+    """
+
+    __slots__ = ('guard', 'held', 'queue', 'record', 'slot', 'task', 'undone')
 
     def __init__(self, slot: SlotContext) -> None:
         self.slot = slot
@@ -128,6 +137,8 @@ class AgentContext:
         #: The record's table writes so far, as (partition, key, value before), to take
         #: them back if the record fails (no checkpoint cuts a task inside a record).
         self.undone: list[tuple[TablePartition, Any, Any]] = []
+        #: Exactly-once: the record's sends not made yet (None: sends are made at once).
+        self.held: list[HeldSend] | None = [] if slot.producer.transactional else None
 
     # -- the stream's side ---------------------------------------------------
 
@@ -140,7 +151,10 @@ class AgentContext:
             self._hold(queue.task)
 
     def boundary(self) -> None:
-        """Between two records: serve a checkpoint waiting for this thread."""
+        """Between two records: send what the last one held, serve a checkpoint waiting for
+        this thread."""
+        if self.held:
+            self.release_held()
         if self.undone:
             self.undone.clear()
         guard = self.guard
@@ -149,6 +163,7 @@ class AgentContext:
 
     def end(self) -> None:
         """The batch is over (done, revoked or abandoned): let go of the guard and the task."""
+        assert not self.held, 'a record\'s held sends are made or dropped before its batch ends'
         guard, self.guard = self.guard, None
         if guard is not None:
             guard.release()
@@ -163,25 +178,41 @@ class AgentContext:
         return None if record is None else record.timestamp / 1000.0
 
     def read(self, table: Table, key: Any) -> Any:
-        if self.task is None:
+        task = self.task
+        if task is None:
             return self.slot.read(table, key)
-        return self._partition(table).get(key, fill_cache=True)
+        partition = task.partitions.get(table.name)
+        if partition is None or self.guard is not task.guard:
+            partition = self._partition(table)
+        return partition.get(key, fill_cache=True)
 
     def write(self, table: Table, key: Any, value: Any) -> None:
-        if self.task is None:
+        task = self.task
+        if task is None:
             raise RuntimeError(f'table {table.name!r} can only be changed while processing a '
                                'record')
         table.check(key, value)
-        partition = self._partition(table)
+        partition = task.partitions.get(table.name)
+        if partition is None or self.guard is not task.guard:
+            partition = self._partition(table)
         self.undone.append((partition, key, partition.set(key, value)))
         if table.windowing is not None:
             partition.observe(self.event_time())
 
     def undo(self) -> None:
-        """Take back the table writes of the record being processed (it failed)."""
+        """Take back the table writes of the record being processed (it failed), and drop
+        the sends it holds."""
         while self.undone:
             partition, key, before = self.undone.pop()
             partition.unset(key, before)
+        if self.held:
+            self.held.clear()
+
+    def release_held(self) -> None:
+        """Make the sends held so far, in order (the record is done, or waits for one)."""
+        held = self.held
+        while held:
+            held.pop(0).make()
 
     def items(self, table: Table) -> Iterator[tuple[Any, Any]]:
         return self.slot.items(table)
@@ -199,6 +230,17 @@ class AgentContext:
         task = self.task
         if task is None:
             return self.slot.send(topic, key, value, headers, partition)
+        if self.held is None:
+            return self.send_now(topic, key, value, headers, partition)
+        _check_size(topic, key, value, headers, self.slot.producer.max_request_size)
+        held = HeldSend(self, (topic, key, value, headers, partition))
+        self.held.append(held)
+        return held
+
+    def send_now(self, topic: Topic, key: bytes | None, value: bytes | None,
+                 headers: list | None, partition: int | None) -> Any:
+        """Send on behalf of the record being processed (see :meth:`send`)."""
+        task = self.task
         try:
             sent = None if self.dropping else self.slot.send_processed(
                 topic, key, value, headers, partition, lambda: self.dropping, task.cut_in)
@@ -216,6 +258,8 @@ class AgentContext:
         self.slot.producer.flush(timeout)
 
     def _partition(self, table: Table) -> TablePartition:
+        """The task's partition of ``table``, its guard held from now to the end of the
+        batch (read and write take it from the task themselves once the guard is held)."""
         task = self.task
         partition = task.partitions.get(table.name)
         if partition is None:
@@ -231,6 +275,41 @@ class AgentContext:
         if self.guard is not task.guard:
             task.guard.take()
             self.guard = task.guard
+
+
+class HeldSend(Future):
+    """A send an agent made under exactly-once, held until its record is done (see
+    :class:`AgentContext`): resolved as the send it becomes, if it is made."""
+
+    def __init__(self, context: AgentContext, send: tuple) -> None:
+        super().__init__()
+        self._context = context
+        self._send = send
+        self._made: Any = None
+
+    def make(self) -> None:
+        """Send it now; its callbacks follow the real send's."""
+        self._made = self._context.send_now(*self._send)
+        self._made.add_callback(self.success)
+        self._made.add_errback(self.failure)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The record's metadata: sends what the agent holds first, as it waits for it."""
+        if self._made is None:
+            self._context.release_held()
+        if self._made is None:          # dropped: its record failed
+            raise OutputRefused('the send was dropped: the record that made it failed')
+        return self._made.get(timeout)
+
+
+def _check_size(topic: Topic, key: bytes | None, value: bytes | None, headers: list | None,
+                limit: int) -> None:
+    """Refuse now, in the agent, a record the producer would refuse once it is made (by
+    kafka-python's own estimate, which its producer checks)."""
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])
+    if size > limit:
+        raise OutputRefused(f'a record for {topic.name} is too large: {size} bytes of key, '
+                            f'value and headers, over max_request_size ({limit})')
 
 
 def placed(topic: Topic, key: bytes | None, partition: int | None, producer: Producer) -> int | None:

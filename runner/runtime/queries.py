@@ -21,6 +21,7 @@ import itertools
 import json
 import logging
 import re
+import threading
 import urllib.parse
 from typing import Any
 
@@ -40,6 +41,9 @@ SEARCH_TIMEOUT = 5.0
 FORWARD_TIMEOUT = 2 * SEARCH_TIMEOUT
 #: Requests to other owners in flight at once, over all the lookups of a slot.
 SEARCH_THREADS = 16
+#: Requests to other owners in flight or waiting for a thread; a lookup that would need
+#: more is answered 503 at once (with Retry-After) rather than queued.
+MAX_ASKS = 4 * SEARCH_THREADS
 PAGE = 100
 MAX_PAGE = 1000
 
@@ -61,6 +65,7 @@ class TableQueries:
         self._token = token
         self._slot: SlotContext | None = None
         self._asking = concurrent.futures.ThreadPoolExecutor(SEARCH_THREADS, 'search')
+        self._asks = threading.BoundedSemaphore(MAX_ASKS)
         self._misplaced_warned: set[str] = set()
 
     def open(self, slot: SlotContext) -> None:
@@ -79,11 +84,14 @@ class TableQueries:
             if self._slot is None:
                 return 503, {'error': 'the slot is starting: its tables are not open yet'}
             table = None
-            if 'name' in match.groupdict():
-                table = self._tables.get(urllib.parse.unquote(match['name']))
-                if table is None:
-                    return 404, {'error': f'no table {match["name"]!r}'}
-            return view(table, match, params)
+            try:
+                if 'name' in match.groupdict():
+                    table = self._tables.get(_unquoted(match['name']))
+                    if table is None:
+                        return 404, {'error': f'no table {match["name"]!r}'}
+                return view(table, match, params)
+            except BadPath as exc:
+                return 400, {'error': str(exc)}
         return answer
 
     # -- views -----------------------------------------------------------------
@@ -106,7 +114,7 @@ class TableQueries:
                      'next': _url_text(table, keys[limit - 1]) if len(keys) > limit else None}
 
     def lookup(self, table: Table, match: re.Match, params: dict[str, str]) -> Response:
-        key = _key_from_text(table, urllib.parse.unquote(match['key']))
+        key = _key_from_text(table, _unquoted(match['key']))
         if params.get('search'):
             return self._search_here(table, key)
         changelog_key = self._slot.key_of(table, key)
@@ -145,7 +153,14 @@ class TableQueries:
         answers = [self._search_here(table, key)]
         owners = self._status.owners.get(table.changelog.name, [])
         others = sorted({web for web in owners if web != self._web} - {None})
-        answers += self._ask(others, table, key)
+        asked = self._ask(others, table, key)
+        if asked is None:
+            return 503, {'error': 'too many lookups are asking the other owners; try again',
+                         'stale': True}
+        refused = [web for web, (status, _) in zip(others, asked, strict=True) if status == 401]
+        if refused:
+            return self._token_refused(refused)
+        answers += asked
         found = [body for status, body in answers if status == 200]
         if found:
             self._warn_misplaced(table, found[0]['partition'], placed[1])
@@ -163,15 +178,44 @@ class TableQueries:
                         'topic, e.g. partitioner=\'crc32\'); lookups ask every owner meanwhile',
                         table.name, found, placed)
 
-    def _ask(self, webs: list[str], table: Table, key: Any) -> list[tuple[int, Any]]:
+    def _ask(self, webs: list[str], table: Table, key: Any) -> list[tuple[int, Any]] | None:
         """``GET ...?search=1`` at every one of ``webs``, in parallel, within the search
-        timeout: (status, body) of each (status 0 when one did not answer)."""
+        timeout: (status, body) of each (status 0 when one did not answer); None, asking
+        nobody, when that would pass :data:`MAX_ASKS`.  What has not started by the
+        timeout is cancelled, so no ask outlives its lookup in the queue."""
+        if not self._reserve(len(webs)):
+            return None
         path = (f'/tables/{urllib.parse.quote(table.name, safe="")}/'
                 f'{urllib.parse.quote(_url_text(table, key), safe="")}?search=1')
-        asked = [self._asking.submit(get_json, f'http://{web}{path}', SEARCH_TIMEOUT,
-                                     self._token) for web in webs]
-        done, _ = concurrent.futures.wait(asked, SEARCH_TIMEOUT + 1)
+        asked = []
+        for web in webs:
+            future = self._asking.submit(get_json, f'http://{web}{path}', SEARCH_TIMEOUT,
+                                         self._token)
+            future.add_done_callback(lambda _future: self._asks.release())
+            asked.append(future)
+        done, late = concurrent.futures.wait(asked, SEARCH_TIMEOUT + 1)
+        for future in late:
+            future.cancel()
         return [future.result() if future in done else (0, None) for future in asked]
+
+    def _reserve(self, count: int) -> bool:
+        """Take ``count`` places among the asks in flight, all or none."""
+        taken = 0
+        while taken < count and self._asks.acquire(blocking=False):
+            taken += 1
+        if taken < count:
+            for _ in range(taken):
+                self._asks.release()
+            return False
+        return True
+
+    def _token_refused(self, webs: list[str]) -> Response:
+        """Other slots refused this slot's token: the workers were given different ones."""
+        names = ', '.join(webs)
+        log.warning('the slot(s) at %s refused this slot\'s web token: every worker of the app '
+                    'must be given the same web_token', names)
+        return 502, {'error': f'the slot(s) at {names} refused this slot\'s token (the workers '
+                              'have different web tokens)'}
 
     def _from_copy(self, table: Table, key: Any, changelog_key: Key) -> Response:
         """No owner can answer now: a local standby or recovering copy's value, stale."""
@@ -190,6 +234,8 @@ class TableQueries:
         if status == 0:
             return 503, {'error': f'the owner at {owner} did not answer; try again',
                          'stale': True}
+        if status == 401:
+            return self._token_refused([owner])
         return status, body
 
     # -- helpers ---------------------------------------------------------------
@@ -263,6 +309,22 @@ def _cursor(table: Table, key: Any) -> bytes:
     if table.windowing is not None:
         return WINDOW_KEYS.prefix(key) + b'\xff'
     return table.stored_key_codec.dumps(key)
+
+
+class BadPath(ValueError):
+    """A path whose percent-encoding is not of UTF-8 text."""
+
+
+def _unquoted(text: str) -> str:
+    """A path segment's text: it must be percent-encoded UTF-8 (raw bytes beyond ASCII come
+    through http.server as Latin-1, which would name another key)."""
+    try:
+        if not text.isascii():
+            raise UnicodeError
+        return urllib.parse.unquote(text, errors='strict')
+    except UnicodeError:
+        raise BadPath('percent-encode the key (and table name) as UTF-8, such as %C3%A9 for '
+                      'é') from None
 
 
 def _key_from_text(table: Table, text: str) -> Any:

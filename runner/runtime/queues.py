@@ -11,21 +11,40 @@ queue taken away in a rebalance is *revoked*: its queued records are dropped
 and its holder stops at the next record boundary.  If the partition comes
 back while that holder is still inside a record, the new queue waits
 (``blocked``) until the old lease is given back.
+
+A queue whose agent raised on a record under ``on_error='stop'`` is
+*stopped*: that record and the rest of its batch wait at its front, and it
+is not handed out until the operator skips the record (``skipping``: the
+next taker sets it aside first) or the slot restarts.
 """
 
 import collections
 import threading
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka import TopicPartition
+
+
+class Stopped(NamedTuple):
+    """Why a partition queue is stopped: agent ``agent`` raised ``error`` on ``record``."""
+
+    agent: str
+    record: Any
+    error: str
+
+    def describe(self) -> dict[str, Any]:
+        """The record's offset and key (as text), the agent and its error, as JSON."""
+        key = self.record.key
+        return {'offset': self.record.offset, 'agent': self.agent, 'error': self.error,
+                'key': None if key is None else key.decode(errors='replace')}
 
 
 class PartitionQueue:
     """One agent's fetched records of one partition, and its progress."""
 
     __slots__ = ('batches', 'blocked', 'failed', 'first', 'held', 'leased', 'pending',
-                 'processed', 'ready', 'revoked', 'task', 'tp')
+                 'processed', 'ready', 'revoked', 'skipping', 'stopped', 'task', 'tp')
 
     def __init__(self, tp: TopicPartition, task: Any) -> None:
         self.tp = tp
@@ -36,6 +55,8 @@ class PartitionQueue:
         self.ready = False        # waiting in the inbox's ready line
         self.revoked = False      # the partition was taken away: stop at once
         self.failed = False       # its agent raised: it is never handed out again
+        self.stopped: Stopped | None = None    # its agent raised: not handed out for now
+        self.skipping: Stopped | None = None   # the stopped record to set aside first
         self.held = False         # its tables are recovering: not handed out yet
         self.blocked = False      # a revoked queue of the same partition is still leased
         self.first: int | None = None      # offset of the first record queued
@@ -134,6 +155,27 @@ class Inbox:
             queue.failed = True
             self._cond.notify_all()
 
+    def stop(self, queue: PartitionQueue, records: Sequence, stopped: Stopped) -> None:
+        """Hand ``queue`` out no more (its holder releases it afterwards): ``records``, the
+        failed record and the rest of its batch, wait at its front."""
+        with self._cond:
+            queue.stopped = stopped
+            if not queue.revoked:
+                queue.batches.appendleft(records)
+                queue.pending += len(records)
+
+    def skip(self, tp: TopicPartition, offset: int) -> Stopped | None:
+        """Hand the queue of ``tp``, stopped at ``offset``, out again, to have that record
+        set aside first; returns why it was stopped, or None if it is not stopped there."""
+        with self._cond:
+            queue = self._queues.get(tp)
+            stopped = queue and queue.stopped
+            if not stopped or stopped.record.offset != offset:
+                return None
+            queue.skipping, queue.stopped = stopped, None
+            self._line_up(queue)
+            return stopped
+
     def close(self, drain: bool) -> None:
         """Let threads finish: with ``drain`` they first take what is queued."""
         with self._cond:
@@ -147,7 +189,7 @@ class Inbox:
     @staticmethod
     def _can_take(queue: PartitionQueue) -> bool:
         return bool(queue.batches) and not (queue.leased or queue.revoked or queue.failed
-                                            or queue.held or queue.blocked)
+                                            or queue.stopped or queue.held or queue.blocked)
 
     def _line_up(self, queue: PartitionQueue) -> None:
         if not queue.ready and self._can_take(queue):
@@ -165,9 +207,10 @@ class Inbox:
             return any(self._can_take(queue) for queue in self._ready)
 
     def idle(self) -> bool:
-        """True when no record is queued or being processed (failed and held ones excepted)."""
+        """True when no record is queued or being processed (failed, stopped and held ones
+        excepted)."""
         with self._cond:
-            return not any(q.leased or (q.batches and not (q.failed or q.held))
+            return not any(q.leased or (q.batches and not (q.failed or q.stopped or q.held))
                            for q in self._queues.values())
 
 
@@ -207,6 +250,17 @@ class Dispatcher:
 
     def queues(self) -> list[PartitionQueue]:
         return [queue for inbox in self._inboxes for queue in inbox.queues()]
+
+    def skip(self, tp: TopicPartition, offset: int) -> list[Stopped]:
+        """Go on after the record at ``offset`` that stopped ``tp`` (see :meth:`Inbox.skip`),
+        in every inbox where it stopped it."""
+        return [stopped for inbox in self._routes.get(tp.topic, ())
+                if (stopped := inbox.skip(tp, offset)) is not None]
+
+    def stopped(self) -> dict[TopicPartition, Stopped]:
+        """The stopped partitions, and why (for one of its agents, if several)."""
+        return {queue.tp: stopped for queue in self.queues()
+                if (stopped := queue.stopped) is not None}
 
     def backlog(self) -> dict[TopicPartition, int]:
         """Records queued per partition, counted for its slowest agent."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
+from kafka import TopicPartition
 from kafka.coordinator.assignors.abstract import RebalanceProtocol
 from kafka.errors import KafkaError
 
@@ -36,7 +37,7 @@ from .queries import TableQueries
 from .queues import Dispatcher, Inbox
 from .status import SlotStatus
 from .tasks import Tasks
-from .web import WebServer, advertised, status_routes
+from .web import Response, WebServer, advertised, skip_route, status_routes
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ class Slot:
             log.info('other members reach this slot at http://%s/', self._web_address)
             self._queries = TableQueries(self.app.tables, self.status, self._web_address,
                                          settings.web_token)
-            web.start([*self._queries.routes(), *status_routes(self.status)])
+            web.start([*self._queries.routes(), *status_routes(self.status),
+                       skip_route(self._skip)])
             self._report()
             try:
                 return self._run_until_stopped()
@@ -196,6 +198,7 @@ class Slot:
                                       slot_context, self.status, self._fail, assignor,
                                       identity if settings.static_membership else None)
         self.status.offsets = self._consumer.offsets
+        self.status.stopped = self._consumer.stopped
         self.status.agents = lambda: {threads.agent.name: dict(threads.policy.counts)
                                       for threads in self._agents}
         self.status.threads.append(self._consumer.thread)
@@ -232,6 +235,12 @@ class Slot:
         self.status.recovery = state.describe_recovering
         self.status.threads.append(state.reader.thread)
         return state
+
+    def _skip(self, topic: str, partition: int, offset: int) -> Response:
+        """``runner skip`` (on a web server thread): see :meth:`ConsumerLoop.skip`."""
+        if self._consumer is None:
+            return 503, {'error': 'the slot is not processing yet'}
+        return self._consumer.skip(TopicPartition(topic, partition), offset)
 
     def _client_id(self) -> str:
         return f'{self.app.name}-slot{self.index}'
@@ -355,6 +364,7 @@ class Slot:
             'web': self._web_address, 'graceful_timeout': self.settings.graceful_timeout,
             'heartbeat_timeout': self.settings.heartbeat_timeout,
             'assignment': sorted(f'{tp.topic}:{tp.partition}' for tp in self.status.assignment),
+            'stopped': self.status.stopped(),
         })
 
     def _stop_workers(self, drain: bool, deadline: float, leave: bool) -> None:

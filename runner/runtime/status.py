@@ -36,6 +36,9 @@ class SlotStatus:
         self._last_tick = time.monotonic()
         self.threads: list[threading.Thread] = []
         self.offsets: Callable[[], dict[str, Any]] = dict
+        #: ``topic:partition`` → the record it is stopped at and why (see
+        #: :meth:`runner.runtime.queues.Stopped.describe`).
+        self.stopped: Callable[[], dict[str, dict[str, Any]]] = dict
         #: Agent name → records it dead-lettered, skipped and tried again.
         self.agents: Callable[[], dict[str, dict[str, int]]] = dict
         #: Table partitions still recovering (as ``table[p]``), and changelog records left
@@ -106,5 +109,6 @@ class SlotStatus:
             'group': {'state': self.group_state.strip('<>'), 'generation': self.generation},
             'assignment': sorted(f'{tp.topic}:{tp.partition}' for tp in self.assignment),
             **self.offsets(),
+            'stopped': self.stopped(),
             'agents': self.agents(),
         }

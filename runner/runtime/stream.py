@@ -11,7 +11,10 @@ an agent that catches an exception raised while processing a record and
 iterates the stream again goes on with the next record (the one it raised on
 counts as processed), and :class:`runner.runtime.agents.AgentThreads` uses
 the same to retry, skip or dead-letter a record after the agent function
-raised.  A record that cannot be decoded never reaches the agent: the
+raised; or it stops the record's partition at the record, which waits in
+its queue with the rest of its batch while the thread goes on with other
+partitions, until the operator skips it (the next taker dead-letters it
+first).  A record that cannot be decoded never reaches the agent: the
 agent's error policy takes it (see :class:`runner.runtime.policy.ErrorPolicy`).
 """
 
@@ -24,7 +27,7 @@ from ..app.context import Event
 from ..app.topics import Topic
 from .context import AgentContext
 from .policy import ErrorPolicy
-from .queues import Inbox, PartitionQueue
+from .queues import Inbox, PartitionQueue, Stopped
 
 
 class Stream:
@@ -46,9 +49,11 @@ class Stream:
         self._open: tuple[PartitionQueue, Iterator] | None = None
         #: The record being processed was handed out and never finished (the agent raised).
         self._unfinished = False
-        #: When (monotonic) the thread last made progress: took a batch, was handed a record,
-        #: or a failed record was dealt with; None while it waits for records.
-        self.progressed: float | None = time.monotonic()
+        #: Steps of progress so far: batches taken, records handed out, failed records
+        #: dealt with.  Counted, not timed: no clock is read per record.
+        self._steps = 0
+        self._waiting = False             # inside the inbox, waiting for records
+        self._noticed = (0, time.monotonic())   # (steps, when first seen by :attr:`progressed`)
 
     def __iter__(self) -> Iterator[Any]:
         loads = self.topic.value_codec.loads
@@ -78,7 +83,19 @@ class Stream:
         queue, rest = self._open
         self._open = queue, itertools.chain([self._context.record], rest)
         self._unfinished = False
-        self.progressed = time.monotonic()
+        self._steps += 1
+
+    @property
+    def progressed(self) -> float | None:
+        """When (monotonic) the thread last made progress, as first noticed here; None while
+        it waits for records.  The slot looks four times a second (its stuck check), so a
+        step is noticed at most that late."""
+        if self._waiting:
+            return None
+        steps, when = self._noticed
+        if steps != self._steps:
+            steps, when = self._noticed = self._steps, time.monotonic()
+        return when
 
     def stuck(self, since: float) -> bool:
         """Whether the thread has made no progress since ``since`` (monotonic) while records
@@ -92,6 +109,18 @@ class Stream:
         """The record handed out last, while its batch is open (None between batches)."""
         return self._context.record if self._open is not None else None
 
+    def stop_partition(self, stopped: Stopped) -> None:
+        """Leave the unfinished record's partition stopped at that record (it and the rest
+        of its batch wait in its queue, unprocessed) and let go of the batch, so the thread
+        goes on with other partitions and a checkpoint can cut the task."""
+        queue, rest = self._open
+        self._open = None
+        self._unfinished = False
+        self.progressed = time.monotonic()
+        self._inbox.stop(queue, [self._context.record, *rest], stopped)
+        self._context.end()
+        self._inbox.release(queue)
+
     def give_up(self) -> None:
         """Keep the partition leased for good: its agent raised and the slot stops."""
         if self._open is not None:
@@ -104,13 +133,16 @@ class Stream:
             self._finish()
         while True:
             if self._open is None:
-                self.progressed = None
+                self._waiting = True
                 taken = self._inbox.take()
-                self.progressed = time.monotonic()
+                self._steps += 1
+                self._waiting = False
                 if taken is None:
                     return
                 self._context.begin(taken[0])
                 self._open = taken[0], iter(taken[1])
+                if taken[0].skipping is not None:
+                    self._set_aside_skipped()
             yield from self._batch(convert)
 
     def _batch(self, convert: Callable[[Any], Any]) -> Iterator[Any]:
@@ -119,11 +151,12 @@ class Stream:
         thread nor a checkpoint gets past that record until the error is dealt with."""
         queue, records = self._open
         context = self._context
+        held = context.held            # exactly-once: the record's sends, made once it is done
         for record in records:
             if queue.revoked:
                 break
             context.record = record
-            self.progressed = time.monotonic()
+            self._steps += 1
             try:
                 value = convert(record)
             except Exception as exc:  # noqa: BLE001 - a codec's failure is the record's
@@ -131,6 +164,8 @@ class Stream:
             else:
                 self._unfinished = True
                 yield value
+                if held:               # a send failing now fails the record, still unfinished
+                    context.release_held()
                 self._unfinished = False
             queue.processed = record.offset
             context.boundary()
@@ -138,9 +173,20 @@ class Stream:
         context.end()
         self._inbox.release(queue)
 
+    def _set_aside_skipped(self) -> None:
+        """The operator skipped the record its partition stopped at, the first of the batch
+        just taken: dead-letter it, processed."""
+        queue, records = self._open
+        skipped, queue.skipping = queue.skipping, None
+        record = self._context.record = next(records)
+        assert record.offset == skipped.record.offset, 'a stopped queue starts at its record'
+        self._policy.skipped_by_operator(self._context, record, skipped.error)
+        queue.processed = record.offset
+        self._context.boundary()
+
     def _finish(self) -> None:
         """The unfinished record is over (skipped, or dead-lettered): mark it processed."""
         self._unfinished = False
-        self.progressed = time.monotonic()
+        self._steps += 1
         self._open[0].processed = self._context.record.offset
         self._context.boundary()

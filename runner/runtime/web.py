@@ -2,25 +2,35 @@
 
 It never touches the Kafka consumer, so it keeps answering while the group rebalances.
 Its resources are bounded whoever connects: at most ``MAX_CONNECTIONS`` are
-served at once (more are answered 503 and closed), a connection that sends
-nothing for ``IDLE_TIMEOUT`` seconds is closed, and a request body (which no
-route reads) is skipped, up to ``MAX_BODY`` bytes.
+served at once, each request (its head, and a body, which no route reads and
+which is skipped up to ``MAX_BODY`` bytes) must arrive whole within
+``IDLE_TIMEOUT`` seconds of the server waiting for it (the connection is closed
+otherwise, however slowly its bytes trickle in), and the listen backlog holds
+``LISTEN_BACKLOG`` connections.  When every connection is taken, a new one
+makes the oldest connection that is still waiting for its request head give way:
+slow or idle clients cannot keep a liveness probe out.  Only when every
+connection is inside a request is a new one answered 503 and closed.
 
 With a token, every path but ``/health`` answers only requests that carry it
 (``Authorization: Bearer TOKEN``); the others get 401.  Only GET and HEAD are
-served (405 otherwise), and a route takes only the query parameters it names (400
-otherwise): nothing a client sends makes a 500.
+served (405 otherwise), but for ``POST /skip`` (see ``runner skip``), which answers
+only POST, and a route takes only the query parameters it names (400 otherwise):
+nothing a client sends makes a 500.
 """
 
+import contextlib
 import errno
 import hmac
 import http.client
+import io
 import ipaddress
 import json
 import logging
 import re
 import socket
+import sys
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,8 +46,11 @@ log = logging.getLogger(__name__)
 
 #: Connections served at once; more are answered 503 and closed.
 MAX_CONNECTIONS = 64
-#: Seconds a connection may send nothing (between or within requests) before it is closed.
+#: Seconds a request's head (its line and headers) may take to arrive, counted from the
+#: moment the server waits for it (after connecting, or after the previous answer).
 IDLE_TIMEOUT = 10.0
+#: Connections waiting in the kernel to be accepted.
+LISTEN_BACKLOG = 128
 #: The largest request body skipped; a larger one is answered 413.
 MAX_BODY = 64 * 1024
 _BUSY_BODY = b'{"error": "too many connections, try again"}\n'
@@ -48,16 +61,18 @@ BUSY = (b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n
 Response = tuple[int, Any]
 #: ``handler(match, query_parameters) -> (status, JSON body)``
 Handler = Callable[[re.Match, dict[str, str]], Response]
-#: A path pattern, its handler and the query parameters it takes.
-Route = tuple[re.Pattern, Handler, frozenset[str]]
+#: A path pattern, its handler, the query parameters it takes and its method.
+Route = tuple[re.Pattern, Handler, frozenset[str], str]
 #: The path served without a token: liveness probes carry none.
 OPEN_PATH = '/health'
 
 
-def route(pattern: str, handler: Handler, params: Sequence[str] = ()) -> Route:
+def route(pattern: str, handler: Handler, params: Sequence[str] = (),
+          method: str = 'GET') -> Route:
     """A route for paths matching ``pattern`` entirely (named groups are URL-decoded) that
-    takes the query parameters ``params`` (any other is answered 400)."""
-    return re.compile(pattern), handler, frozenset(params)
+    takes the query parameters ``params`` (any other is answered 400), answering ``method``
+    (GET routes answer HEAD too)."""
+    return re.compile(pattern), handler, frozenset(params), method
 
 
 def status_routes(status: SlotStatus) -> list[Route]:
@@ -74,13 +89,25 @@ def status_routes(status: SlotStatus) -> list[Route]:
             route('/', lambda _match, _params: (200, status.describe()))]
 
 
-def get_json(url: str, timeout: float, token: str | None = None) -> tuple[int, Any]:
-    """``GET url`` from another slot (or anywhere), with the bearer ``token`` if given:
-    (status, JSON body); (0, None) if unreachable."""
+def skip_route(skip: Callable[[str, int, int], Response]) -> Route:
+    """``POST /skip?topic=T&partition=P&offset=N``: ``skip(T, P, N)`` answers (see
+    ``runner skip``)."""
+    def handler(_match: re.Match, params: dict[str, str]) -> Response:
+        if not (params.keys() == {'topic', 'partition', 'offset'}
+                and params['partition'].isdigit() and params['offset'].isdigit()):
+            return 400, {'error': 'POST /skip takes topic, partition and offset (numbers)'}
+        return skip(params['topic'], int(params['partition']), int(params['offset']))
+    return route('/skip', handler, ('topic', 'partition', 'offset'), method='POST')
+
+
+def get_json(url: str, timeout: float, token: str | None = None,
+             method: str = 'GET') -> tuple[int, Any]:
+    """``GET url`` (or another ``method``, without a body) from another slot (or anywhere),
+    with the bearer ``token`` if given: (status, JSON body); (0, None) if unreachable."""
     headers = {'Authorization': f'Bearer {token}'} if token else {}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
-                                    timeout=timeout) as response:
+        request = urllib.request.Request(url, headers=headers, method=method)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.load(response)
     except urllib.error.HTTPError as exc:
         try:
@@ -120,6 +147,25 @@ def _local_address(brokers: list[str], family: int) -> str | None:
     return None
 
 
+class _DeadlineReader(io.RawIOBase):
+    """A connection's incoming bytes, each read bounded by the deadline of the request being
+    read (a client trickling a byte at a time cannot stretch it)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.deadline = time.monotonic() + IDLE_TIMEOUT
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError('the request did not arrive in time')
+        self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: '_Server'
     protocol_version = 'HTTP/1.1'
@@ -129,22 +175,45 @@ class _Handler(BaseHTTPRequestHandler):
     error_message_format = '{"error": "%(code)d %(message)s"}\n'
     timeout = IDLE_TIMEOUT
 
+    def setup(self) -> None:
+        super().setup()
+        self._incoming = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._incoming)
+
+    def handle_one_request(self) -> None:
+        """Wait for the next request (its head due within ``IDLE_TIMEOUT``) and answer it."""
+        self._incoming.deadline = time.monotonic() + self.timeout
+        self.server.waiting(self.connection, True)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self.server.waiting(self.connection, False)     # its head is in: inside a request
+        self.connection.settimeout(self.timeout)        # for the body and the answer
+        return parsed
+
     def do_GET(self) -> None:
         self._answer(send_body=True)
 
     def do_HEAD(self) -> None:
         self._answer(send_body=False)
 
+    def do_POST(self) -> None:
+        self._answer(send_body=True)
+
     def __getattr__(self, name: str) -> Any:
-        """``do_POST``, ``do_PUT``, ...: every other method is answered 405."""
+        """``do_PUT``, ``do_DELETE``, ...: every other method is answered 405."""
         if name.startswith('do_'):
             return self._not_allowed
         raise AttributeError(name)
 
     def _not_allowed(self) -> None:
         if self._skip_body():
-            self._send(405, {'error': f'method {self.command} not allowed: only GET and HEAD'},
-                       True, {'Allow': 'GET, HEAD'})
+            self._refuse_method('GET, HEAD')
+
+    def _refuse_method(self, allow: str) -> None:
+        self._send(405, {'error': f'method {self.command} not allowed: only {allow}'},
+                   True, {'Allow': allow})
 
     def _answer(self, send_body: bool) -> None:
         if not self._skip_body():
@@ -152,11 +221,27 @@ class _Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         path = url.path.rstrip('/') or '/'
         if path != OPEN_PATH and not self._authorized():
+            self._warn_if_from_a_slot(url.query)
             self._send(401, {'error': 'this path needs the bearer token (Authorization: '
                                       'Bearer TOKEN)'}, send_body,
                        {'WWW-Authenticate': 'Bearer'})
             return
-        self._send(*self._dispatch(path, url.query), send_body)
+        answer = self._dispatch(path, url.query)
+        if answer is None:
+            self._refuse_method('POST' if self.command in ('GET', 'HEAD') else 'GET, HEAD')
+        else:
+            self._send(*answer, send_body)
+
+    def _warn_if_from_a_slot(self, query: str) -> None:
+        """A refused request that another slot sent (it asks with ``forwarded`` or ``search``)
+        means the workers were given different tokens: said once per address."""
+        names = {name for name, _ in urllib.parse.parse_qsl(query)}
+        host = self.client_address[0]
+        warned = self.server.warned
+        if names & {'forwarded', 'search'} and host not in warned and len(warned) < 100:
+            warned.add(host)
+            log.warning('a slot at %s asked with another web token than this one: every '
+                        'worker of the app must be given the same web_token', host)
 
     def _authorized(self) -> bool:
         token = self.server.token
@@ -191,10 +276,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile.read(int(length))
         return True
 
-    def _dispatch(self, path: str, query: str) -> Response:
-        for pattern, handler, known in self.server.routes:
+    def _dispatch(self, path: str, query: str) -> Response | None:
+        """The answer of the route ``path`` matches; None if it takes another method."""
+        for pattern, handler, known, method in self.server.routes:
             match = pattern.fullmatch(path)
             if match:
+                if method != ('GET' if self.command == 'HEAD' else self.command):
+                    return None
                 params = urllib.parse.parse_qsl(query, keep_blank_values=True)
                 names = [name for name, _ in params]
                 unknown = sorted(set(names) - known)
@@ -216,32 +304,81 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
-    """Serves each connection on a thread of its own, at most MAX_CONNECTIONS at once."""
+    """Serves each connection on a thread of its own, at most MAX_CONNECTIONS at once (see
+    the module docstring for who gives way when they are all taken)."""
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = LISTEN_BACKLOG
     routes: Sequence[Route]
     token: str | None = None
 
     def __init__(self, address: tuple[str, int], handler: type) -> None:
         super().__init__(address, handler)
-        self._free = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._lock = threading.Lock()
+        #: Addresses of slots warned about for asking with another token.
+        self.warned: set[str] = set()
+        #: Connection → since when it waits for a request head (None: inside a request).
+        self._open: dict[socket.socket, float | None] = {}
+        #: Connections told to give way whose threads have not finished yet.
+        self._leaving: set[socket.socket] = set()
+
+    @property
+    def served(self) -> int:
+        """Connections being served (those giving way included)."""
+        with self._lock:
+            return len(self._open)
+
+    def waiting(self, connection: socket.socket, waiting: bool) -> None:
+        """A connection starts waiting for a request head, or has read one."""
+        with self._lock:
+            if connection in self._open and connection not in self._leaving:
+                self._open[connection] = time.monotonic() if waiting else None
 
     def process_request(self, request: socket.socket, client_address: Any) -> None:
-        if not self._free.acquire(blocking=False):
+        if not self._admit(request):
             self._refuse(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._free.release()
+            self._forget(request)
             raise
+
+    def _admit(self, request: socket.socket) -> bool:
+        """Count ``request`` in, making the longest-waiting idle connection give way if
+        every place is taken; False if none can."""
+        with self._lock:
+            if len(self._open) - len(self._leaving) >= MAX_CONNECTIONS:
+                idle = [(since, conn) for conn, since in self._open.items()
+                        if since is not None and conn not in self._leaving]
+                if not idle:
+                    return False
+                oldest = min(idle, key=lambda pair: pair[0])[1]
+                self._leaving.add(oldest)
+                with contextlib.suppress(OSError):
+                    oldest.shutdown(socket.SHUT_RDWR)     # its thread reads EOF and ends
+            self._open[request] = time.monotonic()
+            return True
 
     def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._free.release()
+            self._forget(request)
+
+    def _forget(self, request: socket.socket) -> None:
+        with self._lock:
+            self._open.pop(request, None)
+            self._leaving.discard(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (or was too slow) is no error of the server's."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug('client %s went away: %s', client_address, exc)
+        else:
+            log.error('web server failed on a request from %s', client_address, exc_info=exc)
 
     def _refuse(self, request: socket.socket) -> None:
         try:

@@ -14,7 +14,7 @@ from its previous stay.
 
 import heapq
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..app.context import DELETED, MISSING
@@ -55,6 +55,12 @@ class ValueCache:
     def put(self, key: Any, value: Any) -> None:
         with self._lock:
             self._put(key, value)
+
+    def put_many(self, items: Iterable[tuple[Any, Any]]) -> None:
+        """Cache every (key, value), taking the lock once."""
+        with self._lock:
+            for key, value in items:
+                self._put(key, value)
 
     def _put(self, key: Any, value: Any) -> None:
         self._young[key] = value
@@ -135,8 +141,7 @@ class TablePartition:
 
     def flushed(self, changes: dict[Any, Any]) -> None:
         """The changes are in the store: serve them from the cache from now on."""
-        for key, value in changes.items():
-            self.cache.put((self, key), value)
+        self.cache.put_many(((self, key), value) for key, value in changes.items())
         if self.flushing is changes:
             self.flushing = None
 

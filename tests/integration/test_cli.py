@@ -8,7 +8,17 @@ import subprocess
 import sys
 
 import pytest
-from harness import RUNNER, alive, consume, free_port, run_cli, runner_env, wait_for, write_app
+from harness import (
+    RUNNER,
+    alive,
+    consume,
+    end_offsets,
+    free_port,
+    run_cli,
+    runner_env,
+    wait_for,
+    write_app,
+)
 
 from runner.main.control import status_path
 from runner.platform import Pidfile
@@ -152,6 +162,22 @@ def test_send_writes_one_record(tmp_path, names, kafka_bootstrap, admin):
     assert written['topic'] == names['source'] and written['offset'] == 0
     [record] = consume(kafka_bootstrap, names['source'], 1)
     assert (record.key, json.loads(record.value)) == (b'alpha', {'n': 1})
+
+
+@pytest.mark.parametrize('value', ['{"price": 3,}', '[1, 2', '"unterminated'])
+def test_send_of_broken_json_to_a_json_topic_exits_65_and_sends_nothing(
+        tmp_path, names, kafka_bootstrap, admin, value):
+    admin.create_topics({names['source']: {'num_partitions': 2, 'replication_factor': 1}})
+    write_test_app(tmp_path, names)
+    result = run_cli(['-A', 'testapp', '-b', kafka_bootstrap, 'send', names['source'], value],
+                     tmp_path)
+    one_line_error(result, 65, f"VALUE is not valid JSON for topic {names['source']!r}")
+    assert end_offsets(kafka_bootstrap, names['source']) == {0: 0, 1: 0}
+    plain = run_cli(['-A', 'testapp', '-b', kafka_bootstrap, 'send', names['source'], 'plain'],
+                    tmp_path)
+    assert plain.returncode == 0, plain.stderr               # a bare word is a string
+    [record] = consume(kafka_bootstrap, names['source'], 1)
+    assert json.loads(record.value) == 'plain'
 
 
 def test_send_to_a_missing_topic_exits_64(tmp_path, names, kafka_bootstrap):

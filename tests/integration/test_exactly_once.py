@@ -10,6 +10,7 @@ import shutil
 import signal
 
 import kafka_broker
+import pytest
 from apps import Load, wait_for_counts
 from harness import Worker, consume_committed, wait_for, write_app
 from kafka import KafkaProducer
@@ -19,6 +20,7 @@ from kafka import KafkaProducer
 APP = '''
 import pathlib
 import runner
+from runner.errors import RunnerError
 
 app = runner.App({app!r}, processing_guarantee='exactly_once', session_timeout=6,
                  heartbeat_timeout=600, graceful_timeout=10)
@@ -35,7 +37,7 @@ def count(stream):
         yield event.value
         if event.value == 'boom' and not RAISED.exists():
             RAISED.touch()
-            raise RuntimeError('boom')
+            raise RunnerError('boom')       # stops the slot (another error stops a partition)
 '''
 
 def exactly_once_app(tmp_path, names):
@@ -148,7 +150,7 @@ def test_an_agent_that_raises_mid_transaction_leaves_no_trace(
         producer.send(names['source'], key=b'k00', value=json.dumps(value).encode())
     producer.flush(30)
     producer.close(10)
-    wait_for(lambda: 'raised on' in worker.log(), 60, 'the agent to raise')
+    wait_for(lambda: 'stopped on' in worker.log(), 60, 'the agent to raise')
     wait_for_counts(worker, {'k00': len(values)}, timeout=120)
     assert_each_output_once(kafka_bootstrap, names['sink'], values)
 
@@ -211,3 +213,49 @@ def test_a_transaction_the_broker_aborts_after_its_timeout_is_processed_again_on
     assert 'exited with code 70: the broker aborted the open transaction' in log
     assert log.count('exited with code') == 1       # started again once, not given up on
     assert worker.slot_pids(1) != [pid] and worker.proc.poll() is None
+
+
+#: Sends each record's id, then raises once on ``boom``: the policy (retry or dead letter)
+#: takes the record, and its first output must leave no trace.
+SEND_THEN_RAISE_APP = '''
+import pathlib
+import runner
+
+app = runner.App({app!r}, processing_guarantee='exactly_once')
+source = app.topic({source!r}, partitions=2)
+sink = app.topic({sink!r}, partitions=2)
+RAISED = pathlib.Path({raised!r})
+
+
+@app.agent(source, {policy})
+def forward(stream):
+    for value in stream:
+        app.send(sink, key=value, value=value)
+        if value == 'boom' and not RAISED.exists():
+            RAISED.touch()
+            raise ValueError('boom')
+'''
+
+
+@pytest.mark.parametrize('policy', ['retries=1', "on_error='dead_letter'"])
+def test_what_a_failed_record_sent_is_never_committed(tmp_path, names, workers, kafka_bootstrap,
+                                                      policy):
+    """The record is tried again (its output then appears once) or dead-lettered (its
+    output never appears): either way the output of the failed try is dropped."""
+    worker = workers(write_app(tmp_path, SEND_THEN_RAISE_APP.format(
+        raised=str(tmp_path / 'raised'), policy=policy, **names)))
+    worker.wait_ready()
+    values = [f'id-{n}' for n in range(50)] + ['boom'] + [f'id-{n}' for n in range(50, 100)]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks='all')
+    for value in values:
+        producer.send(names['source'], key=b'k', value=json.dumps(value).encode())
+    producer.flush(30)
+    producer.close(10)
+    wait_for(lambda: (tmp_path / 'raised').exists(), 60, 'the agent to raise')
+    expected = values if policy.startswith('retries') else [v for v in values if v != 'boom']
+    assert_each_output_once(kafka_bootstrap, names['sink'], expected)
+    if 'boom' not in expected:
+        outputs = [json.loads(r.value) for r in consume_committed(kafka_bootstrap, names['sink'])]
+        assert 'boom' not in outputs
+        letters = consume_committed(kafka_bootstrap, f'{names["app"]}-testapp.forward-dlq')
+        assert [json.loads(r.value) for r in letters] == ['boom']

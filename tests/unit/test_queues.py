@@ -7,7 +7,7 @@ from harness import wait_for
 from kafka import TopicPartition
 
 import runner
-from runner.runtime.queues import Dispatcher, Inbox, committable
+from runner.runtime.queues import Dispatcher, Inbox, Stopped, committable
 from runner.runtime.tasks import Task
 
 TP0 = TopicPartition('t', 0)
@@ -133,3 +133,26 @@ def test_a_taken_batch_counts_as_inside_its_task_until_the_taker_leaves():
     assert gone == []                  # its stores stay open for the agent
     task.leave()
     assert gone == ['stores']
+
+
+def test_a_stopped_partition_keeps_its_record_and_waits_until_it_is_skipped():
+    inbox = Inbox()
+    inbox.assign(TP0, TASK, held=False)
+    inbox.assign(TP1, TASK, held=False)
+    inbox.put(TP0, records(TP0, 0, 4))
+    queue, batch = inbox.take()
+    queue.processed = 1                          # the agent raised on offset 2
+    stopped = Stopped('agent', batch[2], 'ValueError: no')
+    inbox.stop(queue, batch[2:], stopped)
+    inbox.release(queue)
+    inbox.put(TP0, records(TP0, 4, 2))
+    inbox.put(TP1, records(TP1, 0, 1))
+    other, _ = inbox.take()                      # the other partition goes on
+    assert other.tp == TP1 and not inbox.waiting()
+    inbox.release(other)
+    assert inbox.idle() and committable([queue]) == {TP0: 2}
+    assert inbox.skip(TP0, 3) is None and inbox.skip(TP1, 2) is None
+    assert inbox.skip(TP0, 2) is stopped and queue.skipping is stopped
+    again, batch = inbox.take()
+    assert again is queue and [r.offset for r in batch] == [2, 3]   # the stopped record first
+    assert inbox.skip(TP0, 2) is None                                 # no longer stopped

@@ -3,6 +3,8 @@ any client can make it hold."""
 
 import contextlib
 import socket
+import threading
+from types import SimpleNamespace
 
 import pytest
 from harness import wait_for
@@ -82,20 +84,102 @@ def test_an_oversized_body_is_refused(server):
     assert answer.startswith(b'HTTP/1.1 413')
 
 
-def test_connections_beyond_the_cap_are_answered_503_and_idle_ones_are_closed(server):
+def test_idle_connections_give_way_to_a_new_one_when_every_place_is_taken(server):
     idle = [socket.create_connection(server.address, timeout=5) for _ in range(3)]
     try:
-        wait_for(lambda: server._server._free._value == 0, 5, 'three connections served')
-        answer = exchange(server, b'GET /ok HTTP/1.1\r\nHost: x\r\n\r\n')
-        assert answer.startswith(b'HTTP/1.1 503')
-        for sock in idle:                   # closed by the server after its idle timeout
+        wait_for(lambda: server._server.served == 3, 5, 'three connections served')
+        assert exchange(server, b'GET /ok HTTP/1.1\r\nHost: x\r\n\r\n').startswith(b'HTTP/1.1 200')
+        assert idle[0].recv(1) == b''       # the oldest gave way
+        for sock in idle[1:]:               # closed by the server after its idle timeout
             assert sock.recv(1) == b''
-        wait_for(lambda: server._server._free._value == 3, 5, 'the connections released')
-        assert exchange(server, b'GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
-                        ).startswith(b'HTTP/1.1 200')
+        wait_for(lambda: server._server.served == 0, 5, 'the connections released')
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_connections_beyond_the_cap_are_answered_503_while_all_are_inside_requests(
+        monkeypatch):
+    monkeypatch.setattr(web, 'MAX_CONNECTIONS', 3)
+    release = threading.Event()
+    made = web.WebServer('127.0.0.1', 0)
+    made.start([web.route('/block', lambda _m, _p: (200, {'done': release.wait(10)})),
+                web.route('/ok', lambda _m, _p: (200, {'ok': True}))])
+    busy = [socket.create_connection(made.address, timeout=5) for _ in range(3)]
+    try:
+        for sock in busy:
+            sock.sendall(b'GET /block HTTP/1.1\r\nHost: x\r\n\r\n')
+        wait_for(lambda: all(since is None for since in made._server._open.values())
+                 and made._server.served == 3, 5, 'three requests inside the server')
+        assert exchange(made, b'GET /ok HTTP/1.1\r\nHost: x\r\n\r\n').startswith(b'HTTP/1.1 503')
+        release.set()
+        for sock in busy:
+            assert sock.recv(100).startswith(b'HTTP/1.1 200')
+    finally:
+        release.set()
+        for sock in busy:
+            sock.close()
+        made.stop()
+
+
+def trickle(sock: socket.socket) -> bool:
+    """Send one more byte of a request head that never ends; False once the server closed."""
+    try:
+        sock.sendall(b'X')
+        sock.settimeout(0.1)
+        return sock.recv(1) != b''
+    except TimeoutError:
+        return True
+    except OSError:
+        return False
+
+
+def test_a_request_head_trickled_in_a_byte_at_a_time_is_cut_off_at_its_deadline(server):
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(b'GET /ok HTTP/1.1\r\n')
+        wait_for(lambda: not trickle(sock), 10, 'the server to close the trickling connection')
+
+
+def test_slow_clients_holding_every_connection_never_fail_the_liveness_probe():
+    """The issue's attack: 64 clients each sending a byte of a request head now and then."""
+    made = web.WebServer('127.0.0.1', 0)
+    made.start(web.status_routes(SimpleNamespace(live=lambda: (True, None))))
+    slow = [socket.create_connection(made.address, timeout=5) for _ in range(web.MAX_CONNECTIONS)]
+    try:
+        for sock in slow:
+            sock.sendall(b'GET /health HTTP/1.1\r\nX: ')
+        wait_for(lambda: made._server.served == web.MAX_CONNECTIONS, 10, 'every place taken')
+        for _ in range(20):
+            for sock in slow[:8]:
+                trickle(sock)
+            assert exchange(made, b'GET /health HTTP/1.1\r\nHost: x\r\n\r\n').startswith(
+                b'HTTP/1.1 200')
+    finally:
+        for sock in slow:
+            sock.close()
+        made.stop()
+
+
+def test_a_client_that_leaves_before_reading_its_answer_leaves_no_traceback(capfd, caplog):
+    made = web.WebServer('127.0.0.1', 0)
+    answered = threading.Event()
+
+    def large(_m, _p):
+        answered.set()
+        return 200, {'data': 'x' * 4_000_000}
+    made.start([web.route('/large', large)])
+    try:
+        for _ in range(3):
+            answered.clear()
+            with socket.create_connection(made.address, timeout=5) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b'\x01\x00\x00\x00\x00\x00\x00\x00')
+                sock.sendall(b'GET /large HTTP/1.1\r\nHost: x\r\n\r\n')
+                answered.wait(5)
+        wait_for(lambda: made._server.served == 0, 10, 'the connections released')
+    finally:
+        made.stop()
+    assert 'Traceback' not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.levelname in ('ERROR', 'CRITICAL')]
 
 
 @pytest.mark.parametrize('line', [b'garbage', b'\x16\x03\x01\x02\x00', b'PUT /ok'])
@@ -174,5 +258,26 @@ def test_the_server_knows_whether_it_is_bound_to_loopback_only(host, loopback):
     made = web.WebServer(host, 0)
     try:
         assert made.loopback is loopback
+    finally:
+        made.stop()
+
+
+def test_the_skip_route_answers_post_only_with_the_token_and_checks_its_parameters():
+    asked = []
+    made = web.WebServer('127.0.0.1', 0, token=TOKEN)
+    made.start([web.skip_route(lambda *request: asked.append(request) or (200, {'ok': 1}))])
+    try:
+        skip = url(made, '/skip?topic=t&partition=1&offset=52')
+        assert web.get_json(skip, 5, method='POST')[0] == 401
+        assert web.get_json(skip, 5, TOKEN, method='POST') == (200, {'ok': 1})
+        assert asked == [('t', 1, 52)]
+        answer = exchange(made, b'GET /skip?topic=t&partition=1&offset=52 HTTP/1.1\r\n'
+                          b'Host: x\r\nConnection: close\r\n'
+                          + f'Authorization: Bearer {TOKEN}\r\n\r\n'.encode())
+        assert answer.startswith(b'HTTP/1.1 405') and b'Allow: POST\r\n' in answer
+        for query in ('topic=t&partition=x&offset=1', 'topic=t&offset=1'):
+            status, body = web.get_json(url(made, f'/skip?{query}'), 5, TOKEN, method='POST')
+            assert status == 400 and 'topic, partition and offset' in body['error']
+        assert asked == [('t', 1, 52)]
     finally:
         made.stop()
