@@ -32,6 +32,10 @@ changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
    is known and connected, which is then the answer.  Fix: that case is answered on
    the calling thread; the IO thread still looks for a coordinator that is unknown
    or disconnected.
+6. The changelog's batches are built in bulk (:mod:`.batches`), with no future per
+   record; a batch the broker finds too large is split by kafka-python, which moves
+   each record's future to the smaller batches.  Fix: such a batch is given its
+   futures per record just before kafka-python splits it.
 """
 
 import selectors
@@ -43,9 +47,10 @@ from kafka.coordinator.base import BaseCoordinator
 from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.errors import FencedInstanceIdError
 from kafka.net.selector import NetworkSelector, Task
+from kafka.producer.record_accumulator import RecordAccumulator
 
 from ..errors import ConfigError
-from . import records
+from . import batches, records
 
 #: kafka-python versions these workarounds were verified on.
 VERIFIED = ('3.0.12',)
@@ -66,6 +71,7 @@ def install(lean_reading: bool = True) -> None:
     _known_coordinator_is_ready()
     if lean_reading:
         records.install()
+    _split_bulk_batches_by_record()
 
 
 def _forget_drained_records() -> None:
@@ -153,6 +159,17 @@ def _known_coordinator_is_ready() -> None:
         return ensure_ready(coordinator, *args, **kwargs)
     answered_here.runner_fix = True
     BaseCoordinator.ensure_coordinator_ready = answered_here
+def _split_bulk_batches_by_record() -> None:
+    split = RecordAccumulator.split_and_reenqueue
+    if getattr(split, 'runner_fix', False):
+        return
+
+    def patched(accumulator: RecordAccumulator, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(batch, 'runner_follow', None) is not None:
+            batches.split_into_records(batch)
+        return split(accumulator, batch, *args, **kwargs)
+    patched.runner_fix = True
+    RecordAccumulator.split_and_reenqueue = patched
 
 
 def reaches_kafka(consumer: kafka.KafkaConsumer) -> bool:
