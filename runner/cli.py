@@ -300,6 +300,8 @@ def _text(value: Any, key: str, origin: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ConfigError(f'invalid {key} in {origin}: expected text, not '
                           f'{type(value).__name__}')
+    if value is not None and '\0' in value:
+        raise ConfigError(f'invalid {key} {shown(value)} in {origin}: contains a NUL byte')
     return value
 
 
