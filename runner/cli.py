@@ -103,6 +103,7 @@ import signal
 import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from docopt import DocoptExit, docopt
@@ -128,7 +129,6 @@ from .errors import (
     DataError,
     NotFinished,
     NotRunning,
-    ResourceBusy,
     RunnerError,
     UsageError,
     error_with_code,
@@ -365,11 +365,8 @@ def _check_detachable(options: Options, logfile: str | None) -> None:
     """Everything a detached process could only report into the void, checked first."""
     if not (options.pidfile and logfile):
         raise UsageError('--detach needs --pidfile and --logfile')
-    try:
-        with open(logfile, 'a', encoding='utf-8'):
-            pass
-    except OSError as exc:
-        raise ResourceBusy(f'cannot write the log file {logfile}: {exc.strerror}') from None
+    os.close(platform.open_own(Path(logfile), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                               'log file'))
 
 
 def _app_and_settings(args: dict[str, Any], role: str) -> tuple[Any, Settings]:

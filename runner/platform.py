@@ -187,13 +187,12 @@ def stable_identity(directory: Path) -> str:
 
     A new identity is on disk before it is used, so a crash never leaves a file that
     differs from what was used.  A blank file (what a crash could leave before this
-    was so) counts as missing.
+    was so) counts as missing: a missing file is opened as a blank one, never through a
+    link (a link there is refused, as for every file of the runner).
     """
     path = Path(directory) / 'identity'
-    try:
-        identity = path.read_text().strip()
-    except FileNotFoundError:
-        identity = ''
+    with open(open_own(path, os.O_RDONLY | os.O_CREAT, 'identity file')) as file:
+        identity = file.read().strip()
     if not identity:
         identity = uuid.uuid4().hex
         replace_file(path, identity + '\n', durable=True)
