@@ -441,7 +441,15 @@ def _yaml_problem(exc: Exception) -> str:
 
 
 #: Config-file keys that belong to the main process rather than to a slot.
-SUPERVISOR_KEYS = ('app', 'workers', 'pidfile', 'slots')
+SUPERVISOR_KEYS = ('app', 'workers', 'workers_max', 'pidfile', 'slots')
+#: Slots per CPU a worker may have unless ``--workers-max`` says otherwise.
+WORKERS_PER_CPU = 4
+
+
+def default_workers_max() -> int:
+    """The most slots a worker may have by default: :data:`WORKERS_PER_CPU` per CPU this
+    process may run on."""
+    return WORKERS_PER_CPU * len(os.sched_getaffinity(0))
 
 
 @dataclasses.dataclass
@@ -454,6 +462,7 @@ class Options:
 
     app: str
     workers: int = 1
+    workers_max: int = dataclasses.field(default_factory=default_workers_max)
     pidfile: str | None = None
     cli: dict[str, Any] = dataclasses.field(default_factory=dict)
     file: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from runner.cli import SETTING_OPTIONS, load_options
+from runner.cli import SETTING_OPTIONS, load_options, parse
 from runner.config import (
     MAX_CONFIG_BYTES,
     MAX_SECONDS,
@@ -248,8 +248,7 @@ def test_a_pidfile_or_config_path_with_a_nul_byte_is_one_line(tmp_path):
     path = tmp_path / 'c.yaml'
     path.write_text('app: proj\npidfile: "run\\0pid"\n')
     with pytest.raises(ConfigError, match='invalid pidfile .*: contains a NUL byte'):
-        load_options({'--config': str(path), '--app': None, '--workers': None,
-                      '--pidfile': None, **{option: None for option in SETTING_OPTIONS.values()}})
+        load_options(parse(['-c', str(path)]))
     with pytest.raises(ConfigError, match='cannot read config file .*: contains a NUL byte'):
         load_file(f'{tmp_path}/c\0.yaml')
 
