@@ -92,9 +92,10 @@ Exit codes:
   not stopped at that offset (skip), 2 degraded (status), 3 not running
   (status, restart; skip: no running slot has the partition), 64 bad usage,
   65 a VALUE the topic's serializer does not take (send), 69 broker
-  unreachable, 70 a slot failed, 73 data directory, port or pidfile in use,
-  77 the broker refused the login or TLS handshake, 78 app or config cannot
-  be loaded, 130 interrupted, 141 output pipe closed early.
+  unreachable, 70 a slot failed, 71 no process could be forked, 73 data
+  directory, port or pidfile in use (or a link), 77 the broker refused the
+  login or TLS handshake, 78 app or config cannot be loaded, 130
+  interrupted, 141 output pipe closed early.
 """
 
 import json
@@ -129,6 +130,7 @@ from .errors import (
     EX_INTERRUPTED,
     EX_OK,
     EX_PIPE,
+    CannotFork,
     ConfigError,
     DataError,
     NotFinished,
@@ -346,6 +348,8 @@ def check_app(options: Options, timeout: float) -> str:
     """
     try:
         return platform.call_in_child(_app_check(options), timeout)
+    except CannotFork as exc:
+        raise CannotFork(f'cannot check app {options.app!r}: {exc}') from None
     except platform.ChildFailed as exc:
         if exc.code is None:
             raise ConfigError(f'cannot load app {options.app!r}: the app check {exc} '

@@ -33,6 +33,7 @@ from ..errors import (
     EX_UNAVAILABLE,
     EX_USAGE,
     CannotCreate,
+    CannotFork,
     DiskError,
     RunnerError,
 )
@@ -649,7 +650,12 @@ class Supervisor:
         except RunnerError as exc:
             self._finish_restart(f'rolling restart refused, slots keep running: {exc}')
             return
-        call = platform.ChildCall(reload.check, self._check_timeout, self._fds_to_close())
+        try:
+            call = platform.ChildCall(reload.check, self._check_timeout, self._fds_to_close())
+        except CannotFork as exc:
+            self._finish_restart(f'rolling restart refused, slots keep running: the app '
+                                 f'check: {exc}')
+            return
         self._check = PendingCheck(call, reload.slot_main)
         log.info('rolling restart: checking that the app loads (pid %d)', call.pid)
 

@@ -1,5 +1,5 @@
-"""How many slots a worker may have (``--workers-max``), and a fork that fails: one line,
-never a main process that dies.  The main process is driven with the fake slots of
+"""How many slots a worker may have (``--workers-max``), and a fork that fails (a slot's,
+a successor's, an app check's): one line, never a main process that dies.  The main process is driven with the fake slots of
 ``test_rolling``."""
 
 import errno
@@ -9,9 +9,11 @@ import os
 import pytest
 from test_rolling import FakeProcess, Main
 
+from runner import cli, platform
 from runner.cli import load_options, parse
 from runner.config import default_workers_max
-from runner.errors import ConfigError, UsageError
+from runner.errors import CannotFork, ConfigError, UsageError
+from runner.main.supervisor import Reload
 
 
 def options(*argv, config=None):
@@ -114,3 +116,41 @@ def test_a_successor_that_cannot_be_forked_stops_the_rolling_restart(main_of, mo
     assert main.supervisor._restart_error == ('rolling restart stopped: slot 0: cannot fork '
                                               'its successor: Resource temporarily unavailable')
     assert main.supervisor.slots == old
+
+
+def no_fork(monkeypatch):
+    """Every fork() fails as when no process can be made."""
+    def fork():
+        raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+    monkeypatch.setattr(os, 'fork', fork)
+
+
+def test_an_app_check_that_cannot_be_forked_is_one_line_with_exit_71(monkeypatch):
+    no_fork(monkeypatch)
+    before = sorted(os.listdir('/proc/self/fd'))
+    with pytest.raises(CannotFork) as raised:
+        cli.check_app(options(), 5.0)
+    assert str(raised.value) == ("cannot check app 'proj': no process can be forked: "
+                                 'Resource temporarily unavailable')
+    assert raised.value.exit_code == 71
+    assert sorted(os.listdir('/proc/self/fd')) == before        # its pipe is closed
+
+
+def test_a_rolling_restart_whose_app_check_cannot_be_forked_is_refused(main_of, monkeypatch):
+    main = main_of(2)
+    main.start()
+    main.supervisor._reload = lambda: Reload(check=lambda: None, slot_main=None)
+    no_fork(monkeypatch)
+    main.supervisor._on_hup()
+    main.step()
+    assert main.supervisor._restart_error == ('rolling restart refused, slots keep running: '
+                                              'the app check: no process can be forked: '
+                                              'Resource temporarily unavailable')
+    assert main.supervisor._check is None and len(main.supervisor.slots) == 2
+
+
+def test_a_worker_that_cannot_fork_to_detach_says_so_in_one_line(monkeypatch):
+    no_fork(monkeypatch)
+    with pytest.raises(CannotFork, match='^no process can be forked: Resource temporarily '
+                                         'unavailable$'):
+        platform.detach()
