@@ -20,7 +20,7 @@ from ..app.layout import Layout
 from ..app.partitioners import murmur2_partition
 from ..app.tables import Table
 from ..app.topics import Topic
-from ..errors import ConfigError, OutputRefused
+from ..errors import ConfigError, OutputRefused, shown
 from ..kafka.producer import Producer
 from ..state.checkpoint import Guard
 from ..state.manager import StateManager
@@ -166,7 +166,9 @@ class AgentContext:
     def read(self, table: Table, key: Any) -> Any:
         if self.task is None:
             return self.slot.read(table, key)
-        return self._partition(table).get(key, fill_cache=True)
+        partition = self._partition(table)
+        self._check_owned(table, table.routing_key(key))
+        return partition.get(key, fill_cache=True)
 
     def write(self, table: Table, key: Any, value: Any) -> None:
         if self.task is None:
@@ -174,6 +176,7 @@ class AgentContext:
                                'record')
         table.check(key, value)
         partition = self._partition(table)
+        self._check_owned(table, table.routing_key(key))
         self.undone.append((partition, key, partition.set(key, value)))
         if table.windowing is not None:
             partition.observe(self.event_time())
@@ -190,7 +193,9 @@ class AgentContext:
     def windows(self, table: Table, key: Any) -> list[tuple[float, Any]]:
         if self.task is None:
             return self.slot.windows(table, key)
-        return self._partition(table).windows(key)
+        partition = self._partition(table)
+        self._check_owned(table, key)
+        return partition.windows(key)
 
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None) -> Any:
@@ -227,6 +232,22 @@ class AgentContext:
                 'with their source topics')
         self._hold(task)
         return partition
+
+    def _check_owned(self, table: Table, key: Any) -> None:
+        """Refuse a (routing) key that lives in another partition than the record's: its
+        value is in another task, maybe another slot, and a write here would split it.
+        The record's own key is always served, wherever its producer put the record."""
+        number = self.slot.layout.partition_of(table, key)
+        task = self.task
+        if number != task.number and \
+                self.slot.layout.placement_codecs[table.name].dumps(key) != self.record.key:
+            record = self.record
+            raise ConfigError(
+                f'table {table.name!r}: key {shown(key)} belongs to partition {number}, but '
+                f'the record being processed ({record.topic}[{record.partition}]@'
+                f'{record.offset}) is in partition {task.number}; an agent reads and writes '
+                "only keys of its record's partition: re-key the stream with "
+                'stream.group_by(key_fn) (or send to a topic keyed by the table key)')
 
     def _hold(self, task: Task) -> None:
         if self.guard is not task.guard:
