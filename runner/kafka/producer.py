@@ -112,10 +112,12 @@ class Producer:
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None,
-             dropped: Callable[[], bool] | None = None, after: int = -1) -> Any:
+             dropped: Callable[[], bool] | None = None, after: int = -1,
+             timestamp_ms: int | None = None) -> Any:
         """Queue one record; returns kafka-python's future for its metadata, or None if
         ``dropped()`` says, once the producer is open, that the record is no longer wanted.
-        Under exactly-once the record goes into a transaction numbered above ``after``."""
+        Under exactly-once the record goes into a transaction numbered above ``after``.
+        ``timestamp_ms`` is the record's timestamp (None: now)."""
         with self._lock:
             while self._sealed or self.transaction <= after:
                 self._lock.wait()
@@ -131,7 +133,7 @@ class Producer:
         if epoch is None:
             try:
                 return self._producer.send(topic, key=key, value=value, headers=headers,
-                                           partition=partition)
+                                           partition=partition, timestamp_ms=timestamp_ms)
             except KafkaError:
                 if self.transaction_broken():
                     return None     # the transaction is lost: its records are processed again
@@ -142,7 +144,7 @@ class Producer:
                     self._lock.notify_all()
         try:
             future = self._producer.send(topic, key=key, value=value, headers=headers,
-                                         partition=partition)
+                                         partition=partition, timestamp_ms=timestamp_ms)
         except BaseException:
             self._settle(epoch, None)
             raise

@@ -106,10 +106,12 @@ class SlotContext:
 
     def send_processed(self, topic: Topic, key: bytes | None, value: bytes | None,
                        headers: list | None, partition: int | None,
-                       dropped: Callable[[], bool], after: int) -> Any:
+                       dropped: Callable[[], bool], after: int,
+                       timestamp_ms: int | None = None) -> Any:
         """Send on behalf of an agent's record (in its transaction, under exactly-once)."""
         return self.producer.send(topic.name, key, value, headers,
-                                  placed(topic, key, partition, self.producer), dropped, after)
+                                  placed(topic, key, partition, self.producer), dropped, after,
+                                  timestamp_ms)
 
     def flush(self, timeout: float) -> None:
         self.outside.flush(timeout)
@@ -139,6 +141,11 @@ class AgentContext:
         self.queue, self.task = queue, queue.task
         if self.slot.producer.transactional:
             self._hold(queue.task)
+
+    def hold(self) -> None:
+        """Hold the task's guard for the rest of the batch, as a table access does, so a
+        checkpoint cuts the task only between two records (their sends included)."""
+        self._hold(self.task)
 
     def boundary(self) -> None:
         """Between two records: serve a checkpoint waiting for this thread."""
@@ -198,7 +205,8 @@ class AgentContext:
         return partition.windows(key)
 
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
-             headers: list | None = None, partition: int | None = None) -> Any:
+             headers: list | None = None, partition: int | None = None,
+             timestamp_ms: int | None = None) -> Any:
         """Send through the slot's producer; dropped once the record's task is finished
         (its partition was taken away, and the next owner processes the record again).
         Outside a record it is a send of the slot's, belonging to no record."""
@@ -207,7 +215,8 @@ class AgentContext:
             return self.slot.send(topic, key, value, headers, partition)
         try:
             sent = None if self.dropping else self.slot.send_processed(
-                topic, key, value, headers, partition, lambda: self.dropping, task.cut_in)
+                topic, key, value, headers, partition, lambda: self.dropping, task.cut_in,
+                timestamp_ms)
         except MessageSizeTooLargeError as exc:
             raise OutputRefused(f'a record for {topic.name} is too large: {exc}') from None
         return Future().success(None) if sent is None else sent

@@ -1,8 +1,13 @@
 """Counting by another key than the record's: refused when written directly (it would be
 split across partitions), exact through ``stream.group_by`` and its repartition topic."""
 
+import collections
+import os
+import signal
 
-from harness import produce, write_app
+import pytest
+from apps import counts_of, wait_for_counts
+from harness import committed, end_offsets, produce, wait_for, write_app
 
 BY_USER_APP = '''
 import runner
@@ -47,3 +52,48 @@ def test_a_write_of_another_key_than_the_records_stops_with_one_line_naming_grou
     assert lines[-1].startswith("runner: no slot is running: slot 0 stopped: exited with code "
                                 "78: table 'totals': key 'user-")
     assert 're-key the stream with stream.group_by(key_fn)' in lines[-1]
+
+
+GUARANTEES = pytest.mark.parametrize('guarantee', ['at_least_once', 'exactly_once'])
+
+
+def totals_of(worker, slot=0):
+    return counts_of(worker, USERS, slot, 'totals')
+
+
+@GUARANTEES
+def test_totals_by_another_key_through_group_by_are_exact_over_two_slots_and_a_restart(
+        tmp_path, names, workers, kafka_bootstrap, admin, guarantee):
+    app = by_user_app(tmp_path, names, grouped=True, guarantee=guarantee, table_partitions=3)
+    worker = workers(app, extra=('-w', '2'))
+    worker.split_between(2)
+    repartition = f"{names['app']}-testapp.total-repartition"
+    [described] = admin.describe_topics([repartition])
+    assert len(described['partitions']) == 3            # the table's count, not the source's
+    first = orders(0, 1200)
+    produce(kafka_bootstrap, names['source'], first)
+    truth = collections.Counter(order['user'] for _, order in first)
+    wait_for(lambda: totals_of(worker) == truth, 90, 'the totals of the first orders')
+    if guarantee == 'exactly_once':                      # a crash: nothing is counted twice
+        second = orders(1200, 3000)
+        produce(kafka_bootstrap, names['source'], second)
+        wait_for(lambda: sum(totals_of(worker).values()) > sum(truth.values()), 60,
+                 'the second orders to be counted')
+        for pid in worker.slot_pids(2):
+            os.kill(pid, signal.SIGKILL)
+        worker.proc.send_signal(signal.SIGKILL)
+        worker.wait(30)
+    else:                       # a warm stop once all is committed, then more orders
+        for topic in (names['source'], repartition):
+            ends = end_offsets(kafka_bootstrap, topic)
+            wait_for(lambda t=topic, e=ends: committed(admin, names['app'], t) == e, 60,
+                     f'{topic} to be committed to its end')
+        assert worker.stop()[0] == 0
+        second = orders(1200, 3000)
+        produce(kafka_bootstrap, names['source'], second)
+    truth.update(order['user'] for _, order in second)
+    again = workers.raw(worker.args, worker.port, 'again')     # the same ports, data
+    again.split_between(2)
+    for slot in range(2):
+        wait_for_counts(again, truth, 120, slot, 'totals')
+    assert 'Traceback' not in again.log()

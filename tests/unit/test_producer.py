@@ -13,7 +13,7 @@ class FakeKafkaProducer:
     def __init__(self, **config):
         self.futures: list[Future] = []
 
-    def send(self, topic, key=None, value=None, headers=None, partition=None):
+    def send(self, topic, key=None, value=None, headers=None, partition=None, timestamp_ms=None):
         self.futures.append(Future())
         return self.futures[-1]
 
