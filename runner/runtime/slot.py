@@ -161,7 +161,8 @@ class Slot:
     def _prepare_topics(self) -> Layout:
         """Partition counts of every topic and table; missing topics (changelogs too) created."""
         settings = self.settings
-        declared = [*self.app.topics.values(), *(t.changelog for t in self.app.tables.values())]
+        declared = [*self.app.topics.values(), *(t.changelog for t in self.app.tables.values()),
+                    *(a.repartition for a in self.app.agents if a.repartition is not None)]
         client = admin.connect(settings.kafka_client(), settings.broker_timeout,
                                self._client_id())
         try:
@@ -185,7 +186,9 @@ class Slot:
         routes: dict[str, list[Inbox]] = {}
         for agent in self.app.agents:
             inbox = Inbox()
-            routes.setdefault(agent.topic.name, []).append(inbox)
+            for topic in (agent.topic, agent.repartition):
+                if topic is not None:
+                    routes.setdefault(topic.name, []).append(inbox)
             self._agents.append(AgentThreads(agent, inbox, slot_context, self._fail))
         protocol = (RebalanceProtocol.COOPERATIVE if settings.assignor == 'cooperative'
                     else RebalanceProtocol.EAGER)

@@ -133,7 +133,8 @@ class FakeProducer:
         self.acked = True               # False: sends wait for a broker
         self._lock = threading.Condition()
 
-    def send(self, topic, key, value, headers=None, partition=None, dropped=None, after=-1):
+    def send(self, topic, key, value, headers=None, partition=None, dropped=None, after=-1,
+             timestamp_ms=None):
         with self._lock:
             self.waiting = True
             while self.transaction <= after:
