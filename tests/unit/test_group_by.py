@@ -174,7 +174,8 @@ def test_a_key_function_that_returns_none_is_refused():
 
 def test_group_by_outside_the_agents_own_function_is_a_config_error():
     world = World()
-    plain = Stream(world.agent.topic, Inbox(), AgentContext(SimpleNamespace(producer=SimpleNamespace(transactional=False))), policy=None)
+    context = AgentContext(SimpleNamespace(producer=SimpleNamespace(transactional=False)))
+    plain = Stream(world.agent.topic, Inbox(), context, policy=None)
     with pytest.raises(ConfigError, match="outside the agent's own function"):
         plain.group_by(lambda order: order['user'])
 
