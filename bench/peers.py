@@ -728,22 +728,25 @@ def report(runs: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
     for workload, systems in runs.items():
         say('')
         say(f'({workload}) {WORKLOADS[workload][1]}')
-        say(f'  {"system":<24} {"records/s":>10} {"min-max":>17} {"per CPU-s":>10} '
-            f'{"RSS MiB":>8} {"runner/it":>10} {"spread":>13}')
+        say(f'  {"system":<26} {"records/s":>9} {"min-max":>17} {"per CPU-s":>9} '
+            f'{"RSS MiB":>7}   {"runner/it: rate (spread)":<25} {"per CPU-s (spread)"}')
         table = {}
         for system, results in systems.items():
             numbers = table[system] = summary(results)
             if 'rate' not in numbers:
-                say(f'  {system:<24} failed: {first_line(numbers["errors"][0])}')
+                say(f'  {system:<26} failed: {first_line(numbers["errors"][0])}')
                 continue
-            versus = compare(systems[RUNNER], results) if RUNNER in systems else None
+            versus = per_cpu = None
+            if RUNNER in systems and not system.startswith(RUNNER):
+                versus = compare(systems[RUNNER], results)
+                per_cpu = compare(systems[RUNNER], results, 'records_per_cpu_s')
             numbers['runner_over_it'] = versus
-            ratio_text = (f'{versus["ratio"]:>10.2f} {versus["min"]:>6.2f}-{versus["max"]:<6.2f}'
-                          if versus and system != RUNNER else '')
-            faust_note = f' ({numbers["records"]:,} rec.)' if system == 'faust' else ''
-            say(f'  {system + faust_note:<24} {numbers["rate"]:>10,} '
-                f'{numbers["min"]:>8,}-{numbers["max"]:<8,} {numbers["records_per_cpu_s"]:>10,} '
-                f'{numbers["peak_rss_mb"]:>8} {ratio_text}')
+            numbers['runner_over_it_per_cpu_s'] = per_cpu
+            faust_note = f' ({numbers["records"]:,})' if system == 'faust' else ''
+            ratios = f'{spread_text(versus):<25} {spread_text(per_cpu)}' if versus else ''
+            say(f'  {system + faust_note:<26} {numbers["rate"]:>9,} '
+                f'{numbers["min"]:>8,}-{numbers["max"]:<8,} {numbers["records_per_cpu_s"]:>9,} '
+                f'{numbers["peak_rss_mb"]:>7}   {ratios}')
         found[workload] = table
     if 'a' in runs:
         found.update(guarantees_and_slots(runs['a']))
@@ -958,7 +961,8 @@ def main() -> None:
     parser.add_argument('--output', type=Path, default=BENCH / 'peers-results.json')
     parser.add_argument('--chart', type=Path, default=BENCH / 'peers.png')
     parser.add_argument('--replot', action='store_true',
-                        help='only draw the chart again from the results file')
+                        help='only print the tables and draw the chart again from the results '
+                             'file')
     args = parser.parse_args()
     defaults = ((20_000, 1, 5_000, 10.0) if args.quick else (300_000, 3, 20_000, 60.0))
     for name, value in zip(('records', 'rounds', 'faust_records', 'latency_seconds'),
@@ -968,7 +972,9 @@ def main() -> None:
     if args.quick and args.output == BENCH / 'peers-results.json':
         args.output, args.chart = BENCH / 'peers-quick.json', BENCH / 'peers-quick.png'
     if args.replot:
-        chart(json.loads(args.output.read_text()), args.chart)
+        results = json.loads(args.output.read_text())
+        report(results['runs'])
+        chart(results, args.chart)
         return
     benchmark(args)
 
