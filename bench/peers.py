@@ -672,11 +672,11 @@ def run_one(suite: Suite, plan: Plan, workload: str, system: str) -> dict[str, A
         return {'error': str(error)[-2000:]}
 
 
-def run_rounds(suite: Suite, plan: Plan) -> dict[str, dict[str, list[dict]]]:
-    """Every system on every workload, R times, alternating."""
-    runs: dict[str, dict[str, list[dict]]] = {
-        workload: {system: [] for system in systems_of(workload, plan)}
-        for workload in measured_workloads(plan)}
+def run_rounds(suite: Suite, plan: Plan, runs: dict[str, dict[str, list[dict]]]) -> None:
+    """Every system on every workload, R times, alternating; each run's results are added to
+    ``runs`` as it ends."""
+    runs.update({workload: {system: [] for system in systems_of(workload, plan)}
+                 for workload in measured_workloads(plan)})
     for index in range(1, plan.rounds + 1):
         for workload, systems in runs.items():
             line = []
@@ -685,7 +685,6 @@ def run_rounds(suite: Suite, plan: Plan) -> dict[str, dict[str, list[dict]]]:
                 results.append(run_one(suite, plan, workload, system))
                 line.append(f'{system} {results[-1].get("rate", "failed")}')
             say(f'round {index}, {workload}: ' + ' | '.join(line))
-    return runs
 
 
 def summary(results: list[dict]) -> dict[str, Any]:
@@ -732,6 +731,8 @@ def report(runs: dict[str, dict[str, list[dict]]]) -> dict[str, Any]:
             f'{"RSS MiB":>7}   {"runner/it: rate (spread)":<25} {"per CPU-s (spread)"}')
         table = {}
         for system, results in systems.items():
+            if not results:                 # an interrupted run did not get to it
+                continue
             numbers = table[system] = summary(results)
             if 'rate' not in numbers:
                 say(f'  {system:<26} failed: {first_line(numbers["errors"][0])}')
@@ -786,8 +787,8 @@ def spread_text(numbers: dict[str, float] | None) -> str:
     return f'{numbers["ratio"]:.2f}x ({numbers["min"]:.2f}-{numbers["max"]:.2f})'
 
 
-def run_latencies(suite: Suite, plan: Plan, python_ok: bool) -> dict[str, Any]:
-    found = {}
+def run_latencies(suite: Suite, plan: Plan, python_ok: bool, found: dict[str, Any]) -> None:
+    """The latency of each system, added to ``found`` as each ends."""
     systems = [RUNNER, RUNNER_EOS] + (['quix'] if python_ok else [])
     for system in systems:
         progress(f'latency at {plan.latency_rate:,} records/s for {plan.latency_seconds:g}s: '
@@ -804,7 +805,6 @@ def run_latencies(suite: Suite, plan: Plan, python_ok: bool) -> dict[str, Any]:
             f'(read_committed) p50 {numbers["arrival_ms"].get("p50")} ms, p99 '
             f'{numbers["arrival_ms"].get("p99")} ms; to the sink\'s LogAppendTime p50 '
             f'{numbers["append_ms"].get("p50")} ms, p99 {numbers["append_ms"].get("p99")} ms')
-    return found
 
 
 # -- the chart -----------------------------------------------------------------------------
@@ -876,33 +876,45 @@ def benchmark(args: argparse.Namespace) -> None:
                 latency_warmup=args.latency_warmup)
     python, versions = peers_python(args.venv)
     say('peers: ' + ', '.join(f'{name} {version}' for name, version in versions.items()))
-    started = machine()
     tag = run_id()
     topics = {'json': f'peers-{tag}-json', 'str': f'peers-{tag}-str'}
+    results: dict[str, Any] = {
+        'benchmark': 'peers', 'machine': machine(), 'peers': versions,
+        'broker': bootstrap_kind(), 'plan': vars(plan), 'seed': args.seed, 'produce_s': {},
+        'runs': {}, 'latency': {}, 'notes': NOTES}
     began = time.monotonic()
-    with kafka_bootstrap() as bootstrap, scratch_dir('bench-peers-') as workdir:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        try:
-            suite = Suite(bootstrap, admin, workdir, tag, python, topics)
-            produced = produce_data(suite, plan, args.seed)
-            runs = run_rounds(suite, plan)
-            tables = report(runs)
-            latency = (run_latencies(suite, plan, versions['quixstreams'][0].isdigit())
-                       if 'latency' in plan.workloads else {})
-        finally:
-            delete_run_topics(admin, tag)
-            admin.close()
-    results = {'benchmark': 'peers', 'machine': {**machine(), 'loadavg_at_start':
-                                                 started['loadavg']},
-               'peers': versions, 'broker': bootstrap_kind(),
-               'plan': vars(plan), 'seed': args.seed, 'produce_s': produced,
-               'seconds': round(time.monotonic() - began),
-               'workloads': {key: value for key, value in tables.items() if key in SYSTEMS},
-               'ratios': {key: tables[key] for key in ('e', 'f') if key in tables},
-               'latency': latency, 'runs': runs,
-               'notes': NOTES}
+    try:
+        with kafka_bootstrap() as bootstrap, scratch_dir('bench-peers-') as workdir:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+            try:
+                suite = Suite(bootstrap, admin, workdir, tag, python, topics)
+                results['produce_s'] = produce_data(suite, plan, args.seed)
+                run_rounds(suite, plan, results['runs'])
+                if 'latency' in plan.workloads:
+                    run_latencies(suite, plan, versions['quixstreams'][0].isdigit(),
+                                  results['latency'])
+            finally:
+                delete_run_topics(admin, tag)
+                admin.close()
+    except KeyboardInterrupt:
+        if results['runs']:
+            write_results(args, results, began, interrupted=True)
+        raise
+    write_results(args, results, began)
+
+
+def write_results(args: argparse.Namespace, results: dict[str, Any], began: float,
+                  interrupted: bool = False) -> None:
+    """Print the tables; write the results file (also of an interrupted run) and the chart."""
+    tables = report(results['runs'])
+    start = results['machine']
+    results.update(
+        machine={**machine(), 'loadavg_at_start': start.get('loadavg_at_start', start['loadavg'])},
+        seconds=round(time.monotonic() - began), interrupted=interrupted,
+        workloads={key: value for key, value in tables.items() if key in SYSTEMS},
+        ratios={key: tables[key] for key in ('e', 'f') if key in tables})
     args.output.write_text(json.dumps(results, indent=1) + '\n')
-    say(f'results: {args.output}')
+    say(f'results{" of the interrupted run" * interrupted}: {args.output}')
     chart(results, args.chart)
 
 
