@@ -889,15 +889,15 @@ def benchmark(args: argparse.Namespace) -> None:
             try:
                 suite = Suite(bootstrap, admin, workdir, tag, python, topics)
                 results['produce_s'] = produce_data(suite, plan, args.seed)
-                run_rounds(suite, plan, results['runs'])
                 if 'latency' in plan.workloads:
                     run_latencies(suite, plan, versions['quixstreams'][0].isdigit(),
                                   results['latency'])
+                run_rounds(suite, plan, results['runs'])
             finally:
                 delete_run_topics(admin, tag)
                 admin.close()
     except KeyboardInterrupt:
-        if results['runs']:
+        if results['runs'] or results['latency']:
             write_results(args, results, began, interrupted=True)
         raise
     write_results(args, results, began)
