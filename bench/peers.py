@@ -3,7 +3,7 @@
     python bench/peers.py [--quick] [--records N] [--rounds R] [--faust-records M]
                           [--only WORKLOAD ...] [--latency-rate RATE]
                           [--latency-seconds S] [--venv DIR] [--output FILE] [--chart FILE]
-                          [--replot]
+                          [--replot] [--markdown]
 
 Installs the peers (``quixstreams``, ``faust-streaming``, ``confluent-kafka``) in a virtual
 environment of their own (``--venv``, by default ``~/.cache/runner/peers-venv``), produces
@@ -866,6 +866,38 @@ def chart(results: dict[str, Any], path: Path) -> None:
     say(f'chart: {path}')
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The results as Markdown tables (for the READMEs)."""
+    lines = [('| workload | system | records/s (min-max) | per CPU-s | peak RSS MiB | '
+              'runner/it: rate (spread) | runner/it: per CPU-s (spread) |'),
+             '| --- | --- | ---: | ---: | ---: | ---: | ---: |']
+    for workload, table in results['workloads'].items():
+        for system, numbers in table.items():
+            if 'rate' not in numbers:
+                lines.append(f'| {workload} | {system} | failed | | | | |')
+                continue
+            name = f'{system} ({numbers["records"]:,} records)' if system == 'faust' else system
+            lines.append(
+                f'| {workload} | {name} | {numbers["rate"]:,} ({numbers["min"]:,}-'
+                f'{numbers["max"]:,}) | {numbers["records_per_cpu_s"]:,} | '
+                f'{numbers["peak_rss_mb"]} | {spread_text(numbers.get("runner_over_it"))} | '
+                f'{spread_text(numbers.get("runner_over_it_per_cpu_s"))} |')
+    for key, label in (('e', 'exactly-once / at-least-once'), ('f', '--workers 2 / one slot')):
+        if key in results['ratios']:
+            found = results['ratios'][key]
+            lines.append(f'| {key} | {label} | {spread_text(found["rate"])} | '
+                         f'{spread_text(found["records_per_cpu_s"])} | | | |')
+    rate = results['plan']['latency_rate']
+    lines += ['', f'| latency at {rate:,} records/s | p50 | p90 | p99 | max | outputs |',
+              '| --- | ---: | ---: | ---: | ---: | ---: |']
+    for system, numbers in results['latency'].items():
+        for kind, label in (('arrival_ms', 'to arrival'), ('append_ms', 'to LogAppendTime')):
+            found = numbers.get(kind) or {}
+            lines.append(f'| {system}, {label} (ms) | {found.get("p50")} | {found.get("p90")} | '
+                         f'{found.get("p99")} | {found.get("max")} | {numbers.get("outputs")} |')
+    return '\n'.join(lines)
+
+
 # -- main ----------------------------------------------------------------------------------
 
 
@@ -972,6 +1004,8 @@ def main() -> None:
                         help=f'the peers\' virtual environment ({DEFAULT_VENV})')
     parser.add_argument('--output', type=Path, default=BENCH / 'peers-results.json')
     parser.add_argument('--chart', type=Path, default=BENCH / 'peers.png')
+    parser.add_argument('--markdown', action='store_true',
+                        help='only print the results file as Markdown tables')
     parser.add_argument('--replot', action='store_true',
                         help='only print the tables and draw the chart again from the results '
                              'file')
@@ -983,6 +1017,9 @@ def main() -> None:
             setattr(args, name, value)
     if args.quick and args.output == BENCH / 'peers-results.json':
         args.output, args.chart = BENCH / 'peers-quick.json', BENCH / 'peers-quick.png'
+    if args.markdown:
+        say(markdown(json.loads(args.output.read_text())))
+        return
     if args.replot:
         results = json.loads(args.output.read_text())
         report(results['runs'])
