@@ -831,10 +831,11 @@ def chart(results: dict[str, Any], path: Path) -> None:
         errors = [[n['rate'] - n['min'] for _, n in rows], [n['max'] - n['rate'] for _, n in rows]]
         colors = ['tab:red' if system.startswith(RUNNER) else 'tab:gray' for system, _ in rows]
         axis.barh(names, rates, xerr=errors, color=colors, capsize=3)
-        for position, value in enumerate(rates):
-            axis.annotate(f' {value / 1000:,.1f}k', (value, position), va='center', fontsize=7)
+        for position, (_, numbers) in enumerate(rows):     # the median, right of its bar
+            axis.annotate(f'  {numbers["rate"] / 1000:,.1f}k', (numbers['max'], position),
+                          va='center', fontsize=7)
         axis.set_xscale('log')
-        axis.set_xlim(right=max(rates) * 4)
+        axis.set_xlim(right=max(n['max'] for _, n in rows) * 4)
         axis.invert_yaxis()
         axis.set_title(f'({workload}) {WORKLOADS[workload][1]}', fontsize=10)
         axis.set_xlabel('records/s, log scale (median, min-max)', fontsize=8)
