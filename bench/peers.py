@@ -942,7 +942,8 @@ def write_results(args: argparse.Namespace, results: dict[str, Any], began: floa
     tables = report(results['runs'])
     start = results['machine']
     results.update(
-        machine={**machine(), 'loadavg_at_start': start.get('loadavg_at_start', start['loadavg'])},
+        machine={**machine(), 'runner_commit': start['runner_commit'],     # the code run
+                 'loadavg_at_start': start.get('loadavg_at_start', start['loadavg'])},
         seconds=round(time.monotonic() - began), interrupted=interrupted,
         workloads={key: value for key, value in tables.items() if key in SYSTEMS},
         ratios={key: tables[key] for key in ('e', 'f') if key in tables})
