@@ -149,7 +149,7 @@ class Main:
         for slot in self.supervisor.slots.values():
             self.report(slot)
         self.step()
-        assert self.supervisor._was_ready
+        assert self.supervisor.publisher.was_ready
 
     def hup(self):
         """As if HUP came and the app check passed."""
