@@ -75,8 +75,9 @@ class SlotProcess:
     """The main process's record of one running slot process."""
 
     def __init__(self, index: int, process: multiprocessing.process.BaseProcess,
-                 reader: ReportReader) -> None:
+                 reader: ReportReader, import_timeout: float) -> None:
         self.index = index
+        self.import_timeout = import_timeout
         self.process = process
         self.pid = process.pid
         self.reader = reader
@@ -87,6 +88,7 @@ class SlotProcess:
         self.retiring = False
         self.handing_over = False   # retiring for its successor (USR2), not for good
         self.stop_by = 0.0          # when retiring: killed if still alive then
+        self.loaded = False         # it reported that it loaded the app
         self.ran = False            # it reported 'running' at least once
         self.was_ready = False      # it reported ready at least once
         self.killed: str | None = None    # why the main process killed it
@@ -114,6 +116,9 @@ class SlotProcess:
         """This slot's line in the status."""
         reason = self.killed or (_stopped_partitions(self.report.get('stopped')) if self.ready
                                  else self.report.get('reason'))
+        if not (reason or self.loaded):
+            reason = (f'loading the app (killed if not loaded within {self.import_timeout:g}s: '
+                      'import_timeout)')
         return {'slot': self.index, 'pid': self.pid, 'web': self.report.get('web'),
                 'state': self.state(), 'ready': self.ready, 'reason': reason,
                 'assignment': self.report.get('assignment', []), 'started': self.started_at}
@@ -319,10 +324,10 @@ class Supervisor:
             slot_end.close()
         reader = ReportReader(main_end, f'slot {index} (pid {process.pid})')
         if successor:
-            self.successors[index] = SlotProcess(index, process, reader)
+            self.successors[index] = SlotProcess(index, process, reader, self._check_timeout)
             log.info('slot %d: successor started (pid %d)', index, process.pid)
         else:
-            self.slots[index] = SlotProcess(index, process, reader)
+            self.slots[index] = SlotProcess(index, process, reader, self._check_timeout)
             log.info('slot %d started (pid %d)', index, process.pid)
 
     def _fds_to_close(self) -> list[int]:
@@ -349,6 +354,9 @@ class Supervisor:
         for report in slot.reader.read():
             if 'error' in report:
                 slot.error = report
+                continue
+            if report.get('loaded'):
+                slot.loaded = True
                 continue
             slot.report = report
             slot.reported_at = time.monotonic()
@@ -526,6 +534,7 @@ class Supervisor:
         arrived while this loop was busy elsewhere are read first, so a slow loop never
         looks like silent slots."""
         now = time.monotonic()
+        self._kill_unloaded(now)
         for slot in [*self.slots.values(), *self._dismissed]:
             if self._stopping or slot.killed:
                 continue
@@ -544,6 +553,19 @@ class Supervisor:
                 continue
             log.error('slot %d (pid %d) %s; killing it', slot.index, slot.pid, slot.killed)
             platform.kill_quietly(slot.pid)
+
+    def _kill_unloaded(self, now: float) -> None:
+        """Kill, once, a slot or successor that has not loaded the app within the import
+        timeout (its import hangs): it is restarted, or its rolling restart stops."""
+        for slot in [*self.slots.values(), *self.successors.values()]:
+            if self._stopping or slot.killed or slot.retiring:
+                continue
+            self._read_reports(slot)
+            if not slot.loaded and now - slot.started > slot.import_timeout:
+                slot.killed = (f'did not load the app within {slot.import_timeout:g}s '
+                               '(import_timeout)')
+                log.error('slot %d (pid %d) %s; killing it', slot.index, slot.pid, slot.killed)
+                platform.kill_quietly(slot.pid)
 
     # -- rolling restart --------------------------------------------------
 
