@@ -19,6 +19,13 @@ from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 
+#: A STATUS= line is sent once it has held this long (seconds), so slots that settle
+#: (ready, then rebalancing once more) do not make it flap.  READY=1 carries it at once.
+STATUS_SETTLE = 1.0
+#: The status file is written again at least this often (seconds), even when nothing
+#: changed: its ``written_at`` tells ``runner status`` that the main process still answers.
+STATUS_REFRESH = 1.0
+
 
 class Summary(NamedTuple):
     """One round's view of the slots, from the supervisor."""
@@ -52,8 +59,11 @@ class StatusPublisher:
         self._last_ready = time.monotonic()
         self._watchdog_held = False
         self._last_watchdog = 0.0
-        self._status_line = ''
+        self._status_line = ''              # the last STATUS= sent
+        self._pending_line = ''             # the line now, and since when
+        self._pending_since = 0.0
         self._published: str | None = ''     # None: the last write failed
+        self._written_at = 0.0
 
     def started(self) -> None:
         """The main loop begins: the ready timeout counts from now."""
@@ -83,20 +93,24 @@ class StatusPublisher:
         waiting = any(row['state'] == 'waiting' for row in rows)
         state = self._state(summary, ready, waiting,
                             any(row['state'] == 'degraded' for row in rows))
-        self._notify(ready, summary.workers, state, waiting)
+        line = status_line(state, ready, summary.workers, waiting,
+                           summary.restarts.get('restart_error'))
+        self._notify(ready, summary.workers, state, line)
         self._ping_watchdog(waiting)
         status = {'pid': summary.main_pid, 'app': self.name, 'workers': summary.workers,
                   'state': state, 'waiting_for_kafka': waiting, **summary.restarts,
                   'slots': rows}
         text = json.dumps(status, sort_keys=True)
-        if text != self._published and self.path:
-            self._write_status(text)
+        now = time.time()
+        if self.path and (text != self._published or now - self._written_at >= STATUS_REFRESH):
+            self._write_status(text, now)
 
-    def _write_status(self, text: str) -> None:
-        """Replace the status file; one that cannot be written (a full disk) is said once
-        and tried again every round until it can, and the workers go on."""
+    def _write_status(self, text: str, now: float) -> None:
+        """Replace the status file, stamped with ``now``; one that cannot be written (a full
+        disk) is said once and tried again every round until it can, and the workers go on."""
+        self._written_at = now
         try:
-            platform.replace_file(self.path, text)
+            platform.replace_file(self.path, f'{text[:-1]}, "written_at": {round(now, 3)}}}')
         except (CannotCreate, DiskError) as exc:
             if self._published is not None:
                 log.warning('%s: runner status shows an older state until it can be written',
@@ -115,9 +129,10 @@ class StatusPublisher:
             return 'degraded'
         return 'running' if ready >= summary.workers or self.was_ready else 'starting'
 
-    def _notify(self, ready: int, workers: int, state: str, waiting: bool) -> None:
+    def _notify(self, ready: int, workers: int, state: str, line: str) -> None:
         """READY=1 once every slot is ready for the first time and at the end of each
-        reload; STATUS= whenever its line changes; both in one message."""
+        reload; STATUS= when its line changed and has held for :data:`STATUS_SETTLE` (the
+        first one, one sent with READY=1 and ``stopping`` at once); both in one message."""
         fields = {}
         if not self.was_ready and ready >= workers:
             self.was_ready = True
@@ -126,10 +141,12 @@ class StatusPublisher:
         elif self._reloading and state != 'restarting':
             self._reloading = False
             fields['ready'] = '1'
-        line = f'{ready}/{workers} slots ready, {state}'
-        if waiting:
-            line += ', waiting for Kafka'
-        if line != self._status_line:
+        now = time.monotonic()
+        if line != self._pending_line:
+            self._pending_line, self._pending_since = line, now
+        settled = (now - self._pending_since >= STATUS_SETTLE or not self._status_line
+                   or 'ready' in fields or state == 'stopping')
+        if line != self._status_line and settled:
             self._status_line = fields['status'] = line
         if fields:
             self.notifier.notify(**fields)
@@ -153,3 +170,13 @@ class StatusPublisher:
         if not held:
             self._last_watchdog = now
             self.notifier.notify(watchdog='1')
+
+
+def status_line(state: str, ready: int, workers: int, waiting: bool,
+                restart_error: str | None) -> str:
+    """What STATUS= says: the state first, as ``runner status`` says it, then whether slots
+    wait for Kafka and a refused or failed deploy (until a rolling restart succeeds)."""
+    line = f'{state}, {ready} of {plural(workers, "slot")} ready'
+    if waiting:
+        line += ', waiting for Kafka'
+    return f'{line}; {restart_error}' if restart_error else line

@@ -261,7 +261,7 @@ def test_systemd_hears_ready_reloading_watchdog_and_stopping(tmp_path, names, ka
         return field in heard
     try:
         wait_for(lambda: hear('READY=1'), 60, 'READY=1')
-        wait_for(lambda: hear('STATUS=2/2 slots ready, running'), 10, 'the status line')
+        wait_for(lambda: hear('STATUS=running, 2 of 2 slots ready'), 10, 'the status line')
         heard.clear()
         wait_for(lambda: hear('WATCHDOG=1'), 10, 'a watchdog ping')
         proc.send_signal(signal.SIGHUP)
