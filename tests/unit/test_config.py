@@ -203,3 +203,12 @@ def test_the_main_process_leaves_security_to_the_slots_which_know_the_app_settin
     assert options.settings_for({'sasl_password': 'p'}, 0).sasl_password == 'p'
     with pytest.raises(ConfigError, match='needs sasl_username and sasl_password'):
         options.settings_for({}, 0)
+
+
+@pytest.mark.parametrize('address', ['0.0.0.0', '0.0.0.0:6066', '::', '[::]:6066', '[::]'])
+def test_a_wildcard_web_advertise_is_refused_in_one_line(address):
+    with pytest.raises(UsageError, match='a wildcard address') as raised:
+        check_settings({'web_advertise': address}, 'the command line', UsageError)
+    assert '\n' not in str(raised.value)
+    assert check_settings({'web_advertise': '10.0.0.5:6066'}, 'the command line',
+                          UsageError) == {'web_advertise': '10.0.0.5:6066'}
