@@ -103,14 +103,16 @@ class StatusPublisher:
         text = json.dumps(status, sort_keys=True)
         now = time.time()
         if self.path and (text != self._published or now - self._written_at >= STATUS_REFRESH):
-            self._write_status(text, now)
+            self._write_status(status, text, now)
 
-    def _write_status(self, text: str, now: float) -> None:
-        """Replace the status file, stamped with ``now``; one that cannot be written (a full
-        disk) is said once and tried again every round until it can, and the workers go on."""
+    def _write_status(self, status: dict[str, Any], text: str, now: float) -> None:
+        """Replace the status file (``text`` is ``status``), stamped with ``now``; one that
+        cannot be written (a full disk) is said once and tried again every round until it
+        can, and the workers go on."""
         self._written_at = now
         try:
-            platform.replace_file(self.path, f'{text[:-1]}, "written_at": {round(now, 3)}}}')
+            platform.replace_file(self.path, json.dumps({**status, 'written_at': round(now, 3)},
+                                                        sort_keys=True))
         except (CannotCreate, DiskError) as exc:
             if self._published is not None:
                 log.warning('%s: runner status shows an older state until it can be written',
