@@ -35,7 +35,7 @@ CONNECTION_NOISE = re.compile(r'KafkaConnectionError|NodeNotReady|NoBrokersAvail
                               r'|Connection (failed|lost|refused)|socket disconnected'
                               r'|Bootstrap (attempt|connection|failed)|Request timed out'
                               r'|RequestTimedOut|Connect attempt .* failed|ECONNREFUSED'
-                              r'|Errno 111')
+                              r'|Errno 111|No node available')
 
 
 class _KafkaNoiseFilter(logging.Filter):

@@ -54,10 +54,12 @@ def test_connection_errors_while_kafka_is_away_are_counted_debug_lines(logfile):
             'Connection failed: %s', 'KafkaConnectionError: [Errno 111] Connection refused')
         logging.getLogger('kafka.coordinator').error(
             'Error sending %s to node %s [%s]', 'HeartbeatRequest', 1, 'KafkaConnectionError')
+        logging.getLogger('kafka.cluster').warning(
+            'No node available for metadata refresh - backoff/retry')
     logging.getLogger('runner.runtime.consumer').warning('Kafka cannot be reached')
     lines = logfile.read_text().splitlines()
     assert len(lines) == 1 and 'Kafka cannot be reached' in lines[0]
-    assert logs.connection_errors_suppressed() == 6
+    assert logs.connection_errors_suppressed() == 9
     assert logs.connection_errors_suppressed() == 0
 
 
