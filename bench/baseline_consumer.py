@@ -7,6 +7,9 @@ compares with a worker slot's), with kafka-python's default consumer settings:
   count records until ``N``; timed from the partition assignment.
 * no ``--group``: ``assign()`` every partition, read from the beginning to the end
   offsets seen at start, doing nothing with the records; timed from the assignment.
+* ``--json-count``: with ``--group``, also ``json.loads`` each value and count each key
+  in a dict (the least a stateful count does).
+* ``--lean-reading``: with runner's leaner reading of records (``runner.kafka.records``).
 
 It applies the runner's kafka-python workarounds (``runner.kafka.fixes``), as a slot
 does: without them a plain kafka-python 3.0.12 consumer can stall (the bugs described
@@ -31,11 +34,13 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 POLL_MS = 100
 
 
-def apply_runner_workarounds() -> None:
-    """Only ``runner.kafka.fixes`` (the runner package loads lazily, so RSS stays comparable)."""
+def apply_runner_workarounds(lean_reading: bool = False) -> None:
+    """Only ``runner.kafka.fixes`` (the runner package loads lazily, so RSS stays comparable):
+    its bug workarounds, and its leaner reading of records only if asked (the loop
+    stands for raw kafka-python)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from runner.kafka import fixes
-    fixes.install()
+    fixes.install(lean_reading)
 
 
 class Stopwatch:
@@ -66,16 +71,22 @@ class _StartOnAssignment(ConsumerRebalanceListener):
             self.watch.start()
 
 
-def count_as_group(consumer: KafkaConsumer, topic: str, count: int,
-                   deadline: float) -> dict[str, Any]:
-    """Count records (until ``count``) as a group member, timed from the assignment."""
+def count_as_group(consumer: KafkaConsumer, topic: str, count: int, deadline: float,
+                   json_count: bool = False) -> dict[str, Any]:
+    """Count records (until ``count``) as a group member, timed from the assignment; with
+    ``json_count``, decode each value and count each key too."""
     watch = Stopwatch()
     consumer.topics()
     consumer.subscribe([topic], listener=_StartOnAssignment(watch))
     seen = 0
+    counts: dict[bytes, int] = {}
     while seen < count and time.monotonic() < deadline:
         for records in consumer.poll(timeout_ms=POLL_MS).values():
             seen += len(records)
+            if json_count:
+                for record in records:
+                    json.loads(record.value)
+                    counts[record.key] = counts.get(record.key, 0) + 1
     return measured(seen, watch, seen >= count)
 
 
@@ -120,14 +131,19 @@ def main() -> int:
     parser.add_argument('--group', help='consume as this group (needs --count)')
     parser.add_argument('--count', type=int, default=0)
     parser.add_argument('--timeout', type=float, default=600)
+    parser.add_argument('--json-count', action='store_true',
+                        help='with --group: decode each value, count each key')
+    parser.add_argument('--lean-reading', action='store_true',
+                        help="with runner's leaner reading of records")
     args = parser.parse_args()
     deadline = time.monotonic() + args.timeout
-    apply_runner_workarounds()
+    apply_runner_workarounds(args.lean_reading)
     consumer = KafkaConsumer(bootstrap_servers=args.bootstrap, group_id=args.group,
                              auto_offset_reset='earliest', enable_auto_commit=False)
     try:
         if args.group:
-            report = count_as_group(consumer, args.topic, args.count, deadline)
+            report = count_as_group(consumer, args.topic, args.count, deadline,
+                                    args.json_count)
         else:
             report = read_to_end(consumer, args.topic, deadline)
     finally:

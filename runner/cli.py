@@ -42,6 +42,8 @@ Options:
                              host:port,host:port (default: the App's broker, else
                              kafka://localhost:9092).
   -w N, --workers=N          Number of worker slots (default: 1).
+  --workers-max=N            The most slots --workers and TTIN may ask for
+                             (default: 4 per CPU).
   -D DIR, --datadir=DIR      Data directory; slot i keeps its state in DIR/slot-i
                              (default: ./APP-data).
   --web-host=HOST            Address the web servers bind to (default: 127.0.0.1).
@@ -91,9 +93,10 @@ Exit codes:
   (status, restart; skip: no running slot has the partition), 4 the main
   process stopped answering (status), 64 bad usage,
   65 a VALUE the topic's serializer does not take (send), 69 broker
-  unreachable, 70 a slot failed, 73 data directory, port or pidfile in use,
-  77 the broker refused the login or TLS handshake, 78 app or config cannot
-  be loaded, 130 interrupted, 141 output pipe closed early.
+  unreachable, 70 a slot failed, 71 no process could be forked, 73 data
+  directory, port or pidfile in use (or a link), 77 the broker refused the
+  login or TLS handshake, 78 app or config cannot be loaded, 130
+  interrupted, 141 output pipe closed early.
 """
 
 import json
@@ -104,6 +107,7 @@ import signal
 import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from docopt import DocoptExit, docopt
@@ -111,9 +115,11 @@ from docopt import DocoptExit, docopt
 from . import __version__, logs, platform
 from .config import (
     SUPERVISOR_KEYS,
+    WORKERS_PER_CPU,
     Options,
     Settings,
     check_settings,
+    default_workers_max,
     load_file,
     positive_int,
     positive_seconds,
@@ -124,11 +130,11 @@ from .errors import (
     EX_INTERRUPTED,
     EX_OK,
     EX_PIPE,
+    CannotFork,
     ConfigError,
     DataError,
     NotFinished,
     NotRunning,
-    ResourceBusy,
     RunnerError,
     UsageError,
     error_with_code,
@@ -228,20 +234,40 @@ def load_options(args: dict[str, Any], need_app: bool = True) -> Options:
     spec = args['--app'] or _text(values.get('app'), 'app', origin)
     if need_app and not spec:
         raise UsageError('no app given: use -A module[:attribute] (or app: in the config file)')
-    if args['--workers'] is not None:
-        workers = positive_int(args['--workers'], 'workers', UsageError)
-    else:
-        workers = positive_int(values.get('workers', 1), f'workers in {origin}', ConfigError)
+    workers, workers_max = _slot_count(args, values, origin)
     cli_values = {name: args[option] for name, option in SETTING_OPTIONS.items()
                   if args[option] is not None}
     file_values = {key: value for key, value in values.items() if key not in SUPERVISOR_KEYS}
-    return Options(app=str(spec or ''), workers=workers,
+    return Options(app=str(spec or ''), workers=workers, workers_max=workers_max,
                    pidfile=args['--pidfile'] or _text(values.get('pidfile'), 'pidfile', origin),
                    cli={**check_settings(secrets_from_environment(), 'the environment',
                                          UsageError),
                         **check_settings(cli_values, 'the command line', UsageError)},
                    file=check_settings(file_values, origin),
                    per_slot=slot_overrides(values.get('slots'), origin))
+
+
+def _slot_count(args: dict[str, Any], values: dict[str, Any], origin: str) -> tuple[int, int]:
+    """How many slots the command line or the config file asks for, and the most it may:
+    more is refused, as a bad command line (64) or config file (78)."""
+    if args['--workers-max'] is not None:
+        most = positive_int(args['--workers-max'], '--workers-max', UsageError)
+        limit = '--workers-max'
+    elif 'workers_max' in values:
+        most = positive_int(values['workers_max'], f'workers_max in {origin}', ConfigError)
+        limit = 'workers_max'
+    else:
+        most = default_workers_max()
+        limit = f'{WORKERS_PER_CPU} per CPU; --workers-max N allows more'
+    if args['--workers'] is not None:
+        workers = positive_int(args['--workers'], 'workers', UsageError)
+        where, error = '', UsageError
+    else:
+        workers = positive_int(values.get('workers', 1), f'workers in {origin}', ConfigError)
+        where, error = f' in {origin}', ConfigError
+    if workers > most:
+        raise error(f'invalid workers {workers}{where}: at most {most} ({limit})')
+    return workers, most
 
 
 def worker_command(args: dict[str, Any]) -> int:
@@ -270,6 +296,7 @@ def worker_command(args: dict[str, Any]) -> int:
     logs.setup(settings.loglevel, settings.logfile, 'main', settings.secrets())
     platform.set_title(f'runner: main {name}')
     supervisor = Supervisor(name, options.workers, _slot_main(options),
+                            workers_max=options.workers_max,
                             reload=lambda: _reload(args), check_timeout=settings.import_timeout,
                             ready_timeout=settings.ready_timeout,
                             status_path=control.status_path(pidfile.path) if pidfile else None,
@@ -300,6 +327,8 @@ def _text(value: Any, key: str, origin: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ConfigError(f'invalid {key} in {origin}: expected text, not '
                           f'{type(value).__name__}')
+    if value is not None and '\0' in value:
+        raise ConfigError(f'invalid {key} {shown(value)} in {origin}: contains a NUL byte')
     return value
 
 
@@ -319,6 +348,8 @@ def check_app(options: Options, timeout: float) -> str:
     """
     try:
         return platform.call_in_child(_app_check(options), timeout)
+    except CannotFork as exc:
+        raise CannotFork(f'cannot check app {options.app!r}: {exc}') from None
     except platform.ChildFailed as exc:
         if exc.code is None:
             raise ConfigError(f'cannot load app {options.app!r}: the app check {exc} '
@@ -363,11 +394,8 @@ def _check_detachable(options: Options, logfile: str | None) -> None:
     """Everything a detached process could only report into the void, checked first."""
     if not (options.pidfile and logfile):
         raise UsageError('--detach needs --pidfile and --logfile')
-    try:
-        with open(logfile, 'a', encoding='utf-8'):
-            pass
-    except OSError as exc:
-        raise ResourceBusy(f'cannot write the log file {logfile}: {exc.strerror}') from None
+    os.close(platform.open_own(Path(logfile), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                               'log file'))
 
 
 def _app_and_settings(args: dict[str, Any], role: str) -> tuple[Any, Settings]:

@@ -4,7 +4,7 @@ import dataclasses
 import math
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import yaml
@@ -151,6 +151,19 @@ FILES = ('ssl_cafile', 'ssl_certfile', 'ssl_keyfile')
 #: them); they win over the config file, like the command line.
 SECRET_VARIABLES = {'sasl_password': 'RUNNER_SASL_PASSWORD',
                     'ssl_password': 'RUNNER_SSL_PASSWORD', 'web_token': 'RUNNER_WEB_TOKEN'}
+#: The longest time a setting in seconds may give (a year): every wait of the runner and
+#: of kafka-python can be that long (``threading.TIMEOUT_MAX`` is far longer).
+MAX_SECONDS = 365 * 24 * 3600.0
+#: Settings in seconds that reach Kafka as 32-bit milliseconds, and their maximum.
+SECONDS_LIMITS = {'session_timeout': (2 ** 31 - 1) // 1000}
+#: The largest value of each whole-number setting: what Kafka's protocol carries for it
+#: (partition counts and sizes in 32 bits, a replication factor in 16, offsets in 64).
+INTEGER_LIMITS = {'topic_partitions': 2 ** 31 - 1, 'replication_factor': 2 ** 15 - 1,
+                  'max_request_size': 2 ** 31 - 1, 'max_inflight': 2 ** 31 - 1,
+                  'standby_replicas': 2 ** 31 - 1, 'acceptable_lag': 2 ** 63 - 1}
+#: The largest config file read: settings fit in a few kilobytes, and PyYAML takes about
+#: a second per megabyte.
+MAX_CONFIG_BYTES = 1024 * 1024
 TRUE = ('true', 'yes', 'on', '1')
 FALSE = ('false', 'no', 'off', '0')
 
@@ -189,16 +202,13 @@ def coerce(name: str, value: Any) -> Any:
     if kind is int:
         return _integer(name, value)
     if kind is float:
-        number = _number(value, float, 'expected seconds')
-        if not 0 < number < math.inf:
-            raise ValueError('must be a positive number of seconds')
-        if name == 'heartbeat_timeout' and number < 1:
-            raise ValueError('must be at least 1 second (a slot reports four times a second)')
-        return number
+        return _seconds(name, value)
     if name in CHOICES:
         return _choice(CHOICES[name], value)
     if isinstance(value, (list, dict)):
         raise TypeError('expected text')
+    if '\0' in str(value):
+        raise ValueError('contains a NUL byte')
     if name == 'broker':
         parse_broker_url(value)
     if name == 'web_advertise':
@@ -276,8 +286,23 @@ def _number(value: Any, kind: type, expected: str) -> Any:
         raise ValueError(expected) from None
 
 
+def _seconds(name: str, value: Any) -> float:
+    number = _number(value, float, 'expected seconds')
+    if not 0 < number < math.inf:
+        raise ValueError('must be a positive number of seconds')
+    if name == 'heartbeat_timeout' and number < 1:
+        raise ValueError('must be at least 1 second (a slot reports four times a second)')
+    most = SECONDS_LIMITS.get(name, MAX_SECONDS)
+    if number > most:
+        raise ValueError(f'at most {most:.0f} seconds')
+    return number
+
+
 def _integer(name: str, value: Any) -> int:
     number = _number(value, int, 'expected a whole number')
+    most = INTEGER_LIMITS.get(name)
+    if most is not None and number > most:
+        raise ValueError(f'at most {most}')
     if name == 'web_port' and not 0 <= number <= 65535:
         raise ValueError('not a port number')
     if name == 'replication_factor' and not (number == -1 or number >= 1):
@@ -360,8 +385,9 @@ def secrets_from_environment(environ: Mapping[str, str] = os.environ) -> dict[st
 
 
 class _ConfigLoader(yaml.SafeLoader):
-    """YAML without aliases: a config file needs none, and a few nested ones expand to
-    gigabytes (the "billion laughs")."""
+    """YAML without aliases (a config file needs none, and a few nested ones expand to
+    gigabytes: the "billion laughs"), and without a key given twice in one mapping
+    (``web_port`` and ``web-port`` are the same key), which YAML would let the last win."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -369,13 +395,31 @@ class _ConfigLoader(yaml.SafeLoader):
                                               self.peek_event().start_mark)
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            same = normalize_key(key) if isinstance(key, str) else key
+            if isinstance(same, Hashable) and same in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f'duplicate key {shown(key)}', key_node.start_mark)
+            seen.add(same)
+        return super().construct_mapping(node, deep)
+
 
 def load_file(path: str) -> dict[str, Any]:
-    """Read a YAML config file into a dict of raw (unchecked) values."""
+    """Read a YAML config file (at most :data:`MAX_CONFIG_BYTES`) into a dict of raw
+    (unchecked) values."""
     name = shown_name(path)
+    if '\0' in path:
+        raise ConfigError(f'cannot read config file {name}: contains a NUL byte')
     try:
-        with open(path, encoding='utf-8') as handle:
-            data = yaml.load(handle, Loader=_ConfigLoader)
+        with open(path, 'rb') as handle:
+            text = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(text) > MAX_CONFIG_BYTES:
+            raise ConfigError(f'config file {name} is larger than '
+                              f'{MAX_CONFIG_BYTES // 1024 // 1024} MiB')
+        data = yaml.load(text.decode('utf-8'), Loader=_ConfigLoader)
     except OSError as exc:
         raise ConfigError(f'cannot read config file {name}: {exc.strerror}') from None
     except UnicodeDecodeError as exc:
@@ -405,7 +449,15 @@ def _yaml_problem(exc: Exception) -> str:
 
 
 #: Config-file keys that belong to the main process rather than to a slot.
-SUPERVISOR_KEYS = ('app', 'workers', 'pidfile', 'slots')
+SUPERVISOR_KEYS = ('app', 'workers', 'workers_max', 'pidfile', 'slots')
+#: Slots per CPU a worker may have unless ``--workers-max`` says otherwise.
+WORKERS_PER_CPU = 4
+
+
+def default_workers_max() -> int:
+    """The most slots a worker may have by default: :data:`WORKERS_PER_CPU` per CPU this
+    process may run on."""
+    return WORKERS_PER_CPU * len(os.sched_getaffinity(0))
 
 
 @dataclasses.dataclass
@@ -418,6 +470,7 @@ class Options:
 
     app: str
     workers: int = 1
+    workers_max: int = dataclasses.field(default_factory=default_workers_max)
     pidfile: str | None = None
     cli: dict[str, Any] = dataclasses.field(default_factory=dict)
     file: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -475,4 +528,6 @@ def positive_seconds(value: Any, what: str, error: type[Exception]) -> float:
         raise error(f'invalid {what} {shown(value)}: expected seconds') from None
     if not seconds > 0:
         raise error(f'invalid {what} {shown(value)}: must be positive')
+    if seconds > MAX_SECONDS:
+        raise error(f'invalid {what} {shown(value)}: at most {MAX_SECONDS:.0f} seconds')
     return seconds

@@ -17,6 +17,7 @@ EX_USAGE = 64        # bad command line
 EX_DATAERR = 65      # send: VALUE is not what the topic's serializer takes
 EX_UNAVAILABLE = 69  # the broker could not be reached in time
 EX_SOFTWARE = 70     # a thread of the slot failed; the slot stops and is restarted
+EX_OSERR = 71        # no process could be forked (no memory, too many processes)
 EX_NOPERM = 77       # the broker answered but did not let this client in (SASL, TLS)
 EX_CANTCREAT = 73    # data directory or port already in use
 EX_IOERR = 74        # a file or table store could not be written or read: disk full, I/O error
@@ -62,6 +63,12 @@ class AuthenticationFailed(RunnerError):
 
 class ResourceBusy(RunnerError):
     exit_code = EX_CANTCREAT
+
+
+class CannotFork(RunnerError):
+    """No process could be forked: no memory, or too many processes (``EAGAIN``)."""
+
+    exit_code = EX_OSERR
 
 
 class CannotCreate(RunnerError):

@@ -2,10 +2,14 @@
 
 import faulthandler
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
 
+from . import platform
 from .errors import CannotCreate
 
 FORMAT = '[%(asctime)s] [%(process)d] [%(role)s] %(levelname)s %(name)s: %(message)s'
@@ -71,9 +75,15 @@ class _LogFile(logging.FileHandler):
     stderr until a line gets through again; never a traceback per line."""
 
     def __init__(self, path: str) -> None:
+        self._path = Path(path)     # as given, for an error message
         super().__init__(path, encoding='utf-8')
         self._failing = False
         self._failed_now = False
+
+    def _open(self) -> TextIO:
+        """The log file, opened for appending, never through a symbolic link."""
+        fd = platform.open_own(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 'log file')
+        return open(fd, 'a', encoding=self.encoding, errors=self.errors)
 
     def emit(self, record: logging.LogRecord) -> None:
         self._failed_now = False

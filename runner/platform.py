@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import EX_SOFTWARE, CannotCreate, DiskError, ResourceBusy, RunnerError
+from .errors import EX_SOFTWARE, CannotCreate, CannotFork, DiskError, ResourceBusy, RunnerError
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +188,12 @@ def stable_identity(directory: Path) -> str:
 
     A new identity is on disk before it is used, so a crash never leaves a file that
     differs from what was used.  A blank file (what a crash could leave before this
-    was so) counts as missing.
+    was so) counts as missing: a missing file is opened as a blank one, never through a
+    link (a link there is refused, as for every file of the runner).
     """
     path = Path(directory) / 'identity'
-    try:
-        identity = path.read_text().strip()
-    except FileNotFoundError:
-        identity = ''
+    with open(open_own(path, os.O_RDONLY | os.O_CREAT, 'identity file')) as file:
+        identity = file.read().strip()
     if not identity:
         identity = uuid.uuid4().hex
         replace_file(path, identity + '\n', durable=True)
@@ -235,10 +234,10 @@ def detach() -> None:
     calling process exits 0.  The working directory is kept: ``-A`` imports from it."""
     sys.stdout.flush()
     sys.stderr.flush()
-    if os.fork() > 0:
+    if fork() > 0:
         os._exit(0)
     os.setsid()
-    if os.fork() > 0:
+    if fork() > 0:
         os._exit(0)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -247,6 +246,15 @@ def detach() -> None:
 
 
 # -- children ---------------------------------------------------------------------
+
+
+def fork() -> int:
+    """``os.fork()``; CannotFork, one line, when no process can be made (no memory, too
+    many processes: ``EAGAIN``)."""
+    try:
+        return os.fork()
+    except OSError as exc:
+        raise CannotFork(f'no process can be forked: {exc.strerror or exc}') from None
 
 
 def _prctl(option: int, value: int) -> None:
@@ -407,9 +415,13 @@ class ChildCall:
         parent = os.getpid()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
-            pid = os.fork()
+            pid = fork()
             if pid == 0:
                 _run_child(function, write_fd, parent, [read_fd, *close])
+        except CannotFork:
+            os.close(read_fd)
+            os.close(write_fd)
+            raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(write_fd)

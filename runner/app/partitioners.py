@@ -7,6 +7,7 @@ kcat, Go's confluent client: ``consistent_random``).  A callable
 ``partitioner(key_bytes, partition_count) -> partition`` may be given instead.
 """
 
+import functools
 import zlib
 from collections.abc import Callable
 
@@ -17,9 +18,22 @@ from ..errors import ConfigError
 Partitioner = Callable[[bytes, int], int]
 
 
+#: Keys whose murmur2 hash is remembered (kafka-python's murmur2 is pure Python: a keyed
+#: send or table lookup would hash the same keys again and again).
+HASHED_KEYS = 16384
+
+
+@functools.lru_cache(maxsize=HASHED_KEYS)
+def _murmur2_hash(key: bytes) -> int:
+    return murmur2(key) & 0x7fffffff
+
+
 def murmur2_partition(key: bytes, partitions: int) -> int:
     """The partition Java clients and kafka-python give ``key`` among ``partitions``."""
-    return (murmur2(key) & 0x7fffffff) % partitions
+    try:
+        return _murmur2_hash(key) % partitions
+    except TypeError:                           # an unhashable key (a bytearray, say)
+        return (murmur2(key) & 0x7fffffff) % partitions
 
 
 def crc32_partition(key: bytes, partitions: int) -> int:

@@ -4,8 +4,8 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import MemberToRemove, OffsetSpec
@@ -15,6 +15,7 @@ from ..config import split_host_port
 from ..errors import AuthenticationFailed, BrokerUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar('T')
 
 
 def connect(connection: dict[str, Any], timeout: float, client_id: str) -> KafkaAdminClient:
@@ -25,11 +26,19 @@ def connect(connection: dict[str, Any], timeout: float, client_id: str) -> Kafka
     kafka-python's own complaints about each failed attempt are muted: the one
     line this raises says what went wrong.
     """
+    return connected(lambda: KafkaAdminClient(**connection, client_id=client_id,
+                                              bootstrap_timeout_ms=int(timeout * 1000),
+                                              request_timeout_ms=int(max(timeout, 5) * 1000)),
+                     connection, timeout)
+
+
+def connected(make: Callable[[], T], connection: dict[str, Any], timeout: float) -> T:
+    """The client ``make()`` returns, made with ``connection`` and a bootstrap timeout of
+    ``timeout`` seconds; BrokerUnavailable or AuthenticationFailed (see :func:`connect`)
+    if it could not be made."""
     try:
         with _quiet('kafka'):
-            return KafkaAdminClient(**connection, client_id=client_id,
-                                    bootstrap_timeout_ms=int(timeout * 1000),
-                                    request_timeout_ms=int(max(timeout, 5) * 1000))
+            return make()
     except KafkaError as exc:
         raise _unreachable(connection, timeout, exc) from None
 

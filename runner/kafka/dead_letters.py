@@ -10,9 +10,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from ..errors import BrokerUnavailable
+from .admin import connected
 from .producer import Producer
 
 #: Headers runner adds to a dead letter (dropped when it is sent back).
@@ -52,17 +54,25 @@ class DeadLetters:
         :meth:`runner.config.Settings.kafka_client`)."""
         self.topic = topic
         self._timeout = timeout
-        self._consumer = KafkaConsumer(
+        self._consumer = connected(lambda: KafkaConsumer(
             **connection, client_id=client_id, group_id=f'{topic}-replay',
             enable_auto_commit=False, auto_offset_reset='earliest',
-            isolation_level='read_committed', request_timeout_ms=int(max(timeout, 5) * 1000))
-        numbers = self._consumer.partitions_for_topic(topic)
-        if not numbers:
-            self._consumer.close()
-            raise BrokerUnavailable(f'topic {topic} does not exist (yet): no dead letters')
-        self._partitions = [TopicPartition(topic, n) for n in sorted(numbers)]
+            isolation_level='read_committed', bootstrap_timeout_ms=int(timeout * 1000),
+            request_timeout_ms=int(max(timeout, 5) * 1000)), connection, timeout)
+        try:
+            self._find_letters()
+        except KafkaError as exc:
+            self._consumer.close(autocommit=False)
+            raise BrokerUnavailable(f'cannot read the dead letters of {topic} within '
+                                    f'{timeout:g}s ({exc})') from None
+
+    def _find_letters(self) -> None:
+        """The partitions of the topic (none if it does not exist yet: no record has
+        failed), their ends as of now, and how far the last replay got in each."""
+        numbers = self._consumer.partitions_for_topic(self.topic)
+        self._partitions = [TopicPartition(self.topic, n) for n in sorted(numbers)]
         self._consumer.assign(self._partitions)
-        self.ends = self._consumer.end_offsets(self._partitions)
+        self.ends = self._consumer.end_offsets(self._partitions, self._timeout_ms())
         self.replayed = {tp: self._committed(tp) for tp in self._partitions}
 
     def read(self, only_new: bool) -> Iterator[DeadLetter]:
@@ -110,8 +120,11 @@ class DeadLetters:
         self._consumer.close(autocommit=False)
 
     def _committed(self, tp: TopicPartition) -> int:
-        offset = self._consumer.committed(tp)
+        offset = self._consumer.committed(tp, timeout_ms=self._timeout_ms())
         return 0 if offset is None else offset
+
+    def _timeout_ms(self) -> int:
+        return int(self._timeout * 1000)
 
 
 def _dead_letter(record: Any, replayed: bool) -> DeadLetter:

@@ -1,7 +1,8 @@
-"""Workarounds for kafka-python bugs that stall a consumer, and the private parts of
-kafka-python the runner relies on.
+"""Workarounds for kafka-python bugs that stall a consumer, the private parts of
+kafka-python the runner relies on, and its leaner reading of fetched records
+(:mod:`.records`).
 
-Both touch kafka-python's private attributes, so they are applied only to the
+All of them touch kafka-python's private attributes, so they are applied only to the
 versions they were verified on (:data:`VERIFIED`); :func:`install` refuses any
 other version with a one-line error instead of patching code that may have
 changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
@@ -26,6 +27,15 @@ changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
    socket not yet registered that raises a KeyError whose message formats the
    socket's ``repr`` (about 10 µs, a few per cent of a busy slot).  Fix: a socket
    not in the selector is registered without the failed look-up.
+5. A cost too: every ``poll()`` asks the IO thread whether the group coordinator is
+   known (``ensure_coordinator_ready``), a round trip between threads even when it
+   is known and connected, which is then the answer.  Fix: that case is answered on
+   the calling thread; the IO thread still looks for a coordinator that is unknown
+   or disconnected.
+6. The changelog's batches are built in bulk (:mod:`.batches`), with no future per
+   record; a batch the broker finds too large is split by kafka-python, which moves
+   each record's future to the smaller batches.  Fix: such a batch is given its
+   futures per record just before kafka-python splits it.
 """
 
 import selectors
@@ -37,15 +47,19 @@ from kafka.coordinator.base import BaseCoordinator
 from kafka.coordinator.consumer import ConsumerCoordinator
 from kafka.errors import FencedInstanceIdError
 from kafka.net.selector import NetworkSelector, Task
+from kafka.producer.record_accumulator import RecordAccumulator
 
 from ..errors import ConfigError
+from . import batches, records
 
 #: kafka-python versions these workarounds were verified on.
 VERIFIED = ('3.0.12',)
 
 
-def install() -> None:
-    """Check the installed kafka-python and patch it (once per process)."""
+def install(lean_reading: bool = True) -> None:
+    """Check the installed kafka-python and patch it (once per process); with
+    ``lean_reading``, records are also read by :mod:`.records` (a benchmark of raw
+    kafka-python leaves that out)."""
     if kafka.__version__ not in VERIFIED:
         raise ConfigError(f'kafka-python {kafka.__version__} is installed, but runner is '
                           f'verified with {", ".join(VERIFIED)} only: pip install '
@@ -54,6 +68,10 @@ def install() -> None:
     _keep_joining_until_done()
     _raise_once_fenced()
     _register_sockets_without_lookup_errors()
+    _known_coordinator_is_ready()
+    if lean_reading:
+        records.install()
+    _split_bulk_batches_by_record()
 
 
 def _forget_drained_records() -> None:
@@ -127,6 +145,31 @@ def _registered(selector: selectors.BaseSelector, fileobj: Any) -> bool:
     except (AttributeError, ValueError, OSError):
         return True             # let kafka-python's own look-up decide
     return fd in selector._fd_to_key
+
+
+def _known_coordinator_is_ready() -> None:
+    ensure_ready = BaseCoordinator.ensure_coordinator_ready
+    if getattr(ensure_ready, 'runner_fix', False):
+        return
+
+    def answered_here(coordinator: BaseCoordinator, *args: Any, **kwargs: Any) -> bool:
+        node = coordinator.coordinator_id
+        if node is not None and coordinator._client.connected(node):
+            return True
+        return ensure_ready(coordinator, *args, **kwargs)
+    answered_here.runner_fix = True
+    BaseCoordinator.ensure_coordinator_ready = answered_here
+def _split_bulk_batches_by_record() -> None:
+    split = RecordAccumulator.split_and_reenqueue
+    if getattr(split, 'runner_fix', False):
+        return
+
+    def patched(accumulator: RecordAccumulator, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(batch, 'runner_follow', None) is not None:
+            batches.split_into_records(batch)
+        return split(accumulator, batch, *args, **kwargs)
+    patched.runner_fix = True
+    RecordAccumulator.split_and_reenqueue = patched
 
 
 def reaches_kafka(consumer: kafka.KafkaConsumer) -> bool:

@@ -43,6 +43,7 @@ from kafka.producer.transaction_manager import TransactionState
 
 from ..config import Settings
 from ..errors import RunnerError
+from . import batches
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +69,16 @@ class Epoch:
         self.pending = 0
 
     def ack(self, _metadata: Any) -> None:
+        """A send (a record, or a whole batch) was acknowledged."""
         self.producer._settle(self, None)
 
     def fail(self, exc: BaseException) -> None:
         self.producer._settle(self, exc)
+
+    def expect(self, more: int) -> None:
+        """``more`` sends to wait for than counted (a batch split into records)."""
+        with self.producer._lock:
+            self.pending += more
 
 
 class Producer:
@@ -99,6 +106,8 @@ class Producer:
         )
         self._producer = KafkaProducer(**self._config)
         self.transactional = transactional_id is not None
+        #: Bytes of key and value under which a record is surely not too large to send.
+        self._record_limit = settings.max_request_size - batches.OVERHEAD - batches.LENGTHS
         self._lock = threading.Condition()
         self._open = Epoch(self, 0)
         self._epochs: collections.deque[Epoch] = collections.deque([self._open])
@@ -136,8 +145,7 @@ class Producer:
                 epoch.pending += 1
         if epoch is None:
             try:
-                return self._producer.send(topic, key=key, value=value, headers=headers,
-                                           partition=partition)
+                return self._queue(topic, key, value, headers, partition)
             except KafkaError:
                 if self.transaction_broken():
                     return None     # the transaction is lost: its records are processed again
@@ -147,13 +155,35 @@ class Producer:
                     self._sending -= 1
                     self._lock.notify_all()
         try:
-            future = self._producer.send(topic, key=key, value=value, headers=headers,
-                                         partition=partition)
+            future = self._queue(topic, key, value, headers, partition)
         except BaseException:
             self._settle(epoch, None)
             raise
-        future.add_callback(epoch.ack)
-        future.add_errback(epoch.fail)
+        future._add_cb_eb(epoch.ack, epoch.fail)
+        return future
+
+    def _queue(self, topic: str, key: bytes | None, value: bytes | None,
+               headers: list | None, partition: int | None) -> Any:
+        """kafka-python's ``send``, for a record placed in a known partition without headers
+        (an agent's keyed output) its own steps only: the record's size checked, its
+        partition added to the transaction, the record appended to the accumulator and the
+        sender woken for a new or full batch, as ``send`` does in kafka-python 3.0.12
+        (pinned, see :mod:`.fixes`).  Its checks of what holds here (serializers, headers,
+        the partitioner, metadata) are skipped; anything else goes through ``send``."""
+        producer = self._producer
+        known = producer._metadata._partitions.get(topic)
+        if partition is None or headers or not known or partition not in known or \
+                key is None and value is None or producer._closed:
+            return producer.send(topic, key=key, value=value, headers=headers,
+                                 partition=partition)
+        if len(key or b'') + len(value or b'') > self._record_limit:
+            producer._ensure_valid_record_size(producer._estimate_size_in_bytes(key, value))
+        tp = TopicPartition(topic, partition)
+        if self.transactional:
+            producer._transaction_manager.maybe_add_partition_to_transaction(tp)
+        future, full, new, _ = producer._accumulator.append(tp, None, key, value, [])
+        if full or new:
+            producer._sender.wakeup()
         return future
 
     # -- transactions (exactly-once) ----------------------------------------
@@ -266,11 +296,11 @@ class Producer:
         bytes, no headers, sent by the checkpoint before any seal); returns the future of
         the last one, or None.
 
-        kafka-python's ``send`` checks and looks up, for every record, what holds for
-        all of them here (metadata, partition, serializers, headers, the transaction's
-        partitions); this appends them to its accumulator directly, as ``send`` does
-        after those checks in kafka-python 3.0.12 (pinned, see :mod:`.fixes`).  A
-        checkpoint sends thousands at once, more often under exactly-once.
+        kafka-python's ``send`` checks, looks up and builds, record by record, what holds
+        for all of them here (metadata, partition, serializers, headers, the transaction's
+        partitions, a future and callbacks per record); this builds its record batches in
+        bulk and queues them (:mod:`.batches`), and the epoch waits for each batch, not
+        each record.  A checkpoint sends thousands at once, more often under exactly-once.
         """
         if not records:
             return None
@@ -278,6 +308,32 @@ class Producer:
         if producer._metadata.partitions_for_topic(topic) is None:
             producer._wait_on_metadata(topic, producer.config['max_block_ms'])
         tp = TopicPartition(topic, partition)
+        if producer._accumulator.config['message_version'] < 2:
+            return self._append_each(tp, records)
+        timestamp = int(time.time() * 1000)
+        built = batches.build(producer, tp, records, timestamp)
+        last = batches.last_record_future(built[-1], records, timestamp)
+        with self._lock:
+            self._note_written()
+            epoch = None if self.transactional else self._open
+            if epoch is not None:
+                epoch.pending += len(built)
+        for batch in built:
+            batches.follow(batch, epoch, last if batch is built[-1] else None)
+        if self.transactional:
+            producer._transaction_manager.maybe_add_partition_to_transaction(tp)
+        try:
+            batches.enqueue(producer, built)
+        except BaseException:
+            if epoch is not None:
+                self._settle(epoch, None, len(built))
+            raise
+        return last
+
+    def _append_each(self, tp: TopicPartition, records: list[tuple[bytes, bytes | None]]) -> Any:
+        """send_batch's records appended one by one (message formats before v2, which
+        :mod:`.batches` does not build)."""
+        producer = self._producer
         with self._lock:
             self._note_written()
             epoch = None if self.transactional else self._open
@@ -292,9 +348,8 @@ class Producer:
                 producer._ensure_valid_record_size(size(key, value))
                 future, full, new, _ = append(tp, None, key, value, [])
             except BaseException:
-                for _ in records[number:]:
-                    if epoch is not None:
-                        self._settle(epoch, None)
+                if epoch is not None:
+                    self._settle(epoch, None, len(records) - number)
                 raise
             wake = wake or full or new
             if epoch is not None:
@@ -306,7 +361,8 @@ class Producer:
 
     def partition_count(self, topic: str) -> int:
         """How many partitions ``topic`` has (waits for its metadata the first time)."""
-        return len(self._producer.partitions_for(topic))
+        known = self._producer._metadata._partitions.get(topic)
+        return len(known) if known else len(self._producer.partitions_for(topic))
 
     def mark(self) -> Epoch:
         """Close the current epoch: every send made so far belongs to it or an earlier one."""
@@ -344,11 +400,11 @@ class Producer:
                 return False
         return True
 
-    def _settle(self, epoch: Epoch, error: BaseException | None) -> None:
+    def _settle(self, epoch: Epoch, error: BaseException | None, count: int = 1) -> None:
         if isinstance(error, TransactionAbortedError):
             error = None        # this slot aborted the transaction: the record left no trace
         with self._lock:
-            epoch.pending -= 1
+            epoch.pending -= count
             if error is not None and self._error is None:
                 self._error = error
             self._forget_settled()

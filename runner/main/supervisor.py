@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import platform
+from ..config import default_workers_max
 from ..errors import (
     EX_CANTCREAT,
     EX_CONFIG,
@@ -30,6 +31,7 @@ from ..errors import (
     EX_SOFTWARE,
     EX_UNAVAILABLE,
     EX_USAGE,
+    CannotFork,
     RunnerError,
 )
 from ..logs import plural
@@ -141,7 +143,8 @@ class SlotRecord:
     retry_at: float = 0.0       # monotonic time before which it is not started again
     retry_at_wall: float = 0.0  # the same, as wall-clock time for the status
     exit_code: int | None = None   # of its last unexpected exit, until it is ready again
-    reason: str | None = None      # why it exited (or was given up on)
+    reason: str | None = None      # why it exited, could not be forked or was given up on,
+                                   # until it is ready again
     failed: bool = False        # given up on until the next HUP
 
 
@@ -164,9 +167,12 @@ class Supervisor:
 
     def __init__(self, name: str, workers: int, slot_main: SlotMain,
                  reload: Callable[[], Reload], check_timeout: float, ready_timeout: float,
-                 status_path: Path | None = None, close_in_children: tuple[int, ...] = ()) -> None:
+                 status_path: Path | None = None, close_in_children: tuple[int, ...] = (),
+                 workers_max: int | None = None) -> None:
         self.name = name
         self.workers = workers
+        #: The most slots TTIN may bring the worker to (``--workers-max``).
+        self.workers_max = default_workers_max() if workers_max is None else workers_max
         self._slot_main = slot_main
         self._reload = reload
         self._check_timeout = check_timeout
@@ -188,6 +194,7 @@ class Supervisor:
         self._restarts_done = 0
         self._restarts_failed = 0
         self._restart_error: str | None = None
+        self._successor_failure: str | None = None  # a successor could not be forked
         self._stopping: str | None = None
         self._kill_at = 0.0
         self._escalated_to_kill = False
@@ -274,6 +281,9 @@ class Supervisor:
         if self._stopping:
             _ignored('TTIN', 'the worker is stopping')
             return
+        if self.workers >= self.workers_max:
+            _ignored('TTIN', f'a worker has at most {self.workers_max} slots (--workers-max)')
+            return
         self.workers += 1
         log.info('scaling up to %s', plural(self.workers, 'slot'))
 
@@ -310,25 +320,50 @@ class Supervisor:
                     and now >= record.retry_at):
                 self._spawn(index)
 
-    def _spawn(self, index: int, successor: bool = False) -> None:
-        main_end, slot_end = channel()
-        close = [main_end.fileno(), *self._fds_to_close()]
-        process = self._context.Process(target=self._run_slot,
-                                        args=(index, slot_end.fileno(), close, successor),
-                                        name=f'slot-{index}')
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    def _spawn(self, index: int, successor: bool = False) -> bool:
+        """Fork slot ``index`` (or its successor); False if no process could be made (no
+        memory, too many processes): said in one line, and the slot is started again after
+        its backoff (a successor's rolling restart stops instead)."""
         try:
-            process.start()
+            slot = self._fork(index, successor)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            if successor:
+                self._successor_failure = (f'rolling restart stopped: slot {index}: cannot '
+                                           f'fork its successor: {why}')
+            else:
+                record = self._record(index)
+                record.exit_code, record.reason = None, f'cannot fork it: {why}'
+                self._back_off(index, f'slot {index}', record.reason)
+            return False
+        if successor:
+            self.successors[index] = slot
+            log.info('slot %d: successor started (pid %d)', index, slot.pid)
+        else:
+            self.slots[index] = slot
+            log.info('slot %d started (pid %d)', index, slot.pid)
+        return True
+
+    def _fork(self, index: int, successor: bool) -> SlotProcess:
+        """Start the process of slot ``index``; OSError if it cannot be made."""
+        main_end, slot_end = channel()
+        try:
+            close = [main_end.fileno(), *self._fds_to_close()]
+            process = self._context.Process(target=self._run_slot,
+                                            args=(index, slot_end.fileno(), close, successor),
+                                            name=f'slot-{index}')
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+            try:
+                process.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        except OSError:
+            main_end.close()
+            raise
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             slot_end.close()
         reader = ReportReader(main_end, f'slot {index} (pid {process.pid})')
-        if successor:
-            self.successors[index] = SlotProcess(index, process, reader, self._check_timeout)
-            log.info('slot %d: successor started (pid %d)', index, process.pid)
-        else:
-            self.slots[index] = SlotProcess(index, process, reader, self._check_timeout)
-            log.info('slot %d started (pid %d)', index, process.pid)
+        return SlotProcess(index, process, reader, self._check_timeout)
 
     def _fds_to_close(self) -> list[int]:
         """What a forked child must not keep: the pidfile lock, the wakeup pipe, the
@@ -365,7 +400,8 @@ class Supervisor:
                 self._record(slot.index).boot_failures = 0
             if report['ready'] and not slot.was_ready:
                 slot.was_ready = True
-                self._record(slot.index).exit_code = None
+                record = self._record(slot.index)
+                record.exit_code = record.reason = None
 
     def _retire(self, index: int) -> None:
         """Stop one slot warm for good (TTOU): TERM, so it leaves the group, even if it was
@@ -486,18 +522,21 @@ class Supervisor:
 
     def _schedule_respawn(self, slot: SlotProcess, reason: str) -> None:
         """Restart with exponential backoff; a slot that ran a while starts afresh."""
-        record = self._record(slot.index)
+        if time.monotonic() - slot.started > STABLE_AFTER:
+            self._record(slot.index).crashes = 0
+        self._back_off(slot.index, f'slot {slot.index} (pid {slot.pid})', reason)
+
+    def _back_off(self, index: int, who: str, reason: str) -> None:
+        """Start slot ``index`` again after a backoff that doubles with each crash in a row."""
+        record = self._record(index)
         now = time.monotonic()
-        if now - slot.started > STABLE_AFTER:
-            record.crashes = 0
         record.crashes += 1
         delay = min(BACKOFF_CAP, 2.0 ** (record.crashes - 1))
         record.retry_at, record.retry_at_wall = now + delay, time.time() + delay
-        log.error('slot %d (pid %d): %s; restarting it in %.0fs', slot.index, slot.pid, reason,
-                  delay)
-        if (self._restart and slot.index in self._restart.groups[0]
+        log.error('%s: %s; restarting it in %.0fs', who, reason, delay)
+        if (self._restart and index in self._restart.groups[0]
                 and record.crashes >= MAX_BOOT_FAILURES):
-            self._finish_restart(f'rolling restart stopped: slot {slot.index} keeps crashing '
+            self._finish_restart(f'rolling restart stopped: slot {index} keeps crashing '
                                  f'({reason})')
 
     def _fail(self, code: int, message: str) -> None:
@@ -593,9 +632,11 @@ class Supervisor:
         prepared = {index for index, successor in self.successors.items()
                     if successor.report['phase'] in ('prepared', 'running')}
         ready = {index for index, slot in self.slots.items() if slot.ready}
-        if self._restart.advance(prepared, ready, self.workers, self._prepare_successor,
-                                 self._hand_over):
-            self._finish_restart()
+        done = self._restart.advance(prepared, ready, self.workers, self._prepare_successor,
+                                     self._hand_over)
+        failure, self._successor_failure = self._successor_failure, None
+        if failure or done:
+            self._finish_restart(failure)
 
     def _prepare_successor(self, index: int) -> bool:
         """Start a new slot beside slot ``index``; False if that slot is not running now
@@ -603,8 +644,7 @@ class Supervisor:
         slot = self.slots.get(index)
         if slot is None or slot.retiring:
             return False
-        self._spawn(index, successor=True)
-        return True
+        return self._spawn(index, successor=True)
 
     def _begin_restart(self) -> None:
         """Re-read the configuration and start the app check; the slots are restarted
@@ -616,7 +656,12 @@ class Supervisor:
         except RunnerError as exc:
             self._finish_restart(f'rolling restart refused, slots keep running: {exc}')
             return
-        call = platform.ChildCall(reload.check, self._check_timeout, self._fds_to_close())
+        try:
+            call = platform.ChildCall(reload.check, self._check_timeout, self._fds_to_close())
+        except CannotFork as exc:
+            self._finish_restart(f'rolling restart refused, slots keep running: the app '
+                                 f'check: {exc}')
+            return
         self._check = PendingCheck(call, reload.slot_main)
         log.info('rolling restart: checking that the app loads (pid %d)', call.pid)
 
@@ -692,7 +737,7 @@ class Supervisor:
 
     def _publish(self) -> None:
         """Hand this round's summary of the slots to the publisher."""
-        troubled = any(record.failed or record.exit_code is not None
+        troubled = any(record.failed or record.reason is not None
                        for index, record in self._records.items() if index < self.workers)
         self.publisher.publish(Summary(
             main_pid=self._main_pid, workers=self.workers, rows=self._rows(),
@@ -722,7 +767,7 @@ class Supervisor:
             state = 'stopped'
         elif record.exit_code == EX_UNAVAILABLE:
             state = 'waiting'
-        elif record.exit_code is not None:
+        elif record.reason is not None:
             state = 'backoff'
         else:
             state = 'starting'

@@ -18,7 +18,6 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from ..app.context import MISSING
 from ..app.layout import Layout
-from ..app.partitioners import murmur2_partition
 from ..app.tables import Table
 from ..app.topics import Topic
 from ..errors import ConfigError, OutputRefused
@@ -315,7 +314,7 @@ def _check_size(topic: Topic, key: bytes | None, value: bytes | None, headers: l
 
 def placed(topic: Topic, key: bytes | None, partition: int | None, producer: Producer) -> int | None:
     """The partition a record goes to: the one asked for, else where the topic's partitioner
-    puts its key (kafka-python places keys with murmur2 by itself)."""
-    if partition is not None or key is None or topic.partitioner is murmur2_partition:
+    puts its key (kafka-python places a record without a key)."""
+    if partition is not None or key is None:
         return partition
     return topic.partitioner(key, producer.partition_count(topic.name))

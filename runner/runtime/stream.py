@@ -116,7 +116,7 @@ class Stream:
         queue, rest = self._open
         self._open = None
         self._unfinished = False
-        self.progressed = time.monotonic()
+        self._steps += 1
         self._inbox.stop(queue, [self._context.record, *rest], stopped)
         self._context.end()
         self._inbox.release(queue)

@@ -6,8 +6,18 @@ import json
 
 import pytest
 from apps import counts_of, wait_for_counts
-from harness import committed, consume, end_offsets, produce, run_cli, wait_for, write_app
+from harness import (
+    committed,
+    consume,
+    end_offsets,
+    free_port,
+    produce,
+    run_cli,
+    wait_for,
+    write_app,
+)
 from kafka import KafkaProducer
+from kafka.admin import NewTopic
 
 POLICY_APP = '''
 import pathlib
@@ -336,3 +346,27 @@ def test_records_too_large_to_dead_letter_are_dead_lettered_cut_to_fit(
         assert 0 < len(letter['value']) <= 1024 * 1024
         assert original.startswith(letter['value'])
     assert worker.slot_pids(1) == pid          # never restarted
+def test_an_agent_without_dead_letters_lists_none_whether_or_not_its_topic_exists(
+        tmp_path, names, kafka_bootstrap, admin):
+    app = policy_app(tmp_path, names, 'dead_letter')
+    cli = ['-A', app, '-b', kafka_bootstrap, '--broker-timeout', '10', 'dlq', 'count']
+    missing = run_cli(cli, tmp_path)                     # no worker ever created the topic
+    admin.create_topics([NewTopic(f'{names["app"]}-testapp.count-dlq', 2, 1)])
+    empty = run_cli(cli, tmp_path)
+    for listed in (missing, empty):     # stderr may hold kafka-python's warnings under load
+        assert (listed.returncode, listed.stdout) == (0, ''), listed.stderr
+        assert 'runner:' not in listed.stderr and 'Traceback' not in listed.stderr
+    replayed = run_cli([*cli, '--replay'], tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    assert 'sent 0 dead letters' in replayed.stdout
+
+
+def test_dead_letters_without_a_broker_are_one_line_and_69_within_the_broker_timeout(
+        tmp_path, names):
+    app = policy_app(tmp_path, names, 'dead_letter')
+    # the run's own deadline (25 s) is below kafka-python's default bootstrap wait (30 s)
+    result = run_cli(['-A', app, '-b', f'127.0.0.1:{free_port()}', '--broker-timeout', '2',
+                      'dlq', 'count'], tmp_path, timeout=25)
+    assert result.returncode == 69, result.stderr
+    assert result.stderr.startswith('runner: cannot reach Kafka at 127.0.0.1:')
+    assert result.stderr.count('\n') == 1 and result.stdout == ''

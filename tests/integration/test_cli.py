@@ -266,7 +266,20 @@ def children(pid):
      'invalid pidfile in config file c.yaml: expected text, not list'),
     ({'c.yaml': b'a: &a [x, x, x]\nb: &b [*a, *a, *a]\nweb_port: [*b, *b, *b]\n'},
      ['-c', 'c.yaml'], 78, 'aliases (*name) are not allowed'),
-    ({}, ['--logfile', 'no/such/dir/w.log'], 73, 'cannot open log file no/such/dir/w.log'),
+    ({}, ['--logfile', 'no/such/dir/w.log'], 73, 'cannot use log file no/such/dir/w.log'),
+    ({'theirs.log': b''}, ['--logfile', 'x.log'], 73,
+     'cannot use log file x.log: it is a symbolic link'),
+    ({'c.yaml': b'web_port: 1\nweb-port: 2\n'}, ['-c', 'c.yaml'], 78,
+     "at line 2: duplicate key 'web-port'"),
+    ({'c.yaml': b'datadir: "a\\0b"\n'}, ['-c', 'c.yaml'], 78,
+     "invalid datadir 'a\\x00b' in config file c.yaml: contains a NUL byte"),
+    ({'c.yaml': b'commit_timeout: 1.0e+308\n'}, ['-c', 'c.yaml'], 78,
+     'invalid commit_timeout 1e+308 in config file c.yaml: at most 31536000 seconds'),
+    ({'c.yaml': b'#' * (1024 * 1024 + 1)}, ['-c', 'c.yaml'], 78,
+     'config file c.yaml is larger than 1 MiB'),
+    ({}, ['-w', '5000', '-p', '0'], 64, 'invalid workers 5000: at most'),
+    ({}, ['stop', '--pidfile', 'w.pid', '--timeout', '1e308'], 64,
+     "invalid --timeout '1e308': at most 31536000 seconds"),
     ({'dir/.keep': b''}, ['--pidfile', 'dir'], 73, 'dir: Is a directory'),
     ({}, ['-p', '65535', '-w', '2'], 64, 'would need port 65536'),
     ({}, ['-b', 'kafka://user:secret@host:9092'], 64, 'takes no user name or password'),
@@ -287,6 +300,8 @@ def test_bad_files_and_values_get_one_line_and_their_exit_code(tmp_path, setup, 
     for name, content in setup.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(content)
+    if 'theirs.log' in setup:
+        (tmp_path / 'x.log').symlink_to('theirs.log')
     broker = [] if '-b' in args else ['-b', '127.0.0.1:1']
     result = run_cli(['-A', 'testapp', *broker, *args], tmp_path)
     one_line_error(result, code, fragment)

@@ -94,3 +94,16 @@ def test_a_web_server_beyond_loopback_without_a_token_is_warned_about(tmp_path, 
     assert result.returncode == 69
     assert len(re.findall(r'WARNING .*listens beyond loopback \(0\.0\.0\.0\) without a '
                           r'web_token', result.stderr)) == 1
+
+
+def test_dead_letters_with_a_wrong_password_are_one_line_and_77_within_the_broker_timeout(
+        tmp_path, names, sasl_broker, monkeypatch):
+    app = count_app(tmp_path, names)
+    monkeypatch.setenv('RUNNER_SASL_PASSWORD', WRONG)
+    # the run's own deadline (25 s) is below kafka-python's default bootstrap wait (30 s)
+    result = run_cli(['-A', app, '-b', sasl_broker.sasl_bootstrap_servers,
+                      '--broker-timeout', '3', '--security-protocol', 'sasl_plaintext',
+                      '--sasl-username', 'runner', 'dlq', 'count'], tmp_path, timeout=25)
+    expected = (f'Kafka at {sasl_broker.sasl_bootstrap_servers} refused the SASL PLAIN login '
+                "as 'runner' (SASL_PLAINTEXT) within 3s: check the security settings")
+    assert (result.returncode, result.stderr, result.stdout) == (77, f'runner: {expected}\n', '')

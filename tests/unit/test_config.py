@@ -5,14 +5,17 @@ import subprocess
 
 import pytest
 
-from runner.cli import SETTING_OPTIONS
+from runner.cli import SETTING_OPTIONS, load_options, parse
 from runner.config import (
+    MAX_CONFIG_BYTES,
+    MAX_SECONDS,
     Options,
     Settings,
     build,
     check_settings,
     load_file,
     parse_broker_url,
+    positive_seconds,
     secrets_from_environment,
 )
 from runner.errors import ConfigError, UsageError
@@ -203,6 +206,78 @@ def test_the_main_process_leaves_security_to_the_slots_which_know_the_app_settin
     assert options.settings_for({'sasl_password': 'p'}, 0).sasl_password == 'p'
     with pytest.raises(ConfigError, match='needs sasl_username and sasl_password'):
         options.settings_for({}, 0)
+
+
+FLOAT_SETTINGS = [name for name, value in vars(Settings).items()
+                  if isinstance(value, float)]
+
+
+@pytest.mark.parametrize('name', FLOAT_SETTINGS)
+def test_seconds_beyond_what_the_code_can_wait_are_refused(name):
+    with pytest.raises(ConfigError, match=f'invalid {name} 1e\\+308 in test: at most '):
+        check_settings({name: 1.0e+308}, 'test')
+    with pytest.raises(ConfigError, match='at most'):
+        check_settings({name: MAX_SECONDS + 1}, 'test')
+
+
+def test_a_year_of_seconds_is_accepted_except_where_kafka_counts_milliseconds_in_32_bits():
+    long = {name: MAX_SECONDS for name in FLOAT_SETTINGS if name != 'session_timeout'}
+    assert check_settings(long, 'test') == long
+    with pytest.raises(ConfigError, match='at most 2147483'):
+        check_settings({'session_timeout': 2147484}, 'test')
+
+
+@pytest.mark.parametrize(('name', 'too_many'), [
+    ('topic_partitions', 2 ** 31), ('replication_factor', 2 ** 15),
+    ('max_request_size', 2 ** 31), ('max_inflight', 2 ** 31), ('standby_replicas', 2 ** 31),
+    ('acceptable_lag', 2 ** 63),
+])
+def test_whole_numbers_beyond_what_kafka_takes_are_refused(name, too_many):
+    with pytest.raises(ConfigError, match=f'invalid {name} .* at most {too_many - 1}'):
+        check_settings({name: too_many}, 'test')
+    assert check_settings({name: too_many - 1}, 'test') == {name: too_many - 1}
+
+
+@pytest.mark.parametrize('name', ['datadir', 'logfile', 'broker', 'web_host', 'sasl_username'])
+def test_text_with_a_nul_byte_is_refused(name):
+    with pytest.raises(ConfigError, match=f'invalid {name} .*: contains a NUL byte'):
+        check_settings({name: 'data\0dir'}, 'test')
+
+
+def test_a_pidfile_or_config_path_with_a_nul_byte_is_one_line(tmp_path):
+    path = tmp_path / 'c.yaml'
+    path.write_text('app: proj\npidfile: "run\\0pid"\n')
+    with pytest.raises(ConfigError, match='invalid pidfile .*: contains a NUL byte'):
+        load_options(parse(['-c', str(path)]))
+    with pytest.raises(ConfigError, match='cannot read config file .*: contains a NUL byte'):
+        load_file(f'{tmp_path}/c\0.yaml')
+
+
+@pytest.mark.parametrize(('text', 'where'), [
+    ('web_port: 1\nloglevel: info\nweb-port: 2\n', "at line 3: duplicate key 'web-port'"),
+    ('loglevel: info\nloglevel: debug\n', "at line 2: duplicate key 'loglevel'"),
+    ('slots:\n  1:\n    web_port: 7\n    web_port: 8\n', "at line 4: duplicate key 'web_port'"),
+    ('slots:\n  1: {}\n  1: {}\n', "at line 3: duplicate key 1"),
+])
+def test_a_config_file_with_a_key_given_twice_is_refused(tmp_path, text, where):
+    path = tmp_path / 'c.yaml'
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=f'bad YAML in config file .* {where}$'):
+        load_file(str(path))
+
+
+def test_a_config_file_larger_than_the_limit_is_refused_before_it_is_parsed(tmp_path):
+    path = tmp_path / 'c.yaml'
+    path.write_text('loglevel: info\n' + '#' * MAX_CONFIG_BYTES)
+    with pytest.raises(ConfigError, match='config file .* is larger than 1 MiB'):
+        load_file(str(path))
+    path.write_text('loglevel: info\n' + '#' * (MAX_CONFIG_BYTES - 20) + '\n')
+    assert load_file(str(path)) == {'loglevel': 'info'}
+
+
+def test_a_command_timeout_beyond_the_maximum_is_refused():
+    with pytest.raises(UsageError, match='at most'):
+        positive_seconds('1e308', '--timeout', UsageError)
 
 
 @pytest.mark.parametrize('address', ['0.0.0.0', '0.0.0.0:6066', '::', '[::]:6066', '[::]'])

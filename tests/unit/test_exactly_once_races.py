@@ -112,6 +112,8 @@ class FakeTransactionalKafkaProducer:
         self.open: list[str] = []
         self.transactions: list[tuple[list[str], dict]] = transactions
         self._sender = SimpleNamespace(wakeup=lambda: None, force_close=self._force_close)
+        self._metadata = SimpleNamespace(_partitions={})     # no topic known: sends go to send()
+        self._closed = False
         self.closed = False
 
     def _force_close(self):

@@ -1,12 +1,14 @@
 """Files the runner writes are its own: never written through a link another user
 planted, and readable by their owner only."""
 
+import logging
 import os
 import stat
 
 import pytest
 
-from runner import platform
+from runner import cli, logs, platform
+from runner.config import Options
 from runner.errors import CannotCreate
 
 
@@ -54,3 +56,30 @@ def test_files_and_directories_are_the_owners_only(tmp_path):
     assert stat.S_IMODE((tmp_path / 'status.json').stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / 'run').stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / 'data').stat().st_mode) == 0o700
+
+
+def test_a_log_file_that_is_a_link_is_refused(tmp_path):
+    target = planted(tmp_path, 'x.log')
+    try:
+        with pytest.raises(CannotCreate, match='x.log: it is a symbolic link'):
+            logs.setup('info', str(tmp_path / 'x.log'), 'main')
+        logging.getLogger('runner').error('written nowhere near the link')
+    finally:
+        logs.setup('info', None, 'test')
+    assert target.read_text() == 'precious\n'
+
+
+def test_a_detached_worker_checks_its_log_file_without_following_a_link(tmp_path):
+    target = planted(tmp_path, 'x.log')
+    options = Options(app='proj', pidfile=str(tmp_path / 'w.pid'))
+    with pytest.raises(CannotCreate, match='x.log: it is a symbolic link'):
+        cli._check_detachable(options, str(tmp_path / 'x.log'))
+    assert target.read_text() == 'precious\n'
+
+
+def test_an_identity_file_that_is_a_link_is_refused(tmp_path):
+    target = tmp_path / 'theirs'
+    target.write_text('0123456789abcdef0123456789abcdef\n')
+    (tmp_path / 'identity').symlink_to(target)
+    with pytest.raises(CannotCreate, match='identity: it is a symbolic link'):
+        platform.stable_identity(tmp_path)

@@ -1,5 +1,7 @@
 """Where keys land: murmur2 as Java clients and kafka-python, crc32 as librdkafka."""
 
+import random
+
 import pytest
 from kafka.partitioner.default import DefaultPartitioner
 
@@ -12,11 +14,14 @@ from runner.errors import ConfigError
 class Cluster:
     """What kafka-python's partitioner asks of its cluster metadata."""
 
+    def __init__(self, count=7):
+        self.count = count
+
     def topics(self):
         return {'t'}
 
     def partitions_for_topic(self, topic):
-        return set(range(7))
+        return set(range(self.count))
 
     available_partitions_for_topic = partitions_for_topic
 
@@ -26,6 +31,17 @@ def test_murmur2_places_keys_as_kafka_python_does():
         key = f'key-{n}'.encode()
         assert murmur2_partition(key, 7) == DefaultPartitioner().partition(
             't', None, key, None, None, Cluster())
+
+
+def test_murmur2_places_random_keys_as_kafka_python_does_again_and_after_a_repartition():
+    rng = random.Random(18)
+    keys = [bytes(rng.getrandbits(8) for _ in range(rng.randrange(40))) for _ in range(3000)]
+    for count in (1, 4, 7, 12):
+        cluster = Cluster(count)
+        for key in keys + keys:                      # the second time from the cache
+            assert murmur2_partition(key, count) == DefaultPartitioner().partition(
+                't', None, key, None, None, cluster)
+    assert murmur2_partition(bytearray(b'k'), 7) == murmur2_partition(b'k', 7)
 
 
 def test_crc32_is_the_standard_crc_32_modulo_the_count():

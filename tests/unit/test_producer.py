@@ -9,8 +9,14 @@ from runner.kafka import producer as producer_module
 from runner.kafka.producer import Producer, SendFailed
 
 
+class Metadata:
+    def __init__(self):
+        self._partitions = {}       # no topic known: every send goes through send()
+
+
 class FakeKafkaProducer:
     def __init__(self, **config):
+        self._metadata = Metadata()
         self.futures: list[Future] = []
 
     def send(self, topic, key=None, value=None, headers=None, partition=None):
