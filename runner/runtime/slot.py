@@ -393,9 +393,12 @@ def boot(options: Options, index: int, report_fd: int, main_pid: int,
     platform.mark_slot()
     reporter = Reporter(report_fd)
     logs.retag(f'slot {index}')
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: platform.dump_stacks(
+        f'slot {index} loading the app'))           # the slot's own handler replaces it
     try:
         app = load_app(options.app)
         settings = options.settings_for(app.settings, index)
+        reporter.send({'loaded': True})             # the import timeout no longer applies
         logs.setup(settings.loglevel, settings.logfile, f'slot {index}', settings.secrets())
         platform.set_title(f'runner: slot {index} {app.name}')
         return Slot(app, settings, index, reporter.send, successor).run()
