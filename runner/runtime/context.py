@@ -128,7 +128,8 @@ class AgentContext:
     there and then.
     """
 
-    __slots__ = ('guard', 'held', 'queue', 'record', 'slot', 'task', 'undone')
+    __slots__ = ('_owned_key', '_owned_record', '_owned_table', 'guard', 'held', 'queue',
+                 'record', 'slot', 'task', 'undone')
 
     def __init__(self, slot: SlotContext) -> None:
         self.slot = slot
@@ -139,6 +140,10 @@ class AgentContext:
         #: The record's table writes so far, as (partition, key, value before), to take
         #: them back if the record fails (no checkpoint cuts a task inside a record).
         self.undone: list[tuple[TablePartition, Any, Any]] = []
+        #: The last (table, key) found to be the record's partition's, and for which record.
+        self._owned_table: Table | None = None
+        self._owned_key: Any = None
+        self._owned_record: Any = None
         #: Exactly-once: the record's sends not made yet (None: sends are made at once).
         self.held: list[HeldSend] | None = [] if slot.producer.transactional else None
 
@@ -191,7 +196,9 @@ class AgentContext:
         partition = task.partitions.get(table.name)
         if partition is None or self.guard is not task.guard:
             partition = self._partition(table)
-        self._check_owned(table, table.routing_key(key))
+        if key is not self._owned_key or table is not self._owned_table \
+                or self.record is not self._owned_record:
+            self._check_owned(table, key)
         return partition.get(key, fill_cache=True)
 
     def write(self, table: Table, key: Any, value: Any) -> None:
@@ -203,7 +210,9 @@ class AgentContext:
         partition = task.partitions.get(table.name)
         if partition is None or self.guard is not task.guard:
             partition = self._partition(table)
-        self._check_owned(table, table.routing_key(key))
+        if key is not self._owned_key or table is not self._owned_table \
+                or self.record is not self._owned_record:
+            self._check_owned(table, key)
         self.undone.append((partition, key, partition.set(key, value)))
         if table.windowing is not None:
             partition.observe(self.event_time())
@@ -230,7 +239,7 @@ class AgentContext:
         if self.task is None:
             return self.slot.windows(table, key)
         partition = self._partition(table)
-        self._check_owned(table, key)
+        self._check_routed(table, key)
         return partition.windows(key)
 
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
@@ -285,10 +294,16 @@ class AgentContext:
         self._hold(task)
         return partition
 
-    def _check_owned(self, table: Table, key: Any) -> None:
-        """Refuse a (routing) key that lives in another partition than the record's: its
-        value is in another task, maybe another slot, and a write here would split it.
-        The record's own key is always served, wherever its producer put the record."""
+    def _check_owned(self, table: Table, stored_key: Any) -> None:
+        """Refuse a key that lives in another partition than the record's: its value is in
+        another task, maybe another slot, and a write here would split it.  The record's
+        own key is always served, wherever its producer put the record.  The last key
+        found owned is remembered for the record (``counts[k] += 1`` reads, then writes)."""
+        self._check_routed(table, table.routing_key(stored_key))
+        self._owned_table, self._owned_key, self._owned_record = table, stored_key, self.record
+
+    def _check_routed(self, table: Table, key: Any) -> None:
+        """:meth:`_check_owned` of a routing key (a windowed table's key, not its window)."""
         number = self.slot.layout.partition_of(table, key)
         task = self.task
         if number != task.number and \

@@ -117,3 +117,21 @@ def test_a_windowed_table_is_placed_by_the_key_not_the_window():
         in_agent(agent_context, lambda: add(elsewhere))
     with pytest.raises(ConfigError, match='group_by'):
         in_agent(agent_context, lambda: per_minute.windows(elsewhere))
+
+
+def test_a_key_is_placed_once_per_record_for_a_read_and_its_write(monkeypatch):
+    agent_context = processing(1)
+    mine = key_in(1)
+    layout = agent_context.slot.layout
+    placed = []
+    partition_of = layout.partition_of
+    monkeypatch.setattr(layout, 'partition_of',
+                        lambda table, key: placed.append(key) or partition_of(table, key))
+
+    def add():
+        counts[mine] += 1
+    in_agent(agent_context, add)
+    assert placed == [mine]                  # the read placed it; the write knew
+    agent_context.record = SimpleNamespace(**{**vars(agent_context.record), 'offset': 8})
+    in_agent(agent_context, add)
+    assert placed == [mine, mine]            # a new record checks again
