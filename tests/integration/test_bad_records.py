@@ -229,7 +229,7 @@ def stopped_on_a_poison_record(tmp_path, names, workers, kafka_bootstrap, admin,
     before = words(200)
     produce(kafka_bootstrap, names['source'], [(w, w) for w in before])
     poison = end_offsets(kafka_bootstrap, names['source'])[1]
-    produce(kafka_bootstrap, names['source'], [('k-bad', 'bad')], partition=1)
+    produce(kafka_bootstrap, names['source'], [('bad', 'bad')], partition=1)
     produce(kafka_bootstrap, names['source'], [(w, w) for w in words(400, 200)])
     ends = end_offsets(kafka_bootstrap, names['source'])
     expected = {**ends, 1: poison}
@@ -247,7 +247,7 @@ def test_a_record_that_keeps_failing_stops_its_partition_not_the_slot(
     place = f'{names["source"]}:1'
     states = [worker.state(slot) for slot in range(2)]
     [stopped] = [state['stopped'][place] for state in states if state['stopped']]
-    assert stopped['offset'] == offset and stopped['key'] == 'k-bad'
+    assert stopped['offset'] == offset and stopped['key'] == 'bad'
     assert stopped['agent'] == 'testapp.count'
     assert stopped['error'] == 'ValueError: cannot handle bad'
     assert all(worker.get('/ready', slot)[0] == 200 for slot in range(2))
