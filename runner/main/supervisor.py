@@ -38,7 +38,7 @@ from ..errors import (
     RunnerError,
 )
 from ..logs import plural
-from ..reports import ReportReader, channel
+from ..reports import LAST_EXIT_ENV, RESTARTS_ENV, ReportReader, channel
 from .rolling import RollingRestart
 from .systemd import Notifier
 
@@ -137,6 +137,7 @@ class SlotRecord:
     """What the main process remembers of a slot number across its processes."""
 
     crashes: int = 0            # in a row, for the backoff
+    restarts: int = 0           # after unexpected exits, in all (for the slot's metrics)
     boot_failures: int = 0      # exits before running, in a row
     retry_at: float = 0.0       # monotonic time before which it is not started again
     retry_at_wall: float = 0.0  # the same, as wall-clock time for the status
@@ -166,7 +167,7 @@ class Supervisor:
     def __init__(self, name: str, workers: int, slot_main: SlotMain,
                  reload: Callable[[], Reload], check_timeout: float, ready_timeout: float,
                  status_path: Path | None = None, close_in_children: tuple[int, ...] = (),
-                 workers_max: int | None = None) -> None:
+                 workers_max: int | None = None, targets_path: Path | None = None) -> None:
         self.name = name
         self.workers = workers
         #: The most slots TTIN may bring the worker to (``--workers-max``).
@@ -175,7 +176,8 @@ class Supervisor:
         self._reload = reload
         self._check_timeout = check_timeout
         self._ready_timeout = ready_timeout
-        self._status_path = status_path
+        self._status = PublishedFile(status_path, 'runner status shows an older state')
+        self._targets = PublishedFile(targets_path, 'the Prometheus targets file is out of date')
         self._close_in_children = list(close_in_children)
         self._context = platform.fork_context()
         self._signals = platform.SignalQueue()
@@ -204,7 +206,6 @@ class Supervisor:
         self._watchdog_held = False
         self._last_watchdog = 0.0
         self._status_line = ''
-        self._published: str | None = ''     # None: the last write failed
         self._leftovers: set[int] = set()
         self._main_pid = os.getpid()
         self.exit_code = EX_OK
@@ -233,8 +234,8 @@ class Supervisor:
             self._cancel_check()
             self._kill_leftovers()
             self._notifier.notify(status='stopped')
-            if self._status_path:
-                self._status_path.unlink(missing_ok=True)
+            self._status.remove()
+            self._targets.remove()
         log.info('main process of %s stopped', self.name)
         return self.exit_code
 
@@ -384,8 +385,17 @@ class Supervisor:
         successors dismissed that have not exited yet."""
         return [*self.slots.values(), *self.successors.values(), *self._dismissed]
 
+    def _slot_environment(self, index: int) -> dict[str, str]:
+        """What a new slot ``index`` is told in its environment (see :mod:`runner.reports`)."""
+        record = self._record(index)
+        environment = {RESTARTS_ENV: str(record.restarts)}
+        if record.exit_code is not None:
+            environment[LAST_EXIT_ENV] = str(record.exit_code)
+        return environment
+
     def _run_slot(self, index: int, report_fd: int, close: list[int], successor: bool) -> None:
         """The child side of the fork: shed the parent's state, then run the slot."""
+        os.environ.update(self._slot_environment(index))
         for fd in close:
             try:
                 os.close(fd)
@@ -528,8 +538,10 @@ class Supervisor:
 
     def _schedule_respawn(self, slot: SlotProcess, reason: str) -> None:
         """Restart with exponential backoff; a slot that ran a while starts afresh."""
+        record = self._record(slot.index)
         if time.monotonic() - slot.started > STABLE_AFTER:
-            self._record(slot.index).crashes = 0
+            record.crashes = 0
+        record.restarts += 1
         self._back_off(slot.index, f'slot {slot.index} (pid {slot.pid})', reason)
 
     def _back_off(self, index: int, who: str, reason: str) -> None:
@@ -745,22 +757,15 @@ class Supervisor:
                   'failed_restarts': self._restarts_failed, 'restart_error': self._restart_error,
                   'restart_requests': self._restart_requests,
                   'restart_requests_served': self._requests_served, 'slots': rows}
-        text = json.dumps(status, sort_keys=True)
-        if text != self._published and self._status_path:
-            self._write_status(text)
+        self._status.publish(json.dumps(status, sort_keys=True))
+        self._targets.publish(json.dumps(self._scrape_targets(), indent=1, sort_keys=True))
 
-    def _write_status(self, text: str) -> None:
-        """Replace the status file; one that cannot be written (a full disk) is said once
-        and tried again every round until it can, and the workers go on."""
-        try:
-            platform.replace_file(self._status_path, text)
-        except (CannotCreate, DiskError) as exc:
-            if self._published is not None:
-                log.warning('%s: runner status shows an older state until it can be written',
-                            exc)
-            self._published = None
-            return
-        self._published = text
+    def _scrape_targets(self) -> list[dict[str, Any]]:
+        """The web address of every slot that has one, as Prometheus ``file_sd_configs``
+        target groups labelled with the app and the slot number."""
+        return [{'targets': [slot.report['web']],
+                 'labels': {'runner_app': self.name, 'runner_slot': str(index)}}
+                for index, slot in sorted(self.slots.items()) if slot.report.get('web')]
 
     def _rows(self) -> list[dict[str, Any]]:
         """One status row per slot number, running or not."""
@@ -841,6 +846,33 @@ class Supervisor:
         if not held:
             self._last_watchdog = now
             self._notifier.notify(watchdog='1')
+
+
+class PublishedFile:
+    """A file the main process replaces whenever its text changes (nothing without a
+    path); one that cannot be written (a full disk) is said once (``stale`` says what that
+    means) and tried again every round until it can, and the workers go on."""
+
+    def __init__(self, path: Path | None, stale: str) -> None:
+        self.path = path
+        self._stale = stale
+        self._written: str | None = ''     # None: the last write failed
+
+    def publish(self, text: str) -> None:
+        if self.path is None or text == self._written:
+            return
+        try:
+            platform.replace_file(self.path, text)
+        except (CannotCreate, DiskError) as exc:
+            if self._written is not None:
+                log.warning('%s: %s until it can be written', exc, self._stale)
+            self._written = None
+            return
+        self._written = text
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def _ignored(name: str, why: str) -> None:

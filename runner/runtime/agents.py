@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from kafka import TopicPartition
+
 from ..app import context
 from ..app.agents import Agent
 from ..app.topics import Topic
@@ -40,6 +42,14 @@ class AgentThreads:
     @property
     def threads(self) -> list[threading.Thread]:
         return list(self._threads)
+
+    def processed(self) -> dict[TopicPartition, int]:
+        """Records its threads have processed, per partition (read at a metrics scrape)."""
+        total: dict[TopicPartition, int] = {}
+        for stream in self._streams:
+            for tp, count in dict(stream.processed).items():
+                total[tp] = total.get(tp, 0) + count
+        return total
 
     def start(self) -> None:
         for thread in self._threads:
@@ -99,6 +109,7 @@ class AgentThreads:
         if record is None or isinstance(exc, RunnerError):
             return False
         agent_context.undo()
+        self.policy.raised()
         if isinstance(exc, OutputRefused):
             self.policy.set_aside(agent_context, record, exc, 'refused')
             return True

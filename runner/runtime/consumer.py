@@ -55,6 +55,7 @@ from ..state.checkpoint import Checkpoint
 from ..state.manager import StateManager
 from . import transactions
 from .context import SlotContext
+from .metrics import SlotMetrics
 from .queues import Dispatcher
 from .status import KAFKA_GRACE, SlotStatus
 from .tasks import Task, Tasks
@@ -81,8 +82,9 @@ class ConsumerLoop:
     def __init__(self, settings: Settings, group_id: str, client_id: str,
                  dispatcher: Dispatcher, tasks: Tasks, slot: SlotContext, status: SlotStatus,
                  on_failure: Callable[..., None], assignor: RunnerAssignor,
-                 instance_id: str | None) -> None:
+                 instance_id: str | None, metrics: SlotMetrics | None = None) -> None:
         self._settings = settings
+        self._metrics = metrics or SlotMetrics()
         self._group_id = group_id
         self._client_id = client_id
         self._instance_id = instance_id
@@ -136,6 +138,30 @@ class ConsumerLoop:
                 'rebalances': self._rebalance.count,
                 'paused': sorted(f'{tp.topic}:{tp.partition}' for tp in self._paused),
                 'queued': named(self._dispatcher.backlog())}
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Per partition with a commit: the log end offset (as last fetched) minus the
+        committed offset (for the metrics; read from the web server's thread)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        lag = {}
+        for tp, offset in dict(self._committed).items():
+            try:
+                end = consumer.highwater(tp)
+            except (KafkaError, KeyError):     # no longer assigned
+                continue
+            if end is not None:
+                lag[tp] = max(0, end - offset)
+        return lag
+
+    def backlog(self) -> dict[TopicPartition, int]:
+        """Records queued per partition (see :meth:`Dispatcher.backlog`)."""
+        return self._dispatcher.backlog()
+
+    @property
+    def rebalances(self) -> int:
+        return self._rebalance.count
 
     def stopped(self) -> dict[str, dict[str, object]]:
         """The partitions stopped at a record their agent raised on, and why, for the web."""
@@ -340,8 +366,9 @@ class ConsumerLoop:
         else:
             self._status.committing = time.monotonic()
             try:
-                transactions.run(self._transaction(checkpoint, self._tasks.active),
-                                 self._settings.commit_timeout, self._waiting_for_kafka)
+                with self._metrics.checkpoint_seconds.time():
+                        transactions.run(self._transaction(checkpoint, self._tasks.active),
+                                     self._settings.commit_timeout, self._waiting_for_kafka)
             except transactions.TransactionStuck as exc:
                 if not (self._outage_seen and exc.uncommitted and self._producer.idle()):
                     raise
@@ -366,10 +393,12 @@ class ConsumerLoop:
         except TransactionAborted as exc:
             log.warning('aborting the transaction: %s; the records since the last commit are '
                         'processed again', exc)
+            self._metrics.transactions.labels('aborted').inc()
             yield from transactions.abort(checkpoint, self._producer,
                                           lambda: self._reprocess(again()))
         else:
-            self._committed.update(offsets)
+            self._metrics.transactions.labels('committed').inc()
+            self._counted_commit(checkpoint, offsets)
 
     def _commit(self, checkpoint: Checkpoint) -> None:
         """Close the checkpoint and drive its steps, blocking this thread."""
@@ -378,6 +407,11 @@ class ConsumerLoop:
             log.info('checkpoint without %s: %s', plural(len(busy), 'busy task'), _names(busy))
         if checkpoint.empty or not self._still_member():
             return
+        with self._metrics.checkpoint_seconds.time():
+            self._drive(checkpoint)
+
+    def _drive(self, checkpoint: Checkpoint) -> None:
+        """The checkpoint's steps, blocking this thread."""
         timeout = self._settings.commit_timeout
         for step, value in checkpoint.steps(self._producer):
             if step == 'barrier':
@@ -437,7 +471,13 @@ class ConsumerLoop:
 
     def _record_commit(self, checkpoint: Checkpoint, offsets: dict[TopicPartition, int]) -> None:
         checkpoint.committed()
+        self._counted_commit(checkpoint, offsets)
+
+    def _counted_commit(self, checkpoint: Checkpoint, offsets: dict[TopicPartition, int]) -> None:
+        """The checkpoint's offsets are committed: remembered, and counted."""
         self._committed.update(offsets)
+        self._metrics.offsets_committed.inc(len(offsets))
+        self._metrics.changelog_records.inc(checkpoint.changelog_records)
 
     def _finish(self) -> None:
         """Stop fetching, let the agents finish (warm), then leave the group: the listener
@@ -482,6 +522,7 @@ class ConsumerLoop:
             self._retire(task)
         self._keep_the_rest(tasks, tps)
         self._rebalance.revoked(tps, time.monotonic() - began)
+        self._metrics.partitions_revoked.inc(len(tps))
 
     def _keep_the_rest(self, tasks: list[Task], revoked: set[TopicPartition]) -> None:
         """A task that lost only some of its partitions (a topic of its group changed its
@@ -627,6 +668,7 @@ class ConsumerLoop:
             self._consumer.seek(tp, self._rewind[tp])
         self._create_tasks(tps)
         self._rebalance.assigned(tps)
+        self._metrics.partitions_assigned.inc(len(tps))
 
     def _create_tasks(self, tps: set[TopicPartition]) -> None:
         """Queues for ``tps``, in new tasks or in tasks this slot has (a partition that joins

@@ -1,0 +1,142 @@
+"""The slot's Prometheus metrics, served at ``GET /metrics`` (see "Observability" in the README).
+
+Nothing here is touched per record.  Records processed are counted by each
+:class:`runner.runtime.stream.Stream` per batch, in a plain dict; the error
+policies keep their own counts; lag and queued records are read from the
+consumer loop.  :class:`SlotCollector` reads all of it when Prometheus scrapes.
+Events that happen once per checkpoint or rebalance update ordinary
+``prometheus_client`` metrics of :class:`SlotMetrics`.
+"""
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from ..reports import LAST_EXIT_ENV, RESTARTS_ENV
+from .status import SlotStatus
+
+# No ``_created`` series beside each counter: they double the series and nothing reads them.
+disable_created_metrics()
+
+#: Checkpoint durations (seconds): commits take milliseconds, transactions up to seconds.
+CHECKPOINT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class SlotMetrics:
+    """The slot's registry and the metrics updated by checkpoints and rebalances."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.checkpoint_seconds = Histogram(
+            'runner_checkpoint_duration_seconds', 'Time to commit a checkpoint (offsets, '
+            'changelogs, and the transaction under exactly-once).', registry=registry,
+            buckets=CHECKPOINT_BUCKETS)
+        self.offsets_committed = Counter(
+            'runner_offsets_committed_total', 'Partition offsets committed.', registry=registry)
+        self.changelog_records = Counter(
+            'runner_changelog_records_sent_total', 'Changelog records sent by checkpoints.',
+            registry=registry)
+        self.transactions = Counter(
+            'runner_transactions_total', 'Transactions ended under exactly-once, by outcome.',
+            ['outcome'], registry=registry)
+        self.partitions_revoked = Counter(
+            'runner_partitions_revoked_total', 'Partitions taken from this slot by rebalances.',
+            registry=registry)
+        self.partitions_assigned = Counter(
+            'runner_partitions_assigned_total', 'Partitions given to this slot by rebalances.',
+            registry=registry)
+
+    def scrape(self) -> tuple[str, bytes]:
+        """The content type and body of ``GET /metrics``."""
+        return CONTENT_TYPE_LATEST, generate_latest(self.registry)
+
+
+class SlotCollector(Collector):
+    """Reads, at scrape time, what the slot counts anyway.
+
+    ``agents`` returns the slot's :class:`runner.runtime.agents.AgentThreads`;
+    ``consumer`` the consumer loop (None before it starts).
+    """
+
+    def __init__(self, status: SlotStatus, agents: Callable[[], Iterable[Any]],
+                 consumer: Callable[[], Any], environ: dict[str, str] | None = None) -> None:
+        self._status = status
+        self._agents = agents
+        self._consumer = consumer
+        environ = os.environ if environ is None else environ
+        self._restarts = int(environ.get(RESTARTS_ENV, '0'))
+        self._last_exit = environ.get(LAST_EXIT_ENV)
+
+    def describe(self) -> Iterable[Metric]:
+        return []        # collected on every scrape: nothing fixed to describe
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._agent_metrics()
+        yield from self._consumer_metrics()
+        yield from self._slot_metrics()
+
+    def _agent_metrics(self) -> Iterator[Metric]:
+        processed = CounterMetricFamily(
+            'runner_records_processed', 'Records processed by an agent (per batch).',
+            labels=['agent', 'topic', 'partition'])
+        policy = {what: CounterMetricFamily(f'runner_records_{what}', help_text,
+                                            labels=['agent'])
+                  for what, help_text in POLICY_COUNTS.items()}
+        for threads in self._agents():
+            name = threads.agent.name
+            for tp, count in sorted(threads.processed().items()):
+                processed.add_metric([name, tp.topic, str(tp.partition)], count)
+            for what, count in dict(threads.policy.counts).items():
+                policy[what].add_metric([name], count)
+        yield processed
+        yield from policy.values()
+
+    def _consumer_metrics(self) -> Iterator[Metric]:
+        consumer = self._consumer()
+        if consumer is None:
+            return
+        lag = GaugeMetricFamily('runner_consumer_lag_records', 'Log end offset (as last '
+                                'fetched) minus committed offset, per partition.',
+                                labels=['topic', 'partition'])
+        for tp, records in sorted(consumer.lag().items()):
+            lag.add_metric([tp.topic, str(tp.partition)], records)
+        queued = GaugeMetricFamily('runner_records_queued', 'Records fetched and waiting in '
+                                   "the slot's queues (for its slowest agent).",
+                                   labels=['topic', 'partition'])
+        for tp, records in sorted(consumer.backlog().items()):
+            queued.add_metric([tp.topic, str(tp.partition)], records)
+        yield lag
+        yield queued
+        yield CounterMetricFamily('runner_rebalances_total', 'Rebalances this slot went '
+                                  'through.', value=consumer.rebalances)
+
+    def _slot_metrics(self) -> Iterator[Metric]:
+        status = self._status
+        yield GaugeMetricFamily('runner_kafka_reachable', '1 while the slot reaches Kafka.',
+                                value=0 if status.kafka_lost is not None else 1)
+        yield GaugeMetricFamily('runner_slot_ready', '1 while the slot is ready.',
+                                value=1 if status.ready()[0] else 0)
+        yield CounterMetricFamily('runner_slot_restarts', 'Times the main process restarted '
+                                  'this slot number after an unexpected exit.',
+                                  value=self._restarts)
+        if self._last_exit is not None:
+            exit_code = GaugeMetricFamily('runner_slot_last_exit_code', 'Exit code of the '
+                                          'process this slot replaced (negative: killed by '
+                                          'that signal).')
+            exit_code.add_metric([], int(self._last_exit))
+            yield exit_code
+
+
+#: The error policy's counts (:attr:`runner.runtime.policy.ErrorPolicy.counts`), exported.
+POLICY_COUNTS = {
+    'failed': 'Records an agent raised on (each try).',
+    'retried': 'Records tried again after the agent raised.',
+    'dead_lettered': 'Records sent to the dead-letter topic.',
+    'skipped': 'Records skipped after the agent raised (on_error skip).',
+}

@@ -1,0 +1,159 @@
+"""A slot's Prometheus metrics: names, types and labels as scraped, and records counted
+per batch by the streams."""
+
+from types import SimpleNamespace
+
+from kafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+import runner
+from runner.config import Settings
+from runner.reports import LAST_EXIT_ENV, RESTARTS_ENV
+from runner.runtime.context import AgentContext
+from runner.runtime.metrics import SlotCollector
+from runner.runtime.queues import Inbox
+from runner.runtime.slot import Slot
+from runner.runtime.stream import Stream
+
+TP0, TP1 = TopicPartition('orders', 0), TopicPartition('orders', 1)
+TASK = SimpleNamespace(enter=lambda: None, leave=lambda: None)
+TOPIC = SimpleNamespace(value_codec=SimpleNamespace(loads=lambda value: value))
+
+
+def fake_agent(name, processed, counts):
+    return SimpleNamespace(agent=SimpleNamespace(name=name), processed=lambda: processed,
+                           policy=SimpleNamespace(counts=counts))
+
+
+def scraped(slot):
+    content_type, body = slot.metrics.scrape()
+    assert content_type.startswith('text/plain; version=')
+    return {family.name: family for family in text_string_to_metric_families(body.decode())}
+
+
+def samples(family):
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for sample in family.samples}
+
+
+def slot_of(tmp_path, monkeypatch, environ=None):
+    for name, value in (environ or {}).items():
+        monkeypatch.setenv(name, value)
+    slot = Slot(runner.App('metered'), Settings(datadir=str(tmp_path)))
+    slot._agents = [fake_agent('metered.count', {TP0: 5, TP1: 7},
+                               {'failed': 3, 'dead_lettered': 1, 'skipped': 0, 'retried': 2})]
+    slot._consumer = SimpleNamespace(lag=lambda: {TP0: 4, TP1: 0}, backlog=lambda: {TP0: 9},
+                                     rebalances=2)
+    return slot
+
+
+def test_a_slot_exports_its_counts_with_prometheus_names_types_and_labels(tmp_path,
+                                                                          monkeypatch):
+    families = scraped(slot_of(tmp_path, monkeypatch))
+    kinds = {name: family.type for name, family in families.items() if name.startswith('runner_')}
+    assert kinds == {
+        'runner_records_processed': 'counter', 'runner_records_failed': 'counter',
+        'runner_records_retried': 'counter', 'runner_records_dead_lettered': 'counter',
+        'runner_records_skipped': 'counter', 'runner_consumer_lag_records': 'gauge',
+        'runner_records_queued': 'gauge', 'runner_rebalances': 'counter',
+        'runner_kafka_reachable': 'gauge', 'runner_slot_ready': 'gauge',
+        'runner_slot_restarts': 'counter', 'runner_checkpoint_duration_seconds': 'histogram',
+        'runner_offsets_committed': 'counter', 'runner_changelog_records_sent': 'counter',
+        'runner_transactions': 'counter', 'runner_partitions_revoked': 'counter',
+        'runner_partitions_assigned': 'counter'}
+    agent = (('agent', 'metered.count'),)
+    assert samples(families['runner_records_processed']) == {
+        ('runner_records_processed_total', (*agent, ('partition', '0'), ('topic', 'orders'))): 5,
+        ('runner_records_processed_total', (*agent, ('partition', '1'), ('topic', 'orders'))): 7}
+    assert samples(families['runner_records_failed']) == {
+        ('runner_records_failed_total', agent): 3}
+    assert samples(families['runner_records_retried']) == {
+        ('runner_records_retried_total', agent): 2}
+    assert samples(families['runner_consumer_lag_records']) == {
+        ('runner_consumer_lag_records', (('partition', '0'), ('topic', 'orders'))): 4,
+        ('runner_consumer_lag_records', (('partition', '1'), ('topic', 'orders'))): 0}
+    assert samples(families['runner_records_queued']) == {
+        ('runner_records_queued', (('partition', '0'), ('topic', 'orders'))): 9}
+    assert samples(families['runner_rebalances']) == {('runner_rebalances_total', ()): 2}
+    assert samples(families['runner_kafka_reachable']) == {('runner_kafka_reachable', ()): 1}
+    assert 'runner_slot_last_exit_code' not in families       # a first start
+
+
+def test_a_restarted_slot_exports_its_restarts_and_its_predecessors_exit_code(tmp_path,
+                                                                              monkeypatch):
+    slot = slot_of(tmp_path, monkeypatch, {RESTARTS_ENV: '3', LAST_EXIT_ENV: '-9'})
+    slot.status.kafka_lost = 12.0
+    families = scraped(slot)
+    assert samples(families['runner_slot_restarts']) == {('runner_slot_restarts_total', ()): 3}
+    assert samples(families['runner_slot_last_exit_code']) == {
+        ('runner_slot_last_exit_code', ()): -9}
+    assert samples(families['runner_kafka_reachable']) == {('runner_kafka_reachable', ()): 0}
+
+
+def test_a_slot_before_its_consumer_starts_exports_no_consumer_metrics(tmp_path, monkeypatch):
+    slot = slot_of(tmp_path, monkeypatch)
+    slot._consumer = None
+    assert 'runner_consumer_lag_records' not in scraped(slot)
+
+
+def test_the_collector_reads_the_environment_it_is_given():
+    collector = SlotCollector(SimpleNamespace(), list, lambda: None, {RESTARTS_ENV: '1'})
+    assert collector._restarts == 1 and collector._last_exit is None
+
+
+# -- counting in the stream, once per batch ---------------------------------------------
+
+def stream_of(inbox):
+    slot = SimpleNamespace(producer=SimpleNamespace(transactional=False))
+    return Stream(TOPIC, inbox, AgentContext(slot), policy=None)
+
+
+def queue_records(inbox, tp, offsets):
+    inbox.put(tp, [SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset,
+                                   value=offset) for offset in offsets])
+
+
+def test_a_stream_counts_the_records_of_each_batch_it_finishes_per_partition():
+    inbox = Inbox()
+    for tp in (TP0, TP1):
+        inbox.assign(tp, TASK, held=False)
+    queue_records(inbox, TP0, range(3))
+    queue_records(inbox, TP1, range(10, 12))
+    queue_records(inbox, TP0, range(3, 5))
+    stream = stream_of(inbox)
+    records = iter(stream)
+    assert [next(records) for _ in range(3)] == [0, 1, 2]
+    assert stream.processed == {}                   # the batch is not finished yet
+    assert [next(records) for _ in range(2)] == [10, 11]
+    assert stream.processed == {TP0: 3}
+    assert [next(records) for _ in range(2)] == [3, 4]
+    inbox.close(drain=True)
+    assert list(records) == []
+    assert stream.processed == {TP0: 5, TP1: 2}
+
+
+def test_a_record_tried_again_is_counted_once_with_its_batch():
+    inbox = Inbox()
+    inbox.assign(TP0, TASK, held=False)
+    queue_records(inbox, TP0, range(3))
+    inbox.close(drain=True)
+    stream = stream_of(inbox)
+    records = iter(stream)
+    assert next(records) == 0
+    assert next(records) == 1                       # the agent raises on it: tried again
+    stream.retry()
+    assert list(stream) == [1, 2]
+    assert stream.processed == {TP0: 3}
+
+
+def test_a_batch_revoked_midway_counts_only_the_records_handed_out():
+    inbox = Inbox()
+    inbox.assign(TP0, TASK, held=False)
+    queue_records(inbox, TP0, range(5))
+    stream = stream_of(inbox)
+    records = iter(stream)
+    assert [next(records) for _ in range(2)] == [0, 1]
+    inbox.revoke([TP0])
+    inbox.close(drain=True)
+    assert list(records) == []
+    assert stream.processed == {TP0: 2}
