@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from apps import forward_app, outputs
-from harness import free_port, produce, wait_for
+from harness import REPO, free_port, produce, wait_for
 
 RECORDS = 200
 
@@ -37,6 +37,13 @@ def prometheus_binary() -> str:
         reason = (result.stderr.strip().splitlines() or ['no output'])[-1]
         pytest.skip(f'prometheus cannot be installed: {reason}')
     return found
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, query) of contrib/grafana/runner.json, its variables filled in."""
+    dashboard = json.loads((REPO / 'contrib' / 'grafana' / 'runner.json').read_text())
+    return [(panel['title'], target['expr'].replace('$app', '.*').replace('$job', 'runner'))
+            for panel in dashboard['panels'] for target in panel['targets']]
 
 
 class Prometheus:
@@ -126,6 +133,8 @@ def test_prometheus_scrapes_every_slot_through_the_target_file_ttin_included(
     by_slot = {series['metric']['runner_slot'] for series in
                prometheus.query('sum by (runner_slot) (runner_records_processed_total)')}
     assert by_slot == {'0', '1'}
+    for title, expression in dashboard_queries():      # Prometheus takes every one
+        assert isinstance(prometheus.query(expression), list), title
 
     worker.signal(signal.SIGTTIN)
     wait_for(lambda: prometheus.value('runner_slot_ready{runner_slot="2"}') == 1, 90,
