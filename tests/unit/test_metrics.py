@@ -11,7 +11,7 @@ from runner.config import Settings
 from runner.reports import LAST_EXIT_ENV, RESTARTS_ENV
 from runner.runtime.context import AgentContext
 from runner.runtime.metrics import SlotCollector
-from runner.runtime.queues import Inbox
+from runner.runtime.queues import Inbox, Stopped
 from runner.runtime.slot import Slot
 from runner.runtime.stream import Stream
 
@@ -156,4 +156,15 @@ def test_a_batch_revoked_midway_counts_only_the_records_handed_out():
     inbox.revoke([TP0])
     inbox.close(drain=True)
     assert list(records) == []
+    assert stream.processed == {TP0: 2}
+
+
+def test_a_partition_stopped_at_a_record_counts_the_records_before_it():
+    inbox = Inbox()
+    inbox.assign(TP0, TASK, held=False)
+    queue_records(inbox, TP0, range(4))
+    stream = stream_of(inbox)
+    records = iter(stream)
+    assert [next(records) for _ in range(3)] == [0, 1, 2]
+    stream.stop_partition(Stopped('a', stream.unfinished, 'raised'))     # at offset 2
     assert stream.processed == {TP0: 2}
