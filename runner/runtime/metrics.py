@@ -61,14 +61,18 @@ class SlotCollector(Collector):
     """Reads, at scrape time, what the slot counts anyway.
 
     ``agents`` returns the slot's :class:`runner.runtime.agents.AgentThreads`;
-    ``consumer`` the consumer loop (None before it starts).
+    ``consumer`` the consumer loop and ``state`` its
+    :class:`runner.state.manager.StateManager` (None before they start, or without
+    tables).
     """
 
     def __init__(self, status: SlotStatus, agents: Callable[[], Iterable[Any]],
-                 consumer: Callable[[], Any], environ: dict[str, str] | None = None) -> None:
+                 consumer: Callable[[], Any], state: Callable[[], Any] = lambda: None,
+                 environ: dict[str, str] | None = None) -> None:
         self._status = status
         self._agents = agents
         self._consumer = consumer
+        self._state = state
         environ = os.environ if environ is None else environ
         self._restarts = int(environ.get(RESTARTS_ENV, '0'))
         self._last_exit = environ.get(LAST_EXIT_ENV)
@@ -79,6 +83,7 @@ class SlotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._agent_metrics()
         yield from self._consumer_metrics()
+        yield from self._table_metrics()
         yield from self._slot_metrics()
 
     def _agent_metrics(self) -> Iterator[Metric]:
@@ -115,6 +120,24 @@ class SlotCollector(Collector):
         yield queued
         yield CounterMetricFamily('runner_rebalances_total', 'Rebalances this slot went '
                                   'through.', value=consumer.rebalances)
+
+    def _table_metrics(self) -> Iterator[Metric]:
+        state = self._state()
+        if state is None:
+            return
+        size = GaugeMetricFamily('runner_table_size_bytes', 'Bytes on disk of each table '
+                                 'partition open in the slot (active, standby or recovering).',
+                                 labels=['table', 'partition'])
+        for (table, number), used in sorted(state.disk_usage().items()):
+            size.add_metric([table, str(number)], used)
+        yield size
+        recovering, remaining = state.recovering()
+        yield GaugeMetricFamily('runner_table_partitions_recovering', 'Table partitions '
+                                'being recovered from their changelogs.', value=len(recovering))
+        if remaining is not None:
+            yield GaugeMetricFamily('runner_table_recovery_remaining_records', 'Changelog '
+                                    'records left to read before the recovering partitions '
+                                    'are ready.', value=remaining)
 
     def _slot_metrics(self) -> Iterator[Metric]:
         status = self._status

@@ -87,7 +87,7 @@ class Slot:
         self._queries: TableQueries | None = None
         self.metrics = SlotMetrics()
         self.metrics.registry.register(SlotCollector(self.status, lambda: self._agents,
-                                                     lambda: self._consumer))
+                                                     lambda: self._consumer, lambda: self._state))
         self._layout: Layout | None = None
         self._producer: Producer | None = None
         self._plain_producer: Producer | None = None    # exactly-once: for sends outside agents

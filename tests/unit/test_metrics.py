@@ -14,6 +14,7 @@ from runner.runtime.metrics import SlotCollector
 from runner.runtime.queues import Inbox, Stopped
 from runner.runtime.slot import Slot
 from runner.runtime.stream import Stream
+from runner.state.manager import StateManager
 
 TP0, TP1 = TopicPartition('orders', 0), TopicPartition('orders', 1)
 TASK = SimpleNamespace(enter=lambda: None, leave=lambda: None)
@@ -97,7 +98,8 @@ def test_a_slot_before_its_consumer_starts_exports_no_consumer_metrics(tmp_path,
 
 
 def test_the_collector_reads_the_environment_it_is_given():
-    collector = SlotCollector(SimpleNamespace(), list, lambda: None, {RESTARTS_ENV: '1'})
+    collector = SlotCollector(SimpleNamespace(), list, lambda: None,
+                              environ={RESTARTS_ENV: '1'})
     assert collector._restarts == 1 and collector._last_exit is None
 
 
@@ -168,3 +170,36 @@ def test_a_partition_stopped_at_a_record_counts_the_records_before_it():
     assert [next(records) for _ in range(3)] == [0, 1, 2]
     stream.stop_partition(Stopped('a', stream.unfinished, 'raised'))     # at offset 2
     assert stream.processed == {TP0: 2}
+
+
+def test_a_slot_with_tables_exports_their_size_on_disk_and_what_recovery_has_left(
+        tmp_path, monkeypatch):
+    table = runner.App('metered').Table('counts', default=int, partitions=2)
+    state = StateManager([table], tmp_path / 'state', FakeReader)
+    store = state.stores.open((table.changelog.name, 1))
+    store.write([(b'word', b'1')], 'id-1', 1)
+    state.recover([(table.changelog.name, 0)])
+    slot = slot_of(tmp_path, monkeypatch)
+    slot._state = state
+    families = scraped(slot)
+    [(name, labels)] = samples(families['runner_table_size_bytes'])
+    assert labels == (('partition', '1'), ('table', 'counts'))
+    assert samples(families['runner_table_size_bytes'])[name, labels] > 0
+    assert samples(families['runner_table_partitions_recovering']) == {
+        ('runner_table_partitions_recovering', ()): 1}
+    assert samples(families['runner_table_recovery_remaining_records']) == {
+        ('runner_table_recovery_remaining_records', ()): 42}
+    state.stores.release((table.changelog.name, 1))
+
+
+class FakeReader:
+    """Stands in for the changelog reader thread: 42 records left to recover."""
+
+    def __init__(self, stores, on_recovered):
+        pass
+
+    def recover(self, keys, request):
+        pass
+
+    def remaining(self, requests):
+        return 42 if requests else 0
