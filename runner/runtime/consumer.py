@@ -367,7 +367,7 @@ class ConsumerLoop:
             self._status.committing = time.monotonic()
             try:
                 with self._metrics.checkpoint_seconds.time():
-                        transactions.run(self._transaction(checkpoint, self._tasks.active),
+                    transactions.run(self._transaction(checkpoint, self._tasks.active),
                                      self._settings.commit_timeout, self._waiting_for_kafka)
             except transactions.TransactionStuck as exc:
                 if not (self._outage_seen and exc.uncommitted and self._producer.idle()):
