@@ -106,18 +106,10 @@ class SlotCollector(Collector):
         consumer = self._consumer()
         if consumer is None:
             return
-        lag = GaugeMetricFamily('runner_consumer_lag_records', 'Log end offset (as last '
-                                'fetched) minus committed offset, per partition.',
-                                labels=['topic', 'partition'])
-        for tp, records in sorted(consumer.lag().items()):
-            lag.add_metric([tp.topic, str(tp.partition)], records)
-        queued = GaugeMetricFamily('runner_records_queued', 'Records fetched and waiting in '
-                                   "the slot's queues (for its slowest agent).",
-                                   labels=['topic', 'partition'])
-        for tp, records in sorted(consumer.backlog().items()):
-            queued.add_metric([tp.topic, str(tp.partition)], records)
-        yield lag
-        yield queued
+        yield per_partition('runner_consumer_lag_records', 'Log end offset (as last fetched) '
+                            'minus committed offset, per partition.', consumer.lag())
+        yield per_partition('runner_records_queued', "Records fetched and waiting in the "
+                            "slot's queues (for its slowest agent).", consumer.backlog())
         yield CounterMetricFamily('runner_rebalances_total', 'Rebalances this slot went '
                                   'through.', value=consumer.rebalances)
 
@@ -125,12 +117,9 @@ class SlotCollector(Collector):
         state = self._state()
         if state is None:
             return
-        size = GaugeMetricFamily('runner_table_size_bytes', 'Bytes on disk of each table '
-                                 'partition open in the slot (active, standby or recovering).',
-                                 labels=['table', 'partition'])
-        for (table, number), used in sorted(state.disk_usage().items()):
-            size.add_metric([table, str(number)], used)
-        yield size
+        yield per_partition('runner_table_size_bytes', 'Bytes on disk of each table partition '
+                            'open in the slot (active, standby or recovering).',
+                            state.disk_usage(), 'table')
         recovering, remaining = state.recovering()
         yield GaugeMetricFamily('runner_table_partitions_recovering', 'Table partitions '
                                 'being recovered from their changelogs.', value=len(recovering))
@@ -154,6 +143,15 @@ class SlotCollector(Collector):
                                           'that signal).')
             exit_code.add_metric([], int(self._last_exit))
             yield exit_code
+
+
+def per_partition(name: str, documentation: str, values: dict[tuple[str, int], int],
+                  owner: str = 'topic') -> GaugeMetricFamily:
+    """A gauge of ``values`` by (topic or table, partition number)."""
+    gauge = GaugeMetricFamily(name, documentation, labels=[owner, 'partition'])
+    for (of, number), value in sorted(values.items()):
+        gauge.add_metric([of, str(number)], value)
+    return gauge
 
 
 #: The error policy's counts (:attr:`runner.runtime.policy.ErrorPolicy.counts`), exported.

@@ -134,13 +134,18 @@ def test_a_stream_counts_the_records_of_each_batch_it_finishes_per_partition():
     assert stream.processed == {TP0: 5, TP1: 2}
 
 
-def test_a_record_tried_again_is_counted_once_with_its_batch():
+def one_batch(count):
+    """An inbox with one batch of ``count`` records of TP0, a stream of it, its iterator."""
     inbox = Inbox()
     inbox.assign(TP0, TASK, held=False)
-    queue_records(inbox, TP0, range(3))
-    inbox.close(drain=True)
+    queue_records(inbox, TP0, range(count))
     stream = stream_of(inbox)
-    records = iter(stream)
+    return inbox, stream, iter(stream)
+
+
+def test_a_record_tried_again_is_counted_once_with_its_batch():
+    inbox, stream, records = one_batch(3)
+    inbox.close(drain=True)
     assert next(records) == 0
     assert next(records) == 1                       # the agent raises on it: tried again
     stream.retry()
@@ -149,11 +154,7 @@ def test_a_record_tried_again_is_counted_once_with_its_batch():
 
 
 def test_a_batch_revoked_midway_counts_only_the_records_handed_out():
-    inbox = Inbox()
-    inbox.assign(TP0, TASK, held=False)
-    queue_records(inbox, TP0, range(5))
-    stream = stream_of(inbox)
-    records = iter(stream)
+    inbox, stream, records = one_batch(5)
     assert [next(records) for _ in range(2)] == [0, 1]
     inbox.revoke([TP0])
     inbox.close(drain=True)
@@ -162,11 +163,7 @@ def test_a_batch_revoked_midway_counts_only_the_records_handed_out():
 
 
 def test_a_partition_stopped_at_a_record_counts_the_records_before_it():
-    inbox = Inbox()
-    inbox.assign(TP0, TASK, held=False)
-    queue_records(inbox, TP0, range(4))
-    stream = stream_of(inbox)
-    records = iter(stream)
+    _, stream, records = one_batch(4)
     assert [next(records) for _ in range(3)] == [0, 1, 2]
     stream.stop_partition(Stopped('a', stream.unfinished, 'raised'))     # at offset 2
     assert stream.processed == {TP0: 2}
