@@ -24,7 +24,8 @@ class AgentThreads:
     """``agent.concurrency`` threads, each calling ``agent.fn(stream)`` on its own stream."""
 
     def __init__(self, agent: Agent, inbox: Inbox, slot: SlotContext,
-                 on_failure: Callable[..., None]) -> None:
+                 on_failure: Callable[..., None],
+                 timing: Callable[[float, int], None] | None = None) -> None:
         self.agent = agent
         self.inbox = inbox
         self._on_failure = on_failure
@@ -32,7 +33,7 @@ class AgentThreads:
         self._stopped = threading.Event()
         self.policy = ErrorPolicy(agent)
         contexts = [AgentContext(slot) for _ in range(agent.concurrency)]
-        self._streams = [Stream(agent.topic, inbox, agent_context, self.policy)
+        self._streams = [Stream(agent.topic, inbox, agent_context, self.policy, timing)
                          for agent_context in contexts]
         self._threads = [
             threading.Thread(target=self._run, args=(agent_context, stream), daemon=True,

@@ -9,6 +9,7 @@ Events that happen once per checkpoint or rebalance update ordinary
 """
 
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -25,6 +26,11 @@ disable_created_metrics()
 
 #: Checkpoint durations (seconds): commits take milliseconds, transactions up to seconds.
 CHECKPOINT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: Batch durations (seconds): a batch is up to max_poll_records records.
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Record ages at the end of their batch (seconds): from live traffic to a backlog of hours.
+AGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+               3600.0)
 
 
 class SlotMetrics:
@@ -48,13 +54,40 @@ class SlotMetrics:
         self.partitions_revoked = Counter(
             'runner_partitions_revoked_total', 'Partitions taken from this slot by rebalances.',
             registry=registry)
+        self.batch_seconds = Histogram(
+            'runner_batch_duration_seconds', 'Time an agent took over a batch of records, from '
+            'taking it to finishing it.', ['agent'], registry=registry, buckets=BATCH_BUCKETS)
+        self.record_age = Histogram(
+            'runner_record_age_seconds', 'End-to-end latency: the age (from its timestamp) of '
+            'the last record of a batch when its agent finished the batch.', ['agent'],
+            registry=registry, buckets=AGE_BUCKETS)
         self.partitions_assigned = Counter(
             'runner_partitions_assigned_total', 'Partitions given to this slot by rebalances.',
             registry=registry)
 
+    def batch_timing(self, agent: str) -> 'BatchTiming':
+        """What one agent's streams call once per batch they finish."""
+        return BatchTiming(self.batch_seconds.labels(agent), self.record_age.labels(agent))
+
     def scrape(self) -> tuple[str, bytes]:
         """The content type and body of ``GET /metrics``."""
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)
+
+
+class BatchTiming:
+    """Observes, once per batch (never per record), how long an agent took over it and how
+    old its last record was then."""
+
+    def __init__(self, duration: Histogram, age: Histogram) -> None:
+        self._duration = duration
+        self._age = age
+
+    def __call__(self, taken_at: float, timestamp_ms: int) -> None:
+        """A batch taken at ``taken_at`` (monotonic) is finished; its last record has
+        ``timestamp_ms`` (negative: none)."""
+        self._duration.observe(time.monotonic() - taken_at)
+        if timestamp_ms >= 0:
+            self._age.observe(max(0.0, time.time() - timestamp_ms / 1000))
 
 
 class SlotCollector(Collector):

@@ -190,7 +190,8 @@ class Slot:
         for agent in self.app.agents:
             inbox = Inbox()
             routes.setdefault(agent.topic.name, []).append(inbox)
-            self._agents.append(AgentThreads(agent, inbox, slot_context, self._fail))
+            self._agents.append(AgentThreads(agent, inbox, slot_context, self._fail,
+                                             self.metrics.batch_timing(agent.name)))
         protocol = (RebalanceProtocol.COOPERATIVE if settings.assignor == 'cooperative'
                     else RebalanceProtocol.EAGER)
         assignor = RunnerAssignor(self._web_address, identity, settings.standby_replicas,

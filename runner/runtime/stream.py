@@ -40,7 +40,7 @@ class Stream:
     """
 
     def __init__(self, topic: Topic, inbox: Inbox, context: AgentContext,
-                 policy: ErrorPolicy) -> None:
+                 policy: ErrorPolicy, timing: Callable[[float, int], None] | None = None) -> None:
         self.topic = topic
         self._inbox = inbox
         self._context = context
@@ -56,6 +56,10 @@ class Stream:
         #: the metrics (:mod:`runner.runtime.metrics`) at scrape time.
         self.processed: dict[Any, int] = {}
         self._taken = 0                   # records in the open batch when it was taken
+        #: Called once per batch finished with when (monotonic) it was taken and the
+        #: timestamp of its last record (see :class:`runner.runtime.metrics.BatchTiming`).
+        self._timing = timing
+        self._taken_at = 0.0
         self._waiting = False             # inside the inbox, waiting for records
         self._noticed = (0, time.monotonic())   # (steps, when first seen by :attr:`progressed`)
 
@@ -148,6 +152,8 @@ class Stream:
                 self._context.begin(taken[0])
                 self._open = taken[0], iter(taken[1])
                 self._taken = len(taken[1])
+                if self._timing is not None:
+                    self._taken_at = time.monotonic()
                 if taken[0].skipping is not None:
                     self._set_aside_skipped()
             yield from self._batch(convert)
@@ -180,6 +186,8 @@ class Stream:
             context.boundary()
         else:
             self._count(queue, self._taken)
+            if self._timing is not None:
+                self._timing(self._taken_at, context.record.timestamp)
         self._open = None
         context.end()
         self._inbox.release(queue)

@@ -48,6 +48,8 @@ def test_a_slot_exports_its_transactions_checkpoints_tables_and_its_restart(
     assert total(samples, 'runner_offsets_committed_total') > 0
     assert samples['runner_checkpoint_duration_seconds_count', ()] >= 1
     assert total(samples, 'runner_table_size_bytes') > 0
+    assert total(samples, 'runner_batch_duration_seconds_count') >= 1
+    assert total(samples, 'runner_record_age_seconds_count') >= 1
     assert samples['runner_partitions_assigned_total', ()] == 2
     assert samples['runner_rebalances_total', ()] >= 1
     assert samples['runner_slot_restarts_total', ()] == 0

@@ -1,6 +1,7 @@
 """A slot's Prometheus metrics: names, types and labels as scraped, and records counted
 per batch by the streams."""
 
+import time
 from types import SimpleNamespace
 
 from kafka import TopicPartition
@@ -61,7 +62,8 @@ def test_a_slot_exports_its_counts_with_prometheus_names_types_and_labels(tmp_pa
         'runner_slot_restarts': 'counter', 'runner_checkpoint_duration_seconds': 'histogram',
         'runner_offsets_committed': 'counter', 'runner_changelog_records_sent': 'counter',
         'runner_transactions': 'counter', 'runner_partitions_revoked': 'counter',
-        'runner_partitions_assigned': 'counter'}
+        'runner_partitions_assigned': 'counter', 'runner_batch_duration_seconds': 'histogram',
+        'runner_record_age_seconds': 'histogram'}
     agent = (('agent', 'metered.count'),)
     assert samples(families['runner_records_processed']) == {
         ('runner_records_processed_total', (*agent, ('partition', '0'), ('topic', 'orders'))): 5,
@@ -112,7 +114,7 @@ def stream_of(inbox):
 
 def queue_records(inbox, tp, offsets):
     inbox.put(tp, [SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset,
-                                   value=offset) for offset in offsets])
+                                   value=offset, timestamp=1000 * offset) for offset in offsets])
 
 
 def test_a_stream_counts_the_records_of_each_batch_it_finishes_per_partition():
@@ -141,6 +143,38 @@ def one_batch(count):
     queue_records(inbox, TP0, range(count))
     stream = stream_of(inbox)
     return inbox, stream, iter(stream)
+
+
+def test_a_stream_times_each_batch_it_finishes_once_with_its_last_records_timestamp():
+    inbox = Inbox()
+    inbox.assign(TP0, TASK, held=False)
+    queue_records(inbox, TP0, range(3))
+    queue_records(inbox, TP0, range(3, 5))
+    inbox.close(drain=True)
+    timed = []
+    slot = SimpleNamespace(producer=SimpleNamespace(transactional=False))
+    stream = Stream(TOPIC, inbox, AgentContext(slot), None,
+                    lambda taken_at, timestamp: timed.append((taken_at, timestamp)))
+    assert list(stream) == [0, 1, 2, 3, 4]
+    assert [timestamp for _, timestamp in timed] == [2000, 4000]
+    assert timed[0][0] <= timed[1][0]
+
+
+def test_batch_timing_observes_the_duration_and_the_age_of_the_last_record(
+        tmp_path, monkeypatch):
+    slot = slot_of(tmp_path, monkeypatch)
+    timing = slot.metrics.batch_timing('metered.count')
+    now = time.time()
+    timing(time.monotonic() - 0.5, int((now - 30) * 1000))
+    timing(time.monotonic(), -1)                    # a record without a timestamp
+    families = scraped(slot)
+    agent = (('agent', 'metered.count'),)
+    durations = samples(families['runner_batch_duration_seconds'])
+    assert durations['runner_batch_duration_seconds_count', agent] == 2
+    assert 0.5 <= durations['runner_batch_duration_seconds_sum', agent] < 60
+    ages = samples(families['runner_record_age_seconds'])
+    assert ages['runner_record_age_seconds_count', agent] == 1
+    assert 30 <= ages['runner_record_age_seconds_sum', agent] < 90
 
 
 def test_a_record_tried_again_is_counted_once_with_its_batch():
