@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import runner
 from runner.config import Settings
+from runner.main.supervisor import PublishedFile, Supervisor
 from runner.reports import LAST_EXIT_ENV, RESTARTS_ENV
 from runner.runtime.context import AgentContext
 from runner.runtime.metrics import SlotCollector
@@ -234,3 +235,34 @@ class FakeReader:
 
     def remaining(self, requests):
         return 42 if requests else 0
+
+
+# -- the main process's target file for Prometheus ----------------------------------------
+
+def test_the_target_file_lists_every_slot_that_has_a_web_address(tmp_path):
+    targets = tmp_path / 'runner.pid.targets.json'
+    supervisor = Supervisor('metered', 3, None, None, 1.0, 1.0, targets_path=targets)
+    supervisor.slots = {2: SimpleNamespace(report={'web': '127.0.0.1:6068'}),
+                        0: SimpleNamespace(report={'web': '127.0.0.1:6066'}),
+                        1: SimpleNamespace(report={'phase': 'starting'})}
+    assert supervisor._scrape_targets() == [
+        {'targets': ['127.0.0.1:6066'], 'labels': {'runner_app': 'metered', 'runner_slot': '0'}},
+        {'targets': ['127.0.0.1:6068'], 'labels': {'runner_app': 'metered', 'runner_slot': '2'}}]
+
+
+def test_a_published_file_is_replaced_only_when_its_text_changes_and_warns_once(
+        tmp_path, caplog):
+    path = tmp_path / 'run' / 'targets.json'
+    published = PublishedFile(path, 'the targets are out of date')
+    published.publish('[1]')                        # its directory is not there yet
+    published.publish('[2]')
+    assert [r.getMessage().endswith('the targets are out of date until it can be written')
+            for r in caplog.records] == [True]
+    path.parent.mkdir()
+    published.publish('[2]')                        # tried again, though unchanged
+    assert path.read_text() == '[2]'
+    written = path.stat().st_ino
+    published.publish('[2]')
+    assert path.stat().st_ino == written            # unchanged: not replaced
+    published.remove()
+    assert not path.exists()
