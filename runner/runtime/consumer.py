@@ -278,6 +278,9 @@ class ConsumerLoop:
         self._status.owners = dict(self._assignor.owners)
         log.info('rebalance %s', done.describe(self._assignor.generation, assignment,
                                                  self._assignor.warmups))
+        self._metrics.partitions_kept.inc(done.kept(assignment))
+        if done.revoked_any:
+            self._metrics.handover_seconds.observe(done.handover)
         self._status.unassigned = _unassigned(self._assignor.broken)
         if self._status.unassigned:
             log.error('%s', self._status.unassigned)
@@ -734,10 +737,24 @@ class Rebalance:
     def assigned(self, tps: set[TopicPartition]) -> None:
         self._assigned |= tps
 
+    @property
+    def revoked_any(self) -> bool:
+        return bool(self._revoked)
+
+    @property
+    def handover(self) -> float:
+        """Seconds the revoked partitions took to hand over (their last commit): how long
+        they paused."""
+        return self._handover
+
+    def kept(self, assignment: frozenset[TopicPartition]) -> int:
+        """Partitions of ``assignment`` this member had before the rebalance too."""
+        return len(assignment - self._assigned)
+
     def describe(self, generation: int, assignment: frozenset[TopicPartition],
                  warmups: set) -> str:
         handed = f' (handed over in {self._handover:.2f}s)' if self._revoked else ''
-        kept = len(assignment - self._assigned)
+        kept = self.kept(assignment)
         warm = f', warming up {len(warmups)} task(s) to take over' if warmups else ''
         return (f'to generation {generation}: revoked {_partitions(self._revoked)}{handed}, '
                 f'assigned {_partitions(self._assigned)}, kept {kept} partition(s){warm}')

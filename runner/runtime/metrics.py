@@ -54,6 +54,13 @@ class SlotMetrics:
         self.partitions_revoked = Counter(
             'runner_partitions_revoked_total', 'Partitions taken from this slot by rebalances.',
             registry=registry)
+        self.partitions_kept = Counter(
+            'runner_partitions_kept_total', 'Partitions a rebalance left with this slot.',
+            registry=registry)
+        self.handover_seconds = Histogram(
+            'runner_rebalance_handover_seconds', 'How long the partitions a rebalance took '
+            'from this slot paused while it handed them over (their last commit).',
+            registry=registry, buckets=CHECKPOINT_BUCKETS)
         self.batch_seconds = Histogram(
             'runner_batch_duration_seconds', 'Time an agent took over a batch of records, from '
             'taking it to finishing it.', ['agent'], registry=registry, buckets=BATCH_BUCKETS)

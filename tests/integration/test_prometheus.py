@@ -140,4 +140,7 @@ def test_prometheus_scrapes_every_slot_through_the_target_file_ttin_included(
     wait_for(lambda: prometheus.value('runner_slot_ready{runner_slot="2"}') == 1, 90,
              "the new slot's series in Prometheus")
     assert prometheus.value('runner_kafka_reachable{runner_slot="2"}') == 1
+    wait_for(lambda: prometheus.value('sum(runner_rebalance_handover_seconds_count)')
+             and prometheus.value('sum(runner_partitions_kept_total)'), 60,
+             'the handover of the partitions the new slot took, and those kept')
     assert prometheus.value('sum(runner_records_processed_total)') == RECORDS

@@ -64,7 +64,8 @@ def test_a_slot_exports_its_counts_with_prometheus_names_types_and_labels(tmp_pa
         'runner_offsets_committed': 'counter', 'runner_changelog_records_sent': 'counter',
         'runner_transactions': 'counter', 'runner_partitions_revoked': 'counter',
         'runner_partitions_assigned': 'counter', 'runner_batch_duration_seconds': 'histogram',
-        'runner_record_age_seconds': 'histogram'}
+        'runner_record_age_seconds': 'histogram', 'runner_partitions_kept': 'counter',
+        'runner_rebalance_handover_seconds': 'histogram'}
     agent = (('agent', 'metered.count'),)
     assert samples(families['runner_records_processed']) == {
         ('runner_records_processed_total', (*agent, ('partition', '0'), ('topic', 'orders'))): 5,
