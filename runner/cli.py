@@ -90,7 +90,8 @@ Options:
 Exit codes:
   0 success, 1 stop or restart did not finish in time, or the partition is
   not stopped at that offset (skip), 2 degraded (status), 3 not running
-  (status, restart; skip: no running slot has the partition), 64 bad usage,
+  (status, restart; skip: no running slot has the partition), 4 the main
+  process stopped answering (status), 64 bad usage,
   65 a VALUE the topic's serializer does not take (send), 69 broker
   unreachable, 70 a slot failed, 71 no process could be forked, 73 data
   directory, port or pidfile in use (or a link), 77 the broker refused the
@@ -126,7 +127,6 @@ from .config import (
     slot_overrides,
 )
 from .errors import (
-    EX_DEGRADED,
     EX_INTERRUPTED,
     EX_OK,
     EX_PIPE,
@@ -567,7 +567,7 @@ def _typed_bytes(codec: Any, text: str | None) -> Any:
 def status_command(args: dict[str, Any]) -> int:
     _, status = control.read_status(_pidfile_of(args))
     print(json.dumps(status, indent=1) if args['--json'] else control.format_status(status))
-    return EX_DEGRADED if status['state'] == 'degraded' else EX_OK
+    return control.exit_code(status)
 
 
 def lag_command(args: dict[str, Any]) -> int:

@@ -212,7 +212,7 @@ def coerce(name: str, value: Any) -> Any:
     if name == 'broker':
         parse_broker_url(value)
     if name == 'web_advertise':
-        split_host_port(str(value))
+        _reachable_address(str(value))
     if name in FILES:
         _readable(str(value))
     return str(value)
@@ -252,6 +252,14 @@ def split_host_port(text: str) -> tuple[str, int | None]:
             port is not None and not (port.isdigit() and 1 <= int(port) <= 65535)):
         raise ValueError('expected HOST or HOST:PORT')
     return host, None if port is None else int(port)
+
+
+def _reachable_address(text: str) -> None:
+    """ValueError unless ``text`` is a ``HOST[:PORT]`` that other members can reach."""
+    host, _ = split_host_port(text)
+    if host in ('0.0.0.0', '::', '::0', '0:0:0:0:0:0:0:0'):
+        raise ValueError('a wildcard address cannot be reached; give the address other '
+                         'members reach this slot at')
 
 
 def join_host_port(host: str, port: int) -> str:

@@ -12,6 +12,7 @@ EX_OK = 0
 EX_NOT_FINISHED = 1  # stop or restart did not get done (timed out, refused, failed)
 EX_DEGRADED = 2     # status: running, but a slot is not (or a partition stopped at a record)
 EX_NOT_RUNNING = 3   # nothing holds the pidfile (as LSB init scripts' "status" says)
+EX_NOT_ANSWERING = 4  # status: the main process holds its pidfile but stopped updating its status
 EX_USAGE = 64        # bad command line
 EX_DATAERR = 65      # send: VALUE is not what the topic's serializer takes
 EX_UNAVAILABLE = 69  # the broker could not be reached in time

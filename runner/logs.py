@@ -28,25 +28,46 @@ class _RoleFilter(logging.Filter):
 #: What kafka-python logs as a warning or an error when its clients are closed while
 #: requests are in flight: expected once the process is stopping.
 STOP_NOISE = re.compile(r'Metadata refresh: failed Cancelled|left RUNNING after step'
-                        r'|blocking the event loop')
+                        r'|\[Cancelled\]')
+#: What kafka-python warns about that no operator can act on: a step of its I/O loop that
+#: took long (the runner's own blocking calls run in it).
+SLOW_TASK_NOISE = re.compile(r'blocking the event loop')
+#: kafka-python's line for each failed try to reach a broker: about 1,000 a minute per
+#: slot while Kafka is away.  The slot says once that Kafka is away, and when it is back
+#: for how long and how many of these lines it kept at debug level.
+CONNECTION_NOISE = re.compile(r'KafkaConnectionError|NodeNotReady|NoBrokersAvailable'
+                              r'|Connection (failed|lost|refused)|socket disconnected'
+                              r'|Bootstrap (attempt|connection|failed)|Request timed out'
+                              r'|RequestTimedOut|Connect attempt .* failed|ECONNREFUSED'
+                              r'|Errno 111|No node available')
 
 
-class _StopNoiseFilter(logging.Filter):
-    """Lowers :data:`STOP_NOISE` to debug once :func:`stopping` has been called."""
+class _KafkaNoiseFilter(logging.Filter):
+    """Lowers kafka-python's noise to debug: :data:`SLOW_TASK_NOISE` and
+    :data:`CONNECTION_NOISE` (counted) always, :data:`STOP_NOISE` once :func:`stopping`
+    has been called."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stopping = False
+        self.connection_errors = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not (self.stopping and record.name.startswith('kafka')
-                and record.levelno > logging.DEBUG and STOP_NOISE.search(record.getMessage())):
+        if not (record.name.startswith('kafka') and record.levelno > logging.DEBUG
+                and self._is_noise(record.getMessage())):
             return True
         record.levelno, record.levelname = logging.DEBUG, 'DEBUG'
         return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
 
+    def _is_noise(self, message: str) -> bool:
+        if CONNECTION_NOISE.search(message):
+            self.connection_errors += 1
+            return True
+        return bool(SLOW_TASK_NOISE.search(message)
+                    or (self.stopping and STOP_NOISE.search(message)))
 
-_stop_noise = _StopNoiseFilter()
+
+_stop_noise = _KafkaNoiseFilter()
 
 
 class _LogFile(logging.FileHandler):
@@ -119,6 +140,13 @@ def stopping() -> None:
     """This process is stopping: kafka-python's complaints about requests cancelled by
     closing its clients are expected from now on, and logged at debug level."""
     _stop_noise.stopping = True
+
+
+def connection_errors_suppressed() -> int:
+    """How many of kafka-python's connection errors were logged at debug level since the
+    last call (see :data:`CONNECTION_NOISE`)."""
+    count, _stop_noise.connection_errors = _stop_noise.connection_errors, 0
+    return count
 
 
 def plural(count: int, noun: str) -> str:

@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import queue
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -282,23 +283,37 @@ def mark_slot() -> None:
     os.environ[SLOT_ENV] = str(os.getpid())
 
 
+#: What :func:`spawn`'s child runs first, in place of the program: ask the kernel for KILL
+#: when the spawning thread dies, exit if it already has, then become the program.  Run
+#: after exec, in a Python of its own: nothing runs between fork and exec, where Python
+#: code (``preexec_fn``) can deadlock a threaded process.
+_DIE_WITH_PARENT = ('import ctypes, os, sys\n'
+                    f'ctypes.CDLL(None).prctl({PR_SET_PDEATHSIG}, {int(signal.SIGKILL)})\n'
+                    'os.getppid() == int(sys.argv[1]) or os._exit(1)\n'
+                    'os.execvp(sys.argv[2], sys.argv[3:])\n')
+
+
 def spawn(args: Sequence[str] | str, **popen: Any) -> subprocess.Popen:
     """Start a subprocess from an agent; it is killed when the slot dies, even by KILL.
 
-    Takes the arguments of :class:`subprocess.Popen`.  The kill is tied to the
-    thread that calls this (Linux semantics), so call it from the agent's thread.
+    Takes the arguments of :class:`subprocess.Popen` (but ``preexec_fn`` and a session
+    or process group of its own).  The kill is tied to the thread that calls this (Linux
+    semantics), so call it from the agent's thread.  A program that cannot be found
+    raises FileNotFoundError here, as with Popen.
     """
     if popen.get('preexec_fn') is not None:
-        raise ValueError('spawn() sets preexec_fn itself')
+        raise ValueError('spawn() runs nothing between fork and exec: no preexec_fn')
     if popen.get('start_new_session') or popen.get('process_group') is not None:
         raise ValueError('spawn() keeps the subprocess in the slot\'s process group')
-    return subprocess.Popen(args, preexec_fn=_die_with(os.getpid()), **popen)  # noqa: PLW1509
-
-
-def _die_with(parent: int) -> Callable[[], None]:
-    def hook() -> None:
-        die_with_parent(parent)
-    return hook
+    argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+    if popen.pop('shell', False):
+        argv = ['/bin/sh', '-c', *argv]
+    program = os.fsdecode(popen.pop('executable', None) or argv[0])
+    path = (popen.get('env') or os.environ).get('PATH', os.defpath)
+    if shutil.which(program, path=path) is None:
+        raise FileNotFoundError(errno.ENOENT, 'No such file or directory', program)
+    return subprocess.Popen([sys.executable, '-I', '-S', '-c', _DIE_WITH_PARENT,
+                             str(os.getpid()), program, *map(os.fsdecode, argv)], **popen)
 
 
 def children(parent: int) -> dict[int, tuple[str, int, int]]:

@@ -19,11 +19,13 @@ log = logging.getLogger(__name__)
 #: The largest report sent whole; a larger one goes without its partition list.
 MAX_REPORT = 1 << 20
 #: The fields of a slot's status report and their types; an error report (a slot that
-#: could not start) is ``{'error': str, 'code': int}``.
+#: could not start) is ``{'error': str, 'code': int}``, and ``{'loaded': True}`` says
+#: that the slot has loaded the app (its first report).
 STATUS_FIELDS = {'phase': str, 'live': bool, 'ready': bool, 'reason': str, 'web': (str, type(None)),
                  'graceful_timeout': (int, float), 'heartbeat_timeout': (int, float),
                  'assignment': list}
 ERROR_FIELDS = {'error': str, 'code': int}
+LOADED_FIELDS = {'loaded': bool}
 #: The other way, in the environment of a slot the main process starts: how many times it
 #: restarted this slot number after an unexpected exit, and the exit code of the last
 #: process of that number (negative: the signal that killed it), if any.
@@ -105,7 +107,8 @@ class ReportReader:
             report = json.loads(data)
         except ValueError:
             report = None
-        if not (_matches(report, STATUS_FIELDS) or _matches(report, ERROR_FIELDS)):
+        if not any(_matches(report, fields)
+                   for fields in (STATUS_FIELDS, ERROR_FIELDS, LOADED_FIELDS)):
             log.warning('skipped a malformed report from %s: %r', self.source, data[:80])
             return None
         return report

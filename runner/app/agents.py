@@ -1,11 +1,14 @@
 """Agent declarations: a function applied to the stream of one topic."""
 
+import functools
 import inspect
 import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from .partitioners import murmur2_partition
+from .tables import code_names, tables_used_by
 from .topics import Topic
 
 if TYPE_CHECKING:
@@ -14,6 +17,9 @@ if TYPE_CHECKING:
 
 #: What an agent does with a record it raised on (once its retries are spent).
 ON_ERROR = ('stop', 'dead_letter', 'skip')
+#: The name whose use in an agent's function (``stream.group_by(key_fn)``) declares that
+#: the agent re-keys its stream, so its repartition topic is created and read.
+REKEYS = 'group_by'
 
 
 class Agent:
@@ -33,6 +39,10 @@ class Agent:
     cannot be decoded, or whose output the producer refuses (too large), are
     never retried: they go to the dead-letter topic unless ``on_error`` is
     ``skip``.
+
+    Re-keying: an agent whose function calls ``stream.group_by(key_fn)`` has a
+    repartition topic (see :attr:`repartition`); the records of its topic are
+    sent there under their new key, and read back from there into the agent.
     """
 
     def __init__(self, app: 'App', fn: Callable, topic: Topic, sinks: Iterable[Any] = (),
@@ -56,6 +66,32 @@ class Agent:
         self.dead_letter_topic = Topic(app, dead_letter_topic_name(app.name, self.name),
                                        key_serializer='raw', value_serializer='raw')
 
+    @functools.cached_property
+    def repartition(self) -> Topic | None:
+        """The internal topic ``{app}-{agent}-repartition`` if the agent's function names
+        ``group_by`` (None otherwise): its partition count is the tables' (see
+        :class:`runner.app.layout.Layout`), its keys are encoded and placed as the tables the
+        agent uses encode and place theirs, its values are the agent's topic's, unchanged."""
+        if REKEYS not in code_names(self.fn):
+            return None
+        tables = tables_used_by(self.fn)
+        key_codecs = {table.key_codec for table in tables} or {self.topic.key_codec}
+        partitioners = {table.partitioner for table in tables
+                        if table.partitioner is not None} or {murmur2_partition}
+        if len(key_codecs) > 1 or len(partitioners) > 1:
+            names = ', '.join(sorted(repr(table.name) for table in tables))
+            raise ConfigError(f'agent {self.name} re-keys its stream for tables {names}, which '
+                              'encode or place their keys differently; declare them alike')
+        return Topic(self.app, internal_topic_name(self.app.name, self.name, 'repartition'),
+                     key_serializer=key_codecs.pop(), value_serializer=self.topic.value_codec,
+                     partitioner=partitioners.pop())
+
+    @property
+    def table_topic(self) -> Topic:
+        """The topic whose partitions the agent's table access follows: its repartition
+        topic if it re-keys its stream, else its own."""
+        return self.repartition or self.topic
+
     def send(self, key: Any = None, value: Any = None, headers: list | None = None) -> Any:
         """Send a record to the agent's topic."""
         return self.topic.send(key=key, value=value, headers=headers)
@@ -69,7 +105,14 @@ class Agent:
 
 def dead_letter_topic_name(app: str, agent: str) -> str:
     """``{app}-{agent}-dlq``, the agent's name made a legal topic name."""
-    return f'{app}-{re.sub(r"[^A-Za-z0-9._-]+", "_", agent)}-dlq'[:249]
+    return internal_topic_name(app, agent, 'dlq')
+
+
+def internal_topic_name(app: str, agent: str, suffix: str) -> str:
+    """``{app}-{agent}-{suffix}``, the agent's name made a legal topic name (cut short
+    before the suffix when too long)."""
+    stem = f'{app}-{re.sub(r"[^A-Za-z0-9._-]+", "_", agent)}'
+    return f'{stem[:248 - len(suffix)]}-{suffix}'
 
 
 def _count(what: str, value: Any, least: int) -> int:

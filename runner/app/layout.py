@@ -14,6 +14,10 @@ whose agents use it, else the ``topic_partitions`` setting; its partitioner
 used by agents of a topic with another count or partitioner is refused at
 start (exit 78).  Lookups hash a key encoded as those topics' producers
 encode it (their key serializer), which may differ from the table's own.
+
+An agent that re-keys its stream (``stream.group_by``) updates its tables from
+its repartition topic, not from its own: its own topic may have any count,
+and a missing repartition topic is created with its tables' count.
 """
 
 from collections.abc import Mapping
@@ -25,8 +29,15 @@ from .partitioners import Partitioner, murmur2_partition
 from .tables import Table, tables_used_by
 
 if TYPE_CHECKING:
+    from .agents import Agent
     from .app import App
     from .topics import Topic
+
+#: Keys whose partition a layout remembers, per table: murmur2 is pure Python (about 2 µs
+#: a key) and agents place every key they read or write.  Only keys of these exact types
+#: are remembered (``1``, ``1.0`` and ``True`` are one dict key but encode apart).
+PLACEMENT_CACHE = 10_000
+_REMEMBERED = frozenset((str, int, bytes))
 
 
 class Layout:
@@ -46,8 +57,14 @@ class Layout:
         #: Table name → how its keys are placed, and encoded to be placed.
         self.partitioners: dict[str, Partitioner] = {}
         self.placement_codecs: dict[str, Codec] = {}
+        #: Table name → (routing) key → its partition, for the last keys placed.
+        self._placed: dict[str, dict[Any, int]] = {name: {} for name in app.tables}
         for topic in app.topics.values():
             self.topics[topic.name] = _count(topic, existing, default_partitions)
+        for agent in app.agents:
+            if agent.repartition is not None:
+                self.topics[agent.repartition.name] = existing.get(
+                    agent.repartition.name) or self._repartition_count(agent, default_partitions)
         for table in app.tables.values():
             users = [agent for agent in app.agents if table in tables_used_by(agent.fn)]
             self.partitioners[table.name] = _table_partitioner(table, users)
@@ -59,17 +76,29 @@ class Layout:
                                   f'partitions but table {table.name!r} has {count}')
             self.tables[table.name] = self.topics[changelog] = count
 
+    def _repartition_count(self, agent: 'Agent', default_partitions: int) -> int:
+        """The partition count a missing repartition topic is created with: that of the
+        tables its agent uses (declared, else of the other topics that update them)."""
+        for table in tables_used_by(agent.fn):
+            if table.partitions is not None:
+                return table.partitions
+            for other in self.app.agents:
+                if other is not agent and table in tables_used_by(other.fn) \
+                        and other.table_topic.name in self.topics:
+                    return self.topics[other.table_topic.name]
+        return default_partitions
+
     def _table_count(self, table: Table, users: list, default_partitions: int) -> int:
         for agent in users:
-            count = self.topics[agent.topic.name]
+            count = self.topics[agent.table_topic.name]
             if table.partitions is not None and count != table.partitions:
                 raise ConfigError(
                     f'table {table.name!r} has {table.partitions} partitions but agent '
-                    f'{agent.name} updates it from topic {agent.topic.name!r} with {count}; '
-                    'tables must be co-partitioned with their source topics')
-        counts = {self.topics[agent.topic.name]: agent for agent in users}
+                    f'{agent.name} updates it from topic {agent.table_topic.name!r} with '
+                    f'{count}; tables must be co-partitioned with their source topics')
+        counts = {self.topics[agent.table_topic.name]: agent for agent in users}
         if len(counts) > 1:
-            named = ', '.join(f'{agent.topic.name!r} ({count})'
+            named = ', '.join(f'{agent.table_topic.name!r} ({count})'
                               for count, agent in sorted(counts.items()))
             raise ConfigError(f'table {table.name!r} is used by agents of topics with different '
                               f'partition counts: {named}; tables must be co-partitioned with '
@@ -80,18 +109,32 @@ class Layout:
         return self.tables[table.name]
 
     def partition_of(self, table: Table, key: Any) -> int:
-        """The partition of ``table`` a (routing) key lives in."""
+        """The partition of ``table`` a (routing) key lives in.  Safe from any thread: a
+        key placed twice at once, or forgotten when the cache is emptied, costs a hash."""
+        if type(key) not in _REMEMBERED:
+            return self._place(table, key)
+        placed = self._placed[table.name]
+        number = placed.get(key)
+        if number is None:
+            if len(placed) >= PLACEMENT_CACHE:
+                placed.clear()
+            number = placed[key] = self._place(table, key)
+        return number
+
+    def _place(self, table: Table, key: Any) -> int:
         encoded = self.placement_codecs[table.name].dumps(key)
         return self.partitioners[table.name](encoded, self.tables[table.name])
 
     def sources(self) -> dict[str, int]:
-        """The topics agents read, with their partition counts."""
-        return {agent.topic.name: self.topics[agent.topic.name] for agent in self.app.agents}
+        """The topics agents read (repartition topics included), with their partition
+        counts."""
+        return {topic.name: self.topics[topic.name] for agent in self.app.agents
+                for topic in (agent.topic, agent.repartition) if topic is not None}
 
     def needs(self) -> dict[str, int]:
-        """The topics whose agents update tables, with the partition count they must keep
+        """The topics whose records update tables, with the partition count they must keep
         (their tables')."""
-        return {agent.topic.name: self.tables[table.name] for agent in self.app.agents
+        return {agent.table_topic.name: self.tables[table.name] for agent in self.app.agents
                 for table in tables_used_by(agent.fn) if table.name in self.tables}
 
     def changelogs(self) -> dict[str, int]:
@@ -106,7 +149,7 @@ class Layout:
 
 def _table_partitioner(table: Table, users: list) -> Partitioner:
     """The declared partitioner, else that of the topics whose agents use the table."""
-    placed = {agent.topic.partitioner: agent.topic.name for agent in users}
+    placed = {agent.table_topic.partitioner: agent.table_topic.name for agent in users}
     if table.partitioner is not None:
         placed.setdefault(table.partitioner, f'table {table.name!r}')
     if len(placed) > 1:
@@ -119,7 +162,7 @@ def _table_partitioner(table: Table, users: list) -> Partitioner:
 def _placement_codec(table: Table, users: list) -> Codec:
     """How the keys of ``table`` are encoded where they are placed: by its source topics'
     key serializer (they must agree), else its own."""
-    codecs = {agent.topic.key_codec: agent.topic.name for agent in users}
+    codecs = {agent.table_topic.key_codec: agent.table_topic.name for agent in users}
     if len(codecs) > 1:
         raise ConfigError(f'table {table.name!r} is updated from topics with different key '
                           f'serializers ({", ".join(sorted(codecs.values()))}); its keys '

@@ -136,13 +136,7 @@ def tables_used_by(function: Callable) -> set[Table]:
     Lets a slot check co-partitioning at start and derive partition counts for
     the usual case of a table declared at module level (or in an enclosing function).
     """
-    names: set[str] = set()
-    codes = [getattr(function, '__code__', None)]
-    while codes:
-        code = codes.pop()
-        if code is not None:
-            names.update(code.co_names)
-            codes.extend(const for const in code.co_consts if hasattr(const, 'co_names'))
+    names = code_names(function)
     scope = dict(getattr(function, '__globals__', {}))
     code = getattr(function, '__code__', None)
     for name, cell in zip(code.co_freevars if code else (), function.__closure__ or (),
@@ -153,3 +147,15 @@ def tables_used_by(function: Callable) -> set[Table]:
         except ValueError:        # not yet bound
             pass
     return {scope[name] for name in names if isinstance(scope.get(name), Table)}
+
+
+def code_names(function: Callable) -> set[str]:
+    """The global and attribute names a function's code uses, nested code included."""
+    names: set[str] = set()
+    codes = [getattr(function, '__code__', None)]
+    while codes:
+        code = codes.pop()
+        if code is not None:
+            names.update(code.co_names)
+            codes.extend(const for const in code.co_consts if hasattr(const, 'co_names'))
+    return names

@@ -127,10 +127,12 @@ class Producer:
 
     def send(self, topic: str, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None,
-             dropped: Callable[[], bool] | None = None, after: int = -1) -> Any:
+             dropped: Callable[[], bool] | None = None, after: int = -1,
+             timestamp_ms: int | None = None) -> Any:
         """Queue one record; returns kafka-python's future for its metadata, or None if
         ``dropped()`` says, once the producer is open, that the record is no longer wanted.
-        Under exactly-once the record goes into a transaction numbered above ``after``."""
+        Under exactly-once the record goes into a transaction numbered above ``after``.
+        ``timestamp_ms`` is the record's timestamp (None: now)."""
         with self._lock:
             while self._sealed or self.transaction <= after:
                 self._lock.wait()
@@ -145,7 +147,7 @@ class Producer:
                 epoch.pending += 1
         if epoch is None:
             try:
-                return self._queue(topic, key, value, headers, partition)
+                return self._queue(topic, key, value, headers, partition, timestamp_ms)
             except KafkaError:
                 if self.transaction_broken():
                     return None     # the transaction is lost: its records are processed again
@@ -155,7 +157,7 @@ class Producer:
                     self._sending -= 1
                     self._lock.notify_all()
         try:
-            future = self._queue(topic, key, value, headers, partition)
+            future = self._queue(topic, key, value, headers, partition, timestamp_ms)
         except BaseException:
             self._settle(epoch, None)
             raise
@@ -163,7 +165,8 @@ class Producer:
         return future
 
     def _queue(self, topic: str, key: bytes | None, value: bytes | None,
-               headers: list | None, partition: int | None) -> Any:
+               headers: list | None, partition: int | None,
+               timestamp_ms: int | None = None) -> Any:
         """kafka-python's ``send``, for a record placed in a known partition without headers
         (an agent's keyed output) its own steps only: the record's size checked, its
         partition added to the transaction, the record appended to the accumulator and the
@@ -175,13 +178,13 @@ class Producer:
         if partition is None or headers or not known or partition not in known or \
                 key is None and value is None or producer._closed:
             return producer.send(topic, key=key, value=value, headers=headers,
-                                 partition=partition)
+                                 partition=partition, timestamp_ms=timestamp_ms)
         if len(key or b'') + len(value or b'') > self._record_limit:
             producer._ensure_valid_record_size(producer._estimate_size_in_bytes(key, value))
         tp = TopicPartition(topic, partition)
         if self.transactional:
             producer._transaction_manager.maybe_add_partition_to_transaction(tp)
-        future, full, new, _ = producer._accumulator.append(tp, None, key, value, [])
+        future, full, new, _ = producer._accumulator.append(tp, timestamp_ms, key, value, [])
         if full or new:
             producer._sender.wakeup()
         return future

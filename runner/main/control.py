@@ -8,9 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import NotFinished, NotRunning
+from ..errors import EX_DEGRADED, EX_NOT_ANSWERING, EX_OK, NotFinished, NotRunning
 from ..logs import plural
 from ..platform import running_pid
+
+#: A status file older than this (seconds) is from a main process that stopped answering
+#: (frozen, or it cannot write the file): it rewrites it every second.
+STALE_AFTER = 10.0
 
 
 def status_path(pidfile: str | Path) -> Path:
@@ -36,21 +40,44 @@ def read_status(pidfile: str) -> tuple[int, dict[str, Any]]:
     return pid, status
 
 
+def exit_code(status: dict[str, Any], now: float | None = None) -> int:
+    """``runner status``'s exit code: 4 if the main process stopped answering, 2 if it is
+    degraded, else 0."""
+    if _silent_for(status, now) is not None:
+        return EX_NOT_ANSWERING
+    return EX_DEGRADED if status['state'] == 'degraded' else EX_OK
+
+
+def _silent_for(status: dict[str, Any], now: float | None) -> float | None:
+    """How long ago the status was written, if that is longer than :data:`STALE_AFTER`."""
+    written = status.get('written_at')
+    age = (time.time() if now is None else now) - written if written else 0.0
+    return age if age > STALE_AFTER else None
+
+
 def format_status(status: dict[str, Any], now: float | None = None) -> str:
-    """A table: one line about the main process, then one row per slot, each followed by
-    an indented line saying why when the slot is not ready."""
+    """A table: one line about the main process (two if it stopped answering, then
+    the last deploy's error if it was refused or failed), then one row per slot, each
+    followed by an indented line saying why when the slot is not ready."""
     now = time.time() if now is None else now
     slots = status['slots']
     ready = sum(bool(slot.get('ready')) for slot in slots)
     workers = plural(status.get('workers', len(slots)), 'slot')
     waiting = ', waiting for Kafka' if status.get('waiting_for_kafka') else ''
-    head = f"{status.get('app', '?')}: main pid {status['pid']}, {status['state']}{waiting}, "
+    state = f"{status['state']}{waiting}, {ready} of {workers} ready"
+    main = f"{status.get('app', '?')}: main pid {status['pid']}"
+    silent = _silent_for(status, now)
+    head = [f'{main}, {state}'] if silent is None else [
+        f'{main} stopped answering: its status was last written {silent:.0f}s ago, and said:',
+        f'  {state}']
+    if status.get('restart_error'):
+        head.append(f"last deploy: {status['restart_error']}")
     rows = [(('SLOT', 'PID', 'WEB', 'STATE', 'PARTITIONS'), None)]
     rows += [((str(slot['slot']), str(slot['pid'] or '-'), slot.get('web') or '-',
                slot['state'], ','.join(slot['assignment']) or '-'), _why(slot, now))
              for slot in slots]
     widths = [max(len(cells[i]) for cells, _ in rows) for i in range(4)]
-    lines = [f'{head}{ready} of {workers} ready']
+    lines = head
     for cells, why in rows:
         padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=False)]
         lines.append('  '.join([*padded, cells[4]]).rstrip())

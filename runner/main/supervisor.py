@@ -10,7 +10,6 @@ new code.
 """
 
 import dataclasses
-import json
 import logging
 import multiprocessing
 import os
@@ -32,15 +31,13 @@ from ..errors import (
     EX_SOFTWARE,
     EX_UNAVAILABLE,
     EX_USAGE,
-    CannotCreate,
     CannotFork,
-    DiskError,
     RunnerError,
 )
 from ..logs import plural
 from ..reports import LAST_EXIT_ENV, RESTARTS_ENV, ReportReader, channel
+from .publisher import StatusPublisher, Summary
 from .rolling import RollingRestart
-from .systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +77,9 @@ class SlotProcess:
     """The main process's record of one running slot process."""
 
     def __init__(self, index: int, process: multiprocessing.process.BaseProcess,
-                 reader: ReportReader) -> None:
+                 reader: ReportReader, import_timeout: float) -> None:
         self.index = index
+        self.import_timeout = import_timeout
         self.process = process
         self.pid = process.pid
         self.reader = reader
@@ -92,6 +90,7 @@ class SlotProcess:
         self.retiring = False
         self.handing_over = False   # retiring for its successor (USR2), not for good
         self.stop_by = 0.0          # when retiring: killed if still alive then
+        self.loaded = False         # it reported that it loaded the app
         self.ran = False            # it reported 'running' at least once
         self.was_ready = False      # it reported ready at least once
         self.killed: str | None = None    # why the main process killed it
@@ -119,6 +118,9 @@ class SlotProcess:
         """This slot's line in the status."""
         reason = self.killed or (_stopped_partitions(self.report.get('stopped')) if self.ready
                                  else self.report.get('reason'))
+        if not (reason or self.loaded):
+            reason = (f'loading the app (killed if not loaded within {self.import_timeout:g}s: '
+                      'import_timeout)')
         return {'slot': self.index, 'pid': self.pid, 'web': self.report.get('web'),
                 'state': self.state(), 'ready': self.ready, 'reason': reason,
                 'assignment': self.report.get('assignment', []), 'started': self.started_at}
@@ -175,13 +177,10 @@ class Supervisor:
         self._slot_main = slot_main
         self._reload = reload
         self._check_timeout = check_timeout
-        self._ready_timeout = ready_timeout
-        self._status = PublishedFile(status_path, 'runner status shows an older state')
-        self._targets = PublishedFile(targets_path, 'the Prometheus targets file is out of date')
         self._close_in_children = list(close_in_children)
         self._context = platform.fork_context()
         self._signals = platform.SignalQueue()
-        self._notifier = Notifier()
+        self.publisher = StatusPublisher(name, status_path, ready_timeout, targets_path)
         self.slots: dict[int, SlotProcess] = {}
         #: Slots started to replace a running one in a rolling restart, by index.
         self.successors: dict[int, SlotProcess] = {}
@@ -197,15 +196,9 @@ class Supervisor:
         self._restarts_failed = 0
         self._restart_error: str | None = None
         self._successor_failure: str | None = None  # a successor could not be forked
-        self._reloading = False         # RELOADING=1 sent, READY=1 not yet
         self._stopping: str | None = None
         self._kill_at = 0.0
         self._escalated_to_kill = False
-        self._was_ready = False
-        self._last_ready = time.monotonic()
-        self._watchdog_held = False
-        self._last_watchdog = 0.0
-        self._status_line = ''
         self._leftovers: set[int] = set()
         self._main_pid = os.getpid()
         self.exit_code = EX_OK
@@ -214,7 +207,7 @@ class Supervisor:
     def run(self) -> int:
         """Loop until every slot has stopped; returns the exit code."""
         self._main_pid = os.getpid()
-        self._last_ready = time.monotonic()
+        self.publisher.started()
         platform.become_subreaper()
         wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._close_in_children += [wakeup_r, wakeup_w]
@@ -233,9 +226,7 @@ class Supervisor:
         finally:
             self._cancel_check()
             self._kill_leftovers()
-            self._notifier.notify(status='stopped')
-            self._status.remove()
-            self._targets.remove()
+            self.publisher.stopped()
         log.info('main process of %s stopped', self.name)
         return self.exit_code
 
@@ -372,8 +363,8 @@ class Supervisor:
             raise
         finally:
             slot_end.close()
-        return SlotProcess(index, process, ReportReader(main_end, f'slot {index} (pid '
-                                                                  f'{process.pid})'))
+        reader = ReportReader(main_end, f'slot {index} (pid {process.pid})')
+        return SlotProcess(index, process, reader, self._check_timeout)
 
     def _fds_to_close(self) -> list[int]:
         """What a forked child must not keep: the pidfile lock, the wakeup pipe, the
@@ -408,6 +399,9 @@ class Supervisor:
         for report in slot.reader.read():
             if 'error' in report:
                 slot.error = report
+                continue
+            if report.get('loaded'):
+                slot.loaded = True
                 continue
             slot.report = report
             slot.reported_at = time.monotonic()
@@ -515,7 +509,7 @@ class Supervisor:
             self._give_up_on(slot.index, f'stopped: {reason}')
             return
         record.boot_failures += 1
-        if not self._was_ready and code > 0:    # a broken start (killed: tried again)
+        if not self.publisher.was_ready and code > 0:    # a broken start (killed: tried again)
             self._fail(code, f'slot {slot.index} could not start: {reason}')
         elif code in (EX_UNAVAILABLE, EX_IOERR):
             self._schedule_respawn(slot, reason)    # Kafka is away, or the disk is full:
@@ -591,6 +585,7 @@ class Supervisor:
         arrived while this loop was busy elsewhere are read first, so a slow loop never
         looks like silent slots."""
         now = time.monotonic()
+        self._kill_unloaded(now)
         for slot in [*self.slots.values(), *self._dismissed]:
             if self._stopping or slot.killed:
                 continue
@@ -609,6 +604,19 @@ class Supervisor:
                 continue
             log.error('slot %d (pid %d) %s; killing it', slot.index, slot.pid, slot.killed)
             platform.kill_quietly(slot.pid)
+
+    def _kill_unloaded(self, now: float) -> None:
+        """Kill, once, a slot or successor that has not loaded the app within the import
+        timeout (its import hangs): it is restarted, or its rolling restart stops."""
+        for slot in [*self.slots.values(), *self.successors.values()]:
+            if self._stopping or slot.killed or slot.retiring:
+                continue
+            self._read_reports(slot)
+            if not slot.loaded and now - slot.started > slot.import_timeout:
+                slot.killed = (f'did not load the app within {slot.import_timeout:g}s '
+                               '(import_timeout)')
+                log.error('slot %d (pid %d) %s; killing it', slot.index, slot.pid, slot.killed)
+                platform.kill_quietly(slot.pid)
 
     # -- rolling restart --------------------------------------------------
 
@@ -654,9 +662,7 @@ class Supervisor:
         """Re-read the configuration and start the app check; the slots are restarted
         once it has passed."""
         self._requests_serving = self._restart_requests
-        if self._was_ready:
-            self._reloading = True
-            self._notifier.reloading()
+        self.publisher.reloading()
         try:
             reload = self._reload()
         except RunnerError as exc:
@@ -717,7 +723,7 @@ class Supervisor:
         self._stopping = mode
         self._restart = None
         self._cancel_check()
-        self._notifier.notify(stopping='1')
+        self.publisher.stopping()
         log.info('%s shutdown of %s', mode, plural(len(self.slots), 'slot'))
         self._signal_all(signal.SIGTERM if mode == 'warm' else signal.SIGQUIT)
         grace = max([slot.report.get('graceful_timeout', 30.0) for slot in self.slots.values()],
@@ -742,30 +748,17 @@ class Supervisor:
     # -- publishing -------------------------------------------------------
 
     def _publish(self) -> None:
-        """Tell systemd and the status file (read by ``runner status``) what changed."""
-        rows = self._rows()
-        ready = sum(row['ready'] for row in rows)
-        if ready:
-            self._last_ready = time.monotonic()
-        waiting = any(row['state'] == 'waiting' for row in rows)
-        state = self._state(ready, waiting, any(row['state'] == 'degraded' for row in rows))
-        self._notify(ready, state, waiting)
-        self._ping_watchdog(waiting)
-        status = {'pid': self._main_pid, 'app': self.name, 'workers': self.workers,
-                  'state': state, 'waiting_for_kafka': waiting,
-                  'rolling_restarts': self._restarts_done,
-                  'failed_restarts': self._restarts_failed, 'restart_error': self._restart_error,
-                  'restart_requests': self._restart_requests,
-                  'restart_requests_served': self._requests_served, 'slots': rows}
-        self._status.publish(json.dumps(status, sort_keys=True))
-        self._targets.publish(json.dumps(self._scrape_targets(), indent=1, sort_keys=True))
-
-    def _scrape_targets(self) -> list[dict[str, Any]]:
-        """The web address of every slot that has one, as Prometheus ``file_sd_configs``
-        target groups labelled with the app and the slot number."""
-        return [{'targets': [slot.report['web']],
-                 'labels': {'runner_app': self.name, 'runner_slot': str(index)}}
-                for index, slot in sorted(self.slots.items()) if slot.report.get('web')]
+        """Hand this round's summary of the slots to the publisher."""
+        troubled = any(record.failed or record.reason is not None
+                       for index, record in self._records.items() if index < self.workers)
+        self.publisher.publish(Summary(
+            main_pid=self._main_pid, workers=self.workers, rows=self._rows(),
+            stopping=self._stopping, restarting=bool(self._restart or self._check),
+            slot_trouble=troubled, restarts={
+                'rolling_restarts': self._restarts_done,
+                'failed_restarts': self._restarts_failed, 'restart_error': self._restart_error,
+                'restart_requests': self._restart_requests,
+                'restart_requests_served': self._requests_served}))
 
     def _rows(self) -> list[dict[str, Any]]:
         """One status row per slot number, running or not."""
@@ -796,83 +789,6 @@ class Supervisor:
         if state in ('backoff', 'waiting'):
             row['retry_at'] = round(record.retry_at_wall, 3)
         return row
-
-    def _state(self, ready: int, waiting: bool, stopped: bool) -> str:
-        """The main process's state; ``stopped``: a slot has partitions stopped at a record."""
-        if self._stopping:
-            return 'stopping'
-        if self._restart or self._check:
-            return 'restarting'
-        if waiting or stopped or any(record.failed or record.reason is not None
-               for index, record in self._records.items() if index < self.workers):
-            return 'degraded'
-        return 'running' if ready >= self.workers or self._was_ready else 'starting'
-
-    def _notify(self, ready: int, state: str, waiting: bool) -> None:
-        """READY=1 once every slot is ready for the first time and at the end of each
-        reload; STATUS= whenever its line changes; both in one message."""
-        fields = {}
-        if not self._was_ready and ready >= self.workers:
-            self._was_ready = True
-            fields['ready'] = '1'
-            log.info('all %s ready', plural(self.workers, 'slot'))
-        elif self._reloading and state != 'restarting':
-            self._reloading = False
-            fields['ready'] = '1'
-        line = f'{ready}/{self.workers} slots ready, {state}'
-        if waiting:
-            line += ', waiting for Kafka'
-        if line != self._status_line:
-            self._status_line = fields['status'] = line
-        if fields:
-            self._notifier.notify(**fields)
-
-    def _ping_watchdog(self, waiting: bool) -> None:
-        """Ping while some slot has been ready within ``ready_timeout`` (so a worker whose
-        slots all crash-loop or hang is restarted by systemd), and while slots wait for
-        Kafka: restarting the worker would not bring the broker back."""
-        interval = self._notifier.watchdog_interval
-        now = time.monotonic()
-        if interval is None or now - self._last_watchdog < interval:
-            return
-        held = now - self._last_ready >= self._ready_timeout and not waiting
-        if held != self._watchdog_held:
-            self._watchdog_held = held
-            if held:
-                log.error('no slot has been ready for %.0fs; no longer pinging the systemd '
-                          'watchdog', now - self._last_ready)
-            else:
-                log.info('a slot is ready again; pinging the systemd watchdog again')
-        if not held:
-            self._last_watchdog = now
-            self._notifier.notify(watchdog='1')
-
-
-class PublishedFile:
-    """A file the main process replaces whenever its text changes (nothing without a
-    path); one that cannot be written (a full disk) is said once (``stale`` says what that
-    means) and tried again every round until it can, and the workers go on."""
-
-    def __init__(self, path: Path | None, stale: str) -> None:
-        self.path = path
-        self._stale = stale
-        self._written: str | None = ''     # None: the last write failed
-
-    def publish(self, text: str) -> None:
-        if self.path is None or text == self._written:
-            return
-        try:
-            platform.replace_file(self.path, text)
-        except (CannotCreate, DiskError) as exc:
-            if self._written is not None:
-                log.warning('%s: %s until it can be written', exc, self._stale)
-            self._written = None
-            return
-        self._written = text
-
-    def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
 
 
 def _ignored(name: str, why: str) -> None:

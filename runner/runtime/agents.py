@@ -33,8 +33,8 @@ class AgentThreads:
         self._stopped = threading.Event()
         self.policy = ErrorPolicy(agent)
         contexts = [AgentContext(slot) for _ in range(agent.concurrency)]
-        self._streams = [Stream(agent.topic, inbox, agent_context, self.policy, timing)
-                         for agent_context in contexts]
+        self._streams = [Stream(agent.topic, inbox, agent_context, self.policy,
+                                agent.repartition, timing) for agent_context in contexts]
         self._threads = [
             threading.Thread(target=self._run, args=(agent_context, stream), daemon=True,
                              name=f'agent-{agent.fn.__name__}-{i}')

@@ -44,6 +44,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
+from .. import logs
 from ..config import Settings
 from ..errors import EX_CANTCREAT, BrokerUnavailable, RunnerError
 from ..kafka.admin import leave_group
@@ -446,7 +447,9 @@ class ConsumerLoop:
         status, now = self._status, time.monotonic()
         if reaches_kafka(self._consumer):
             if self._outage_logged:
-                log.info('Kafka can be reached again after %.0fs', now - status.kafka_lost)
+                log.info('Kafka was away for %.0fs; %s of the Kafka client kept at debug level',
+                         now - status.kafka_lost,
+                         plural(logs.connection_errors_suppressed(), 'connection error'))
             status.kafka_lost, self._outage_logged = None, False
             return False
         status.beat()           # the loop is waiting for Kafka, not stalled

@@ -20,7 +20,7 @@ from ..app.context import MISSING
 from ..app.layout import Layout
 from ..app.tables import Table
 from ..app.topics import Topic
-from ..errors import ConfigError, OutputRefused
+from ..errors import ConfigError, OutputRefused, shown
 from ..kafka.producer import Producer
 from ..state.checkpoint import Guard
 from ..state.manager import StateManager
@@ -106,10 +106,12 @@ class SlotContext:
 
     def send_processed(self, topic: Topic, key: bytes | None, value: bytes | None,
                        headers: list | None, partition: int | None,
-                       dropped: Callable[[], bool], after: int) -> Any:
+                       dropped: Callable[[], bool], after: int,
+                       timestamp_ms: int | None = None) -> Any:
         """Send on behalf of an agent's record (in its transaction, under exactly-once)."""
         return self.producer.send(topic.name, key, value, headers,
-                                  placed(topic, key, partition, self.producer), dropped, after)
+                                  placed(topic, key, partition, self.producer), dropped, after,
+                                  timestamp_ms)
 
     def flush(self, timeout: float) -> None:
         self.outside.flush(timeout)
@@ -150,6 +152,11 @@ class AgentContext:
         if self.slot.producer.transactional:
             self._hold(queue.task)
 
+    def hold(self) -> None:
+        """Hold the task's guard for the rest of the batch, as a table access does, so a
+        checkpoint cuts the task only between two records (their sends included)."""
+        self._hold(self.task)
+
     def boundary(self) -> None:
         """Between two records: send what the last one held, serve a checkpoint waiting for
         this thread."""
@@ -184,6 +191,7 @@ class AgentContext:
         partition = task.partitions.get(table.name)
         if partition is None or self.guard is not task.guard:
             partition = self._partition(table)
+        self._check_owned(table, table.routing_key(key))
         return partition.get(key, fill_cache=True)
 
     def write(self, table: Table, key: Any, value: Any) -> None:
@@ -195,6 +203,7 @@ class AgentContext:
         partition = task.partitions.get(table.name)
         if partition is None or self.guard is not task.guard:
             partition = self._partition(table)
+        self._check_owned(table, table.routing_key(key))
         self.undone.append((partition, key, partition.set(key, value)))
         if table.windowing is not None:
             partition.observe(self.event_time())
@@ -220,10 +229,13 @@ class AgentContext:
     def windows(self, table: Table, key: Any) -> list[tuple[float, Any]]:
         if self.task is None:
             return self.slot.windows(table, key)
-        return self._partition(table).windows(key)
+        partition = self._partition(table)
+        self._check_owned(table, key)
+        return partition.windows(key)
 
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
-             headers: list | None = None, partition: int | None = None) -> Any:
+             headers: list | None = None, partition: int | None = None,
+             timestamp_ms: int | None = None) -> Any:
         """Send through the slot's producer; dropped once the record's task is finished
         (its partition was taken away, and the next owner processes the record again).
         Outside a record it is a send of the slot's, belonging to no record."""
@@ -231,19 +243,21 @@ class AgentContext:
         if task is None:
             return self.slot.send(topic, key, value, headers, partition)
         if self.held is None:
-            return self.send_now(topic, key, value, headers, partition)
+            return self.send_now(topic, key, value, headers, partition, timestamp_ms)
         _check_size(topic, key, value, headers, self.slot.producer.max_request_size)
-        held = HeldSend(self, (topic, key, value, headers, partition))
+        held = HeldSend(self, (topic, key, value, headers, partition, timestamp_ms))
         self.held.append(held)
         return held
 
     def send_now(self, topic: Topic, key: bytes | None, value: bytes | None,
-                 headers: list | None, partition: int | None) -> Any:
+                 headers: list | None, partition: int | None,
+                 timestamp_ms: int | None = None) -> Any:
         """Send on behalf of the record being processed (see :meth:`send`)."""
         task = self.task
         try:
             sent = None if self.dropping else self.slot.send_processed(
-                topic, key, value, headers, partition, lambda: self.dropping, task.cut_in)
+                topic, key, value, headers, partition, lambda: self.dropping, task.cut_in,
+                timestamp_ms)
         except MessageSizeTooLargeError as exc:
             raise OutputRefused(f'a record for {topic.name} is too large: {exc}') from None
         return Future().success(None) if sent is None else sent
@@ -270,6 +284,22 @@ class AgentContext:
                 'with their source topics')
         self._hold(task)
         return partition
+
+    def _check_owned(self, table: Table, key: Any) -> None:
+        """Refuse a (routing) key that lives in another partition than the record's: its
+        value is in another task, maybe another slot, and a write here would split it.
+        The record's own key is always served, wherever its producer put the record."""
+        number = self.slot.layout.partition_of(table, key)
+        task = self.task
+        if number != task.number and \
+                self.slot.layout.placement_codecs[table.name].dumps(key) != self.record.key:
+            record = self.record
+            raise ConfigError(
+                f'table {table.name!r}: key {shown(key)} belongs to partition {number}, but '
+                f'the record being processed ({record.topic}[{record.partition}]@'
+                f'{record.offset}) is in partition {task.number}; an agent reads and writes '
+                "only keys of its record's partition: re-key the stream with "
+                'stream.group_by(key_fn) (or send to a topic keyed by the table key)')
 
     def _hold(self, task: Task) -> None:
         if self.guard is not task.guard:

@@ -219,7 +219,9 @@ class Dispatcher:
 
     def __init__(self, routes: dict[str, list[Inbox]]) -> None:
         self._routes = routes
-        self._inboxes = [inbox for inboxes in routes.values() for inbox in inboxes]
+        #: Each inbox once (an agent that re-keys its stream reads two topics).
+        self._inboxes = list(dict.fromkeys(inbox for inboxes in routes.values()
+                                           for inbox in inboxes))
 
     @property
     def topics(self) -> list[str]:

@@ -165,7 +165,8 @@ class Slot:
     def _prepare_topics(self) -> Layout:
         """Partition counts of every topic and table; missing topics (changelogs too) created."""
         settings = self.settings
-        declared = [*self.app.topics.values(), *(t.changelog for t in self.app.tables.values())]
+        declared = [*self.app.topics.values(), *(t.changelog for t in self.app.tables.values()),
+                    *(a.repartition for a in self.app.agents if a.repartition is not None)]
         client = admin.connect(settings.kafka_client(), settings.broker_timeout,
                                self._client_id())
         try:
@@ -189,7 +190,9 @@ class Slot:
         routes: dict[str, list[Inbox]] = {}
         for agent in self.app.agents:
             inbox = Inbox()
-            routes.setdefault(agent.topic.name, []).append(inbox)
+            for topic in (agent.topic, agent.repartition):
+                if topic is not None:
+                    routes.setdefault(topic.name, []).append(inbox)
             self._agents.append(AgentThreads(agent, inbox, slot_context, self._fail,
                                              self.metrics.batch_timing(agent.name)))
         protocol = (RebalanceProtocol.COOPERATIVE if settings.assignor == 'cooperative'
@@ -396,9 +399,12 @@ def boot(options: Options, index: int, report_fd: int, main_pid: int,
     platform.mark_slot()
     reporter = Reporter(report_fd)
     logs.retag(f'slot {index}')
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: platform.dump_stacks(
+        f'slot {index} loading the app'))           # the slot's own handler replaces it
     try:
         app = load_app(options.app)
         settings = options.settings_for(app.settings, index)
+        reporter.send({'loaded': True})             # the import timeout no longer applies
         logs.setup(settings.loglevel, settings.logfile, f'slot {index}', settings.secrets())
         platform.set_title(f'runner: slot {index} {app.name}')
         return Slot(app, settings, index, reporter.send, successor).run()

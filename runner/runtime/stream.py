@@ -16,6 +16,15 @@ its queue with the rest of its batch while the thread goes on with other
 partitions, until the operator skips it (the next taker dead-letters it
 first).  A record that cannot be decoded never reaches the agent: the
 agent's error policy takes it (see :class:`runner.runtime.policy.ErrorPolicy`).
+
+Re-keying (:meth:`Stream.group_by`): the agent's inbox gets the records of
+its topic and of its repartition topic.  Iterating the grouped stream sends
+each record of the topic to the repartition topic under its new key, as an
+output of that record (in its transaction, under exactly-once; holding its
+task's guard, so no checkpoint falls between a forward and its record's
+offset), and hands the agent the records read back from the repartition
+topic, whose partition is the one of the new key: table keys derived from it
+are the record's own.
 """
 
 import itertools
@@ -25,6 +34,7 @@ from typing import Any
 
 from ..app.context import Event
 from ..app.topics import Topic
+from ..errors import ConfigError
 from .context import AgentContext
 from .policy import ErrorPolicy
 from .queues import Inbox, PartitionQueue, Stopped
@@ -40,8 +50,11 @@ class Stream:
     """
 
     def __init__(self, topic: Topic, inbox: Inbox, context: AgentContext,
-                 policy: ErrorPolicy, timing: Callable[[float, int], None] | None = None) -> None:
+                 policy: ErrorPolicy, repartition: Topic | None = None,
+                 timing: Callable[[float, int], None] | None = None) -> None:
         self.topic = topic
+        #: The agent's repartition topic, if it re-keys its stream.
+        self.repartition = repartition
         self._inbox = inbox
         self._context = context
         self._policy = policy
@@ -64,20 +77,28 @@ class Stream:
         self._noticed = (0, time.monotonic())   # (steps, when first seen by :attr:`progressed`)
 
     def __iter__(self) -> Iterator[Any]:
-        loads = self.topic.value_codec.loads
-        return self._records(lambda record: loads(record.value))
+        return self._records(decoded_values(self.topic))
 
     def items(self) -> Iterator[tuple[Any, Any]]:
-        key_loads = self.topic.key_codec.loads
-        value_loads = self.topic.value_codec.loads
-        return self._records(lambda record: (key_loads(record.key), value_loads(record.value)))
+        return self._records(decoded_items(self.topic))
 
     def events(self) -> Iterator[Event]:
-        key_loads = self.topic.key_codec.loads
-        value_loads = self.topic.value_codec.loads
-        return self._records(lambda record: Event(
-            key_loads(record.key), value_loads(record.value), list(record.headers or ()),
-            record.topic, record.partition, record.offset, record.timestamp))
+        return self._records(decoded_events(self.topic))
+
+    def group_by(self, key: Callable[[Any], Any]) -> 'GroupedStream':
+        """This stream re-keyed by ``key(value)``, through the agent's repartition topic
+        ``{app}-{agent}-repartition``: the agent gets each value once it has been read
+        back from the partition of its new key, so the table keys derived from that key
+        are in the partition of the record being processed.  Call it in the agent's own
+        function (the name ``group_by`` in it declares the repartition topic at start)."""
+        if self.repartition is None:
+            raise ConfigError('stream.group_by is called from outside the agent\'s own '
+                              'function, so the agent has no repartition topic: call it in '
+                              'the function decorated with @app.agent')
+        if not callable(key):
+            raise TypeError(f'group_by takes a function of the value (its new key), not '
+                            f'{type(key).__name__}')
+        return GroupedStream(self, key)
 
     # -- what the agent threads do after the agent function raised ------------
 
@@ -138,7 +159,24 @@ class Stream:
 
     # -- iteration ------------------------------------------------------------
 
-    def _records(self, convert: Callable[[Any], Any]) -> Iterator[Any]:
+    def _regrouped(self, convert: Callable[[Any], Any], key: Callable[[Any], Any]
+                   ) -> Iterator[Any]:
+        """Records of the repartition topic, converted; those of the topic are sent there
+        under ``key(value)``, with their value, headers and timestamp."""
+        topic, dumps = self.repartition, self.repartition.key_codec.dumps
+        send = self._context.send
+
+        def forward(record: Any, value: Any) -> None:
+            new_key = key(value)
+            if new_key is None:
+                raise TypeError('the key function of group_by returned None')
+            send(topic, dumps(new_key), record.value, record.headers, None,
+                 record.timestamp if record.timestamp >= 0 else None)
+        return self._records(convert, (decoded_values(self.topic), forward))
+
+    def _records(self, convert: Callable[[Any], Any],
+                 regroup: tuple[Callable[[Any], Any], Callable[[Any, Any], None]] | None = None
+                 ) -> Iterator[Any]:
         if self._unfinished:
             self._finish()
         while True:
@@ -156,12 +194,18 @@ class Stream:
                     self._taken_at = time.monotonic()
                 if taken[0].skipping is not None:
                     self._set_aside_skipped()
-            yield from self._batch(convert)
+            if regroup is not None and self._open[0].tp.topic == self.topic.name:
+                self._context.hold()     # a forward is state: cut with its record's offset
+                yield from self._batch(*regroup)
+            else:
+                yield from self._batch(convert)
 
-    def _batch(self, convert: Callable[[Any], Any]) -> Iterator[Any]:
-        """Yield what is left of the open batch.  If the agent raises, the batch stays open
-        (leased, and its task's guard held) with its record unfinished, so neither another
-        thread nor a checkpoint gets past that record until the error is dealt with."""
+    def _batch(self, convert: Callable[[Any], Any],
+               forward: Callable[[Any, Any], None] | None = None) -> Iterator[Any]:
+        """Yield what is left of the open batch (or pass each value to ``forward``).  If the
+        agent raises, the batch stays open (leased, and its task's guard held) with its
+        record unfinished, so neither another thread nor a checkpoint gets past that
+        record until the error is dealt with."""
         queue, records = self._open
         context = self._context
         held = context.held            # exactly-once: the record's sends, made once it is done
@@ -178,7 +222,10 @@ class Stream:
                 self._policy.unreadable(context, record, exc)
             else:
                 self._unfinished = True
-                yield value
+                if forward is None:
+                    yield value
+                else:
+                    forward(record, value)
                 if held:               # a send failing now fails the record, still unfinished
                     context.release_held()
                 self._unfinished = False
@@ -213,3 +260,41 @@ class Stream:
         self._steps += 1
         self._open[0].processed = self._context.record.offset
         self._context.boundary()
+
+
+class GroupedStream:
+    """A stream re-keyed through its agent's repartition topic (see :meth:`Stream.group_by`):
+    iterate it for values, or use :meth:`items` (the new key first) and :meth:`events`."""
+
+    def __init__(self, stream: Stream, key: Callable[[Any], Any]) -> None:
+        self._stream = stream
+        self._key = key
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._stream._regrouped(decoded_values(self._stream.repartition), self._key)
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        return self._stream._regrouped(decoded_items(self._stream.repartition), self._key)
+
+    def events(self) -> Iterator[Event]:
+        return self._stream._regrouped(decoded_events(self._stream.repartition), self._key)
+
+
+def decoded_values(topic: Topic) -> Callable[[Any], Any]:
+    """A record's value, decoded as ``topic`` encodes it."""
+    loads = topic.value_codec.loads
+    return lambda record: loads(record.value)
+
+
+def decoded_items(topic: Topic) -> Callable[[Any], tuple[Any, Any]]:
+    """A record's ``(key, value)``, decoded as ``topic`` encodes them."""
+    key_loads, value_loads = topic.key_codec.loads, topic.value_codec.loads
+    return lambda record: (key_loads(record.key), value_loads(record.value))
+
+
+def decoded_events(topic: Topic) -> Callable[[Any], Event]:
+    """A record as an :class:`runner.Event`, decoded as ``topic`` encodes it."""
+    key_loads, value_loads = topic.key_codec.loads, topic.value_codec.loads
+    return lambda record: Event(
+        key_loads(record.key), value_loads(record.value), list(record.headers or ()),
+        record.topic, record.partition, record.offset, record.timestamp)

@@ -89,14 +89,14 @@ def counts_of(worker, words, slot=0, table='counts'):
     return found
 
 
-def wait_for_counts(worker, truth, timeout=60, slot=0):
+def wait_for_counts(worker, truth, timeout=60, slot=0, table='counts'):
     """Wait until the counts of ``truth``'s words equal it; on timeout, fail naming the
     words that are off (more: processed twice, fewer: lost or not yet processed)."""
     try:
-        wait_for(lambda: counts_of(worker, truth, slot) == truth, timeout,
+        wait_for(lambda: counts_of(worker, truth, slot, table) == truth, timeout,
                  'every count to reach the truth')
     except TimeoutError:
-        found = counts_of(worker, truth, slot)
+        found = counts_of(worker, truth, slot, table)
         off = {word: f'{found[word]} for {count}' for word, count in sorted(truth.items())
                if found[word] != count}
         raise AssertionError(f'{len(off)} of {len(truth)} counts are off: {off}') from None

@@ -33,14 +33,14 @@ tried = set()
 @app.agent(words, concurrency=2, on_error={on_error!r}, retries=2, retry_backoff=0.05)
 def count(stream):
     for event in stream.events():
+        if event.value == 'nokey':          # a record without a key, anywhere:
+            counts[event.key] += 1          # a None key is refused by the table
         counts[event.value] += 1            # taken back when the record fails
         if event.value == 'flaky' and event.offset not in tried:
             tried.add(event.offset)
             raise ConnectionError('flaky service')
         if event.value == 'bad' or BROKEN.exists() and event.value.startswith('fix'):
             raise ValueError(f'cannot handle {{event.value}}')
-        if event.value == 'nokey':
-            counts[event.key] += 1          # a None key: refused by the table
 '''
 
 CATCHING_APP = '''

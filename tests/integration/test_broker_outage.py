@@ -3,6 +3,7 @@ their state and resume when it is back; past ``broker_outage_limit`` a slot exit
 the main process keeps starting it until Kafka answers again."""
 
 import json
+import re
 import threading
 
 import kafka_broker
@@ -79,6 +80,13 @@ def test_a_broker_outage_under_load_loses_nothing_and_restarts_no_slot(tmp_path,
             assert worker.slot_pids(2) == pids                 # no slot was restarted
             assert 'exited with code' not in worker.log()
             wait_for(lambda: not status_of(worker)['waiting_for_kafka'], 10, 'the status')
+            log = worker.log()
+            kafka_lines = re.findall(r'(?:WARNING|ERROR) kafka\.', log)
+            assert len(kafka_lines) < 20, kafka_lines     # not ~1,000 a minute per slot
+            assert log.count('Kafka cannot be reached; the slot keeps its state') == 2
+            summaries = re.findall(r'Kafka was away for (\d+)s; (\d+) connection errors? of '
+                                   r'the Kafka client kept at debug level', log)
+            assert len(summaries) == 2 and all(int(away) >= OUTAGE - 10 for away, _ in summaries)
 
 
 def test_an_outage_past_the_limit_restarts_slots_until_kafka_is_back(tmp_path, names):

@@ -189,7 +189,7 @@ def test_a_crash_looping_slot_shows_as_backoff_and_stops_the_watchdog(tmp_path, 
         [slot] = [s['pid'] for s in status(tmp_path, pidfile)['slots']]
         marker.touch()
         os.kill(slot, signal.SIGKILL)
-        wait_for(lambda: systemd.heard('STATUS=0/1 slots ready, degraded'), 30,
+        wait_for(lambda: systemd.heard('STATUS=degraded, 0 of 1 slot ready'), 30,
                  'a degraded status')
         backoff = wait_for(lambda: [s for s in status(tmp_path, pidfile)['slots']
                                     if s['state'] == 'backoff' and s['exit_code'] == 70], 30,
@@ -204,7 +204,7 @@ def test_a_crash_looping_slot_shows_as_backoff_and_stops_the_watchdog(tmp_path, 
             'no longer pinging')[1], 60, 'one more crash while the watchdog is held')
         assert not any('WATCHDOG=1' in message for message in systemd.receive())
         marker.unlink()
-        wait_for(lambda: systemd.heard('STATUS=1/1 slots ready, running'), 90,
+        wait_for(lambda: systemd.heard('STATUS=running, 1 of 1 slot ready'), 90,
                  'the slot to recover')
         wait_for(lambda: systemd.heard('WATCHDOG=1'), 10, 'the watchdog pinged again')
         proc.send_signal(signal.SIGTERM)

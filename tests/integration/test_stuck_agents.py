@@ -70,7 +70,7 @@ def test_a_slow_agent_that_keeps_making_progress_is_not_stuck(
     worker.wait_ready()
     pid = worker.slot_pids(1)
     slow = [f'slow{n}' for n in range(16)]          # 8 s of work on one partition
-    produce(kafka_bootstrap, names['source'], [('one key', w) for w in slow])
+    produce(kafka_bootstrap, names['source'], [(w, w) for w in slow], partition=0)
     wait_for_counts(worker, collections.Counter(slow))
     assert 'is stuck' not in worker.log()
     assert worker.slot_pids(1) == pid

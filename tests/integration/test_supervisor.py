@@ -261,7 +261,7 @@ def test_systemd_hears_ready_reloading_watchdog_and_stopping(tmp_path, names, ka
         return field in heard
     try:
         wait_for(lambda: hear('READY=1'), 60, 'READY=1')
-        wait_for(lambda: hear('STATUS=2/2 slots ready, running'), 10, 'the status line')
+        wait_for(lambda: hear('STATUS=running, 2 of 2 slots ready'), 10, 'the status line')
         heard.clear()
         wait_for(lambda: hear('WATCHDOG=1'), 10, 'a watchdog ping')
         proc.send_signal(signal.SIGHUP)
@@ -328,6 +328,61 @@ def test_a_broken_deploy_is_refused_before_any_slot_stops(tmp_path, names, worke
     assert 'RuntimeError: half-deployed' in result.stderr
     assert worker.slot_pids(2) == before
     assert status(tmp_path, pidfile)['state'] == 'running'
+    table = run_cli(['status', '--pidfile', str(pidfile)], tmp_path).stdout.splitlines()
+    assert table[1].startswith('last deploy: rolling restart refused, slots keep running: ')
+    assert 'half-deployed' in table[1]
+
+
+def test_a_slot_whose_import_hangs_says_so_dumps_on_usr1_and_is_killed_in_time(
+        tmp_path, names, workers):
+    pidfile, config, hang = tmp_path / 'runner.pid', tmp_path / 'r.yaml', tmp_path / 'hang'
+    config.write_text('import_timeout: 10\n')
+    worker = workers(forward_app(tmp_path, names),
+                     extra=('-w', '2', '--pidfile', str(pidfile), '-c', str(config)))
+    old = worker.slot_pids(2)
+    wait_for(lambda: status(tmp_path, pidfile).get('state') == 'running', 60, 'ready slots')
+    app = tmp_path / 'testapp.py'
+    good = app.read_text()
+    app.write_text(f'import os, pathlib, time\nwhile pathlib.Path({str(hang)!r}).exists() and '
+                   '"RUNNER_SLOT_PID" in os.environ:\n    time.sleep(0.1)\n' + good)
+    hang.touch()
+    os.kill(old[0], signal.SIGKILL)                 # restarted onto the app deployed now
+
+    def loading():
+        row = status(tmp_path, pidfile)['slots'][0]
+        return row['pid'] not in (None, old[0]) and 'loading the app' in (row['reason'] or '')
+    wait_for(loading, 30, 'slot 0 restarted and loading the app')
+    new = status(tmp_path, pidfile)['slots'][0]['pid']
+    table = run_cli(['status', '--pidfile', str(pidfile)], tmp_path).stdout
+    assert 'loading the app (killed if not loaded within 10s: import_timeout)' in table
+    worker.signal(signal.SIGUSR1)
+    wait_for(lambda: f'end of stack dump of slot 0 loading the app pid {new}' in worker.log(),
+             10, 'the stack dump of the slot loading the app')
+    dump = worker.log().split(f'stack dump of slot 0 loading the app pid {new}')[1]
+    assert 'testapp.py' in dump
+    wait_for(lambda: f'slot 0 (pid {new}) did not load the app within 10s (import_timeout); '
+             'killing it' in worker.log(), 30, 'the slot killed at the import timeout')
+    hang.unlink()
+    wait_for(lambda: status(tmp_path, pidfile).get('state') == 'running'
+             and all(row['ready'] for row in status(tmp_path, pidfile)['slots']), 90,
+             'slot 0 started again once the import no longer hangs')
+    assert worker.slot_pids(2)[1] == old[1], worker.log()
+
+
+def test_a_frozen_main_process_is_said_to_have_stopped_answering(tmp_path, names, workers):
+    pidfile = tmp_path / 'runner.pid'
+    worker = workers(forward_app(tmp_path, names), extra=('--pidfile', str(pidfile)))
+    wait_for(lambda: status(tmp_path, pidfile).get('state') == 'running', 60, 'a ready slot')
+    worker.signal(signal.SIGSTOP)
+    try:
+        frozen = wait_for(lambda: (result := run_cli(['status', '--pidfile', str(pidfile)],
+                                                     tmp_path)).returncode == 4 and result,
+                          30, 'status to say the main process stopped answering')
+    finally:
+        worker.signal(signal.SIGCONT)
+    assert f'main pid {worker.proc.pid} stopped answering' in frozen.stdout
+    wait_for(lambda: run_cli(['status', '--pidfile', str(pidfile)], tmp_path).returncode == 0,
+             30, 'status to answer 0 again')
 
 
 def test_a_deploy_that_cannot_start_leaves_every_old_slot_running(tmp_path, names, workers):

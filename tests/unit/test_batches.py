@@ -54,7 +54,7 @@ class FakeKafkaProducer:
         self._closed = False
         self.sent = []            # what went through kafka-python's own send
 
-    def send(self, topic, key=None, value=None, headers=None, partition=None):
+    def send(self, topic, key=None, value=None, headers=None, partition=None, timestamp_ms=None):
         self.sent.append((topic, key, value, headers, partition))
         return Future()
 

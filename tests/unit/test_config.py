@@ -278,3 +278,12 @@ def test_a_config_file_larger_than_the_limit_is_refused_before_it_is_parsed(tmp_
 def test_a_command_timeout_beyond_the_maximum_is_refused():
     with pytest.raises(UsageError, match='at most'):
         positive_seconds('1e308', '--timeout', UsageError)
+
+
+@pytest.mark.parametrize('address', ['0.0.0.0', '0.0.0.0:6066', '::', '[::]:6066', '[::]'])
+def test_a_wildcard_web_advertise_is_refused_in_one_line(address):
+    with pytest.raises(UsageError, match='a wildcard address') as raised:
+        check_settings({'web_advertise': address}, 'the command line', UsageError)
+    assert '\n' not in str(raised.value)
+    assert check_settings({'web_advertise': '10.0.0.5:6066'}, 'the command line',
+                          UsageError) == {'web_advertise': '10.0.0.5:6066'}

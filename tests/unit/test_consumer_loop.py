@@ -1,6 +1,7 @@
 """The consumer loop's checkpoints and rebalances, driven with a fake consumer and producer
 and real queues, tasks, agent threads and LevelDB stores."""
 
+import logging
 import threading
 from types import SimpleNamespace
 
@@ -17,6 +18,7 @@ from kafka.errors import (
 from kafka.future import Future
 
 import runner
+from runner import logs
 from runner.app.layout import Layout
 from runner.config import Settings
 from runner.errors import BrokerUnavailable
@@ -133,7 +135,8 @@ class FakeProducer:
         self.acked = True               # False: sends wait for a broker
         self._lock = threading.Condition()
 
-    def send(self, topic, key, value, headers=None, partition=None, dropped=None, after=-1):
+    def send(self, topic, key, value, headers=None, partition=None, dropped=None, after=-1,
+             timestamp_ms=None):
         with self._lock:
             self.waiting = True
             while self.transaction <= after:
@@ -684,3 +687,28 @@ def test_a_revocation_whose_commit_fails_stores_nothing(world):
     world.consumer.commit_async = lambda offsets: Future().failure(CommitFailedError('gone'))
     world.revoke(TP0)
     assert world.stored(0) == ({}, 0)
+
+
+def test_an_outage_is_said_once_and_summed_up_with_the_client_errors_kept_from_the_log(
+        tmp_path):
+    logfile = tmp_path / 'log'
+    logs.setup('info', str(logfile), 'slot 0')
+    world = World(tmp_path / 'w', broker_outage_limit=60)
+    try:
+        logs.connection_errors_suppressed()
+        world.consumer.reachable = False
+        assert world.loop._waiting_for_kafka()
+        world.status.kafka_lost -= 5                         # away for 5 s
+        for _ in range(3):
+            logging.getLogger('kafka.net.manager').error('Connection failed: %s',
+                                                         'KafkaConnectionError')
+        assert world.loop._waiting_for_kafka() and world.loop._waiting_for_kafka()
+        world.consumer.reachable = True
+        assert not world.loop._waiting_for_kafka()
+        lines = [line.split(': ', 1)[1] for line in logfile.read_text().splitlines()]
+        assert lines[0].startswith('Kafka cannot be reached')
+        assert lines[1:] == [('Kafka was away for 5s; 3 connection errors of the Kafka client '
+                             'kept at debug level')]
+    finally:
+        world.close()
+        logs.setup('info', None, 'test')

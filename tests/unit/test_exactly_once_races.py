@@ -126,7 +126,7 @@ class FakeTransactionalKafkaProducer:
         assert self._transaction_manager._current_state == TransactionState.READY
         self._transaction_manager._current_state = TransactionState.IN_TRANSACTION
 
-    def send(self, topic, key=None, value=None, headers=None, partition=None):
+    def send(self, topic, key=None, value=None, headers=None, partition=None, timestamp_ms=None):
         assert self._transaction_manager._current_state == TransactionState.IN_TRANSACTION, \
             'a record was sent outside a transaction'
         self.open.append(value.decode())

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import runner
 from runner.config import Settings
-from runner.main.supervisor import PublishedFile, Supervisor
+from runner.main.publisher import PublishedFile, scrape_targets
 from runner.reports import LAST_EXIT_ENV, RESTARTS_ENV
 from runner.runtime.context import AgentContext
 from runner.runtime.metrics import SlotCollector
@@ -155,7 +155,7 @@ def test_a_stream_times_each_batch_it_finishes_once_with_its_last_records_timest
     inbox.close(drain=True)
     timed = []
     slot = SimpleNamespace(producer=SimpleNamespace(transactional=False))
-    stream = Stream(TOPIC, inbox, AgentContext(slot), None,
+    stream = Stream(TOPIC, inbox, AgentContext(slot), None, timing=
                     lambda taken_at, timestamp: timed.append((taken_at, timestamp)))
     assert list(stream) == [0, 1, 2, 3, 4]
     assert [timestamp for _, timestamp in timed] == [2000, 4000]
@@ -240,15 +240,14 @@ class FakeReader:
 
 # -- the main process's target file for Prometheus ----------------------------------------
 
-def test_the_target_file_lists_every_slot_that_has_a_web_address(tmp_path):
-    targets = tmp_path / 'runner.pid.targets.json'
-    supervisor = Supervisor('metered', 3, None, None, 1.0, 1.0, targets_path=targets)
-    supervisor.slots = {2: SimpleNamespace(report={'web': '127.0.0.1:6068'}),
-                        0: SimpleNamespace(report={'web': '127.0.0.1:6066'}),
-                        1: SimpleNamespace(report={'phase': 'starting'})}
-    assert supervisor._scrape_targets() == [
+def test_the_target_file_lists_every_slot_that_has_a_web_address():
+    rows = [{'slot': 0, 'pid': 10, 'web': '127.0.0.1:6066'},
+            {'slot': 1, 'pid': 11, 'web': None},               # starting: no server yet
+            {'slot': 2, 'pid': None, 'web': None},             # in its backoff
+            {'slot': 3, 'pid': 13, 'web': '127.0.0.1:6069'}]
+    assert scrape_targets('metered', rows) == [
         {'targets': ['127.0.0.1:6066'], 'labels': {'runner_app': 'metered', 'runner_slot': '0'}},
-        {'targets': ['127.0.0.1:6068'], 'labels': {'runner_app': 'metered', 'runner_slot': '2'}}]
+        {'targets': ['127.0.0.1:6069'], 'labels': {'runner_app': 'metered', 'runner_slot': '3'}}]
 
 
 def test_a_published_file_is_replaced_only_when_its_text_changes_and_warns_once(

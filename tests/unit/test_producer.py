@@ -19,7 +19,7 @@ class FakeKafkaProducer:
         self._metadata = Metadata()
         self.futures: list[Future] = []
 
-    def send(self, topic, key=None, value=None, headers=None, partition=None):
+    def send(self, topic, key=None, value=None, headers=None, partition=None, timestamp_ms=None):
         self.futures.append(Future())
         return self.futures[-1]
 

@@ -25,6 +25,15 @@ def test_reports_arrive_whole_and_in_order():
     reader.close()
 
 
+def test_a_slot_that_loaded_the_app_says_so_before_its_first_status(caplog):
+    reader, reporter = pair()
+    reporter.send({'loaded': True})
+    reporter.send(STATUS)
+    assert reader.read() == [{'loaded': True}, STATUS]
+    assert 'malformed' not in caplog.text
+    reader.close()
+
+
 def test_a_report_of_thousands_of_partitions_arrives_whole():
     reader, reporter = pair()
     many = {**STATUS, 'assignment': [f'a-rather-long-topic-name:{n}' for n in range(3000)]}

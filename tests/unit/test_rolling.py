@@ -103,6 +103,7 @@ class FakeProcess:
         self.end = socket.socket(fileno=os.dup(self._report_fd))
 
     def report(self, phase, ready):
+        self.end.send(b'{"loaded": true}')
         self.end.send(json.dumps({
             'phase': phase, 'live': True, 'ready': ready, 'reason': 'joining', 'web': None,
             'graceful_timeout': 30.0, 'heartbeat_timeout': 60.0, 'assignment': []}).encode())
@@ -149,7 +150,7 @@ class Main:
         for slot in self.supervisor.slots.values():
             self.report(slot)
         self.step()
-        assert self.supervisor._was_ready
+        assert self.supervisor.publisher.was_ready
 
     def hup(self):
         """As if HUP came and the app check passed."""
