@@ -1,7 +1,7 @@
 """Stateful word count in ONE worker slot vs the raw kafka-python consume loop, on one topic.
 
     python bench/wordcount.py [--records N] [--repeat R] [--seed S] [--distinct D]
-                              [--compare CHECKOUT]
+                              [--compare CHECKOUT] [--scrape]
                               [--exactly-once [--exactly-once-interval S]]
 
 Produces N words (key = value = the word, D (2000) distinct, 4 partitions) once, then runs,
@@ -15,6 +15,8 @@ alternating, R times each:
   equal the truth (end-to-end rate); then every count is checked once;
 * with ``--compare``: the same runner run from another checkout of this repository
   (an earlier commit, say), so two versions are measured side by side;
+* with ``--scrape``: the same runner with ``GET /metrics`` asked every second while it
+  runs, as Prometheus would, so the cost of the metrics is measured side by side;
 * with ``--exactly-once``: the same app with ``processing_guarantee='exactly_once'``
   (its default commit interval, 0.1 s, or ``--exactly-once-interval``), so the cost
   of transactions is measured side by side with at-least-once.
@@ -26,8 +28,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import random
+import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,14 +122,38 @@ def wrong_counts(worker: Worker, truth: dict[str, int]) -> dict[str, tuple[int, 
             if found[word] != expected}
 
 
+@contextlib.contextmanager
+def scraping(worker: Worker, interval: float = 1.0) -> Iterator[list[int]]:
+    """Ask ``GET /metrics`` of the worker's slot every ``interval`` seconds in the block
+    (as Prometheus would); the list it gives holds the number of answers, once it ends."""
+    stop, answers = threading.Event(), [0]
+
+    def scrape() -> None:
+        while not stop.wait(interval):
+            with (contextlib.suppress(OSError),
+                  urllib.request.urlopen(f'http://{worker.host}:{worker.port}/metrics',
+                                         timeout=5) as response):
+                response.read()
+                answers[0] += 1
+    thread = threading.Thread(target=scrape, name='scraper', daemon=True)
+    thread.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        thread.join()
+
+
 def run_worker(bootstrap: str, admin: KafkaAdminClient, workdir: Path, topic: str,
                truth: dict[str, int], app: str, repo: Path,
-               settings: dict[str, Any]) -> dict[str, Any]:
-    """One runner run: a fresh app (its own group and changelog) over the whole topic."""
+               settings: dict[str, Any], scrape: bool = False) -> dict[str, Any]:
+    """One runner run: a fresh app (its own group and changelog) over the whole topic;
+    with ``scrape``, its metrics asked for every second."""
     source = APP_SOURCE.format(app=app, topic=topic, partitions=PARTITIONS,
                                settings=''.join(f', {k}={v!r}' for k, v in settings.items()))
     module = write_app(workdir, source, app.replace('-', '_'))
-    with Worker.for_app(workdir, module, bootstrap, app, repo=repo) as worker:
+    with (Worker.for_app(workdir, module, bootstrap, app, repo=repo) as worker,
+          scraping(worker) if scrape else contextlib.nullcontext([0]) as scrapes):
         timed = time_processing(worker, topic, sum(truth.values()))
         timed['end_to_end_s'] = wait_settled(worker, admin, app, topic, truth) - timed['ready_at']
         wrong = wrong_counts(worker, truth)
@@ -138,7 +168,8 @@ def run_worker(bootstrap: str, admin: KafkaAdminClient, workdir: Path, topic: st
             'processed_at_ready': timed['processed_at_ready'], 'peak_rss_mb': rss,
             'wrong_counts': len(wrong), 'wrong_examples': dict(list(wrong.items())[:5]),
             'changelog_records': sum(end_offsets(bootstrap, f'{app}-counts-changelog').values()),
-            'stop_exit_code': exit_code, 'stop_s': round(stop_seconds, 3)}
+            'stop_exit_code': exit_code, 'stop_s': round(stop_seconds, 3),
+            'scrapes': scrapes[0]}
 
 
 def time_processing(worker: Worker, topic: str, count: int) -> dict[str, Any]:
@@ -206,7 +237,8 @@ def summarize(count: int, vocabulary: int, produce_seconds: float, raws: list[di
             f'{numbers["end_to_end_rate"]:,} end to end, {numbers["records_per_cpu_s"]:,} per '
             f'CPU second, peak RSS {numbers["peak_rss_mb"]} MiB, ready '
             f'{numbers["start_to_ready_s"]}s after start')
-    for top, bottom in (('runner', 'compared'), ('exactly-once', 'runner')):
+    for top, bottom in (('runner', 'compared'), ('exactly-once', 'runner'),
+                        ('scraped', 'runner')):
         if top in sides and bottom in sides:
             results[f'ratios_{top}_{bottom}'] = versus(results[top], results[bottom],
                                                        f'{top} / {bottom}')
@@ -244,6 +276,8 @@ def benchmark(args: argparse.Namespace) -> None:
     words = make_words(args.records, args.seed, args.distinct)
     truth = dict(collections.Counter(words))
     checkouts: dict[str, tuple[Path, dict[str, Any]]] = {'runner': (REPO, {})}
+    if args.scrape:
+        checkouts['scraped'] = (REPO, {})
     if args.exactly_once:
         interval = {} if args.exactly_once_interval is None else {
             'commit_interval': args.exactly_once_interval}
@@ -270,7 +304,7 @@ def benchmark(args: argparse.Namespace) -> None:
                 for name, (repo, settings) in checkouts.items():
                     sides[name].append(run_worker(bootstrap, admin, workdir, topic, truth,
                                                   f'bench-wc-{tag}-{name}-{index}', repo,
-                                                  settings))
+                                                  settings, scrape=name == 'scraped'))
                     line.append(f'{name} {sides[name][-1]["rate"]:,}')
                 say(f'run {index}: {" | ".join(line)} records/s')
             results = summarize(args.records, args.distinct, produce_seconds, raws, sides)
@@ -291,6 +325,8 @@ def main() -> None:
                         help=f'distinct words ({VOCABULARY})')
     parser.add_argument('--compare', metavar='CHECKOUT',
                         help='another checkout of runner to run side by side')
+    parser.add_argument('--scrape', action='store_true',
+                        help='also run it with GET /metrics asked every second, side by side')
     parser.add_argument('--exactly-once', action='store_true',
                         help='also run the app under exactly-once, side by side')
     parser.add_argument('--exactly-once-interval', type=float, metavar='S',

@@ -300,7 +300,8 @@ def worker_command(args: dict[str, Any]) -> int:
                             reload=lambda: _reload(args), check_timeout=settings.import_timeout,
                             ready_timeout=settings.ready_timeout,
                             status_path=control.status_path(pidfile.path) if pidfile else None,
-                            close_in_children=(pidfile.fd,) if pidfile else ())
+                            close_in_children=(pidfile.fd,) if pidfile else (),
+                            targets_path=control.targets_path(pidfile.path) if pidfile else None)
     try:
         code = supervisor.run()
     finally:

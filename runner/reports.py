@@ -26,6 +26,11 @@ STATUS_FIELDS = {'phase': str, 'live': bool, 'ready': bool, 'reason': str, 'web'
                  'assignment': list}
 ERROR_FIELDS = {'error': str, 'code': int}
 LOADED_FIELDS = {'loaded': bool}
+#: The other way, in the environment of a slot the main process starts: how many times it
+#: restarted this slot number after an unexpected exit, and the exit code of the last
+#: process of that number (negative: the signal that killed it), if any.
+RESTARTS_ENV = 'RUNNER_SLOT_RESTARTS'
+LAST_EXIT_ENV = 'RUNNER_SLOT_LAST_EXIT_CODE'
 
 
 def channel() -> tuple[socket.socket, socket.socket]:

@@ -22,6 +22,12 @@ def status_path(pidfile: str | Path) -> Path:
     return Path(f'{pidfile}.json')
 
 
+def targets_path(pidfile: str | Path) -> Path:
+    """Where the main process lists its slots' web addresses for Prometheus
+    (``file_sd_configs``): next to its pidfile."""
+    return Path(f'{pidfile}.targets.json')
+
+
 def read_status(pidfile: str) -> tuple[int, dict[str, Any]]:
     """The running main process's pid and status, or NotRunning."""
     pid = running_pid(pidfile)

@@ -1,5 +1,6 @@
 """What the main process tells the outside about its slots: the status file (read by
-``runner status``), and systemd's ``READY=``, ``RELOADING=``, ``STATUS=`` and watchdog.
+``runner status``), systemd's ``READY=``, ``RELOADING=``, ``STATUS=`` and watchdog, and
+Prometheus's target file (``file_sd_configs``).
 
 The supervisor decides; this module only says.  Each round of the main loop hands
 it a :class:`Summary` of the slots and the restarts; it works out the main
@@ -48,9 +49,11 @@ class StatusPublisher:
     """Publishes each round's :class:`Summary`.  ``ready_timeout``: once no slot has been
     ready for this long, systemd's watchdog is no longer pinged."""
 
-    def __init__(self, name: str, path: Path | None, ready_timeout: float) -> None:
+    def __init__(self, name: str, path: Path | None, ready_timeout: float,
+                 targets_path: Path | None = None) -> None:
         self.name = name
         self.path = path
+        self._targets = PublishedFile(targets_path, 'the Prometheus targets file is out of date')
         self._ready_timeout = ready_timeout
         self.notifier = Notifier()
         #: Every slot was ready at once, at least once (READY=1 was sent).
@@ -83,6 +86,7 @@ class StatusPublisher:
         self.notifier.notify(status='stopped')
         if self.path:
             self.path.unlink(missing_ok=True)
+        self._targets.remove()
 
     def publish(self, summary: Summary) -> None:
         """Tell systemd and the status file what changed."""
@@ -104,6 +108,8 @@ class StatusPublisher:
         now = time.time()
         if self.path and (text != self._published or now - self._written_at >= STATUS_REFRESH):
             self._write_status(status, text, now)
+        self._targets.publish(json.dumps(scrape_targets(self.name, rows), indent=1,
+                                         sort_keys=True))
 
     def _write_status(self, status: dict[str, Any], text: str, now: float) -> None:
         """Replace the status file (``text`` is ``status``), stamped with ``now``; one that
@@ -182,3 +188,38 @@ def status_line(state: str, ready: int, workers: int, waiting: bool,
     if waiting:
         line += ', waiting for Kafka'
     return f'{line}; {restart_error}' if restart_error else line
+
+
+def scrape_targets(app: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The web address of every slot that has one (from its status row), as Prometheus
+    ``file_sd_configs`` target groups labelled with the app and the slot number."""
+    return [{'targets': [row['web']], 'labels': {'runner_app': app,
+                                                 'runner_slot': str(row['slot'])}}
+            for row in rows if row.get('pid') and row.get('web')]
+
+
+class PublishedFile:
+    """A file replaced whenever its text changes (nothing without a path); one that cannot
+    be written (a full disk) is said once (``stale`` says what that means) and tried again
+    every round until it can, and the workers go on."""
+
+    def __init__(self, path: Path | None, stale: str) -> None:
+        self.path = path
+        self._stale = stale
+        self._written: str | None = ''     # None: the last write failed
+
+    def publish(self, text: str) -> None:
+        if self.path is None or text == self._written:
+            return
+        try:
+            platform.replace_file(self.path, text)
+        except (CannotCreate, DiskError) as exc:
+            if self._written is not None:
+                log.warning('%s: %s until it can be written', exc, self._stale)
+            self._written = None
+            return
+        self._written = text
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)

@@ -35,7 +35,7 @@ from ..errors import (
     RunnerError,
 )
 from ..logs import plural
-from ..reports import ReportReader, channel
+from ..reports import LAST_EXIT_ENV, RESTARTS_ENV, ReportReader, channel
 from .publisher import StatusPublisher, Summary
 from .rolling import RollingRestart
 
@@ -139,6 +139,7 @@ class SlotRecord:
     """What the main process remembers of a slot number across its processes."""
 
     crashes: int = 0            # in a row, for the backoff
+    restarts: int = 0           # after unexpected exits, in all (for the slot's metrics)
     boot_failures: int = 0      # exits before running, in a row
     retry_at: float = 0.0       # monotonic time before which it is not started again
     retry_at_wall: float = 0.0  # the same, as wall-clock time for the status
@@ -168,7 +169,7 @@ class Supervisor:
     def __init__(self, name: str, workers: int, slot_main: SlotMain,
                  reload: Callable[[], Reload], check_timeout: float, ready_timeout: float,
                  status_path: Path | None = None, close_in_children: tuple[int, ...] = (),
-                 workers_max: int | None = None) -> None:
+                 workers_max: int | None = None, targets_path: Path | None = None) -> None:
         self.name = name
         self.workers = workers
         #: The most slots TTIN may bring the worker to (``--workers-max``).
@@ -179,7 +180,7 @@ class Supervisor:
         self._close_in_children = list(close_in_children)
         self._context = platform.fork_context()
         self._signals = platform.SignalQueue()
-        self.publisher = StatusPublisher(name, status_path, ready_timeout)
+        self.publisher = StatusPublisher(name, status_path, ready_timeout, targets_path)
         self.slots: dict[int, SlotProcess] = {}
         #: Slots started to replace a running one in a rolling restart, by index.
         self.successors: dict[int, SlotProcess] = {}
@@ -375,8 +376,17 @@ class Supervisor:
         successors dismissed that have not exited yet."""
         return [*self.slots.values(), *self.successors.values(), *self._dismissed]
 
+    def _slot_environment(self, index: int) -> dict[str, str]:
+        """What a new slot ``index`` is told in its environment (see :mod:`runner.reports`)."""
+        record = self._record(index)
+        environment = {RESTARTS_ENV: str(record.restarts)}
+        if record.exit_code is not None:
+            environment[LAST_EXIT_ENV] = str(record.exit_code)
+        return environment
+
     def _run_slot(self, index: int, report_fd: int, close: list[int], successor: bool) -> None:
         """The child side of the fork: shed the parent's state, then run the slot."""
+        os.environ.update(self._slot_environment(index))
         for fd in close:
             try:
                 os.close(fd)
@@ -522,8 +532,10 @@ class Supervisor:
 
     def _schedule_respawn(self, slot: SlotProcess, reason: str) -> None:
         """Restart with exponential backoff; a slot that ran a while starts afresh."""
+        record = self._record(slot.index)
         if time.monotonic() - slot.started > STABLE_AFTER:
-            self._record(slot.index).crashes = 0
+            record.crashes = 0
+        record.restarts += 1
         self._back_off(slot.index, f'slot {slot.index} (pid {slot.pid})', reason)
 
     def _back_off(self, index: int, who: str, reason: str) -> None:

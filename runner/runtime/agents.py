@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from kafka import TopicPartition
+
 from ..app import context
 from ..app.agents import Agent
 from ..app.topics import Topic
@@ -22,7 +24,8 @@ class AgentThreads:
     """``agent.concurrency`` threads, each calling ``agent.fn(stream)`` on its own stream."""
 
     def __init__(self, agent: Agent, inbox: Inbox, slot: SlotContext,
-                 on_failure: Callable[..., None]) -> None:
+                 on_failure: Callable[..., None],
+                 timing: Callable[[float, int], None] | None = None) -> None:
         self.agent = agent
         self.inbox = inbox
         self._on_failure = on_failure
@@ -31,7 +34,7 @@ class AgentThreads:
         self.policy = ErrorPolicy(agent)
         contexts = [AgentContext(slot) for _ in range(agent.concurrency)]
         self._streams = [Stream(agent.topic, inbox, agent_context, self.policy,
-                                agent.repartition) for agent_context in contexts]
+                                agent.repartition, timing) for agent_context in contexts]
         self._threads = [
             threading.Thread(target=self._run, args=(agent_context, stream), daemon=True,
                              name=f'agent-{agent.fn.__name__}-{i}')
@@ -40,6 +43,14 @@ class AgentThreads:
     @property
     def threads(self) -> list[threading.Thread]:
         return list(self._threads)
+
+    def processed(self) -> dict[TopicPartition, int]:
+        """Records its threads have processed, per partition (read at a metrics scrape)."""
+        total: dict[TopicPartition, int] = {}
+        for stream in self._streams:
+            for tp, count in dict(stream.processed).items():
+                total[tp] = total.get(tp, 0) + count
+        return total
 
     def start(self) -> None:
         for thread in self._threads:
@@ -99,6 +110,7 @@ class AgentThreads:
         if record is None or isinstance(exc, RunnerError):
             return False
         agent_context.undo()
+        self.policy.raised()
         if isinstance(exc, OutputRefused):
             self.policy.set_aside(agent_context, record, exc, 'refused')
             return True

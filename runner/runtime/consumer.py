@@ -56,6 +56,7 @@ from ..state.checkpoint import Checkpoint
 from ..state.manager import StateManager
 from . import transactions
 from .context import SlotContext
+from .metrics import SlotMetrics
 from .queues import Dispatcher
 from .status import KAFKA_GRACE, SlotStatus
 from .tasks import Task, Tasks
@@ -82,8 +83,9 @@ class ConsumerLoop:
     def __init__(self, settings: Settings, group_id: str, client_id: str,
                  dispatcher: Dispatcher, tasks: Tasks, slot: SlotContext, status: SlotStatus,
                  on_failure: Callable[..., None], assignor: RunnerAssignor,
-                 instance_id: str | None) -> None:
+                 instance_id: str | None, metrics: SlotMetrics | None = None) -> None:
         self._settings = settings
+        self._metrics = metrics or SlotMetrics()
         self._group_id = group_id
         self._client_id = client_id
         self._instance_id = instance_id
@@ -137,6 +139,30 @@ class ConsumerLoop:
                 'rebalances': self._rebalance.count,
                 'paused': sorted(f'{tp.topic}:{tp.partition}' for tp in self._paused),
                 'queued': named(self._dispatcher.backlog())}
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Per partition with a commit: the log end offset (as last fetched) minus the
+        committed offset (for the metrics; read from the web server's thread)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        lag = {}
+        for tp, offset in dict(self._committed).items():
+            try:
+                end = consumer.highwater(tp)
+            except (KafkaError, KeyError):     # no longer assigned
+                continue
+            if end is not None:
+                lag[tp] = max(0, end - offset)
+        return lag
+
+    def backlog(self) -> dict[TopicPartition, int]:
+        """Records queued per partition (see :meth:`Dispatcher.backlog`)."""
+        return self._dispatcher.backlog()
+
+    @property
+    def rebalances(self) -> int:
+        return self._rebalance.count
 
     def stopped(self) -> dict[str, dict[str, object]]:
         """The partitions stopped at a record their agent raised on, and why, for the web."""
@@ -253,6 +279,9 @@ class ConsumerLoop:
         self._status.owners = dict(self._assignor.owners)
         log.info('rebalance %s', done.describe(self._assignor.generation, assignment,
                                                  self._assignor.warmups))
+        self._metrics.partitions_kept.inc(done.kept(assignment))
+        if done.revoked_any:
+            self._metrics.handover_seconds.observe(done.handover)
         self._status.unassigned = _unassigned(self._assignor.broken)
         if self._status.unassigned:
             log.error('%s', self._status.unassigned)
@@ -341,8 +370,9 @@ class ConsumerLoop:
         else:
             self._status.committing = time.monotonic()
             try:
-                transactions.run(self._transaction(checkpoint, self._tasks.active),
-                                 self._settings.commit_timeout, self._waiting_for_kafka)
+                with self._metrics.checkpoint_seconds.time():
+                    transactions.run(self._transaction(checkpoint, self._tasks.active),
+                                     self._settings.commit_timeout, self._waiting_for_kafka)
             except transactions.TransactionStuck as exc:
                 if not (self._outage_seen and exc.uncommitted and self._producer.idle()):
                     raise
@@ -367,10 +397,12 @@ class ConsumerLoop:
         except TransactionAborted as exc:
             log.warning('aborting the transaction: %s; the records since the last commit are '
                         'processed again', exc)
+            self._metrics.transactions.labels('aborted').inc()
             yield from transactions.abort(checkpoint, self._producer,
                                           lambda: self._reprocess(again()))
         else:
-            self._committed.update(offsets)
+            self._metrics.transactions.labels('committed').inc()
+            self._counted_commit(checkpoint, offsets)
 
     def _commit(self, checkpoint: Checkpoint) -> None:
         """Close the checkpoint and drive its steps, blocking this thread."""
@@ -379,6 +411,11 @@ class ConsumerLoop:
             log.info('checkpoint without %s: %s', plural(len(busy), 'busy task'), _names(busy))
         if checkpoint.empty or not self._still_member():
             return
+        with self._metrics.checkpoint_seconds.time():
+            self._drive(checkpoint)
+
+    def _drive(self, checkpoint: Checkpoint) -> None:
+        """The checkpoint's steps, blocking this thread."""
         timeout = self._settings.commit_timeout
         for step, value in checkpoint.steps(self._producer):
             if step == 'barrier':
@@ -440,7 +477,13 @@ class ConsumerLoop:
 
     def _record_commit(self, checkpoint: Checkpoint, offsets: dict[TopicPartition, int]) -> None:
         checkpoint.committed()
+        self._counted_commit(checkpoint, offsets)
+
+    def _counted_commit(self, checkpoint: Checkpoint, offsets: dict[TopicPartition, int]) -> None:
+        """The checkpoint's offsets are committed: remembered, and counted."""
         self._committed.update(offsets)
+        self._metrics.offsets_committed.inc(len(offsets))
+        self._metrics.changelog_records.inc(checkpoint.changelog_records)
 
     def _finish(self) -> None:
         """Stop fetching, let the agents finish (warm), then leave the group: the listener
@@ -485,6 +528,7 @@ class ConsumerLoop:
             self._retire(task)
         self._keep_the_rest(tasks, tps)
         self._rebalance.revoked(tps, time.monotonic() - began)
+        self._metrics.partitions_revoked.inc(len(tps))
 
     def _keep_the_rest(self, tasks: list[Task], revoked: set[TopicPartition]) -> None:
         """A task that lost only some of its partitions (a topic of its group changed its
@@ -630,6 +674,7 @@ class ConsumerLoop:
             self._consumer.seek(tp, self._rewind[tp])
         self._create_tasks(tps)
         self._rebalance.assigned(tps)
+        self._metrics.partitions_assigned.inc(len(tps))
 
     def _create_tasks(self, tps: set[TopicPartition]) -> None:
         """Queues for ``tps``, in new tasks or in tasks this slot has (a partition that joins
@@ -695,10 +740,24 @@ class Rebalance:
     def assigned(self, tps: set[TopicPartition]) -> None:
         self._assigned |= tps
 
+    @property
+    def revoked_any(self) -> bool:
+        return bool(self._revoked)
+
+    @property
+    def handover(self) -> float:
+        """Seconds the revoked partitions took to hand over (their last commit): how long
+        they paused."""
+        return self._handover
+
+    def kept(self, assignment: frozenset[TopicPartition]) -> int:
+        """Partitions of ``assignment`` this member had before the rebalance too."""
+        return len(assignment - self._assigned)
+
     def describe(self, generation: int, assignment: frozenset[TopicPartition],
                  warmups: set) -> str:
         handed = f' (handed over in {self._handover:.2f}s)' if self._revoked else ''
-        kept = len(assignment - self._assigned)
+        kept = self.kept(assignment)
         warm = f', warming up {len(warmups)} task(s) to take over' if warmups else ''
         return (f'to generation {generation}: revoked {_partitions(self._revoked)}{handed}, '
                 f'assigned {_partitions(self._assigned)}, kept {kept} partition(s){warm}')

@@ -42,7 +42,7 @@ class ErrorPolicy:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
         self._lock = threading.Lock()
-        self.counts = {'dead_lettered': 0, 'skipped': 0, 'retried': 0}
+        self.counts = {'failed': 0, 'dead_lettered': 0, 'skipped': 0, 'retried': 0}
 
     def unreadable(self, context: AgentContext, record: Any, exc: Exception) -> None:
         """A record the topic's serializers cannot decode: never retried."""
@@ -75,6 +75,10 @@ class ErrorPolicy:
         self._count('dead_lettered')
         log.warning('agent %s sent %s to %s (%s): %s', self.agent.name, where(record),
                     topic.name, reason, error)
+
+    def raised(self) -> None:
+        """The agent raised on a record (counted once per try)."""
+        self._count('failed')
 
     def retried(self, record: Any, exc: BaseException, attempt: int) -> None:
         self._count('retried')

@@ -33,11 +33,12 @@ from ..state.recovery import ChangelogReader
 from .agents import AgentThreads
 from .consumer import ConsumerLoop
 from .context import SlotContext
+from .metrics import SlotCollector, SlotMetrics
 from .queries import TableQueries
 from .queues import Dispatcher, Inbox
 from .status import SlotStatus
 from .tasks import Tasks
-from .web import Response, WebServer, advertised, skip_route, status_routes
+from .web import Response, WebServer, advertised, metrics_route, skip_route, status_routes
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ class Slot:
         self._web: WebServer | None = None
         self._web_address: str | None = None
         self._queries: TableQueries | None = None
+        self.metrics = SlotMetrics()
+        self.metrics.registry.register(SlotCollector(self.status, lambda: self._agents,
+                                                     lambda: self._consumer, lambda: self._state))
         self._layout: Layout | None = None
         self._producer: Producer | None = None
         self._plain_producer: Producer | None = None    # exactly-once: for sends outside agents
@@ -121,7 +125,7 @@ class Slot:
             self._queries = TableQueries(self.app.tables, self.status, self._web_address,
                                          settings.web_token)
             web.start([*self._queries.routes(), *status_routes(self.status),
-                       skip_route(self._skip)])
+                       metrics_route(self.metrics.scrape), skip_route(self._skip)])
             self._report()
             try:
                 return self._run_until_stopped()
@@ -189,7 +193,8 @@ class Slot:
             for topic in (agent.topic, agent.repartition):
                 if topic is not None:
                     routes.setdefault(topic.name, []).append(inbox)
-            self._agents.append(AgentThreads(agent, inbox, slot_context, self._fail))
+            self._agents.append(AgentThreads(agent, inbox, slot_context, self._fail,
+                                             self.metrics.batch_timing(agent.name)))
         protocol = (RebalanceProtocol.COOPERATIVE if settings.assignor == 'cooperative'
                     else RebalanceProtocol.EAGER)
         assignor = RunnerAssignor(self._web_address, identity, settings.standby_replicas,
@@ -199,7 +204,8 @@ class Slot:
         self._consumer = ConsumerLoop(settings, self.app.name, self._client_id(),
                                       Dispatcher(routes), Tasks(assignor.counts, layout.tables_of),
                                       slot_context, self.status, self._fail, assignor,
-                                      identity if settings.static_membership else None)
+                                      identity if settings.static_membership else None,
+                                      self.metrics)
         self.status.offsets = self._consumer.offsets
         self.status.stopped = self._consumer.stopped
         self.status.agents = lambda: {threads.agent.name: dict(threads.policy.counts)

@@ -50,7 +50,8 @@ class Stream:
     """
 
     def __init__(self, topic: Topic, inbox: Inbox, context: AgentContext,
-                 policy: ErrorPolicy, repartition: Topic | None = None) -> None:
+                 policy: ErrorPolicy, repartition: Topic | None = None,
+                 timing: Callable[[float, int], None] | None = None) -> None:
         self.topic = topic
         #: The agent's repartition topic, if it re-keys its stream.
         self.repartition = repartition
@@ -64,6 +65,14 @@ class Stream:
         #: Steps of progress so far: batches taken, records handed out, failed records
         #: dealt with.  Counted, not timed: no clock is read per record.
         self._steps = 0
+        #: Records of its batches processed, per partition: added once per batch, read by
+        #: the metrics (:mod:`runner.runtime.metrics`) at scrape time.
+        self.processed: dict[Any, int] = {}
+        self._taken = 0                   # records in the open batch when it was taken
+        #: Called once per batch finished with when (monotonic) it was taken and the
+        #: timestamp of its last record (see :class:`runner.runtime.metrics.BatchTiming`).
+        self._timing = timing
+        self._taken_at = 0.0
         self._waiting = False             # inside the inbox, waiting for records
         self._noticed = (0, time.monotonic())   # (steps, when first seen by :attr:`progressed`)
 
@@ -137,7 +146,9 @@ class Stream:
         self._open = None
         self._unfinished = False
         self._steps += 1
-        self._inbox.stop(queue, [self._context.record, *rest], stopped)
+        left = [self._context.record, *rest]
+        self._count(queue, self._taken - len(left))
+        self._inbox.stop(queue, left, stopped)
         self._context.end()
         self._inbox.release(queue)
 
@@ -178,6 +189,9 @@ class Stream:
                     return
                 self._context.begin(taken[0])
                 self._open = taken[0], iter(taken[1])
+                self._taken = len(taken[1])
+                if self._timing is not None:
+                    self._taken_at = time.monotonic()
                 if taken[0].skipping is not None:
                     self._set_aside_skipped()
             if regroup is not None and self._open[0].tp.topic == self.topic.name:
@@ -195,8 +209,10 @@ class Stream:
         queue, records = self._open
         context = self._context
         held = context.held            # exactly-once: the record's sends, made once it is done
+        start = self._steps
         for record in records:
-            if queue.revoked:
+            if queue.revoked:          # counted: the records handed out in this pass
+                self._count(queue, self._steps - start)
                 break
             context.record = record
             self._steps += 1
@@ -215,9 +231,17 @@ class Stream:
                 self._unfinished = False
             queue.processed = record.offset
             context.boundary()
+        else:
+            self._count(queue, self._taken)
+            if self._timing is not None:
+                self._timing(self._taken_at, context.record.timestamp)
         self._open = None
         context.end()
         self._inbox.release(queue)
+
+    def _count(self, queue: PartitionQueue, records: int) -> None:
+        """Add a batch's processed records (once per batch, never per record)."""
+        self.processed[queue.tp] = self.processed.get(queue.tp, 0) + records
 
     def _set_aside_skipped(self) -> None:
         """The operator skipped the record its partition stopped at, the first of the batch

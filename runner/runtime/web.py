@@ -36,7 +36,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..config import join_host_port, split_host_port
 from ..errors import DiskError, ResourceBusy
@@ -58,8 +58,15 @@ BUSY = (b'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n
         b'Retry-After: 1\r\nConnection: close\r\n'
         + f'Content-Length: {len(_BUSY_BODY)}\r\n\r\n'.encode() + _BUSY_BODY)
 
+class Text(NamedTuple):
+    """A body sent as it is (not as JSON), with its content type."""
+
+    content_type: str
+    payload: bytes
+
+
 Response = tuple[int, Any]
-#: ``handler(match, query_parameters) -> (status, JSON body)``
+#: ``handler(match, query_parameters) -> (status, JSON body or Text)``
 Handler = Callable[[re.Match, dict[str, str]], Response]
 #: A path pattern, its handler, the query parameters it takes and its method.
 Route = tuple[re.Pattern, Handler, frozenset[str], str]
@@ -87,6 +94,11 @@ def status_routes(status: SlotStatus) -> list[Route]:
 
     return [route('/health', health), route('/ready', ready),
             route('/', lambda _match, _params: (200, status.describe()))]
+
+
+def metrics_route(scrape: Callable[[], tuple[str, bytes]]) -> Route:
+    """``GET /metrics``: what ``scrape()`` gives (a content type and a body)."""
+    return route('/metrics', lambda _match, _params: (200, Text(*scrape())))
 
 
 def skip_route(skip: Callable[[str, int, int], Response]) -> Route:
@@ -253,9 +265,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, code: int, body: Any, send_body: bool,
               headers: dict[str, str] | None = None) -> None:
-        payload = json.dumps(body, indent=1, sort_keys=True).encode() + b'\n'
+        if isinstance(body, Text):
+            content_type, payload = body
+        else:
+            content_type = 'application/json'
+            payload = json.dumps(body, indent=1, sort_keys=True).encode() + b'\n'
         self.send_response(code)
-        self.send_header('Content-Type', 'application/json')
+        self.send_header('Content-Type', content_type)
         if code == 503:                   # not known yet, or not ready: ask again soon
             self.send_header('Retry-After', '1')
         for name, value in (headers or {}).items():

@@ -200,6 +200,11 @@ class Checkpoint:
         """The source offsets to commit: one past the last record every agent processed."""
         return {tp: offset for cut in self._cuts.values() for tp, offset in cut.offsets.items()}
 
+    @property
+    def changelog_records(self) -> int:
+        """Changelog records sent for this checkpoint so far."""
+        return sum(len(encoded) for _, _, encoded, _ in self._sent)
+
     def discard(self) -> None:
         """The transaction was aborted: the writes cut are thrown away, never stored."""
         for cut in self._cuts.values():

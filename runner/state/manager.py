@@ -9,6 +9,7 @@ share an entry.
 """
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -109,6 +110,13 @@ class StateManager:
         return [f'{self.tables[changelog].name}[{number}]'
                 for changelog, number in sorted(keys)], remaining
 
+    def disk_usage(self) -> dict[tuple[str, int], int]:
+        """Bytes on disk of every store open here (active, standby or recovering), by
+        table name and partition number (for the metrics)."""
+        return {(self.tables[changelog].name, number):
+                _bytes_in(self.store_path((changelog, number)))
+                for changelog, number in self.stores.opened()}
+
     def standbys(self, table: Table) -> dict[int, int]:
         """Standby partitions of ``table`` here, with the changelog offset each has reached."""
         positions = self.reader.positions()
@@ -126,6 +134,14 @@ class StateManager:
         for path in removed:
             log.info('removed local state %s, unused for over %.0fs', path, older_than)
         return removed
+
+
+def _bytes_in(path: Path) -> int:
+    """The size of the files in ``path`` (0 if it cannot be read)."""
+    try:
+        return sum(entry.stat().st_size for entry in os.scandir(path) if entry.is_file())
+    except OSError:
+        return 0
 
 
 def _idle_for(path: Path) -> float:

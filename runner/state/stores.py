@@ -196,6 +196,11 @@ class Stores:
             if store is not None:
                 self.release(key)
 
+    def opened(self) -> list[Key]:
+        """The stores open now."""
+        with self._lock:
+            return list(self._open)
+
     def remove(self, paths: Iterable[Path]) -> list[Path]:
         """Delete the files of stores that are not open; returns those removed."""
         with self._lock:

@@ -11,7 +11,7 @@ from kafka import TopicPartition
 import runner
 from runner.config import Settings
 from runner.runtime.context import AgentContext
-from runner.runtime.queues import Inbox
+from runner.runtime.queues import Inbox, Stopped
 from runner.runtime.slot import Slot
 from runner.runtime.stream import Stream
 
@@ -84,3 +84,16 @@ def test_time_without_kafka_does_not_count_towards_stuck(tmp_path):
     assert slot._stuck_agents() is None
     slot._kafka_lost_seen -= 6
     assert slot._stuck_agents() == 'agent stuck.count stuck for 5s'
+
+
+def test_stopping_a_partition_at_a_record_counts_as_progress():
+    inbox = Inbox()
+    inbox.assign(TP, TASK, held=False)
+    inbox.put(TP, [SimpleNamespace(topic='t', partition=0, offset=o, value=o, key=None)
+                   for o in range(3)])
+    stream = stream_of(inbox)
+    records = iter(stream)
+    assert next(records) == 0
+    since = later()
+    stream.stop_partition(Stopped('a', stream.unfinished, 'raised'))
+    assert stream.progressed >= since - 1 and not stream.stuck(since - 1)
