@@ -1,4 +1,11 @@
-"""Shared fixtures: a real Kafka broker, unique topic names and an admin client."""
+"""Shared fixtures: a real Kafka broker, unique topic names and an admin client.
+
+The broker is the one $KAFKA_BOOTSTRAP_SERVERS names, else one started for the run.  Under
+pytest-xdist every worker process is a session of its own: the controller starts the
+broker once, before the workers, passes its addresses to each and stops it at the end.
+Without xdist (``-n0``, ``-p no:xdist``), or when every path given lies in ``tests/unit``,
+the first test that needs a broker starts one for its session.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +14,92 @@ import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import kafka_broker
 import pytest
 from harness import Worker
 from kafka import KafkaAdminClient
 
+UNIT_TESTS = Path(__file__).resolve().parent / "unit"
+#: The key of the run's broker: in the controller's stash, and its addresses in workerinput.
+RUN_BROKER = "runner_run_broker"
+RUN_BROKER_KEY = pytest.StashKey[kafka_broker.Broker]()
+
+
+class BrokerAddresses(NamedTuple):
+    """The listeners of a broker another process runs (the controller's, under xdist)."""
+
+    bootstrap_servers: str
+    sasl_bootstrap_servers: str
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Without pytest-xdist (``-p no:xdist``), take the xdist options of addopts, unused."""
+    if not pluginmanager.has_plugin("xdist"):
+        group = parser.getgroup("xdist", "pytest-xdist is not loaded: these are ignored")
+        group.addoption("--numprocesses")
+        group.addoption("--maxschedchunk")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``long`` first, each followed by a short one.  xdist's load scheduling
+    (with ``--maxschedchunk=1``) hands each worker two tests, then one more whenever one
+    ends: so the long tests start at once, each on a worker of its own, and overlap the
+    rest of the suite rather than end it."""
+    long = [item for item in items if item.get_closest_marker("long")]
+    rest = [item for item in items if not item.get_closest_marker("long")]
+    paired = [item for pair in zip(long, rest) for item in pair]
+    items[:] = paired + long[len(rest):] + rest[len(long):]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under xdist, in the controller: start the run's broker before the workers start."""
+    config = session.config
+    if (not config.pluginmanager.has_plugin("dsession") or os.environ.get(
+            "KAFKA_BOOTSTRAP_SERVERS") or _only_unit_tests(config)):
+        return
+    broker = kafka_broker.Broker()
+    config.add_cleanup(broker.stop)
+    try:
+        broker.start()
+    except kafka_broker.BrokerError:
+        return                  # each worker tries for itself, and its tests say why it fails
+    config.stash[RUN_BROKER_KEY] = broker
+
+
+def _only_unit_tests(config: pytest.Config) -> bool:
+    """Whether every path the run was given lies in tests/unit (which needs no broker)."""
+    paths = (config.invocation_params.dir / arg.split("::")[0] for arg in config.args)
+    return all(path.resolve().is_relative_to(UNIT_TESTS) for path in paths)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:  # xdist.workermanage.WorkerController
+    """Give an xdist worker the addresses of the run's broker, if the controller runs one."""
+    broker = node.config.stash.get(RUN_BROKER_KEY, None)
+    if broker is not None:
+        node.workerinput[RUN_BROKER] = [broker.bootstrap_servers, broker.sasl_bootstrap_servers]
+
 
 @pytest.fixture(scope="session")
-def session_broker() -> Iterator[kafka_broker.Broker | None]:
-    """The broker run for the session; None when $KAFKA_BOOTSTRAP_SERVERS names one."""
+def session_broker(
+        request: pytest.FixtureRequest) -> Iterator[kafka_broker.Broker | BrokerAddresses | None]:
+    """The broker run for the session (or, under xdist, for the run); None when
+    $KAFKA_BOOTSTRAP_SERVERS names one."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield None
+        return
+    shared = getattr(request.config, "workerinput", {}).get(RUN_BROKER)
+    if shared:
+        yield BrokerAddresses(*shared)
         return
     with kafka_broker.Broker() as broker:
         yield broker
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(session_broker: kafka_broker.Broker | None) -> str:
+def kafka_bootstrap(session_broker: kafka_broker.Broker | BrokerAddresses | None) -> str:
     """The bootstrap address of $KAFKA_BOOTSTRAP_SERVERS, else of a broker run for the session."""
     return session_broker.bootstrap_servers if session_broker else os.environ[
         "KAFKA_BOOTSTRAP_SERVERS"]

@@ -6,6 +6,7 @@ import json
 import threading
 
 import kafka_broker
+import pytest
 from apps import Load, counts_of, wait_for_counts
 from harness import Worker, wait_for, write_app
 
@@ -51,6 +52,7 @@ def status_of(worker):
     return json.loads((worker.log_path.parent / 'w.pid.json').read_text())
 
 
+@pytest.mark.long
 def test_a_broker_outage_under_load_loses_nothing_and_restarts_no_slot(tmp_path, names):
     with kafka_broker.Broker() as broker:
         bootstrap = broker.bootstrap_servers
@@ -81,6 +83,7 @@ def test_a_broker_outage_under_load_loses_nothing_and_restarts_no_slot(tmp_path,
             wait_for(lambda: not status_of(worker)['waiting_for_kafka'], 10, 'the status')
 
 
+@pytest.mark.long
 def test_an_outage_past_the_limit_restarts_slots_until_kafka_is_back(tmp_path, names):
     with kafka_broker.Broker() as broker:
         bootstrap = broker.bootstrap_servers
@@ -116,6 +119,7 @@ def test_an_outage_past_the_limit_restarts_slots_until_kafka_is_back(tmp_path, n
                      'no count below the truth')       # at least once: none lost
 
 
+@pytest.mark.long
 def test_an_exactly_once_outage_longer_than_the_transaction_timeout_counts_each_record_once(
         tmp_path, names):
     with kafka_broker.Broker() as broker:

@@ -10,6 +10,7 @@ import shutil
 import signal
 
 import kafka_broker
+import pytest
 from apps import Load, wait_for_counts
 from harness import Worker, consume_committed, wait_for, write_app
 from kafka import KafkaProducer
@@ -76,6 +77,7 @@ def slot_pid(worker, slot):
     return state['pid'] if state else None
 
 
+@pytest.mark.long
 def test_slots_killed_at_random_and_a_broker_restart_count_each_record_exactly_once(
         tmp_path, names):
     rng = random.Random(11)
