@@ -262,17 +262,20 @@ class Broker:
         self._bootstrap, self._sasl_bootstrap = address, f"127.0.0.1:{port + 2}"
         return address
 
-    def restart(self, down: float = 0.0, timeout: float = 90) -> None:
-        """Stop the broker (SIGTERM), stay away ``down`` seconds, start it again on the same
-        ports with its data kept, and wait up to `timeout` s for it to answer."""
+    def restart(self, down: float | Callable[[], object] = 0.0, timeout: float = 90) -> None:
+        """Stop the broker (SIGTERM), stay away ``down`` seconds (or until ``down()``
+        returns, even by raising), start it again on the same ports with its data kept,
+        and wait up to `timeout` s for it to answer."""
         process, address = self._process, self.bootstrap_servers
         if process is None or self.workdir is None:
             raise BrokerError("the Kafka broker is not running")
         _terminate(process.pid, lambda: process.poll() is None, 30)
-        time.sleep(down)
-        self._process = _launch(_require("java"), ensure_jars(self.version), self.workdir,
-                                self.die_with_parent)
-        _wait_until_ready(address, self._process, self.workdir, time.monotonic() + timeout)
+        try:
+            down() if callable(down) else time.sleep(down)
+        finally:
+            self._process = _launch(_require("java"), ensure_jars(self.version), self.workdir,
+                                    self.die_with_parent)
+            _wait_until_ready(address, self._process, self.workdir, time.monotonic() + timeout)
 
     def stop(self, timeout: float = 30) -> None:
         """Stop the broker: SIGTERM, SIGKILL after `timeout` s; remove a workdir it made."""

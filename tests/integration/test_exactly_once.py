@@ -59,6 +59,7 @@ def slot_pid(worker, slot):
     return state['pid'] if state else None
 
 
+@pytest.mark.long
 def test_slots_killed_at_random_and_a_broker_restart_count_each_record_exactly_once(
         tmp_path, names):
     rng = random.Random(11)

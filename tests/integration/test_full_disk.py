@@ -43,6 +43,7 @@ def resize(disk, size):
     subprocess.run(['mount', '-o', f'remount,size={size}', str(disk)], check=True)
 
 
+@pytest.mark.long
 def test_a_full_disk_stops_the_slot_in_one_line_and_nothing_is_lost_once_there_is_room(
         tmp_path, names, workers, kafka_bootstrap, small_disk):
     worker = workers(write_app(tmp_path, PADDED_APP.format(**names)),

@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 
+import pytest
 from apps import counts_of, wait_for_counts
 from harness import committed, consume, end_offsets, produce, wait_for, write_app
 from kafka.admin import NewPartitions
@@ -120,8 +121,9 @@ def test_partitions_that_stay_are_never_revoked_when_a_member_joins_or_leaves(
     wait_for_counts(first, truth)
 
 
+@pytest.mark.long
 def test_slots_restarted_one_after_another_do_not_rebalance_the_group(
-        tmp_path, names, workers, kafka_bootstrap):
+        tmp_path, names, workers, kafka_bootstrap, admin):
     app = write_app(tmp_path, APP.format(**names))
     worker = workers(app, extra=('-w', '3'))
     worker.split_between(3)
@@ -130,6 +132,10 @@ def test_slots_restarted_one_after_another_do_not_rebalance_the_group(
     truth = collections.Counter()
     for index in range(3):
         truth += send_words(kafka_bootstrap, names['source'], 1000, 7 + index)
+        wait_for_counts(worker, truth)
+        ends = end_offsets(kafka_bootstrap, names['source'])
+        wait_for(lambda ends=ends: committed(admin, names['app'], names['source']) == ends, 30,
+                 'every record to be committed')     # so the KILL makes no duplicates
         pid = worker.state(index)['pid']
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda i=index, p=pid: (s := worker.state(i)) and s['pid'] != p and s['ready'],

@@ -151,7 +151,10 @@ def test_usr1_dumps_every_thread_to_the_log(tmp_path, names, workers):
 
 def test_ready_is_503_while_joining_and_health_stays_200(tmp_path, names, workers):
     app = forward_app(tmp_path, names)
-    first = workers(app, 'first')
+    source = tmp_path / f'{app}.py'      # a frozen member holds the group for 60 s, and its
+    source.write_text(source.read_text().replace('session_timeout=6', 'session_timeout=60'))
+    (tmp_path / 'frozen.yaml').write_text('heartbeat_timeout: 60\n')   # main does not kill it
+    first = workers(app, 'first', extra=('-c', str(tmp_path / 'frozen.yaml')))
     first.wait_ready()
     [frozen] = first.slot_pids(1)
     os.kill(frozen, signal.SIGSTOP)     # the group cannot settle until its session expires

@@ -6,9 +6,11 @@ import re
 import subprocess
 import sys
 
+import pytest
 from harness import REPO, runner_env
 
 
+@pytest.mark.long
 def test_a_short_chaos_soak_loses_no_count(tmp_path):
     soak = subprocess.run(
         [sys.executable, str(REPO / 'bench' / 'soak.py'), '--guarantee', 'at_least_once',

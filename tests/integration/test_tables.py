@@ -211,10 +211,9 @@ def test_ready_says_how_much_is_left_while_recovering(tmp_path, names, kafka_boo
             for reason in reasons) if m]
         assert counts and counts[0] > 0, reasons            # right from its first answer
         assert counts == sorted(counts, reverse=True) and counts[0] <= 150000
-        assert all(re.fullmatch(r'starting|joining the consumer group|recovering tables '
-                                r'counts\[0\]: (reading where their changelogs end|\d+ '
-                                r'changelog records remaining)|processing', reason)
-                   for reason in reasons), reasons
+        assert not [reason for reason in reasons if not re.fullmatch(
+            r'starting|joining the consumer group|recovering tables counts\[0\]: (reading '
+            r'where their changelogs end|\d+ changelog records remaining)|processing', reason)]
         assert worker.get('/tables/counts/k000123')[1]['value'] == 1
     finally:
         worker.kill()
