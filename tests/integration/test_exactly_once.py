@@ -273,6 +273,7 @@ def count(stream):
 '''
 
 
+@pytest.mark.long
 def test_slow_records_while_a_worker_leaves_and_returns_and_slots_die_give_each_output_once(
         tmp_path, names, workers, kafka_bootstrap):
     rng = random.Random(23)
