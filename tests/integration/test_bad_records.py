@@ -119,7 +119,7 @@ def test_a_record_that_cannot_be_decoded_is_dead_lettered_and_other_partitions_f
     assert letter['runner-topic'] == names['source'] and letter['runner-partition'] == '0'
     assert letter['runner-error'].startswith('SerializationError: not JSON')
     assert worker.state()['agents']['testapp.count'] == {
-        'dead_lettered': 1, 'skipped': 0, 'retried': 0}
+        'failed': 0, 'dead_lettered': 1, 'skipped': 0, 'retried': 0}
     assert worker.slot_pids(1) == pid          # never restarted
 
 
@@ -138,8 +138,9 @@ def test_an_agent_that_raises_follows_its_policy_and_nothing_else_is_lost(
     wait_for_counts(worker, truth)
     all_committed(admin, kafka_bootstrap, names)
     counts = worker.state()['agents']['testapp.count']
-    # 'bad' twice and 'nokey' once: each tried three times (retries=2); 'flaky' twice
-    assert counts == {'dead_lettered': 3 if on_error == 'dead_letter' else 0,
+    # 'bad' twice and 'nokey' once: each tried three times (retries=2), raising each time;
+    # 'flaky' twice, raising once
+    assert counts == {'failed': 3 * 3 + 1, 'dead_lettered': 3 if on_error == 'dead_letter' else 0,
                       'skipped': 3 if on_error == 'skip' else 0, 'retried': 3 * 2 + 1}
     assert worker.slot_pids(1) == pid
     assert worker.log().count('trying it again') == 7

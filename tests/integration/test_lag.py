@@ -43,7 +43,7 @@ def test_lag_agrees_with_kafka_s_own_tool(tmp_path, names, workers, kafka_bootst
     module = write_app(tmp_path, APP.format(**names))
     worker = workers(module)
     worker.wait_ready()
-    produce(kafka_bootstrap, names['source'], [(f'k{n}', f'w{n % 7}') for n in range(300)],
+    produce(kafka_bootstrap, names['source'], [(f'w{n % 7}', f'w{n % 7}') for n in range(300)],
             encode=str.encode)
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
@@ -52,7 +52,7 @@ def test_lag_agrees_with_kafka_s_own_tool(tmp_path, names, workers, kafka_bootst
     finally:
         admin.close()
     worker.stop()
-    produce(kafka_bootstrap, names['source'], [(f'k{n}', 'late') for n in range(40)],
+    produce(kafka_bootstrap, names['source'], [(f'late{n}', f'late{n}') for n in range(40)],
             encode=str.encode)                 # read by nobody: the lag
     result = run_cli(['-A', module, '-b', kafka_bootstrap, 'lag', '--json'], tmp_path)
     assert result.returncode == 0, result.stderr
