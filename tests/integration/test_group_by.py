@@ -90,10 +90,13 @@ def test_totals_by_another_key_through_group_by_are_exact_over_two_slots_and_a_r
                      f'{topic} to be committed to its end')
         assert worker.stop()[0] == 0
         second = orders(1200, 3000)
-        produce(kafka_bootstrap, names['source'], second)
     truth.update(order['user'] for _, order in second)
     again = workers.raw(worker.args, worker.port, 'again')     # the same ports, data
     again.split_between(2)
+    if guarantee == 'at_least_once':
+        # Sent once both slots hold their partitions: at-least-once may count a record
+        # twice when its partition moves before its commit, as the slots' start moves some.
+        produce(kafka_bootstrap, names['source'], second)
     for slot in range(2):
         wait_for_counts(again, truth, 120, slot, 'totals')
     assert 'Traceback' not in again.log()
