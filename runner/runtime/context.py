@@ -193,6 +193,7 @@ class AgentContext:
         task = self.task
         if task is None:
             return self.slot.read(table, key)
+        # The partition and key checks of write, inline: they run on every table access.
         partition = task.partitions.get(table.name)
         if partition is None or self.guard is not task.guard:
             partition = self._partition(table)
