@@ -10,6 +10,7 @@ from .codecs import Codec
 from .context import current
 from .partitioners import Partitioner
 from .tables import Table
+from .timers import Cron, Interval, Timer
 from .topics import Topic, check_topic_name
 
 
@@ -30,6 +31,7 @@ class App:
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
         self.tables: dict[str, Table] = {}
+        self.timers: list[Timer] = []
 
     def topic(self, name: str, partitions: int | None = None, key_serializer: str | Codec = 'str',
               value_serializer: str | Codec = 'json', config: Mapping[str, str] | None = None,
@@ -80,6 +82,29 @@ class App:
             self.agents.append(agent)
             self.topics.setdefault(agent.dead_letter_topic.name, agent.dead_letter_topic)
             return agent
+        return register
+
+    def timer(self, interval: float, on_leader: bool = False, name: str | None = None,
+              on_error: str = 'log') -> Callable[[Callable[[], Any]], Timer]:
+        """Decorate ``fn()`` to run it every ``interval`` seconds in every slot, or in the
+        app's one leader slot with ``on_leader`` (see :class:`runner.app.timers.Timer`)."""
+        return self._timer(Interval(interval), on_leader, name, on_error)
+
+    def crontab(self, cron: str, timezone: str | None = None, on_leader: bool = False,
+                name: str | None = None, on_error: str = 'log'
+                ) -> Callable[[Callable[[], Any]], Timer]:
+        """Decorate ``fn()`` to run it at the times the cron expression ``cron`` names, in
+        ``timezone`` (a zoneinfo name; UTC by default), as :meth:`timer` does."""
+        return self._timer(Cron(cron, timezone), on_leader, name, on_error)
+
+    def _timer(self, schedule: Interval | Cron, on_leader: bool, name: str | None,
+               on_error: str) -> Callable[[Callable[[], Any]], Timer]:
+        def register(fn: Callable[[], Any]) -> Timer:
+            timer = Timer(self, fn, schedule, on_leader, name, on_error)
+            if any(known.name == timer.name for known in self.timers):
+                raise ConfigError(f'two timers are named {timer.name!r}; give one a name=')
+            self.timers.append(timer)
+            return timer
         return register
 
     def send(self, topic: Topic | str, key: Any = None, value: Any = None,

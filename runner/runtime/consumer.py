@@ -60,6 +60,7 @@ from .metrics import SlotMetrics
 from .queues import Dispatcher
 from .status import KAFKA_GRACE, SlotStatus
 from .tasks import Task, Tasks
+from .timers import Duty
 from .transactions import WAITING_TICK, TransactionAborted
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ class ConsumerLoop:
     def __init__(self, settings: Settings, group_id: str, client_id: str,
                  dispatcher: Dispatcher, tasks: Tasks, slot: SlotContext, status: SlotStatus,
                  on_failure: Callable[..., None], assignor: RunnerAssignor,
-                 instance_id: str | None, metrics: SlotMetrics | None = None) -> None:
+                 instance_id: str | None, metrics: SlotMetrics | None = None,
+                 duty: Duty | None = None) -> None:
         self._settings = settings
         self._metrics = metrics or SlotMetrics()
         self._group_id = group_id
@@ -97,6 +99,7 @@ class ConsumerLoop:
         self._status = status
         self._on_failure = on_failure
         self._assignor = assignor
+        self._duty = duty or Duty(None)           # the leadership of on_leader timers
         self._consumer: KafkaConsumer | None = None
         self._checkpoint: Checkpoint | None = None
         self._next_checkpoint = 0.0
@@ -510,6 +513,8 @@ class ConsumerLoop:
         self._status.group_state = '<rebalancing>'
         began = time.monotonic()
         tps = set(tps)
+        if self._duty.revoked(tps):     # a leader tick under way ends before the handover
+            await self._awaited(self._duty.idle, 0.0 if lost else self._revoke_wait())
         tasks = self._take_away(tps)
         if lost:          # others may own them now: this member no longer claims them
             self._assignor.forget(tps)
@@ -673,6 +678,7 @@ class ConsumerLoop:
         for tp in tps & self._rewind.keys():
             self._consumer.seek(tp, self._rewind[tp])
         self._create_tasks(tps)
+        self._duty.assigned(tps, self._assignor.generation)
         self._rebalance.assigned(tps)
         self._metrics.partitions_assigned.inc(len(tps))
 

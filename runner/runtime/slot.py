@@ -22,6 +22,7 @@ from ..app import context
 from ..app.app import App
 from ..app.layout import Layout
 from ..app.loader import load_app
+from ..app.timers import leader_topic
 from ..config import Options, Settings
 from ..errors import EX_OK, EX_SOFTWARE, BrokerUnavailable, RunnerError
 from ..kafka import admin, fixes
@@ -38,6 +39,7 @@ from .queries import TableQueries
 from .queues import Dispatcher, Inbox
 from .status import SlotStatus
 from .tasks import Tasks
+from .timers import Duty, Timers, check_timers
 from .web import Response, WebServer, advertised, metrics_route, skip_route, status_routes
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class Slot:
         self._events = platform.SignalQueue()
         self._agents: list[AgentThreads] = []
         self._consumer: ConsumerLoop | None = None
+        self._timers: Timers | None = None
         self._web: WebServer | None = None
         self._web_address: str | None = None
         self._queries: TableQueries | None = None
@@ -104,6 +107,7 @@ class Slot:
         self._events.install(SLOT_SIGNALS)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SLOT_SIGNALS)
         fixes.install()
+        check_timers(self.app, self.settings)
         lock = platform.DirLock(self.datadir)
         if self.successor:
             self._layout = self._prepare_topics()
@@ -201,11 +205,14 @@ class Slot:
                                   protocol, lambda: slot_context.caught_up(settings.acceptable_lag),
                                   counts=layout.sources(), changelogs=layout.changelogs(),
                                   needs=layout.needs())
+        tasks, duty = Tasks(assignor.counts, layout.tables_of), Duty(leader_topic(self.app))
         self._consumer = ConsumerLoop(settings, self.app.name, self._client_id(),
-                                      Dispatcher(routes), Tasks(assignor.counts, layout.tables_of),
-                                      slot_context, self.status, self._fail, assignor,
+                                      Dispatcher(routes), tasks, slot_context, self.status,
+                                      self._fail, assignor,
                                       identity if settings.static_membership else None,
-                                      self.metrics)
+                                      self.metrics, duty)
+        self._timers = Timers(self.app.timers, slot_context, tasks, duty, self._fail)
+        self.status.timers = self._timers.describe
         self.status.offsets = self._consumer.offsets
         self.status.stopped = self._consumer.stopped
         self.status.agents = lambda: {threads.agent.name: dict(threads.policy.counts)
@@ -215,6 +222,7 @@ class Slot:
         for agent_threads in self._agents:
             agent_threads.start()
         self._consumer.start()
+        self._timers.start()
 
     def _start_producer(self, identity: str) -> Producer:
         """The slot's producer; under exactly-once a transactional one whose id is the
@@ -302,6 +310,13 @@ class Slot:
             return None
         stuck = [(agent_threads.agent.name, thread, place) for agent_threads in self._agents
                  for thread, place in agent_threads.stuck(since)]
+        timers = self._timers.stuck(since) if self._timers is not None else []
+        for name, thread in timers:
+            log.error('timer %s is stuck: its tick has run for more than %gs; its stack:\n%s',
+                      name, self.settings.stuck_timeout, platform.stack_of(thread).rstrip())
+        if timers:
+            return f'timer {", ".join(sorted(name for name, _ in timers))} stuck for ' \
+                   f'{self.settings.stuck_timeout:g}s'
         if not stuck:
             return None
         for name, thread, place in stuck:
@@ -325,6 +340,7 @@ class Slot:
         logs.stopping()
         drain = mode == 'warm'
         deadline = time.monotonic() + (self.settings.graceful_timeout if drain else COLD_GRACE)
+        self._finish_timers(drain, deadline)
         self._stop_workers(drain, deadline, leave)
         while self._consumer.thread.is_alive():
             self._report()
@@ -375,6 +391,19 @@ class Slot:
             'assignment': sorted(f'{tp.topic}:{tp.partition}' for tp in self.status.assignment),
             'stopped': self.status.stopped(),
         })
+
+    def _finish_timers(self, drain: bool, deadline: float) -> None:
+        """No tick starts from now on; a warm stop waits (until ``deadline``) for the ticks
+        under way, so their table writes are in the last checkpoint."""
+        if self._timers is None:
+            return
+        self._timers.stop()
+        while drain and self._timers.running() and time.monotonic() < deadline:
+            self._report()
+            self._timers.join(REPORT_INTERVAL)
+        if self._timers.running():
+            log.warning('a timer tick is still running as the slot stops; its table writes '
+                        'are not committed')
 
     def _stop_workers(self, drain: bool, deadline: float, leave: bool) -> None:
         for agent_threads in self._agents:

@@ -50,6 +50,8 @@ class SlotStatus:
         #: Why the group left topics of this slot unassigned (their partition count changed
         #: away from their tables'), or None.
         self.unassigned: str | None = None
+        #: Whether this slot leads the app, and each timer's ticks, skipped and failed ticks.
+        self.timers: Callable[[], dict[str, Any]] = dict
         #: Since when (monotonic) this slot cannot reach Kafka, or None.
         self.kafka_lost: float | None = None
         #: Since when (monotonic) the consumer loop waits for a transaction to end, or None.
@@ -118,4 +120,5 @@ class SlotStatus:
             **self.offsets(),
             'stopped': self.stopped(),
             'agents': self.agents(),
+            **self.timers(),
         }

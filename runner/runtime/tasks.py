@@ -145,6 +145,10 @@ class Tasks:
                 self._by_source.pop(tp, None)
         return list(gone.values())
 
+    def get(self, task_id: TaskId) -> Task | None:
+        """The task ``task_id`` if this slot has it (safe from any thread)."""
+        return self._tasks.get(task_id)
+
     def task_of(self, tp: TopicPartition) -> Task | None:
         return self._by_source.get(tp)
 
