@@ -97,6 +97,12 @@ class BatchTiming:
             self._age.observe(max(0.0, time.time() - timestamp_ms / 1000))
 
 
+#: Metric (``runner_timer_{name}_total``) → the timer's count it exports, and its help.
+TIMER_COUNTS = {'ticks': ('ticks', 'Ticks a timer ran (they raised or not).'),
+                'ticks_skipped': ('skipped', 'Due ticks skipped: the one before still ran.'),
+                'ticks_failed': ('failed', 'Ticks of a timer that raised.')}
+
+
 class SlotCollector(Collector):
     """Reads, at scrape time, what the slot counts anyway.
 
@@ -124,6 +130,7 @@ class SlotCollector(Collector):
         yield from self._agent_metrics()
         yield from self._consumer_metrics()
         yield from self._table_metrics()
+        yield from self._timer_metrics()
         yield from self._slot_metrics()
 
     def _agent_metrics(self) -> Iterator[Metric]:
@@ -152,6 +159,20 @@ class SlotCollector(Collector):
                             "slot's queues (for its slowest agent).", consumer.backlog())
         yield CounterMetricFamily('runner_rebalances_total', 'Rebalances this slot went '
                                   'through.', value=consumer.rebalances)
+
+    def _timer_metrics(self) -> Iterator[Metric]:
+        """Per timer its ticks, skipped ticks and failed ticks, and whether the slot leads
+        (only for an app with timers)."""
+        described = self._status.timers()
+        if not described.get('timers'):
+            return
+        for metric, (count, help_text) in TIMER_COUNTS.items():
+            family = CounterMetricFamily(f'runner_timer_{metric}', help_text, labels=['timer'])
+            for name, counts in sorted(described['timers'].items()):
+                family.add_metric([name], counts[count])
+            yield family
+        yield GaugeMetricFamily('runner_timer_leader', '1 while this slot leads the app (its '
+                                'on_leader timers run here).', value=int(described['leader']))
 
     def _table_metrics(self) -> Iterator[Metric]:
         state = self._state()

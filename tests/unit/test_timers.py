@@ -345,3 +345,23 @@ def test_the_status_says_whether_the_slot_leads_and_counts_each_timers_ticks():
     timers.threads[0].run_due(1.0)
     assert timers.describe() == {'leader': False, 'timers': {
         'beat': {'ticks': 1, 'skipped': 0, 'failed': 0, 'running': False}}}
+
+
+def test_a_slot_exports_its_timers_ticks_skipped_and_failed_and_its_leadership():
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from runner.runtime.metrics import SlotCollector
+    from runner.runtime.status import SlotStatus
+    status = SlotStatus('metered', 0, 150)
+    status.timers = lambda: {'leader': True, 'timers': {
+        'beat': {'ticks': 7, 'skipped': 2, 'failed': 1, 'running': False}}}
+    registry = CollectorRegistry()
+    registry.register(SlotCollector(status, list, lambda: None))
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(generate_latest(registry).decode())
+               for sample in family.samples if sample.name.startswith('runner_timer')}
+    assert samples == {('runner_timer_ticks_total', (('timer', 'beat'),)): 7,
+                       ('runner_timer_ticks_skipped_total', (('timer', 'beat'),)): 2,
+                       ('runner_timer_ticks_failed_total', (('timer', 'beat'),)): 1,
+                       ('runner_timer_leader', ()): 1}

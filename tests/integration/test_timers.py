@@ -1,0 +1,196 @@
+"""Timers on a real broker: every slot ticks; an on_leader timer ticks on exactly one slot
+of two workers and moves to the other after a kill -9, never two at once; a timer's table
+writes are checkpointed (read back from the changelog after a restart); a bad crontab
+stops the start with one line."""
+
+import itertools
+import json
+import os
+import signal
+import time
+
+from harness import consume, run_cli, wait_for, write_app
+
+BEAT_APP = '''
+import os
+import runner
+
+app = runner.App({app!r}, commit_interval=0.2, session_timeout=6)
+source = app.topic({source!r}, partitions=4)
+beats = app.topic({sink!r}, partitions=1)
+
+
+@app.agent(source)
+def idle(stream):
+    for _ in stream:
+        pass
+
+
+@app.timer(0.5)
+def beat():
+    app.send(beats, value={{'pid': os.getpid()}})
+'''
+
+LEADER_APP = '''
+import os
+import time
+import runner
+
+app = runner.App({app!r}, commit_interval=0.2, session_timeout={session})
+source = app.topic({source!r}, partitions=4)
+
+
+@app.agent(source)
+def idle(stream):
+    for _ in stream:
+        pass
+
+
+@app.timer(0.2, on_leader=True)
+def lead():
+    began = time.time()
+    time.sleep(0.05)
+    line = f'{{os.getpid()}} {{began!r}} {{time.time()!r}}\\n'
+    fd = os.open({ticks!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+'''
+
+TABLE_APP = '''
+import os
+import time
+import runner
+
+app = runner.App({app!r}, commit_interval=0.2, session_timeout=6)
+source = app.topic({source!r}, partitions=2)
+beats = app.Table('beats', default=int, partitions=2)
+
+
+@app.agent(source)
+def idle(stream):
+    for _ in stream:
+        pass
+
+
+@app.timer(0.3)
+def beat():
+    seen = beats['n']
+    beats['n'] = seen + 1
+    time.sleep(0.2)                  # a stop comes in the middle of a tick, often
+    with open({ticks!r}, 'a') as log:
+        log.write(f'{{os.getpid()}} {{seen}}\\n')
+'''
+
+SESSION = 6
+
+
+def ticks_of(path):
+    """(pid, start, end) of every tick the leader app wrote, by start."""
+    if not path.exists():
+        return []
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    return sorted(((int(pid), float(start), float(end)) for pid, start, end in rows),
+                  key=lambda row: row[1])
+
+
+def test_a_timer_every_half_second_ticks_on_both_slots(tmp_path, names, workers,
+                                                        kafka_bootstrap):
+    app = write_app(tmp_path, BEAT_APP.format(**names))
+    with workers(app, extra=('--workers', '2')) as worker:
+        pids = set(worker.slot_pids(2))
+        found = consume(kafka_bootstrap, names['sink'], timeout=60, until=lambda records: {
+            json.loads(record.value)['pid'] for record in records} >= pids)
+        assert {json.loads(record.value)['pid'] for record in found} >= pids
+        for slot in (0, 1):
+            counts = wait_for(lambda slot=slot: (worker.state(slot) or {}).get('timers'), 10,
+                              'timer counts')
+            assert counts[f'{app}.beat']['ticks'] >= 1
+            assert counts[f'{app}.beat']['skipped'] == 0
+
+
+def test_an_on_leader_timer_ticks_on_one_slot_and_moves_after_a_kill(tmp_path, names,
+                                                                      workers):
+    ticks = tmp_path / 'ticks.log'
+    app = write_app(tmp_path, LEADER_APP.format(session=SESSION, ticks=str(ticks), **names))
+    first = workers(app, name='a', extra=('--workers', '1'))
+    second = workers(app, name='b', extra=('--workers', '1'))
+    first.wait_ready()
+    second.wait_ready()
+    by_pid = {}
+
+    def both_settled():
+        states = [first.state(), second.state()]
+        if not all(state and state['ready'] and state['assignment'] for state in states):
+            return None
+        if states[0]['group']['generation'] != states[1]['group']['generation']:
+            return None
+        by_pid.update({states[0]['pid']: first, states[1]['pid']: second})
+        return states
+    states = wait_for(both_settled, 60, 'two workers sharing the partitions')
+    assert [state['leader'] for state in states].count(True) == 1, states
+    settled = time.time()
+    wait_for(lambda: len([t for t in ticks_of(ticks) if t[1] > settled]) >= 10, 30,
+             'ten ticks after the workers settled')
+    leaders = {pid for pid, start, _ in ticks_of(ticks) if start > settled}
+    assert len(leaders) == 1, leaders
+    leader = leaders.pop()
+    assert by_pid[leader].state()['leader'] is True
+
+    killed = by_pid[leader]
+    other = second if killed is first else first
+    other_pid = other.state()['pid']
+    killed.proc.send_signal(signal.SIGKILL)           # its main process: no restart
+    os.kill(leader, signal.SIGKILL)
+    killed_at = time.time()
+    wait_for(lambda: any(pid == other_pid and start > killed_at
+                         for pid, start, _ in ticks_of(ticks)), SESSION + 30,
+             'the other worker to take the lead')
+    took_over = min(start for pid, start, _ in ticks_of(ticks)
+                    if pid == other_pid and start > killed_at) - killed_at
+    print(f'the lead moved {took_over:.2f}s after the kill (session timeout {SESSION}s)')
+    assert took_over < SESSION + 5
+    assert other.state()['leader'] is True
+
+    rows = ticks_of(ticks)
+    for before, after in itertools.pairwise(rows):
+        assert before[2] <= after[1], f'two slots ticked at once: {before} and {after}'
+
+
+def test_a_timers_table_writes_are_checkpointed_and_read_back(tmp_path, names, workers):
+    ticks = tmp_path / 'ticks.log'
+    app = write_app(tmp_path, TABLE_APP.format(ticks=str(ticks), **names))
+
+    def seen():
+        return [tuple(map(int, line.split())) for line in ticks.read_text().splitlines()] \
+            if ticks.exists() else []
+    with workers(app, name='a', extra=('--workers', '1')) as worker:
+        wait_for(lambda: len(seen()) >= 5, 60, 'five ticks')
+        code, _ = worker.stop()
+        assert code == 0
+    last = seen()[-1][1]
+    counted = len(seen())
+    assert [value for _, value in seen()] == list(range(counted))
+    # Another data directory: the table comes back from its changelog, not the local store.
+    with workers(app, name='b', extra=('--workers', '1')) as worker:
+        wait_for(lambda: len(seen()) > counted, 60, 'a tick after the restart')
+        pid, value = seen()[counted]
+        assert pid == worker.state()['pid']
+        assert value == last + 1
+
+
+def test_a_bad_crontab_stops_the_start_with_one_line(tmp_path, kafka_bootstrap):
+    write_app(tmp_path, '''
+        import runner
+        app = runner.App('badcron')
+        app.topic('x')
+
+        @app.crontab('*/5 * * *')
+        def tick():
+            pass
+        ''', name='badcron')
+    done = run_cli(['-A', 'badcron', '-b', kafka_bootstrap], tmp_path)
+    assert done.returncode == 78
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "crontab '*/5 * * *': not a valid cron expression" in lines[0]
