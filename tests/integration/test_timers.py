@@ -46,10 +46,10 @@ def idle(stream):
         pass
 
 
-@app.timer(0.2, on_leader=True)
+@app.timer(0.2, on_leader=True, name='lead')
 def lead():
     began = time.time()
-    time.sleep(0.05)
+    time.sleep(0.3)                   # longer than its interval: the next tick is skipped
     line = f'{{os.getpid()}} {{began!r}} {{time.time()!r}}\\n'
     fd = os.open({ticks!r}, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
@@ -115,8 +115,9 @@ def test_an_on_leader_timer_ticks_on_one_slot_and_moves_after_a_kill(tmp_path, n
     ticks = tmp_path / 'ticks.log'
     app = write_app(tmp_path, LEADER_APP.format(session=SESSION, ticks=str(ticks), **names))
     first = workers(app, name='a', extra=('--workers', '1'))
-    second = workers(app, name='b', extra=('--workers', '1'))
     first.wait_ready()
+    wait_for(lambda: len(ticks_of(ticks)) >= 2, 30, 'the first worker to tick')
+    second = workers(app, name='b', extra=('--workers', '1'))   # a rebalance while it leads
     second.wait_ready()
     by_pid = {}
 
@@ -137,6 +138,7 @@ def test_an_on_leader_timer_ticks_on_one_slot_and_moves_after_a_kill(tmp_path, n
     assert len(leaders) == 1, leaders
     leader = leaders.pop()
     assert by_pid[leader].state()['leader'] is True
+    assert by_pid[leader].state()['timers']['lead']['skipped'] >= 1
 
     killed = by_pid[leader]
     other = second if killed is first else first
@@ -178,6 +180,40 @@ def test_a_timers_table_writes_are_checkpointed_and_read_back(tmp_path, names, w
         pid, value = seen()[counted]
         assert pid == worker.state()['pid']
         assert value == last + 1
+
+
+WARM_APP = '''
+import time
+import runner
+
+app = runner.App({app!r}, session_timeout=6)
+source = app.topic({source!r}, partitions=1)
+
+
+@app.agent(source)
+def idle(stream):
+    for _ in stream:
+        pass
+
+
+@app.timer(0.3)
+def slow():
+    with open({ticks!r}, 'a') as log:
+        log.write('start\\n')
+    time.sleep(3)
+    with open({ticks!r}, 'a') as log:
+        log.write('end\\n')
+'''
+
+
+def test_a_warm_stop_waits_for_the_tick_under_way(tmp_path, names, workers):
+    ticks = tmp_path / 'ticks.log'
+    app = write_app(tmp_path, WARM_APP.format(ticks=str(ticks), **names))
+    with workers(app, extra=('--workers', '1')) as worker:
+        wait_for(lambda: ticks.exists() and 'start' in ticks.read_text(), 60, 'a tick to start')
+        code, _ = worker.stop()
+        assert code == 0
+    assert ticks.read_text().split() == ['start', 'end']
 
 
 def test_a_bad_crontab_stops_the_start_with_one_line(tmp_path, kafka_bootstrap):

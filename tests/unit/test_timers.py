@@ -365,3 +365,28 @@ def test_a_slot_exports_its_timers_ticks_skipped_and_failed_and_its_leadership()
                        ('runner_timer_ticks_skipped_total', (('timer', 'beat'),)): 2,
                        ('runner_timer_ticks_failed_total', (('timer', 'beat'),)): 1,
                        ('runner_timer_leader', ()): 1}
+
+
+def test_a_tick_running_longer_than_stuck_timeout_stops_the_slot_with_its_stack(tmp_path,
+                                                                                 caplog):
+    from runner.runtime.slot import Slot
+    local = runner.App('stucktimer')
+    release = threading.Event()
+    local.timer(1.0, name='hang')(lambda: release.wait(30))
+    slot = Slot(local, Settings(datadir=str(tmp_path), stuck_timeout=5.0))
+    clock = ManualClock()
+    slot._timers = Timers(local.timers, None, Tasks({}, list), Duty(None), lambda *_: None,
+                          clock)
+    slot._timers.start()
+    clock.advance(1.0)
+    try:
+        wait_for(slot._timers.running, 5, 'the tick to start')
+        assert slot._stuck_agents() is None
+        slot._timers.threads[0].running_since -= 6
+        assert slot._stuck_agents() == 'timer hang stuck for 5s'
+        assert 'timer hang is stuck: its tick has run for more than 5s' in caplog.text
+        assert 'release.wait' in caplog.text              # its stack
+    finally:
+        release.set()
+        slot._timers.stop()
+        slot._timers.join(5)
