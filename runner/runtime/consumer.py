@@ -513,8 +513,9 @@ class ConsumerLoop:
         self._status.group_state = '<rebalancing>'
         began = time.monotonic()
         tps = set(tps)
-        if self._duty.revoked(tps):     # a leader tick under way ends before the handover
-            await self._awaited(self._duty.idle, 0.0 if lost else self._revoke_wait())
+        if self._duty.revoked(tps) and not await self._awaited(    # before the handover
+                self._duty.idle, 0.0 if lost else self._revoke_wait()):
+            log.warning('an on_leader timer tick is still running as the lead is handed over')
         tasks = self._take_away(tps)
         if lost:          # others may own them now: this member no longer claims them
             self._assignor.forget(tps)
