@@ -152,7 +152,7 @@ def test_an_on_leader_timer_ticks_on_one_slot_and_moves_after_a_kill(tmp_path, n
     took_over = min(start for pid, start, _ in ticks_of(ticks)
                     if pid == other_pid and start > killed_at) - killed_at
     print(f'the lead moved {took_over:.2f}s after the kill (session timeout {SESSION}s)')
-    assert took_over < SESSION + 5
+    assert took_over < SESSION + 6        # the session, then a rebalance under load
     assert other.state()['leader'] is True
 
     rows = ticks_of(ticks)

@@ -31,6 +31,7 @@ from runner.runtime.context import SlotContext
 from runner.runtime.queues import Dispatcher, Inbox
 from runner.runtime.status import SlotStatus
 from runner.runtime.tasks import Tasks
+from runner.runtime.timers import Duty
 from runner.state.manager import StateManager
 
 TP0, TP1 = TopicPartition('words', 0), TopicPartition('words', 1)
@@ -712,3 +713,29 @@ def test_an_outage_is_said_once_and_summed_up_with_the_client_errors_kept_from_t
     finally:
         world.close()
         logs.setup('info', None, 'test')
+
+
+def test_the_lead_is_handed_over_only_once_the_leader_tick_under_way_ends(world):
+    duty = world.loop._duty = Duty('words')
+    world.assign(TP0, TP1)
+    assert duty.generation == 1
+    assert duty.enter()                                  # a leader tick runs
+    ended = []
+
+    def tick_ends():
+        ended.append(1)
+        duty.leave()
+    threading.Timer(0.1, tick_ends).start()
+    world.revoke(TP0)
+    assert ended and duty.idle() and duty.generation is None
+    world.revoke(TP1)                                    # not the leader partition: no wait
+
+
+def test_a_leader_tick_past_the_revoke_timeout_is_left_running_and_said(world, caplog):
+    duty = world.loop._duty = Duty('words')
+    world.assign(TP0)
+    assert duty.enter()
+    world.revoke(TP0)                                    # revoke_timeout is 0.3 s here
+    assert not duty.idle()
+    assert 'an on_leader timer tick is still running as the lead is handed over' in caplog.text
+    duty.leave()
