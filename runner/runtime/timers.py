@@ -318,6 +318,9 @@ class TimerThread:
 
     def _failed(self, exc: Exception) -> None:
         self.counts['failed'] += 1
+        if isinstance(exc, NotOwned):     # the slot's partitions, not the code: no traceback
+            log.warning('timer %s: %s', self.timer.name, exc)
+            return
         if self.timer.on_error == 'stop':
             log.error('timer %s raised; stopping the slot (on_error=stop)', self.timer.name,
                       exc_info=exc)

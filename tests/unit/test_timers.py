@@ -390,3 +390,17 @@ def test_a_tick_running_longer_than_stuck_timeout_stops_the_slot_with_its_stack(
         release.set()
         slot._timers.stop()
         slot._timers.join(5)
+
+
+def test_a_key_not_owned_is_said_in_one_line_without_a_traceback(caplog):
+    local = runner.App('notowned')
+
+    def write_elsewhere():
+        raise NotOwned("table 'totals': key 'k' is in partition 3, which this slot does not "
+                       'own now')
+    thread = timer_thread(local.timer(1.0, name='elsewhere')(write_elsewhere), ManualClock())
+    thread.run_due(1.0)
+    assert thread.counts['failed'] == 1
+    said = "timer elsewhere: table 'totals': key 'k' is in partition 3, which this slot does not"
+    assert caplog.messages == [f'{said} own now']
+    assert 'Traceback' not in caplog.text
