@@ -363,8 +363,10 @@ class Timers:
                 if (started := timer.running_since) is not None and started < since]
 
     def describe(self) -> dict[str, Any]:
-        """For the slot's status: whether it leads, and each timer's counts."""
-        return {'leader': self.duty.generation is not None,
+        """For the slot's status: whether it leads (and from which generation), and each
+        timer's counts."""
+        generation = self.duty.generation
+        return {'leader': generation is not None, 'leader_generation': generation,
                 'timers': {timer.timer.name: {**timer.counts,
                                               'running': timer.running_since is not None}
                            for timer in self.threads}}

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import signal
+import threading
 import time
 
 from harness import consume, run_cli, wait_for, write_app
@@ -110,54 +111,98 @@ def test_a_timer_every_half_second_ticks_on_both_slots(tmp_path, names, workers,
             assert counts[f'{app}.beat']['skipped'] == 0
 
 
-def test_an_on_leader_timer_ticks_on_one_slot_and_moves_after_a_kill(tmp_path, names,
-                                                                      workers):
+class LeaderSamples:
+    """The slots the workers' status says lead, as (pid, generation it leads from), in
+    rounds that ask every worker of ``workers`` (a list the test may change) once, every
+    50 ms."""
+
+    def __init__(self, workers):
+        self.rounds: list[set] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(workers,), daemon=True)
+        self._thread.start()
+
+    def _run(self, workers):
+        while not self._stop.wait(0.05):
+            states = [worker.state() for worker in list(workers)]
+            self.rounds.append({(state['pid'], state['leader_generation'])
+                                for state in states if state and state.get('leader')})
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(10)
+        return self.rounds
+
+
+def test_an_on_leader_timer_ticks_on_one_slot_and_moves_on_a_stop_and_after_a_kill(
+        tmp_path, names, workers):
     ticks = tmp_path / 'ticks.log'
     app = write_app(tmp_path, LEADER_APP.format(session=SESSION, ticks=str(ticks), **names))
-    first = workers(app, name='a', extra=('--workers', '1'))
-    first.wait_ready()
-    wait_for(lambda: len(ticks_of(ticks)) >= 2, 30, 'the first worker to tick')
-    second = workers(app, name='b', extra=('--workers', '1'))   # a rebalance while it leads
-    second.wait_ready()
-    by_pid = {}
-
-    def both_settled():
-        states = [first.state(), second.state()]
-        if not all(state and state['ready'] and state['assignment'] for state in states):
-            return None
-        if states[0]['group']['generation'] != states[1]['group']['generation']:
-            return None
-        by_pid.update({states[0]['pid']: first, states[1]['pid']: second})
-        return states
-    states = wait_for(both_settled, 60, 'two workers sharing the partitions')
-    assert [state['leader'] for state in states].count(True) == 1, states
-    settled = time.time()
-    wait_for(lambda: len([t for t in ticks_of(ticks) if t[1] > settled]) >= 10, 30,
-             'ten ticks after the workers settled')
-    leaders = {pid for pid, start, _ in ticks_of(ticks) if start > settled}
-    assert len(leaders) == 1, leaders
-    leader = leaders.pop()
-    assert by_pid[leader].state()['leader'] is True
-    assert by_pid[leader].state()['timers']['lead']['skipped'] >= 1
-
-    killed = by_pid[leader]
-    other = second if killed is first else first
-    other_pid = other.state()['pid']
-    killed.proc.send_signal(signal.SIGKILL)           # its main process: no restart
-    os.kill(leader, signal.SIGKILL)
-    killed_at = time.time()
-    wait_for(lambda: any(pid == other_pid and start > killed_at
-                         for pid, start, _ in ticks_of(ticks)), SESSION + 30,
-             'the other worker to take the lead')
-    took_over = min(start for pid, start, _ in ticks_of(ticks)
-                    if pid == other_pid and start > killed_at) - killed_at
-    print(f'the lead moved {took_over:.2f}s after the kill (session timeout {SESSION}s)')
+    one_slot = ('--workers', '1')
+    pair = [workers(app, name='a', extra=one_slot)]
+    pair[0].wait_ready()
+    wait_for(lambda: ticks_of(ticks), 30, 'the first worker to tick')
+    pair.append(workers(app, name='b', extra=one_slot))     # a rebalance while it leads
+    samples = LeaderSamples(pair)
+    try:
+        leader, other = one_leader_of(ticks, pair)
+        stopped_at = time.time()
+        assert leader.stop()[0] == 0           # it leaves the group: the lead moves at once
+        handed_over = first_tick_after(ticks, other, stopped_at) - stopped_at
+        pair[:] = [other, workers(app, name='c', extra=one_slot, datadir=leader.datadir)]
+        leader, other = one_leader_of(ticks, pair)
+        killed_at = time.time()
+        leader.proc.send_signal(signal.SIGKILL)          # its main process: no restart
+        os.kill(leader.state_pid, signal.SIGKILL)
+        took_over = first_tick_after(ticks, other, killed_at) - killed_at
+        wait_for(lambda: any(pid == other.state_pid for seen in samples.rounds
+                             for pid, _ in seen), 10, 'the status to say the successor leads')
+    finally:
+        rounds = samples.stop()
+    leaders = list(dict.fromkeys(leader for seen in rounds for leader in seen))
+    print(f'the lead moved {handed_over:.2f}s after a warm stop, {took_over:.2f}s after a '
+          f'kill -9 (session timeout {SESSION}s); (slot, generation) leading, in turn: '
+          f'{leaders}')
+    assert handed_over < SESSION
     assert took_over < SESSION + 6        # the session, then a rebalance under load
-    assert other.state()['leader'] is True
-
+    assert [seen for seen in rounds if len(seen) > 1] == []
     rows = ticks_of(ticks)
+    assert len({pid for pid, _, _ in rows}) >= 3
     for before, after in itertools.pairwise(rows):
         assert before[2] <= after[1], f'two slots ticked at once: {before} and {after}'
+
+
+def one_leader_of(ticks, pair):
+    """Once both workers settle in one generation, exactly one of them ticks (ten ticks,
+    each skipping the due time it ran over) and says it leads: (leader, other)."""
+    def settled():
+        states = [worker.state() for worker in pair]
+        if not all(state and state['ready'] and state['assignment'] for state in states):
+            return None
+        if len({state['group']['generation'] for state in states}) > 1:
+            return None
+        for worker, state in zip(pair, states, strict=True):
+            worker.state_pid = state['pid']
+        return states
+    states = wait_for(settled, 60, 'two workers sharing the partitions')
+    assert [state['leader'] for state in states].count(True) == 1, states
+    since = time.time()
+    wait_for(lambda: len([row for row in ticks_of(ticks) if row[1] > since]) >= 10, 30,
+             'ten ticks after the workers settled')
+    leaders = {pid for pid, start, _ in ticks_of(ticks) if start > since}
+    assert len(leaders) == 1, leaders
+    leader, = (worker for worker in pair if worker.state_pid in leaders)
+    assert leader.state()['leader'] is True
+    assert leader.state()['timers']['lead']['skipped'] >= 1
+    return leader, next(worker for worker in pair if worker is not leader)
+
+
+def first_tick_after(ticks, worker, moment):
+    """When ``worker``'s slot first ticked after ``moment`` (waited for)."""
+    def first():
+        return min((start for pid, start, _ in ticks_of(ticks)
+                    if pid == worker.state_pid and start > moment), default=None)
+    return wait_for(first, SESSION + 30, 'the other worker to take the lead')
 
 
 def test_a_timers_table_writes_are_checkpointed_and_read_back(tmp_path, names, workers):

@@ -343,7 +343,7 @@ def test_the_status_says_whether_the_slot_leads_and_counts_each_timers_ticks():
     duty = Duty('clicks')
     timers = Timers(local.timers, None, Tasks({}, list), duty, lambda *_: None, ManualClock())
     timers.threads[0].run_due(1.0)
-    assert timers.describe() == {'leader': False, 'timers': {
+    assert timers.describe() == {'leader': False, 'leader_generation': None, 'timers': {
         'beat': {'ticks': 1, 'skipped': 0, 'failed': 0, 'running': False}}}
 
 
