@@ -398,9 +398,18 @@ class Slot:
         if self._timers is None:
             return
         self._timers.stop()
+        pending = []           # events for the stop that follows
         while drain and self._timers.running() and time.monotonic() < deadline:
             self._report()
-            self._timers.join(REPORT_INTERVAL)
+            event = self._events.get(timeout=REPORT_INTERVAL)
+            if event == 'dump':
+                platform.dump_stacks(f'slot {self.index}')
+            elif event is not None:
+                pending.append(event)
+                if event == 'cold' or isinstance(event, Failure):
+                    break
+        for event in pending:
+            self._events.put(event)
         if self._timers.running():
             log.warning('a timer tick is still running as the slot stops; its table writes '
                         'are not committed')

@@ -353,10 +353,6 @@ class Timers:
         """Whether a tick is under way."""
         return any(timer.running_since is not None for timer in self.threads)
 
-    def join(self, timeout: float) -> None:
-        for timer in self.threads:
-            timer.thread.join(timeout)
-
     def stuck(self, since: float) -> list[tuple[str, threading.Thread]]:
         """(name, thread) of the timers whose tick under way started before ``since``."""
         return [(timer.timer.name, timer.thread) for timer in self.threads

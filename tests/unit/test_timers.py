@@ -389,7 +389,7 @@ def test_a_tick_running_longer_than_stuck_timeout_stops_the_slot_with_its_stack(
     finally:
         release.set()
         slot._timers.stop()
-        slot._timers.join(5)
+        slot._timers.threads[0].thread.join(5)
 
 
 def test_a_key_not_owned_is_said_in_one_line_without_a_traceback(caplog):
@@ -404,3 +404,18 @@ def test_a_key_not_owned_is_said_in_one_line_without_a_traceback(caplog):
     said = "timer elsewhere: table 'totals': key 'k' is in partition 3, which this slot does not"
     assert caplog.messages == [f'{said} own now']
     assert 'Traceback' not in caplog.text
+
+
+def test_a_cold_stop_or_a_failure_ends_the_wait_for_a_tick_and_is_left_for_the_stop(tmp_path):
+    import time
+
+    from runner.runtime.slot import Failure, Slot
+    for event in ('cold', Failure('a thread failed')):
+        slot = Slot(runner.App('waiting'), Settings(datadir=str(tmp_path)))
+        slot._timers = SimpleNamespace(stop=lambda: None, running=lambda: True)  # never ends
+        slot._events.put('dump')
+        slot._events.put(event)
+        began = time.monotonic()
+        slot._finish_timers(drain=True, deadline=began + 30)
+        assert time.monotonic() - began < 5
+        assert slot._events.get(timeout=0) == event
