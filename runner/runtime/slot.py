@@ -301,7 +301,8 @@ class Slot:
 
     def _stuck_agents(self) -> str | None:
         """Log the stack of every agent thread stuck for ``stuck_timeout`` (no progress while
-        records wait for it; time without Kafka does not count); the reason to stop, or None."""
+        records wait for it; time without Kafka does not count) and of every timer whose
+        tick has run that long; the reason to stop, or None."""
         now = time.monotonic()
         if self.status.kafka_lost is not None:
             self._kafka_lost_seen = now
@@ -311,20 +312,17 @@ class Slot:
         stuck = [(agent_threads.agent.name, thread, place) for agent_threads in self._agents
                  for thread, place in agent_threads.stuck(since)]
         timers = self._timers.stuck(since) if self._timers is not None else []
-        for name, thread in timers:
-            log.error('timer %s is stuck: its tick has run for more than %gs; its stack:\n%s',
-                      name, self.settings.stuck_timeout, platform.stack_of(thread).rstrip())
-        if timers:
-            return f'timer {", ".join(sorted(name for name, _ in timers))} stuck for ' \
-                   f'{self.settings.stuck_timeout:g}s'
-        if not stuck:
-            return None
         for name, thread, place in stuck:
             log.error('agent %s is stuck: thread %s has made no progress for %gs %s while '
                       'records wait; its stack:\n%s', name, thread.name,
                       self.settings.stuck_timeout, place, platform.stack_of(thread).rstrip())
-        names = ', '.join(sorted({name for name, _, _ in stuck}))
-        return f'agent {names} stuck for {self.settings.stuck_timeout:g}s'
+        for name, thread in timers:
+            log.error('timer %s is stuck: its tick has run for more than %gs; its stack:\n%s',
+                      name, self.settings.stuck_timeout, platform.stack_of(thread).rstrip())
+        reasons = [f'{kind} {", ".join(sorted(names))} stuck for {self.settings.stuck_timeout:g}s'
+                   for kind, names in (('agent', {name for name, _, _ in stuck}),
+                                       ('timer', {name for name, _ in timers})) if names]
+        return '; '.join(reasons) or None
 
     def _failed(self, reason: str, code: int = EX_SOFTWARE) -> int:
         self.status.failure = reason
