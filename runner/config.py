@@ -100,8 +100,8 @@ class Settings:
                                      see='rebalancing')
     revoke_timeout: float = setting(10.0, 'seconds a revoked partition may finish')
     graceful_timeout: float = setting(30.0, 'seconds a warm stop may take', see='stopping')
-    max_inflight: int = setting(10000, 'fetched records a slot may hold queued '
-                                '(Back-pressure)', see='processing-guarantees')
+    max_inflight: int = setting(10000, 'fetched records a slot may hold queued before '
+                                'fetching pauses', see='processing-guarantees')
     topic_partitions: int = setting(8, 'partitions of topics created without a count')
     replication_factor: int = setting(-1, "of created topics; -1: the broker's default")
     standby_replicas: int = setting(1, 'other slots keeping a warm copy of each table '
@@ -114,9 +114,9 @@ class Settings:
     stuck_timeout: float = setting(300.0, 'seconds an agent thread may go without progress '
                                    'while records wait', see='records-that-fail')
     import_timeout: float = setting(60.0, 'seconds the app check, and each slot, may take to '
-                                    'load the app (main process only)', see='starting')
+                                    'load the app; main process only', see='starting')
     ready_timeout: float = setting(300.0, 'seconds without a ready slot before the watchdog '
-                                   'stops (main process only)', see='systemd')
+                                   'stops; main process only', see='systemd')
     assignor: str = setting('cooperative', 'how partitions move in a rebalance',
                             see='rebalancing')
     static_membership: bool = setting(True, 'rejoin under the identity in the data '
@@ -130,8 +130,8 @@ class Settings:
     broker_outage_limit: float = setting(300.0, 'seconds a slot waits for an unreachable '
                                          'Kafka before it exits (69) and is started again',
                                          see='broker-outages')
-    max_request_size: int = setting(1048576, 'largest record the producers send, in bytes '
-                                    '(a larger output is dead-lettered)',
+    max_request_size: int = setting(1048576, 'largest record the producers send, in bytes; '
+                                    'a larger output is dead-lettered',
                                     see='records-that-fail')
     security_protocol: str = setting('PLAINTEXT', 'how the Kafka clients connect',
                                      see='security')
