@@ -14,7 +14,7 @@ copyright = '2026, the runner authors'
 version = release = __version__
 
 extensions = ['sphinx.ext.autodoc', 'runner_tables']
-exclude_patterns = ['_build', 'intro.txt']
+exclude_patterns = ['_build']
 templates_path: list[str] = []
 
 # The reference follows the source's order; type hints stay in the signatures.
