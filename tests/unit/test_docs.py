@@ -9,10 +9,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from runner import cli, config, errors
+from runner.reports import LAST_EXIT_ENV
+from runner.runtime.metrics import SlotCollector, SlotMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,6 +42,25 @@ def test_every_setting_option_is_a_setting_and_in_the_help():
     assert set(cli.SETTING_OPTIONS) <= set(config.FIELDS)
     for option in cli.SETTING_OPTIONS.values():
         assert f'{option}=' in cli.__doc__
+
+
+def served_metric_names():
+    """Every metric a slot serves, as scraped (counters with ``_total``), with each optional
+    one present: tables recovering, a previous exit code."""
+    collector = SlotCollector(
+        SimpleNamespace(kafka_lost=None, ready=lambda: (True, 'processing')), list,
+        lambda: SimpleNamespace(lag=dict, backlog=dict, rebalances=0),
+        lambda: SimpleNamespace(disk_usage=dict, recovering=lambda: ([], 0)),
+        environ={LAST_EXIT_ENV: '70'})
+    families = [*SlotMetrics().registry.collect(), *collector.collect()]
+    return {family.name + ('_total' if family.type == 'counter' else '')
+            for family in families}
+
+
+def test_the_metrics_table_lists_every_metric_a_slot_serves():
+    page = (ROOT / 'docs' / 'ops' / 'observability.rst').read_text()
+    metrics_section = page.split('Prometheus metrics', 1)[1].split('.. _', 1)[0]
+    assert set(re.findall(r'``(runner_\w+)``', metrics_section)) == served_metric_names()
 
 
 @pytest.mark.long
