@@ -72,7 +72,8 @@ class Settings:
     web_port: int = 6066
     web_advertise: str | None = None    # default: web_host, or for a wildcard the broker route
     loglevel: str = 'info'
-    logfile: str | None = None
+    logfile: str | None = None          # %i: the slot's number (see logs.logfile_path)
+    log_format: str = 'text'
     broker_timeout: float = 30.0
     commit_interval: float = 2.0
     session_timeout: float = 10.0
@@ -134,6 +135,7 @@ class Settings:
 RECONNECT_BACKOFF_MAX_MS = 1000
 FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
 LOGLEVELS = ('debug', 'info', 'warning', 'error', 'critical')
+LOG_FORMATS = ('text', 'json')
 ASSIGNORS = ('cooperative', 'eager')
 GUARANTEES = ('at_least_once', 'exactly_once')
 #: The commit interval under exactly-once when none is given: outputs of a transaction
@@ -141,8 +143,9 @@ GUARANTEES = ('at_least_once', 'exactly_once')
 EXACTLY_ONCE_COMMIT_INTERVAL = 0.1
 SECURITY_PROTOCOLS = ('PLAINTEXT', 'SSL', 'SASL_PLAINTEXT', 'SASL_SSL')
 SASL_MECHANISMS = ('PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512')
-CHOICES = {'loglevel': LOGLEVELS, 'assignor': ASSIGNORS, 'processing_guarantee': GUARANTEES,
-           'security_protocol': SECURITY_PROTOCOLS, 'sasl_mechanism': SASL_MECHANISMS}
+CHOICES = {'loglevel': LOGLEVELS, 'log_format': LOG_FORMATS, 'assignor': ASSIGNORS,
+           'processing_guarantee': GUARANTEES, 'security_protocol': SECURITY_PROTOCOLS,
+           'sasl_mechanism': SASL_MECHANISMS}
 #: Settings whose values are never shown: not in a repr, an error message or a log line.
 SECRETS = ('sasl_password', 'ssl_password', 'web_token')
 #: Settings that name a file the Kafka clients read.
@@ -449,7 +452,7 @@ def _yaml_problem(exc: Exception) -> str:
 
 
 #: Config-file keys that belong to the main process rather than to a slot.
-SUPERVISOR_KEYS = ('app', 'workers', 'workers_max', 'pidfile', 'slots')
+SUPERVISOR_KEYS = ('app', 'workers', 'workers_max', 'pidfile', 'metrics_targets', 'slots')
 #: Slots per CPU a worker may have unless ``--workers-max`` says otherwise.
 WORKERS_PER_CPU = 4
 
@@ -472,6 +475,7 @@ class Options:
     workers: int = 1
     workers_max: int = dataclasses.field(default_factory=default_workers_max)
     pidfile: str | None = None
+    metrics_targets: str | None = None      # the Prometheus file_sd targets file
     cli: dict[str, Any] = dataclasses.field(default_factory=dict)
     file: dict[str, Any] = dataclasses.field(default_factory=dict)
     per_slot: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
