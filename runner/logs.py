@@ -111,8 +111,7 @@ class _LogFile(logging.handlers.WatchedFileHandler):
 
     def _open(self) -> TextIO:
         """The log file, opened for appending, never through a symbolic link."""
-        fd = platform.open_own(Path(self.baseFilename), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                               'log file')
+        fd = platform.open_own(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 'log file')
         return open(fd, 'a', encoding=self.encoding, errors=self.errors)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -204,8 +203,13 @@ class _RedactingJsonFormatter(JsonFormatter):
         self._redact = _Redactor(secrets)
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        ordered = {key: log_data.pop(key) for key in _JSON_ORDER if key in log_data}
         return {key: self._redact(value) if isinstance(value, str) else value
-                for key, value in log_data.items()}
+                for key, value in {**ordered, **log_data}.items()}
+
+
+#: The keys of a JSON log line in the order they are written.
+_JSON_ORDER = ('time', *JSON_FIELDS.values(), 'exception')
 
 
 def stopping() -> None:
