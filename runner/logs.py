@@ -233,8 +233,9 @@ def plural(count: int, noun: str) -> str:
 def setup(level: str, logfile: str | None, role: str, secrets: Iterable[str] = (),
           log_format: str = 'text', slot: int | None = None) -> None:
     """Send log lines to ``logfile`` (or stderr), ``%i`` in it standing for the slot (see
-    :func:`logfile_path`), in ``log_format``, ``text`` (:data:`FORMAT`) or ``json`` (:data:`JSON_FIELDS`); ``role`` and
-    ``slot`` tag each line, e.g. ``slot`` 1; every one of ``secrets`` is written as ``***``."""
+    :func:`logfile_path`), in ``log_format``: ``text`` (:data:`FORMAT`) or ``json`` (one
+    object per line, :data:`JSON_FIELDS`).  ``role`` and ``slot`` tag each line (``slot``
+    and 1, ``main`` and None); every one of ``secrets`` is written as ``***``."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
