@@ -271,6 +271,8 @@ def children(pid):
      'cannot use log file x.log: it is a symbolic link'),
     ({'theirs.log': b''}, ['--logfile', 'x-%i.log', '-p', '0'], 73,
      'slot 0 could not start: cannot use log file x-0.log: it is a symbolic link'),
+    ({}, ['--log-format', 'xml'], 64,
+     "invalid log_format 'xml' in the command line: choose from text, json"),
     ({'c.yaml': b'web_port: 1\nweb-port: 2\n'}, ['-c', 'c.yaml'], 78,
      "at line 2: duplicate key 'web-port'"),
     ({'c.yaml': b'datadir: "a\\0b"\n'}, ['-c', 'c.yaml'], 78,
