@@ -3,8 +3,13 @@
 import datetime
 import json
 import logging
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
+from harness import runner_env
 
 from runner import logs
 
@@ -161,3 +166,27 @@ def test_a_link_put_in_the_place_of_a_rotated_log_file_is_not_followed(tmp_path,
     lost = f'runner: cannot use log file {path}: it is a symbolic link; log lines are lost'
     assert capfd.readouterr().err.splitlines() == [
         f'{lost} until it can', f'runner: writing log file {path} again']
+
+
+def test_a_fatal_signal_after_a_rotation_dumps_the_stacks_into_the_new_file(tmp_path):
+    path = tmp_path / 'w.log'
+    script = textwrap.dedent(f'''
+        import logging, os, signal
+        from runner import logs
+        logs.setup('info', {str(path)!r}, 'main')
+        logging.getLogger('runner').info('before')
+        real_open = logs.platform.open_own
+        def open_own(*args):      # another thread takes the number the old file had
+            global taken
+            taken = os.open(os.devnull, os.O_WRONLY)
+            return real_open(*args)
+        logs.platform.open_own = open_own
+        os.rename({str(path)!r}, {str(path)!r} + '.1')
+        logging.getLogger('runner').info('after')
+        os.kill(os.getpid(), signal.SIGSEGV)
+        ''')
+    result = subprocess.run([sys.executable, '-c', script], env=runner_env(), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == -signal.SIGSEGV
+    assert 'Fatal Python error: Segmentation fault' in path.read_text()
+    assert 'Fatal Python error' not in (tmp_path / 'w.log.1').read_text()
