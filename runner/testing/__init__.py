@@ -143,10 +143,14 @@ class AppDriver:
         self._dispatcher = Dispatcher(routes)
         self._tasks = Tasks(self.layout.sources(), self.layout.tables_of)
         context.install(self._slot)
-        self._assign_every_partition()
-        for agent_threads in self._agents:
-            agent_threads.start()
-        self._process()
+        try:
+            self._assign_every_partition()
+            for agent_threads in self._agents:
+                agent_threads.start()
+            self._process()
+        except BaseException:
+            self.close()
+            raise
 
     # -- what a test does ----------------------------------------------------
 
@@ -299,13 +303,17 @@ class AppDriver:
             stopped.agent, self._decoded(record), error))
 
     def _crashed(self, agent_threads: AgentThreads, reason: str) -> None:
-        """The agent failed as a slot stops for (the caller is inside its ``except``)."""
+        """The agent failed as a slot stops for (the caller is inside its ``except``, if
+        it raised): every agent stops taking records, as in a slot's cold stop (one of
+        them could otherwise wait for the guard the failed one keeps)."""
         error = sys.exception()
         held = agent_threads.holding()
         text = reason if error is None else f'{reason}: {error_text(error)}'
         self._failure = AgentError(text, agent_threads.agent.name,
                                    self._decoded(held[0]) if held else None, error)
         self.errors.append(self._failure)
+        for other in self._agents:
+            other.stop(drain=False)
 
     # -- records -------------------------------------------------------------
 

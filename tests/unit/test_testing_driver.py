@@ -323,3 +323,44 @@ def test_the_run_leaves_no_context_behind():
     with runner.testing.run(app) as t:
         assert t.table('counts')['x'] == 0
     assert context._installed == []
+
+
+def test_a_crash_stops_every_agent_as_a_slot_stops_rather_than_hang_on_its_guard():
+    """An agent that returns inside a record keeps its task's guard, as in a slot: the other
+    agents of the task must stop with it, not wait for that guard."""
+    app = runner.App('crashing')
+    first = app.topic('first', partitions=1, value_serializer='str')
+    second = app.topic('second', partitions=1, value_serializer='str')
+    counts = app.Table('counts', default=int)
+
+    @app.agent(first, name='quits')
+    def quits(stream):
+        for word in stream:
+            counts[word] += 1
+            second.send(value=word)
+            return
+
+    @app.agent(second, name='counts')
+    def count(stream):
+        for word in stream:
+            counts[word] += 1
+    with runner.testing.run(app) as t:
+        with pytest.raises(AgentError, match='returned while its stream was open') as raised:
+            t.send('first', value='bye')
+        assert raised.value.agent == 'quits' and raised.value.record.value == 'bye'
+        assert raised.value.error is None
+
+
+def test_an_agent_that_fails_as_it_starts_fails_the_run_and_leaves_nothing_behind():
+    app = runner.App('starting')
+    words = app.topic('words', partitions=1)
+    counts = app.Table('counts', default=int)
+
+    @app.agent(words)
+    def count(stream):
+        counts['x'] += 1          # outside any record: a slot refuses it and stops
+        for word in stream:
+            counts[word] += 1
+    with pytest.raises(AgentError, match='can only be changed while processing a record'):
+        runner.testing.run(app).__enter__()
+    assert context._installed == []
