@@ -118,8 +118,8 @@ class AppDriver:
         self.now = START
         self.errors: list[AgentError] = []
         self.committed: dict[TopicPartition, int] = {}
-        #: Called with (clock before, clock after) by :meth:`advance`, before the records
-        #: they send are processed: where what falls due in that time is run.
+        #: What falls due as time passes (timers): :meth:`advance` calls each with the
+        #: clock before and after, and processes what they send before it returns.
         self.on_advance: list[Callable[[float, float], None]] = []
         self.layout = Layout(app, dict(partitions or {}), self.settings.topic_partitions)
         self._topics = self._decodable_topics()
@@ -127,10 +127,11 @@ class AppDriver:
         self._failure: AgentError | None = None
         self._next_commit = self.now + self.settings.commit_interval
         self._main = greenlet.getcurrent()
-        self._temporary = None if datadir is not None else tempfile.TemporaryDirectory(
-            prefix=f'runner-test-{app.name}-')
-        self._state = StateManager(app.tables.values(), Path(
-            datadir if datadir is not None else self._temporary.name), _RecoveredAtOnce) \
+        self._temporary = None
+        if datadir is None:
+            self._temporary = tempfile.TemporaryDirectory(prefix=f'runner-test-{app.name}-')
+            datadir = self._temporary.name
+        self._state = StateManager(app.tables.values(), Path(datadir), _RecoveredAtOnce) \
             if app.tables else None
         self._broker = Broker(self._partition_count, self._deliver)
         self._producer = TestProducer(
