@@ -142,6 +142,7 @@ class AppDriver:
         routes: dict[str, list[Inbox]] = {}
         self._agents = [self._agent_threads(agent, routes) for agent in app.agents]
         self._dispatcher = Dispatcher(routes)
+        self._read = frozenset(routes)        # the topics agents read
         self._tasks = Tasks(self.layout.sources(), self.layout.tables_of)
         context.install(self._slot)
         try:
@@ -280,9 +281,10 @@ class AppDriver:
     def _deliver(self, tp: TopicPartition, records: list) -> None:
         """Hand records to their agents; one sent by the test itself (``t.send``,
         ``app.send``) is processed before the send returns."""
-        self._dispatcher.dispatch(tp, records)
-        if greenlet.getcurrent() is self._main:
-            self._process()
+        if tp.topic in self._read:
+            self._dispatcher.dispatch(tp, records)
+            if greenlet.getcurrent() is self._main:
+                self._process()
 
     def _process(self) -> None:
         """Let the agents work until none has a record to take; raise the first error."""

@@ -41,6 +41,7 @@ class Greenlets:
         self.instances: list[GreenletThread] = []
         #: Batches taken so far by every instance: a round that takes none is the last.
         self.batches = 0
+        self._first = 0          # the instance the last round started with
 
     def Thread(self, target: Callable, args: tuple = (), daemon: bool | None = None,
                name: str | None = None) -> 'GreenletThread':
@@ -51,10 +52,13 @@ class Greenlets:
     Event = NoWait
 
     def run_until_idle(self) -> None:
-        """Let the instances process until none of them has records ready to take."""
+        """Let the instances process until none of them has records ready to take.  Each
+        round starts with the instance after the one the last round started with, so the
+        instances of an agent share its records, as its threads do."""
         while True:
             before = self.batches
-            for instance in self.instances:
+            self._first = (self._first + 1) % max(1, len(self.instances))
+            for instance in self.instances[self._first:] + self.instances[:self._first]:
                 instance.resume()
             if self.batches == before:
                 return

@@ -3,6 +3,7 @@ own code paths, with only Kafka and the threads replaced."""
 
 import random
 
+import greenlet
 import pytest
 from kafka.partitioner.default import DefaultPartitioner
 
@@ -364,3 +365,39 @@ def test_an_agent_that_fails_as_it_starts_fails_the_run_and_leaves_nothing_behin
     with pytest.raises(AgentError, match='can only be changed while processing a record'):
         runner.testing.run(app).__enter__()
     assert context._installed == []
+
+
+def test_agent_instances_share_the_records_and_keep_each_partitions_order():
+    app = runner.App('ordering')
+    numbers = app.topic('numbers', partitions=3)
+    seen = []
+
+    @app.agent(numbers, concurrency=3)
+    def note(stream):
+        for event in stream.events():
+            seen.append((event.partition, event.value, greenlet.getcurrent()))
+            if event.value % 10 == 0:     # a send back to its own topic, taken meanwhile
+                app.send(numbers, key=f'again-{event.value}', value=event.value + 1001)
+    with runner.testing.run(app) as t:
+        for n in range(60):
+            t.send(numbers, key=f'k{n % 7}', value=n)
+        assert len(seen) == 66
+        assert len({instance for _, _, instance in seen}) == 3
+        for partition in range(3):
+            values = [value for number, value, _ in seen if number == partition]
+            first = [value for value in values if value < 1000]
+            assert first == sorted(first)
+
+
+def test_headers_and_timestamps_reach_the_agent_as_sent():
+    app = runner.App('headers')
+    notes = app.topic('notes', partitions=1, value_serializer='str')
+    seen = []
+
+    @app.agent(notes)
+    def read(stream):
+        seen.extend((event.headers, event.timestamp) for event in stream.events())
+    with runner.testing.run(app) as t:
+        t.send(notes, value='a', headers=[('trace', b'1')], timestamp=1234.5)
+        t.send(notes, value='b')
+        assert seen == [([('trace', b'1')], 1_234_500), ([], round(t.now * 1000))]
