@@ -14,10 +14,13 @@ PACKAGE = REPO / 'runner'
 FORBIDDEN = {
     'runner.main': ('runner.app', 'runner.runtime', 'runner.state', 'runner.kafka', 'kafka',
                     'plyvel'),
-    'runner.app': ('runner.runtime', 'runner.state', 'runner.kafka', 'runner.main', 'plyvel'),
-    'runner.state': ('runner.runtime', 'runner.main'),
-    'runner.kafka': ('runner.app', 'runner.runtime', 'runner.state', 'runner.main'),
-    'runner.runtime': ('runner.main',),
+    'runner.app': ('runner.runtime', 'runner.state', 'runner.kafka', 'runner.main',
+                   'runner.testing', 'plyvel'),
+    'runner.kafka': ('runner.app', 'runner.runtime', 'runner.state', 'runner.main',
+                     'runner.testing'),
+    'runner.runtime': ('runner.main', 'runner.testing'),
+    'runner.state': ('runner.runtime', 'runner.main', 'runner.testing'),
+    'runner.testing': ('runner.main',),
     'runner.platform': ('runner.app', 'runner.runtime', 'runner.state', 'runner.kafka',
                         'kafka', 'plyvel'),
 }
