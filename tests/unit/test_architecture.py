@@ -69,3 +69,19 @@ def test_the_main_process_loads_no_app_runtime_state_or_kafka_module():
     result = subprocess.run([sys.executable, '-c', probe], env=runner_env(), cwd=REPO,
                             capture_output=True, text=True, check=True)
     assert result.stdout.strip() == '[]'
+
+
+#: The consumer thread's parts → what they must never import: the loop delegates to the
+#: rebalances, which drive the checkpoints, which wait through outages (never back).
+CONSUMER_PARTS = {
+    'runner.runtime.rebalances': ('runner.runtime.consumer',),
+    'runner.runtime.checkpoints': ('runner.runtime.consumer', 'runner.runtime.rebalances'),
+    'runner.runtime.outage': ('runner.runtime.consumer', 'runner.runtime.rebalances',
+                              'runner.runtime.checkpoints'),
+}
+
+
+@pytest.mark.parametrize('module', sorted(CONSUMER_PARTS))
+def test_the_consumer_loop_delegates_one_way(module):
+    path = REPO / (module.replace('.', '/') + '.py')
+    assert sorted(imports_of(path) & set(CONSUMER_PARTS[module])) == []
