@@ -266,6 +266,8 @@ class TimerThread:
         self.counts = {'ticks': 0, 'skipped': 0, 'failed': 0}
         #: When (monotonic, real) the tick under way started; None between ticks.
         self.running_since: float | None = None
+        #: When the next tick is due, on the timer's clock (None before it starts).
+        self.due: float | None = None
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name=f'timer-{timer.fn.__name__}')
 
@@ -275,9 +277,15 @@ class TimerThread:
 
     def _run(self) -> None:
         context.bind(self._context)
-        due = self.timer.schedule.first(self._now())
-        while not self._clock.wait(self._stop, due, self._now):
-            due = self.run_due(due)
+        self.due = self.timer.schedule.first(self._now())
+        while not self._clock.wait(self._stop, self.due, self._now):
+            self.due = self.run_due(self.due)
+
+    def run_next(self) -> None:
+        """Run the tick due next in the calling thread (or greenlet), its context bound to
+        it: see :meth:`Timers.run_until`."""
+        context.bind(self._context)
+        self.due = self.run_due(self.due)
 
     def run_due(self, due: float) -> float:
         """Run the tick due at ``due`` if this slot is on duty; returns the next due time
@@ -338,8 +346,9 @@ class Timers:
                  on_failure: Callable[..., None], clock: Clock | None = None) -> None:
         lock = threading.Lock()
         self.duty = duty
-        self.threads = [TimerThread(timer, slot, tasks, duty, lock, clock or SystemClock(),
-                                    on_failure) for timer in timers]
+        self.clock = clock or SystemClock()
+        self.threads = [TimerThread(timer, slot, tasks, duty, lock, self.clock, on_failure)
+                        for timer in timers]
 
     def start(self) -> None:
         for timer in self.threads:
@@ -348,6 +357,23 @@ class Timers:
     def stop(self) -> None:
         for timer in self.threads:
             timer.stop()
+
+    def run_until(self, until: float,
+                  call: Callable[[Callable[[], None]], None] = lambda tick: tick()) -> None:
+        """Without the timers' threads, on a :class:`ManualClock`: run every tick due up to
+        ``until``, earliest first, the clock moved to each due time, each through ``call``
+        (a test driver runs each in a greenlet of its own; the tick binds its context to
+        whatever runs it).  How :mod:`runner.testing` runs timers."""
+        clock = self.clock
+        assert isinstance(clock, ManualClock), 'timers run without threads on a ManualClock'
+        for timer in self.threads:
+            if timer.due is None:
+                timer.due = timer.timer.schedule.first(clock.monotonic())
+        while due := [timer for timer in self.threads if timer.due <= until]:
+            timer = min(due, key=lambda timer: timer.due)
+            clock.advance(timer.due - clock.monotonic())
+            call(timer.run_next)
+        clock.advance(until - clock.monotonic())
 
     def running(self) -> bool:
         """Whether a tick is under way."""

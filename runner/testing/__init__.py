@@ -41,6 +41,7 @@ from ..app.app import App
 from ..app.context import Event
 from ..app.layout import Layout
 from ..app.tables import Table
+from ..app.timers import leader_topic
 from ..app.topics import Topic
 from ..config import build, check_settings
 from ..errors import EX_SOFTWARE
@@ -50,6 +51,7 @@ from ..runtime.policy import error_text, where
 from ..runtime.queues import Dispatcher, Inbox, Stopped
 from ..runtime.stream import decoded_events
 from ..runtime.tasks import Tasks
+from ..runtime.timers import Duty, ManualClock, Timers, check_timers
 from ..state.checkpoint import Checkpoint
 from ..state.manager import StateManager
 from ..state.stores import Key, PartitionStore, Stores
@@ -71,12 +73,13 @@ class AgentError(Exception):
     slot would stop (the agent raised a :class:`runner.errors.RunnerError`, such as
     reading a key of another partition, or its function returned).
 
-    ``agent`` is the agent's name, ``record`` the record as a :class:`runner.Event`
+    ``agent`` is the agent's name (None for a timer, see :ref:`timers`), ``record`` the
+    record as a :class:`runner.Event`
     (decoded as its topic decodes it; None if it was raised outside any record) and
     ``error`` what the agent raised (also the exception's ``__cause__``).
     """
 
-    def __init__(self, message: str, agent: str, record: Event | None,
+    def __init__(self, message: str, agent: str | None, record: Event | None,
                  error: BaseException | None) -> None:
         super().__init__(message)
         self.agent = agent
@@ -115,6 +118,7 @@ class AppDriver:
                  partitions: Mapping[str, int] | None = None, **settings: Any) -> None:
         self.app = app
         self.settings = build(app.settings, check_settings(settings, 'runner.testing.run'), {})
+        check_timers(app, self.settings)
         self.now = START
         self.errors: list[AgentError] = []
         self.committed: dict[TopicPartition, int] = {}
@@ -144,6 +148,8 @@ class AppDriver:
         self._dispatcher = Dispatcher(routes)
         self._read = frozenset(routes)        # the topics agents read
         self._tasks = Tasks(self.layout.sources(), self.layout.tables_of)
+        self._timers = self._timers_led_here()
+        self.on_advance.append(self._run_timers)
         context.install(self._slot)
         try:
             self._assign_every_partition()
@@ -274,6 +280,27 @@ class AppDriver:
                 by_key[key].partitions[table_partition.table.name] = table_partition
                 self._slot.active[key] = table_partition
             self._dispatcher.unhold([queue for task in tasks for queue in task.queues])
+
+    def _timers_led_here(self) -> Timers:
+        """The app's timers on the run's clock; the run owns every partition, so it leads."""
+        duty = Duty(leader_topic(self.app))
+        if duty.partition is not None:
+            duty.assigned({duty.partition}, generation=0)
+        return Timers(self.app.timers, self._slot, self._tasks, duty, self._timer_failed,
+                      ManualClock(self.now))
+
+    def _run_timers(self, _before: float, now: float) -> None:
+        """The ticks due up to ``now``, each in a greenlet of its own, as on a thread of its
+        own: what it sends is processed once it is done (by :meth:`advance`)."""
+        if self._failure is None:
+            self._timers.run_until(now, lambda tick: greenlet.greenlet(tick).switch())
+
+    def _timer_failed(self, reason: str, code: int = EX_SOFTWARE) -> None:
+        """A timer stopped the slot (``on_error='stop'``, or a mistake in the app)."""
+        self._failure = AgentError(reason, None, None, sys.exception())
+        self.errors.append(self._failure)
+        for agent_threads in self._agents:
+            agent_threads.stop(drain=False)
 
     def _partition_count(self, topic: str) -> int:
         return self.layout.topics.get(topic) or self.settings.topic_partitions

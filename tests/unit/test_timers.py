@@ -419,3 +419,38 @@ def test_a_cold_stop_or_a_failure_ends_the_wait_for_a_tick_and_is_left_for_the_s
         slot._finish_timers(drain=True, deadline=began + 30)
         assert time.monotonic() - began < 5
         assert slot._events.get(timeout=0) == event
+
+
+def test_runner_testing_runs_due_ticks_as_its_clock_advances():
+    import runner.testing
+    local = runner.App('driven')
+    events = local.topic('events', partitions=2)
+    beats = local.topic('beats')
+    minutes = local.Table('minutes', default=int, partitions=2)
+
+    @local.agent(events)
+    def ignore(stream):
+        for _ in stream:
+            pass
+
+    @local.timer(10.0)
+    def beat():
+        local.send(beats, value='beat')
+
+    @local.crontab('* * * * *', on_leader=True)
+    def minute():
+        minutes['seen'] += 1
+
+    with runner.testing.run(local) as t:
+        start = t.now
+        t.advance(9.5)
+        assert t.outputs('beats') == []
+        t.advance(0.5)
+        assert [event.value for event in t.outputs('beats')] == ['beat']
+        t.advance(35)                                    # due at 20, 30 and 40 s: each runs
+        assert len(t.outputs('beats')) == 4
+        t.advance(180)
+        assert t.table('minutes')['seen'] == int((t.now) // 60 - start // 60)
+        t.commit()
+        assert [(event.key, event.value) for event in t.outputs(minutes.changelog.name)][-1] \
+            == ('seen', t.table('minutes')['seen'])
