@@ -454,3 +454,26 @@ def test_runner_testing_runs_due_ticks_as_its_clock_advances():
         t.commit()
         assert [(event.key, event.value) for event in t.outputs(minutes.changelog.name)][-1] \
             == ('seen', t.table('minutes')['seen'])
+
+
+def test_a_timer_that_stops_the_slot_stops_a_runner_testing_run():
+    import runner.testing
+    local = runner.App('driven-stop')
+
+    @local.agent(local.topic('events'))
+    def ignore(stream):
+        for _ in stream:
+            pass
+
+    @local.timer(1.0, on_error='stop')
+    def broken():
+        raise ValueError('no')
+
+    with runner.testing.run(local) as t:
+        with pytest.raises(runner.testing.AgentError) as raised:
+            t.advance(1.0)
+        assert t.errors == [raised.value]
+        assert raised.value.agent is None and isinstance(raised.value.error, ValueError)
+        assert str(raised.value).startswith('timer test_timers.test_a_timer_that_stops')
+        with pytest.raises(RuntimeError, match='the run has stopped'):
+            t.send('events', value=1)
