@@ -142,7 +142,8 @@ from .errors import (
     shown_name,
 )
 from .main import control
-from .main.supervisor import Reload, Supervisor
+from .main.rolling import Reload
+from .main.supervisor import Supervisor
 
 log = logging.getLogger('runner')
 
