@@ -86,8 +86,25 @@ def open_own(path: Path, flags: int, what: str) -> int:
     try:
         return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        reason = 'it is a symbolic link' if exc.errno == errno.ELOOP else exc.strerror
-        raise CannotCreate(f'cannot use {what} {path}: {reason}') from None
+        raise _cannot_use(what, path, exc) from None
+
+
+def read_own(path: Path, what: str) -> str | None:
+    """The text of a file the runner wrote (the status file), never read through a
+    symbolic link (CannotCreate, as :func:`open_own` says); None if there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _cannot_use(what, path, exc) from None
+    with os.fdopen(fd, errors='replace') as file:
+        return file.read()
+
+
+def _cannot_use(what: str, path: str | Path, exc: OSError) -> CannotCreate:
+    reason = 'it is a symbolic link' if exc.errno == errno.ELOOP else exc.strerror
+    return CannotCreate(f'cannot use {what} {path}: {reason}')
 
 
 class Pidfile:
@@ -127,11 +144,14 @@ class Pidfile:
 
 
 def running_pid(path: str | Path) -> int | None:
-    """The pid in ``path`` if that process still holds the file's lock, else None."""
+    """The pid in ``path`` if that process still holds the file's lock, else None; a
+    pidfile that is a symbolic link is refused (CannotCreate), never followed."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise _cannot_use('pidfile', path, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
