@@ -154,6 +154,17 @@ SECRET_VARIABLES = {'sasl_password': 'RUNNER_SASL_PASSWORD',
 #: The longest time a setting in seconds may give (a year): every wait of the runner and
 #: of kafka-python can be that long (``threading.TIMEOUT_MAX`` is far longer).
 MAX_SECONDS = 365 * 24 * 3600.0
+#: The shortest time a setting in seconds may give: one that reaches Kafka in whole
+#: milliseconds (session, broker and commit timeouts) would be 0 below it, and no wait
+#: of the runner is shorter.
+MIN_SECONDS = 0.001
+#: Settings in seconds that the runner checks in rounds, the least each may be, and why.
+SECONDS_FLOORS = {
+    'session_timeout': (1.0, 'the consumer heartbeats every 0.1 s at the least'),
+    'heartbeat_timeout': (1.0, 'a slot reports four times a second'),
+    'stall_timeout': (1.0, 'the consumer loop polls for 0.1 s in each round'),
+    'stuck_timeout': (1.0, 'agents are looked at four times a second'),
+}
 #: Settings in seconds that reach Kafka as 32-bit milliseconds, and their maximum.
 SECONDS_LIMITS = {'session_timeout': (2 ** 31 - 1) // 1000}
 #: The largest value of each whole-number setting: what Kafka's protocol carries for it
@@ -290,8 +301,10 @@ def _seconds(name: str, value: Any) -> float:
     number = _number(value, float, 'expected seconds')
     if not 0 < number < math.inf:
         raise ValueError('must be a positive number of seconds')
-    if name == 'heartbeat_timeout' and number < 1:
-        raise ValueError('must be at least 1 second (a slot reports four times a second)')
+    least, why = SECONDS_FLOORS.get(name, (MIN_SECONDS, None))
+    if number < least:
+        raise ValueError(f'at least {least:g} second{"s" if least != 1 else ""}'
+                         + (f' ({why})' if why else ''))
     most = SECONDS_LIMITS.get(name, MAX_SECONDS)
     if number > most:
         raise ValueError(f'at most {most:.0f} seconds')
@@ -528,6 +541,8 @@ def positive_seconds(value: Any, what: str, error: type[Exception]) -> float:
         raise error(f'invalid {what} {shown(value)}: expected seconds') from None
     if not seconds > 0:
         raise error(f'invalid {what} {shown(value)}: must be positive')
+    if seconds < MIN_SECONDS:
+        raise error(f'invalid {what} {shown(value)}: at least {MIN_SECONDS:g} seconds')
     if seconds > MAX_SECONDS:
         raise error(f'invalid {what} {shown(value)}: at most {MAX_SECONDS:.0f} seconds')
     return seconds
