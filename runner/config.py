@@ -461,6 +461,8 @@ def _yaml_problem(exc: Exception) -> str:
     return f': a value it cannot read ({reason})'
 
 
+#: The settings that say where a slot's web server listens (see :meth:`Options.web_address`).
+WEB_ADDRESS_KEYS = ('web_host', 'web_port')
 #: Config-file keys that belong to the main process rather than to a slot.
 SUPERVISOR_KEYS = ('app', 'workers', 'workers_max', 'pidfile', 'slots')
 #: Slots per CPU a worker may have unless ``--workers-max`` says otherwise.
@@ -494,14 +496,26 @@ class Options:
         is the base port + index unless set for it."""
         overrides = self.per_slot.get(index, {})
         settings = build(app_settings, {**self.file, **overrides}, self.cli)
-        if 'web_port' in self.cli or 'web_port' not in overrides:
-            settings.web_port += index if settings.web_port else 0
+        settings.web_port = self._slot_port(settings.web_port, index)
         if settings.web_advertise and (
                 'web_advertise' in self.cli or 'web_advertise' not in overrides):
             host, port = split_host_port(settings.web_advertise)
             if port is not None:
                 settings.web_advertise = join_host_port(host, port + index)
         return settings
+
+    def web_address(self, app_settings: Mapping[str, Any], index: int) -> tuple[str, int]:
+        """Where slot ``index``'s web server listens (as :meth:`settings_for` says), from
+        the app's settings (only its web settings are looked at)."""
+        settings = _merge(app_settings, {**self.file, **self.per_slot.get(index, {})}, self.cli)
+        return settings.web_host, self._slot_port(settings.web_port, index)
+
+    def _slot_port(self, port: int, index: int) -> int:
+        """Slot ``index``'s port: the base ``port`` + index unless set for the slot (port 0,
+        any free port, stays 0)."""
+        if 'web_port' in self.cli or 'web_port' not in self.per_slot.get(index, {}):
+            return port + index if port else 0
+        return port
 
     def base_settings(self) -> Settings:
         """Settings as far as the main process knows them (without the App's, so the

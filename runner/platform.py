@@ -4,7 +4,10 @@ Fork rules, which every process of the runner follows:
 
 * Nothing that holds a thread, a socket or a lock survives ``fork()``: the main
   process holds none of them (no thread, no Kafka client, no LevelDB handle),
-  and a slot creates its own after the fork.  Forking is explicit
+  and a slot creates its own after the fork.  The one exception is a slot's
+  listening web socket (see :func:`listen`): the main process binds it and each
+  process of that slot inherits it, a file descriptor that no thread or client
+  state comes with; every other child closes it.  Forking is explicit
   (:func:`fork_context`), whatever Python's default start method is.
 * Nothing a slot starts may outlive it.  The main process and every slot are
   child subreapers: an orphan anywhere below a slot is re-parented to that
@@ -29,6 +32,7 @@ import queue
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -244,6 +248,23 @@ def replace_file(path: Path, text: str, durable: bool = False) -> None:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+# -- listening sockets ------------------------------------------------------------
+
+#: Connections waiting in the kernel to be accepted by a web server.
+LISTEN_BACKLOG = 128
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``host:port`` (port 0: one the system picks); a port in
+    use or an address that cannot be listened on is ResourceBusy, in one line."""
+    try:
+        return socket.create_server((host, port), backlog=LISTEN_BACKLOG)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ResourceBusy(f'web port {host}:{port} is already in use') from None
+        raise ResourceBusy(f'cannot listen on {host}:{port}: {exc.strerror or exc}') from None
 
 
 # -- daemonizing ------------------------------------------------------------------

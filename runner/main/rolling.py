@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import platform
-from ..errors import CannotFork, RunnerError
-from .slots import SlotMain, SlotProcess, how
+from ..errors import CannotFork, ResourceBusy, RunnerError
+from .slots import Deploy, SlotProcess, how
 
 if TYPE_CHECKING:
     from .supervisor import Supervisor
@@ -34,17 +34,18 @@ log = logging.getLogger(__name__)
 class Reload(NamedTuple):
     """What a rolling restart needs, from the configuration as it is now."""
 
-    #: Run in a throwaway child: returns if the app, as deployed now, loads.
+    #: Run in a throwaway child: returns (JSON) what the app, as deployed now, declares
+    #: that the main process needs; raises if it does not load.
     check: Callable[[], Any]
-    #: The entry point of the restarted slots.
-    slot_main: SlotMain
+    #: What the restarted slots run, from what ``check`` returned.
+    deploy: Callable[[Any], Deploy]
 
 
 class PendingCheck(NamedTuple):
     """The app check of a rolling restart, running in a child."""
 
     call: platform.ChildCall
-    slot_main: SlotMain
+    deploy: Callable[[Any], Deploy]
 
 
 class RollingRestart:
@@ -182,19 +183,19 @@ class RollingRestarts:
         except CannotFork as exc:
             self.finish(f'{refused}: the app check: {exc}')
             return
-        self.check = PendingCheck(call, reload.slot_main)
+        self.check = PendingCheck(call, reload.deploy)
         log.info('rolling restart: checking that the app loads (pid %d)', call.pid)
 
     def finish_check(self) -> None:
         """The check child has exited: roll the slots over, or refuse."""
         check, self.check = self.check, None
         try:
-            check.call.result()
+            checked = check.call.result()
         except platform.ChildFailed as exc:
             why = str(exc) if exc.code is not None else f'the app check {exc}'
             self.finish(f'rolling restart refused, slots keep running: {why}')
             return
-        self._supervisor.deploy(check.slot_main)
+        self._supervisor.deploy(check.deploy(checked))
         self.plan = RollingRestart(range(self._supervisor.workers))
         log.info('rolling restart: %s', self.plan.describe())
 
@@ -251,6 +252,9 @@ class RollingRestarts:
         except OSError as exc:
             self._fork_failure = (f'rolling restart stopped: slot {index}: cannot fork its '
                                   f'successor: {exc.strerror or exc}')
+            return False
+        except ResourceBusy as exc:     # the deploy moved it to a port in use
+            self._fork_failure = f'rolling restart stopped: slot {index}: {exc}'
             return False
         self.successors[index] = successor
         log.info('slot %d: successor started (pid %d)', index, successor.pid)

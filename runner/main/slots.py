@@ -5,16 +5,28 @@ import multiprocessing
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import platform
 from ..reports import ReportReader
+from .listeners import Listener
 
-#: ``slot_main(index, report_fd, main_pid, successor)`` runs a slot in the forked child;
-#: a successor prepares, then waits for the data directory of the slot it replaces.
-SlotMain = Callable[[int, int, int, bool], int]
+#: ``slot_main(index, report_fd, main_pid, successor, web_fd)`` runs a slot in the forked
+#: child; a successor prepares, then waits for the data directory of the slot it replaces.
+#: ``web_fd`` is the listening socket its web server serves.
+SlotMain = Callable[[int, int, int, bool, int], int]
 #: Wait this long after the graceful timeout (cold), then after a cold stop (KILL).
 ESCALATION_GRACE = 5.0
+
+
+class Deploy(NamedTuple):
+    """What the slots started from now on run, from the configuration and the app as the
+    last app check saw them."""
+
+    #: The entry point of the slots.
+    slot_main: SlotMain
+    #: Where slot ``index``'s web server listens: ``web_address(index)`` is (host, port).
+    web_address: Callable[[int], tuple[str, int]]
 
 
 class SlotProcess:
@@ -39,6 +51,8 @@ class SlotProcess:
         self.was_ready = False      # it reported ready at least once
         self.killed: str | None = None    # why the main process killed it
         self.error: dict[str, Any] | None = None
+        #: The listening socket it serves (the main process holds it while it runs).
+        self.listener: Listener | None = None
 
     def stop(self, signum: signal.Signals) -> None:
         """Send ``signum``; the main process KILLs the slot if it is still alive after its

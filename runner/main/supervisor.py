@@ -29,12 +29,14 @@ from ..errors import (
     EX_SOFTWARE,
     EX_UNAVAILABLE,
     EX_USAGE,
+    ResourceBusy,
 )
 from ..logs import plural
 from ..reports import LAST_EXIT_ENV, RESTARTS_ENV, ReportReader, channel
+from .listeners import Listeners
 from .publisher import StatusPublisher, Summary
 from .rolling import Reload, RollingRestarts
-from .slots import ESCALATION_GRACE, SlotMain, SlotProcess, SlotRecord, how
+from .slots import ESCALATION_GRACE, Deploy, SlotProcess, SlotRecord, how
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ class Supervisor:
     been ready for this long, systemd's watchdog is no longer pinged.
     """
 
-    def __init__(self, name: str, workers: int, slot_main: SlotMain,
+    def __init__(self, name: str, workers: int, deploy: Deploy,
                  reload: Callable[[], Reload], check_timeout: float, ready_timeout: float,
                  status_path: Path | None = None, close_in_children: tuple[int, ...] = (),
                  workers_max: int | None = None, targets_path: Path | None = None) -> None:
@@ -74,7 +76,8 @@ class Supervisor:
         self.workers = workers
         #: The most slots TTIN may bring the worker to (``--workers-max``).
         self.workers_max = default_workers_max() if workers_max is None else workers_max
-        self._slot_main = slot_main
+        self._deploy = deploy
+        self._listeners = Listeners()
         self._import_timeout = check_timeout
         self._close_in_children = list(close_in_children)
         self._context = platform.fork_context()
@@ -113,6 +116,7 @@ class Supervisor:
         finally:
             self.restarts.cancel_check()
             self._kill_leftovers()
+            self._listeners.close_all()
             self.publisher.stopped()
         log.info('main process of %s stopped', self.name)
         return self.exit_code
@@ -217,16 +221,41 @@ class Supervisor:
             record.exit_code, record.reason = None, f'cannot fork it: {exc.strerror or exc}'
             self._back_off(index, f'slot {index}', record.reason)
             return
+        except ResourceBusy as exc:
+            self._cannot_listen(index, exc)
+            return
         log.info('slot %d started (pid %d)', index, slot.pid)
 
+    def _cannot_listen(self, index: int, exc: ResourceBusy) -> None:
+        """Slot ``index``'s web port cannot be listened on: as if it exited with 73."""
+        record = self._record(index)
+        record.exit_code, record.reason = exc.exit_code, str(exc)
+        if not self.publisher.was_ready:
+            self._fail(exc.exit_code, f'slot {index} could not start: {exc}')
+        else:
+            self._give_up_on(index, f'could not start: {exc}')
+
     def fork_slot(self, index: int, successor: bool = False) -> SlotProcess:
-        """Start the process of slot ``index`` (or of its successor, in a rolling restart);
-        OSError if it cannot be made."""
+        """Start the process of slot ``index`` (or of its successor, in a rolling restart),
+        serving the listening socket of its web address (bound now if the slot has none
+        there yet); OSError if no process can be made, ResourceBusy if the socket cannot
+        be bound."""
+        listener, web_fd = self._listeners.acquire(index, self._deploy.web_address(index))
+        try:
+            slot = self._fork(index, successor, web_fd)
+        except OSError:
+            self._listeners.release(listener)
+            raise
+        slot.listener = listener
+        return slot
+
+    def _fork(self, index: int, successor: bool, web_fd: int) -> SlotProcess:
         main_end, slot_end = channel()
         try:
-            close = [main_end.fileno(), *self.fds_to_close()]
+            close = [fd for fd in (main_end.fileno(), *self.fds_to_close()) if fd != web_fd]
             process = self._context.Process(target=self._run_slot,
-                                            args=(index, slot_end.fileno(), close, successor),
+                                            args=(index, slot_end.fileno(), close, successor,
+                                                  web_fd),
                                             name=f'slot-{index}')
             blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
             try:
@@ -243,8 +272,9 @@ class Supervisor:
 
     def fds_to_close(self) -> list[int]:
         """What a forked child must not keep: the pidfile lock, the wakeup pipe, the
-        report sockets of the slots."""
-        return [*self._close_in_children, *(slot.reader.fd for slot in self._processes())]
+        report sockets of the slots, their listening sockets."""
+        return [*self._close_in_children, *(slot.reader.fd for slot in self._processes()),
+                *self._listeners.fds()]
 
     def _processes(self) -> list[SlotProcess]:
         """Every slot process: the slots, their successors in a rolling restart, and the
@@ -259,7 +289,8 @@ class Supervisor:
             environment[LAST_EXIT_ENV] = str(record.exit_code)
         return environment
 
-    def _run_slot(self, index: int, report_fd: int, close: list[int], successor: bool) -> None:
+    def _run_slot(self, index: int, report_fd: int, close: list[int], successor: bool,
+                  web_fd: int) -> None:
         """The child side of the fork: shed the parent's state, then run the slot."""
         os.environ.update(self._slot_environment(index))
         for fd in close:
@@ -268,7 +299,7 @@ class Supervisor:
             except OSError:
                 pass
         platform.reset_signals(ignore=SLOT_IGNORES)
-        os._exit(self._slot_main(index, report_fd, self._main_pid, successor))
+        os._exit(self._deploy.slot_main(index, report_fd, self._main_pid, successor, web_fd))
 
     def _read_reports(self, slot: SlotProcess) -> None:
         for report in slot.reader.read():
@@ -297,10 +328,10 @@ class Supervisor:
             slot.stop(signal.SIGTERM)
         self.restarts.slot_removed(index)
 
-    def deploy(self, slot_main: SlotMain) -> None:
-        """Slots started from now on run ``slot_main`` (a rolling restart's app check
+    def deploy(self, deploy: Deploy) -> None:
+        """Slots started from now on run ``deploy`` (a rolling restart's app check
         passed); slots that could not start get another chance."""
-        self._slot_main = slot_main
+        self._deploy = deploy
         for record in self._records.values():
             record.failed = False
 
@@ -316,6 +347,7 @@ class Supervisor:
 
     def _forget(self, slot: SlotProcess) -> None:
         slot.reader.close()
+        self._listeners.release(slot.listener)
         platform.kill_group(slot.pid)
         self._kill_leftovers()
 

@@ -13,6 +13,7 @@ import pytest
 
 from runner import platform
 from runner.main.rolling import PendingCheck, RollingRestart
+from runner.main.slots import Deploy
 from runner.main.supervisor import Supervisor
 
 USR2, TERM = signal.SIGUSR2, signal.SIGTERM
@@ -88,13 +89,17 @@ def test_slots_without_a_successor_are_neither_waited_for_nor_handed_over():
 # -- the main process's part ------------------------------------------------------
 
 
+#: Slots that never run, each on a port of its own (the main process binds them).
+DEPLOY = Deploy(None, lambda index: ('127.0.0.1', 0))
+
+
 class FakeProcess:
     """What the main process forks, never forked; ``report()`` writes to its report socket."""
 
     pids = itertools.count(1000)
 
     def __init__(self, target, args, name):
-        self.index, self._report_fd, _, self.successor = args
+        self.index, self._report_fd, _, self.successor, self.web_fd = args
         self.pid = next(self.pids)
         self.exitcode = None
         self.end: socket.socket | None = None
@@ -120,7 +125,7 @@ class Main:
         monkeypatch.setattr(platform, 'kill_quietly', self._record_signal)
         monkeypatch.setattr(platform, 'kill_group', lambda pgid, signum=None: None)
         monkeypatch.setattr(platform, 'children', lambda parent: {})
-        self.supervisor = Supervisor('app', workers, None, None, check_timeout=10.0,
+        self.supervisor = Supervisor('app', workers, DEPLOY, None, check_timeout=10.0,
                                      ready_timeout=60.0)
         self.supervisor._context = SimpleNamespace(Process=self._fork)
 
@@ -154,7 +159,8 @@ class Main:
 
     def hup(self):
         """As if HUP came and the app check passed."""
-        self.supervisor.restarts.check = PendingCheck(SimpleNamespace(result=lambda: None), None)
+        self.supervisor.restarts.check = PendingCheck(SimpleNamespace(result=lambda: None),
+                                                      lambda _checked: DEPLOY)
         self.supervisor.restarts.finish_check()
 
     def report(self, slot, phase='running', ready=True):
@@ -191,6 +197,7 @@ class Main:
             process.end.close()
         for slot in self.supervisor._processes():
             slot.reader.close()
+        self.supervisor._listeners.close_all()
 
 
 @pytest.fixture

@@ -139,7 +139,7 @@ def test_an_app_check_that_cannot_be_forked_is_one_line_with_exit_71(monkeypatch
 def test_a_rolling_restart_whose_app_check_cannot_be_forked_is_refused(main_of, monkeypatch):
     main = main_of(2)
     main.start()
-    main.supervisor.restarts.reload = lambda: Reload(check=lambda: None, slot_main=None)
+    main.supervisor.restarts.reload = lambda: Reload(check=lambda: None, deploy=None)
     no_fork(monkeypatch)
     main.supervisor._on_hup()
     main.step()
