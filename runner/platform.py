@@ -259,12 +259,20 @@ LISTEN_BACKLOG = 128
 def listen(host: str, port: int) -> socket.socket:
     """A TCP socket listening on ``host:port`` (port 0: one the system picks); a port in
     use or an address that cannot be listened on is ResourceBusy, in one line."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        return socket.create_server((host, port), backlog=LISTEN_BACKLOG)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(LISTEN_BACKLOG)
     except OSError as exc:
+        listener.close()
         if exc.errno == errno.EADDRINUSE:
             raise ResourceBusy(f'web port {host}:{port} is already in use') from None
         raise ResourceBusy(f'cannot listen on {host}:{port}: {exc.strerror or exc}') from None
+    except OverflowError:           # a port beyond 65535
+        listener.close()
+        raise ResourceBusy(f'cannot listen on {host}:{port}: no such port') from None
+    return listener
 
 
 # -- daemonizing ------------------------------------------------------------------

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .. import platform
+from ..errors import EX_UNAVAILABLE
 from ..reports import ReportReader
 from .listeners import Listener
 
@@ -113,6 +114,25 @@ class SlotRecord:
     reason: str | None = None      # why it exited, could not be forked or was given up on,
                                    # until it is ready again
     failed: bool = False        # given up on until the next HUP
+
+    def row(self, index: int, stopping: bool) -> dict[str, Any]:
+        """The status row of slot number ``index`` while it has no process."""
+        if self.failed:
+            state = 'failed'
+        elif stopping:
+            state = 'stopped'
+        elif self.exit_code == EX_UNAVAILABLE:
+            state = 'waiting'
+        elif self.reason is not None:
+            state = 'backoff'
+        else:
+            state = 'starting'
+        row = {'slot': index, 'pid': None, 'web': None, 'state': state, 'ready': False,
+               'reason': self.reason if state in ('failed', 'backoff', 'waiting') else None,
+               'assignment': [], 'started': None, 'exit_code': self.exit_code}
+        if state in ('backoff', 'waiting'):
+            row['retry_at'] = round(self.retry_at_wall, 3)
+        return row
 
 
 def how(code: int) -> str:

@@ -545,29 +545,8 @@ class Supervisor:
             if index in self.slots:
                 rows.append(self.slots[index].row())
             else:
-                rows.append(self._idle_row(index))
+                rows.append(self._record(index).row(index, bool(self._stopping)))
         return rows
-
-    def _idle_row(self, index: int) -> dict[str, Any]:
-        """The row of a slot number that has no process now."""
-        record = self._record(index)
-        if record.failed:
-            state = 'failed'
-        elif self._stopping:
-            state = 'stopped'
-        elif record.exit_code == EX_UNAVAILABLE:
-            state = 'waiting'
-        elif record.reason is not None:
-            state = 'backoff'
-        else:
-            state = 'starting'
-        row = {'slot': index, 'pid': None, 'web': None, 'state': state, 'ready': False,
-               'reason': record.reason if state in ('failed', 'backoff', 'waiting') else None,
-               'assignment': [], 'started': None, 'exit_code': record.exit_code}
-        if state in ('backoff', 'waiting'):
-            row['retry_at'] = round(record.retry_at_wall, 3)
-        return row
-
 
 def _ignored(name: str, why: str) -> None:
     log.warning('%s ignored: %s', name, why)

@@ -306,3 +306,58 @@ def test_a_slot_that_crashes_before_handing_over_is_started_anew(make_main):
     main.step(3)
     main.replace(1)
     assert main.supervisor.restarts.plan is None and main.supervisor.restarts.done == 1
+
+
+def listening_port(fd):
+    """The port the listening socket ``fd`` (as the main process holds it) is bound to."""
+    with socket.socket(fileno=os.dup(fd)) as copy:
+        return copy.getsockname()[1]
+
+
+def connects(port):
+    """Whether a connection to ``port`` is taken (into the backlog, if nobody accepts)."""
+    try:
+        socket.create_connection(('127.0.0.1', port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def test_a_successor_serves_the_very_socket_of_the_slot_it_replaces(make_main):
+    main = make_main(2)
+    old = main.supervisor.slots[0]
+    port = listening_port(old.process.web_fd)
+    main.hup()
+    main.step()
+    successor = main.supervisor.restarts.successors[0]
+    assert successor.process.web_fd == old.process.web_fd
+    main.replace(0)                                 # the old slot has exited
+    assert main.supervisor.slots[0] is successor and connects(port)
+    assert listening_port(successor.process.web_fd) == port
+
+
+def test_a_slot_that_exits_unasked_leaves_its_port_closed_until_it_starts_again(make_main):
+    main = make_main(2)
+    crashed = main.supervisor.slots[1]
+    port = listening_port(crashed.process.web_fd)
+    main.exit(crashed, 1)
+    assert not connects(port)
+    main.backoff_over(1)
+    main.step()
+    anew = main.supervisor.slots[1]
+    assert anew.pid != crashed.pid and connects(listening_port(anew.process.web_fd))
+
+
+def test_a_web_port_in_use_at_start_stops_the_worker_with_73(monkeypatch):
+    taken = socket.create_server(('127.0.0.1', 0))
+    port = taken.getsockname()[1]
+    deploy = Deploy(None, lambda index: ('127.0.0.1', port))
+    monkeypatch.setattr(platform, 'children', lambda parent: {})
+    supervisor = Supervisor('app', 1, deploy, None, check_timeout=10.0, ready_timeout=60.0)
+    try:
+        supervisor._spawn_missing()
+    finally:
+        taken.close()
+    assert supervisor.exit_code == 73 and supervisor.slots == {}
+    assert supervisor.fatal_message == (f'slot 0 could not start: web port 127.0.0.1:{port} '
+                                        'is already in use')
