@@ -8,6 +8,7 @@ import random
 import signal
 import urllib.parse
 
+import pytest
 from harness import produce, wait_for, write_app
 
 from runner.app.partitioners import crc32_partition, murmur2_partition
@@ -121,10 +122,11 @@ def test_three_slots_each_answer_every_key_of_both_partitioners_without_forwardi
     assert (state['global'], state['partitions'], state['read_since_start']) == (True, 3, 40)
 
 
+@pytest.mark.parametrize('guarantee', ['at_least_once', 'exactly_once'])
 def test_orders_joined_with_a_global_table_of_prices_give_the_right_totals(
-        tmp_path, names, workers, kafka_bootstrap):
+        tmp_path, names, workers, kafka_bootstrap, guarantee):
     names = {**names, 'updates': f'prices-{names["app"]}'}
-    app = write_app(tmp_path, JOIN_APP.format(guarantee='exactly_once', **names))
+    app = write_app(tmp_path, JOIN_APP.format(guarantee=guarantee, **names))
     worker = workers(app, extra=('-w', '2'))
     worker.split_between(2)
     rng = random.Random(7)
