@@ -3,13 +3,17 @@
 
 import collections
 import contextlib
+import json
 import os
 import random
 import signal
 import urllib.parse
 
 import pytest
-from harness import produce, wait_for, write_app
+from harness import consume, produce, wait_for, write_app
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.protocol.admin import AlterClientQuotasRequest
 
 from runner.app.partitioners import crc32_partition, murmur2_partition
 
@@ -19,13 +23,14 @@ import runner
 app = runner.App({app!r}, commit_interval=0.2, session_timeout=6,
                  processing_guarantee={guarantee!r})
 source = app.topic({source!r}, partitions=4)
+sink = app.topic({sink!r}, partitions=1)
 rates = app.GlobalTable('rates', partitions=3)
 
 
-@app.agent(source)
-def idle(stream):
+@app.agent(source, sink=[sink])
+def seen(stream):
     for _ in stream:
-        pass
+        yield sum(1 for _ in rates.keys())     # how many rates the agent can see
 '''
 
 JOIN_APP = '''
@@ -164,3 +169,44 @@ def test_a_restart_reads_only_what_was_written_while_down_and_sees_its_keys(
         assert described(second, slot)['read_since_start'] == len(while_down)
     assert answers_all(second, {**before, **while_down}, (0, 1))
     assert 'rebuilding global table' not in second.log()
+
+
+
+def throttle(bootstrap, client_id, bytes_per_second):
+    """Have the broker hold the fetches of ``client_id`` to this rate (a client quota)."""
+    entry = AlterClientQuotasRequest.EntryData
+    request = AlterClientQuotasRequest(entries=[entry(
+        entity=[entry.EntityData(entity_type='client-id', entity_name=client_id)],
+        ops=[entry.OpData(key='consumer_byte_rate', value=float(bytes_per_second),
+                          remove=False)])], validate_only=False)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        [answer] = admin._manager.run(admin._manager.send, request).entries
+        assert answer.error_code == 0, answer
+    finally:
+        admin.close()
+
+
+def test_a_slot_is_ready_and_its_agents_start_only_once_its_global_tables_are_loaded(
+        tmp_path, names, workers, kafka_bootstrap, admin):
+    admin.create_topics([NewTopic(changelog(names), CHANGELOG_PARTITIONS, 1),
+                         NewTopic(names['source'], 4, 1)])
+    truth = {f'k-{n}': 'x' * 1000 for n in range(600)}
+    fill_placed(kafka_bootstrap, changelog(names), truth, murmur2_partition)
+    produce(kafka_bootstrap, names['source'], [('order', 1)])
+    throttle(kafka_bootstrap, f'{names["app"]}-slot0-global', 50_000)   # loads in ~12 s
+    worker = workers(rates_app(tmp_path, names))
+    reasons = []
+
+    def ready():
+        status, body = worker.get('/ready')
+        reasons.append(body and body['reason'])
+        return status == 200
+    wait_for(ready, 90, 'the slot to be ready')
+    state = described(worker)
+    assert (state['loaded'], state['read_since_start']) == (True, len(truth))
+    assert any(reason and reason.startswith('loading global tables rates: ')
+               for reason in reasons)
+    [record] = consume(kafka_bootstrap, names['sink'], count=1)
+    assert json.loads(record.value) == len(truth)        # the agent saw every rate
+    assert 'loaded global table rates: 600 records' in worker.log()

@@ -202,3 +202,33 @@ def test_a_slot_is_not_ready_while_its_global_tables_load(reader):
     assert status.ready() == (False, loading)
     reader.loaded.set()
     assert status.ready()[1] != loading
+
+
+class Changelog:
+    """What the reader asks a consumer about a changelog: where its partitions start and
+    end."""
+
+    def __init__(self, start, end):
+        self.start, self.end = start, end
+
+    def beginning_offsets(self, tps):
+        return dict.fromkeys(tps, self.start)
+
+    def end_offsets(self, tps):
+        return dict.fromkeys(tps, self.end)
+
+
+@pytest.mark.parametrize(('topic_id', 'start', 'end', 'offsets'), [
+    ('topic-id', 0, 9, {0: 5, 1: 5, 2: 5}),        # trusted: only the tail is read
+    ('topic-id', 0, 4, {0: 0, 1: 0, 2: 0}),        # the changelog ends before the state
+    ('topic-id', 7, 9, {0: 7, 1: 7, 2: 7}),        # truncated past the state
+    ('other-id', 0, 9, {0: 0, 1: 0, 2: 0}),        # deleted and created again
+])
+def test_local_state_is_read_on_from_its_offsets_only_when_it_belongs_to_the_changelog(
+        reader, topic_id, start, end, offsets):
+    reader._follow(Changelog(start, end), prices, topic_id)
+    followed = {f.tp.partition: f.offset for f in reader._followed.values()}
+    assert followed == offsets
+    kept = dict(reader.items(prices))
+    assert kept == ({item_in(n): 10 + n for n in range(3)} if offsets[0] == 5 else {})
+    assert reader.remaining() == sum(end - offset for offset in offsets.values())
