@@ -177,17 +177,22 @@ class GlobalReader:
         whole table again when its local state cannot be trusted)."""
         admin = KafkaAdminClient(**self._settings.kafka_client(),
                                  client_id=f'{self._client_id}-global-admin')
+        followed: dict[TopicPartition, Followed] = {}
         try:
             for table in self.tables.values():
                 [info] = admin.describe_topics([table.changelog.name])
-                self._follow(consumer, table, info['topic_id'])
+                followed.update(self._follow(consumer, table, info['topic_id']))
         finally:
             admin.close()
+        self._followed = followed          # whole: remaining() counts every partition or none
         consumer.assign(list(self._followed))
         for followed in self._followed.values():
             consumer.seek(followed.tp, followed.offset)
 
-    def _follow(self, consumer: KafkaConsumer, table: GlobalTable, topic_id: str) -> None:
+    def _follow(self, consumer: KafkaConsumer, table: GlobalTable,
+                topic_id: str) -> dict[TopicPartition, Followed]:
+        """Where to read each partition of ``table``'s changelog from, and up to where it
+        is loading (local state that cannot be trusted is cleared first)."""
         store = self.stores[table.name]
         tps = [TopicPartition(table.changelog.name, number)
                for number in range(self._counts[table.changelog.name])]
@@ -200,9 +205,9 @@ class GlobalReader:
                         problems[0])
             store.clear()
             stored = {}
-        for tp in tps:
-            offset = max(stored.get(tp.partition, (None, 0))[1], starts[tp])
-            self._followed[tp] = Followed(table, tp, topic_id, offset, ends[tp])
+        return {tp: Followed(table, tp, topic_id,
+                             max(stored.get(tp.partition, (None, 0))[1], starts[tp]), ends[tp])
+                for tp in tps}
 
     def _read_once(self, consumer: KafkaConsumer) -> None:
         for tp, records in consumer.poll(timeout_ms=200).items():

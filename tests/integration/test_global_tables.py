@@ -74,7 +74,8 @@ def fill_placed(bootstrap, topic, values, place):
     for key, value in values.items():
         by_partition[place(key.encode(), CHANGELOG_PARTITIONS)].append((key, value))
     for number, items in by_partition.items():
-        produce(bootstrap, topic, items, partition=number)
+        produce(bootstrap, topic, items, partition=number,
+                encode=lambda value: None if value is None else json.dumps(value).encode())
 
 
 def lookup(worker, key, slot=0, table='rates'):
@@ -161,12 +162,17 @@ def test_a_restart_reads_only_what_was_written_while_down_and_sees_its_keys(
     fill_placed(kafka_bootstrap, changelog(names), before, murmur2_partition)
     wait_for(lambda: answers_all(first, before, (0, 1)), 60, 'every key in both slots')
     assert first.stop()[0] == 0
-    while_down = {'k-3': 333, 'k-7': 777, 'new-1': 1, 'new-2': 2}
-    fill_placed(kafka_bootstrap, changelog(names), while_down, crc32_partition)
+    changed = {'k-3': 333, 'k-7': 777, 'k-5': None}       # by their producer; None deletes
+    added = {'new-1': 1, 'new-2': 2}                       # by another one
+    fill_placed(kafka_bootstrap, changelog(names), changed, murmur2_partition)
+    fill_placed(kafka_bootstrap, changelog(names), added, crc32_partition)
+    while_down = {**changed, **added}
+    del before['k-5'], while_down['k-5']
     second = workers(app, 'second', extra=('-w', '2'), datadir=datadir)
     second.split_between(2)
     for slot in (0, 1):
-        assert described(second, slot)['read_since_start'] == len(while_down)
+        assert described(second, slot)['read_since_start'] == len(while_down) + 1
+        assert lookup(second, 'k-5', slot)[0] == 404
     assert answers_all(second, {**before, **while_down}, (0, 1))
     assert 'rebuilding global table' not in second.log()
 

@@ -226,7 +226,7 @@ class Changelog:
 ])
 def test_local_state_is_read_on_from_its_offsets_only_when_it_belongs_to_the_changelog(
         reader, topic_id, start, end, offsets):
-    reader._follow(Changelog(start, end), prices, topic_id)
+    reader._followed = reader._follow(Changelog(start, end), prices, topic_id)
     followed = {f.tp.partition: f.offset for f in reader._followed.values()}
     assert followed == offsets
     kept = dict(reader.items(prices))
