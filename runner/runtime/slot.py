@@ -88,8 +88,9 @@ class Slot:
         self._web_address: str | None = None
         self._queries: TableQueries | None = None
         self.metrics = SlotMetrics()
-        self.metrics.registry.register(SlotCollector(self.status, lambda: self._agents,
-                                                     lambda: self._consumer, lambda: self._state))
+        self.metrics.registry.register(SlotCollector(
+            self.status, lambda: self._agents, lambda: self._consumer, lambda: self._state,
+            global_tables=lambda: self._global_tables))
         self._layout: Layout | None = None
         self._producer: Producer | None = None
         self._plain_producer: Producer | None = None    # exactly-once: for sends outside agents
