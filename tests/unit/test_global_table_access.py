@@ -16,6 +16,7 @@ from runner.app.layout import Layout
 from runner.app.partitioners import murmur2_partition
 from runner.errors import ConfigError
 from runner.runtime.context import AgentContext, SlotContext
+from runner.runtime.globals import GlobalQueries
 from runner.runtime.outside import OutsideContext
 from runner.runtime.status import SlotStatus
 from runner.runtime.tasks import Task
@@ -232,3 +233,40 @@ def test_local_state_is_read_on_from_its_offsets_only_when_it_belongs_to_the_cha
     kept = dict(reader.items(prices))
     assert kept == ({item_in(n): 10 + n for n in range(3)} if offsets[0] == 5 else {})
     assert reader.remaining() == sum(end - offset for offset in offsets.values())
+
+
+def query(queries, path, **params):
+    """The answer of ``GET path?params`` among the global tables' routes."""
+    for pattern, handler, _, _ in queries.routes():
+        match = pattern.fullmatch(path)
+        if match:
+            return handler(match, params)
+    return None
+
+
+def test_lookups_say_try_again_for_a_key_not_found_while_loading_and_404_once_loaded(reader):
+    queries = GlobalQueries(app.global_tables, SlotStatus('globals-unit', 2, 30), 'here:1')
+    assert query(queries, '/tables/prices/x')[0] == 503          # not open yet
+    queries.open(reader)
+    item = item_in(1)
+    assert query(queries, f'/tables/prices/{item}') == (200, {
+        'table': 'prices', 'key': item, 'global': True, 'slot': 2, 'served_by': 'here:1',
+        'stale': True, 'value': 11})
+    status, body = query(queries, '/tables/prices/never-written')
+    assert (status, body['stale']) == (503, True)
+    reader.loaded.set()
+    assert query(queries, f'/tables/prices/{item}')[1]['stale'] is False
+    assert query(queries, '/tables/prices/never-written')[0] == 404
+    assert query(queries, '/tables/prices/caf\u00c3\u00a9')[0] == 400
+    assert query(queries, '/tables/spent/x') is None            # a partitioned table's route
+
+
+def test_pages_walk_every_key_of_every_partition_once(reader):
+    queries = GlobalQueries(app.global_tables, SlotStatus('globals-unit', 0, 30), 'here:1')
+    queries.open(reader)
+    first = query(queries, '/tables/prices', limit='2')[1]
+    assert (first['global'], first['partitions'], len(first['keys'])) == (True, 3, 2)
+    rest = query(queries, '/tables/prices', limit='2', after=first['next'])[1]
+    assert first['keys'] + rest['keys'] == sorted(item_in(n) for n in range(3))
+    assert rest['next'] is None
+    assert query(queries, '/tables/prices', limit='0')[0] == 400
