@@ -151,13 +151,14 @@ class GlobalReader:
     # -- the thread ----------------------------------------------------------
 
     def _run(self) -> None:
-        connection = self._settings.kafka_client()
-        consumer = KafkaConsumer(
-            **connection, client_id=f'{self._client_id}-global', group_id=None,
-            enable_auto_commit=False, max_poll_records=5000, auto_offset_reset='earliest',
-            isolation_level='read_committed' if self._transactional else 'read_uncommitted',
-            bootstrap_timeout_ms=int(self._settings.broker_timeout * 1000))
+        consumer = None
         try:
+            consumer = KafkaConsumer(
+                **self._settings.kafka_client(), client_id=f'{self._client_id}-global',
+                group_id=None, enable_auto_commit=False, max_poll_records=5000,
+                auto_offset_reset='earliest', bootstrap_timeout_ms=int(
+                    self._settings.broker_timeout * 1000),
+                isolation_level='read_committed' if self._transactional else 'read_uncommitted')
             self._start_from_stored(consumer)
             started = time.monotonic()
             while not self._stopping:
@@ -170,7 +171,8 @@ class GlobalReader:
             log.exception('the global table reader failed')
             self._on_failure(f'the global table reader failed: {exc}')
         finally:
-            consumer.close(autocommit=False)
+            if consumer is not None:
+                consumer.close(autocommit=False)
 
     def _start_from_stored(self, consumer: KafkaConsumer) -> None:
         """Assign every partition of every global changelog, from its stored offset (the

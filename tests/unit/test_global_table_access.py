@@ -8,6 +8,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from kafka.errors import KafkaConnectionError
 
 import runner
 from runner.app import context
@@ -20,6 +21,7 @@ from runner.runtime.globals import GlobalQueries
 from runner.runtime.outside import OutsideContext
 from runner.runtime.status import SlotStatus
 from runner.runtime.tasks import Task
+from runner.state import globals as globals_state
 from runner.state.globals import GlobalReader, GlobalStore
 from runner.state.partitions import ValueCache, partition_class
 
@@ -270,3 +272,15 @@ def test_pages_walk_every_key_of_every_partition_once(reader):
     assert first['keys'] + rest['keys'] == sorted(item_in(n) for n in range(3))
     assert rest['next'] is None
     assert query(queries, '/tables/prices', limit='0')[0] == 400
+
+
+def test_a_reader_that_cannot_create_its_consumer_reports_the_failure(reader, monkeypatch):
+    def refused(**_):
+        raise KafkaConnectionError('no broker')
+    monkeypatch.setattr(globals_state, 'KafkaConsumer', refused)
+    failures = []
+    reader._on_failure = lambda reason, *code: failures.append(reason)
+    reader._settings = SimpleNamespace(kafka_client=dict, broker_timeout=1)
+    reader.start()
+    reader.thread.join(10)
+    assert failures == ['the global table reader failed: KafkaConnectionError: no broker']
