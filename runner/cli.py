@@ -56,7 +56,10 @@ Options:
                              broker from.
   -l LEVEL, --loglevel=LEVEL
                              debug, info, warning, error or critical (default: info).
-  -f FILE, --logfile=FILE    Write the log to FILE (default: stderr).
+  -f FILE, --logfile=FILE    Write the log to FILE (default: stderr); %i in FILE
+                             stands for the slot's number (one file per slot; the
+                             main process's has "main" in its place).
+  --log-format=FORMAT        text (the default) or json: one JSON object per line.
   -c FILE, --config=FILE     YAML file with any of these settings (keys such as
                              web_port or web-port) and per-slot overrides under
                              "slots:"; the command line wins over it.
@@ -65,7 +68,7 @@ Options:
   --graceful-timeout=SECONDS
                              A warm shutdown taking longer turns cold (default: 30).
   --processing-guarantee=G   at_least_once (the default) or exactly_once: each
-                             commit one Kafka transaction (see the README).
+                             commit one Kafka transaction (see the manual).
   --security-protocol=P      PLAINTEXT (the default), SSL, SASL_PLAINTEXT or SASL_SSL.
   --sasl-mechanism=M         PLAIN (the default), SCRAM-SHA-256 or SCRAM-SHA-512.
   --sasl-username=USER       SASL user; the password comes from the config file or
@@ -76,6 +79,8 @@ Options:
   --ssl-keyfile=FILE         Client certificate's private key (PEM).
   --pidfile=FILE             Keep the main process's pid in FILE, locked while it
                              runs; status, stop and restart find it there.
+  --metrics-targets=FILE     Keep FILE up to date for Prometheus's file_sd_configs
+                             (default: PIDFILE.targets.json with --pidfile).
   --detach                   Run in the background (needs --pidfile and --logfile);
                              if already running, say so and exit 0.
   -k KEY, --key=KEY          Key of the record to send (send only).
@@ -94,7 +99,8 @@ Exit codes:
   process stopped answering (status), 64 bad usage,
   65 a VALUE the topic's serializer does not take (send), 69 broker
   unreachable, 70 a slot failed, 71 no process could be forked, 73 data
-  directory, port or pidfile in use (or a link), 77 the broker refused the
+  directory, port or pidfile in use (or a link), 74 a file or table store
+  cannot be written or read (disk full), 77 the broker refused the
   login or TLS handshake, 78 app or config cannot be loaded, 130
   interrupted, 141 output pipe closed early.
 """
@@ -115,6 +121,7 @@ from docopt import DocoptExit, docopt
 from . import __version__, logs, platform
 from .config import (
     SUPERVISOR_KEYS,
+    WEB_ADDRESS_KEYS,
     WORKERS_PER_CPU,
     Options,
     Settings,
@@ -142,7 +149,9 @@ from .errors import (
     shown_name,
 )
 from .main import control
-from .main.supervisor import Reload, Supervisor
+from .main.rolling import Reload
+from .main.slots import Deploy
+from .main.supervisor import Supervisor
 
 log = logging.getLogger('runner')
 
@@ -152,6 +161,7 @@ MAX_PORT = 65535
 SETTING_OPTIONS = {'broker': '--broker', 'datadir': '--datadir', 'web_host': '--web-host',
                    'web_port': '--web-port', 'web_advertise': '--web-advertise',
                    'loglevel': '--loglevel', 'logfile': '--logfile',
+                   'log_format': '--log-format',
                    'broker_timeout': '--broker-timeout', 'graceful_timeout': '--graceful-timeout',
                    'processing_guarantee': '--processing-guarantee',
                    'security_protocol': '--security-protocol',
@@ -240,6 +250,8 @@ def load_options(args: dict[str, Any], need_app: bool = True) -> Options:
     file_values = {key: value for key, value in values.items() if key not in SUPERVISOR_KEYS}
     return Options(app=str(spec or ''), workers=workers, workers_max=workers_max,
                    pidfile=args['--pidfile'] or _text(values.get('pidfile'), 'pidfile', origin),
+                   metrics_targets=args['--metrics-targets'] or _text(
+                       values.get('metrics_targets'), 'metrics_targets', origin),
                    cli={**check_settings(secrets_from_environment(), 'the environment',
                                          UsageError),
                         **check_settings(cli_values, 'the command line', UsageError)},
@@ -277,7 +289,8 @@ def worker_command(args: dict[str, Any]) -> int:
     imported in throwaway children to check it, and in each slot after the fork.
     """
     options, settings = worker_options(args)
-    name = check_app(options, settings.import_timeout)
+    checked = check_app(options, settings.import_timeout)
+    name = checked['name']
     detach = args['--detach']
     if detach:
         _check_detachable(options, settings.logfile)
@@ -293,15 +306,16 @@ def worker_command(args: dict[str, Any]) -> int:
     if detach:
         platform.detach()
         pidfile.rewrite()
-    logs.setup(settings.loglevel, settings.logfile, 'main', settings.secrets())
+    logs.setup(settings.loglevel, settings.logfile, 'main', settings.secrets(),
+               settings.log_format)
     platform.set_title(f'runner: main {name}')
-    supervisor = Supervisor(name, options.workers, _slot_main(options),
+    supervisor = Supervisor(name, options.workers, _deploy(options)(checked),
                             workers_max=options.workers_max,
                             reload=lambda: _reload(args), check_timeout=settings.import_timeout,
                             ready_timeout=settings.ready_timeout,
                             status_path=control.status_path(pidfile.path) if pidfile else None,
                             close_in_children=(pidfile.fd,) if pidfile else (),
-                            targets_path=control.targets_path(pidfile.path) if pidfile else None)
+                            targets_path=_targets_path(options, pidfile))
     try:
         code = supervisor.run()
     finally:
@@ -312,6 +326,14 @@ def worker_command(args: dict[str, Any]) -> int:
             log.error('%s', supervisor.fatal_message)
         print(f'runner: {supervisor.fatal_message}', file=sys.stderr)
     return code
+
+
+def _targets_path(options: Options, pidfile: platform.Pidfile | None) -> Path | None:
+    """Where the Prometheus targets file goes: ``--metrics-targets``, else beside the
+    pidfile, else nowhere."""
+    if options.metrics_targets:
+        return Path(options.metrics_targets).absolute()
+    return control.targets_path(pidfile.path) if pidfile else None
 
 
 def worker_options(args: dict[str, Any]) -> tuple[Options, Settings]:
@@ -341,11 +363,12 @@ def check_ports(settings: Any, workers: int) -> None:
                          f'{last}; ports end at {MAX_PORT}')
 
 
-def check_app(options: Options, timeout: float) -> str:
+def check_app(options: Options, timeout: float) -> dict[str, Any]:
     """Import the app in a throwaway child, so a bad app fails before any slot is forked;
     a child still importing after ``timeout`` seconds is killed.
 
-    Returns the app's name; raises the child's error (ConfigError, UsageError) here.
+    Returns what :func:`_app_check` does; raises the child's error (ConfigError,
+    UsageError) here.
     """
     try:
         return platform.call_in_child(_app_check(options), timeout)
@@ -358,10 +381,11 @@ def check_app(options: Options, timeout: float) -> str:
         raise error_with_code(str(exc), exc.code) from None
 
 
-def _app_check(options: Options) -> Callable[[], str]:
+def _app_check(options: Options) -> Callable[[], dict[str, Any]]:
     """What the check child runs: import the app, build every slot's settings, return
-    the app's name; anything else it raises becomes a one-line RunnerError."""
-    def check() -> str:
+    the app's name and its own web settings (``web``, which the main process needs to
+    bind the slots' web ports); anything else it raises becomes a one-line RunnerError."""
+    def check() -> dict[str, Any]:
         from .app.loader import load_app
         try:
             app = load_app(options.app)
@@ -372,30 +396,36 @@ def _app_check(options: Options) -> Callable[[], str]:
         except BaseException as exc:  # noqa: BLE001 - reported as one line, like every error
             raise RunnerError(f'cannot load app {options.app!r}: {type(exc).__name__}: '
                               f'{exc}') from None
-        return app.name
+        return {'name': app.name, 'web': {key: app.settings[key] for key in WEB_ADDRESS_KEYS
+                                          if key in app.settings}}
     return check
 
 
-def _slot_main(options: Options) -> Callable[[int, int, int, bool], int]:
-    """The slot entry point; the runtime is imported in the forked child, not here."""
-    def slot_main(index: int, report_fd: int, main_pid: int, successor: bool) -> int:
+def _deploy(options: Options) -> Callable[[dict[str, Any]], Deploy]:
+    """What the slots run, given what the app check returned: the slot entry point (the
+    runtime is imported in the forked child, not here) and each slot's web address."""
+    def slot_main(index: int, report_fd: int, main_pid: int, successor: bool,
+                  web_fd: int) -> int:
         from .runtime.slot import boot
-        return boot(options, index, report_fd, main_pid, successor)
-    return slot_main
+        return boot(options, index, report_fd, main_pid, successor, web_fd)
+
+    def deploy(checked: dict[str, Any]) -> Deploy:
+        return Deploy(slot_main, lambda index: options.web_address(checked['web'], index))
+    return deploy
 
 
 def _reload(args: dict[str, Any]) -> Reload:
     """On HUP: the config file again (a bad one raises here), and the check that the app,
     as deployed now, loads (the main loop runs it in a child)."""
     options = load_options(args)
-    return Reload(_app_check(options), _slot_main(options))
+    return Reload(_app_check(options), _deploy(options))
 
 
 def _check_detachable(options: Options, logfile: str | None) -> None:
     """Everything a detached process could only report into the void, checked first."""
     if not (options.pidfile and logfile):
         raise UsageError('--detach needs --pidfile and --logfile')
-    os.close(platform.open_own(Path(logfile), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+    os.close(platform.open_own(Path(logs.logfile_path(logfile, None)), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                                'log file'))
 
 
@@ -408,7 +438,7 @@ def _app_and_settings(args: dict[str, Any], role: str) -> tuple[Any, Settings]:
     app = load_app(options.app)
     settings = options.settings_for(app.settings, 0)
     logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
-               settings.logfile, role, settings.secrets())
+               settings.logfile, role, settings.secrets(), settings.log_format)
     return app, settings
 
 

@@ -12,6 +12,19 @@ import yaml
 from .errors import ConfigError, shown, shown_name
 
 
+def setting(default: Any, meaning: str, *, default_text: str | None = None,
+            see: str | None = None, secret: bool = False) -> Any:
+    """A field of :class:`Settings` with what the manual's table of settings says of it.
+
+    ``meaning`` is one line of reStructuredText; ``default_text`` gives the default when
+    the value alone would not say it; ``see`` is the label of the manual's section that
+    says more.  A ``secret`` one is left out of the repr (see :data:`SECRETS`).  The table
+    adds the command-line option and the choices from the definitions below.
+    """
+    return dataclasses.field(default=default, repr=not secret, metadata={
+        'meaning': meaning, 'default_text': default_text, 'see': see})
+
+
 @dataclasses.dataclass
 class Settings:
     """Everything a slot needs to know besides the app's declarations.
@@ -66,45 +79,78 @@ class Settings:
     repr and never quoted in an error.
     """
 
-    broker: str = 'kafka://localhost:9092'
-    datadir: str | None = None          # default: ./{app}-data
-    web_host: str = '127.0.0.1'
-    web_port: int = 6066
-    web_advertise: str | None = None    # default: web_host, or for a wildcard the broker route
-    loglevel: str = 'info'
-    logfile: str | None = None
-    broker_timeout: float = 30.0
-    commit_interval: float = 2.0
-    session_timeout: float = 10.0
-    revoke_timeout: float = 10.0
-    graceful_timeout: float = 30.0
-    max_inflight: int = 10000
-    topic_partitions: int = 8
-    replication_factor: int = -1
-    standby_replicas: int = 1
-    table_cleanup_delay: float = 600.0
-    heartbeat_timeout: float = 5.0
-    stall_timeout: float = 150.0
-    stuck_timeout: float = 300.0
-    import_timeout: float = 60.0
-    ready_timeout: float = 300.0
-    assignor: str = 'cooperative'
-    static_membership: bool = True
-    acceptable_lag: int = 10000
-    processing_guarantee: str = 'at_least_once'
-    commit_timeout: float = 30.0
-    broker_outage_limit: float = 300.0
-    max_request_size: int = 1048576
-    security_protocol: str = 'PLAINTEXT'
-    sasl_mechanism: str = 'PLAIN'
-    sasl_username: str | None = None
-    sasl_password: str | None = dataclasses.field(default=None, repr=False)
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_password: str | None = dataclasses.field(default=None, repr=False)
-    ssl_check_hostname: bool = True
-    web_token: str | None = dataclasses.field(default=None, repr=False)
+    broker: str = setting('kafka://localhost:9092',
+                          '``kafka://host:port`` or ``host:port,host:port``')
+    datadir: str | None = setting(None, 'slot *i* uses ``DATADIR/slot-i``',
+                                  default_text='``./NAME-data``')
+    web_host: str = setting('127.0.0.1', "address the slots' web servers bind to")
+    web_port: int = setting(6066, 'port of slot 0; slot *i* uses ``web_port+i``')
+    web_advertise: str | None = setting(
+        None, '``HOST[:PORT]`` other members reach a slot at (with a port, slot *i* '
+        'advertises ``PORT+i``)', see='tables',
+        default_text='``web_host``; for a wildcard bind, the address this host reaches the '
+        'broker from')
+    loglevel: str = setting('info', 'how much the log says')
+    logfile: str | None = setting(None, "log file; ``%i`` in it: the slot's number (the main "
+                                  "process's has ``main``)", default_text='stderr',
+                                  see='logs-and-progress')
+    log_format: str = setting('text', '``json``: one JSON object per line',
+                              see='logs-and-progress')
+    broker_timeout: float = setting(30.0, 'seconds to wait for a broker at start')
+    commit_interval: float = setting(2.0, 'seconds between commits',
+                                     default_text='2 (0.1 under exactly-once)')
+    session_timeout: float = setting(10.0, 'consumer group session timeout, seconds (at least 1)',
+                                     see='rebalancing')
+    revoke_timeout: float = setting(10.0, 'seconds a revoked partition may finish')
+    graceful_timeout: float = setting(30.0, 'seconds a warm stop may take', see='stopping')
+    max_inflight: int = setting(10000, 'fetched records a slot may hold queued before '
+                                'fetching pauses', see='processing-guarantees')
+    topic_partitions: int = setting(8, 'partitions of topics created without a count')
+    replication_factor: int = setting(-1, "of created topics; -1: the broker's default")
+    standby_replicas: int = setting(1, 'other slots keeping a warm copy of each table '
+                                    'partition', see='tables')
+    table_cleanup_delay: float = setting(600.0, 'seconds unused local table state is kept')
+    heartbeat_timeout: float = setting(5.0, 'seconds (at least 1) a running slot may go '
+                                       'without a heartbeat', see='crash-restarts')
+    stall_timeout: float = setting(150.0, "seconds (at least 1) a slot's consumer loop may go "
+                                   'without a round', see='crash-restarts')
+    stuck_timeout: float = setting(300.0, 'seconds (at least 1) an agent thread may go '
+                                   'without progress while records wait', see='records-that-fail')
+    import_timeout: float = setting(60.0, 'seconds the app check, and each slot, may take to '
+                                    'load the app; main process only', see='starting')
+    ready_timeout: float = setting(300.0, 'seconds without a ready slot before the watchdog '
+                                   'stops; main process only', see='systemd')
+    assignor: str = setting('cooperative', 'how partitions move in a rebalance',
+                            see='rebalancing')
+    static_membership: bool = setting(True, 'rejoin under the identity in the data '
+                                      'directory', see='rebalancing')
+    acceptable_lag: int = setting(10000, 'changelog records a copy may lag and still take '
+                                  'its partition over', see='rebalancing')
+    processing_guarantee: str = setting('at_least_once', 'what a crash may repeat',
+                                        see='processing-guarantees')
+    commit_timeout: float = setting(30.0, 'seconds a checkpoint waits for acknowledgements, '
+                                    'a commit or a transaction while Kafka answers')
+    broker_outage_limit: float = setting(300.0, 'seconds a slot waits for an unreachable '
+                                         'Kafka before it exits (69) and is started again',
+                                         see='broker-outages')
+    max_request_size: int = setting(1048576, 'largest record the producers send, in bytes; '
+                                    'a larger output is dead-lettered',
+                                    see='records-that-fail')
+    security_protocol: str = setting('PLAINTEXT', 'how the Kafka clients connect',
+                                     see='security')
+    sasl_mechanism: str = setting('PLAIN', 'the SASL login', see='security')
+    sasl_username: str | None = setting(None, 'the SASL user')
+    sasl_password: str | None = setting(None, 'its password', secret=True)
+    ssl_cafile: str | None = setting(None, "PEM file of the CAs that sign the brokers' "
+                                     'certificates', default_text="the system's CAs")
+    ssl_certfile: str | None = setting(None, 'PEM file of the client certificate')
+    ssl_keyfile: str | None = setting(None, 'PEM file of its private key (else it is in '
+                                      '``ssl_certfile``)')
+    ssl_password: str | None = setting(None, 'password of that key', secret=True)
+    ssl_check_hostname: bool = setting(True, "check that a broker's certificate names its "
+                                       'host')
+    web_token: str | None = setting(None, 'bearer token the web endpoints ask for',
+                                    see='security', secret=True)
 
     def bootstrap_servers(self) -> list[str]:
         """The broker URL(s) as ``host:port`` strings."""
@@ -134,6 +180,7 @@ class Settings:
 RECONNECT_BACKOFF_MAX_MS = 1000
 FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
 LOGLEVELS = ('debug', 'info', 'warning', 'error', 'critical')
+LOG_FORMATS = ('text', 'json')
 ASSIGNORS = ('cooperative', 'eager')
 GUARANTEES = ('at_least_once', 'exactly_once')
 #: The commit interval under exactly-once when none is given: outputs of a transaction
@@ -141,10 +188,11 @@ GUARANTEES = ('at_least_once', 'exactly_once')
 EXACTLY_ONCE_COMMIT_INTERVAL = 0.1
 SECURITY_PROTOCOLS = ('PLAINTEXT', 'SSL', 'SASL_PLAINTEXT', 'SASL_SSL')
 SASL_MECHANISMS = ('PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512')
-CHOICES = {'loglevel': LOGLEVELS, 'assignor': ASSIGNORS, 'processing_guarantee': GUARANTEES,
-           'security_protocol': SECURITY_PROTOCOLS, 'sasl_mechanism': SASL_MECHANISMS}
+CHOICES = {'loglevel': LOGLEVELS, 'log_format': LOG_FORMATS, 'assignor': ASSIGNORS,
+           'processing_guarantee': GUARANTEES, 'security_protocol': SECURITY_PROTOCOLS,
+           'sasl_mechanism': SASL_MECHANISMS}
 #: Settings whose values are never shown: not in a repr, an error message or a log line.
-SECRETS = ('sasl_password', 'ssl_password', 'web_token')
+SECRETS = tuple(name for name, field in FIELDS.items() if not field.repr)
 #: Settings that name a file the Kafka clients read.
 FILES = ('ssl_cafile', 'ssl_certfile', 'ssl_keyfile')
 #: Environment variables that give secrets (never on the command line, where ``ps`` shows
@@ -154,6 +202,17 @@ SECRET_VARIABLES = {'sasl_password': 'RUNNER_SASL_PASSWORD',
 #: The longest time a setting in seconds may give (a year): every wait of the runner and
 #: of kafka-python can be that long (``threading.TIMEOUT_MAX`` is far longer).
 MAX_SECONDS = 365 * 24 * 3600.0
+#: The shortest time a setting in seconds may give: one that reaches Kafka in whole
+#: milliseconds (session, broker and commit timeouts) would be 0 below it, and no wait
+#: of the runner is shorter.
+MIN_SECONDS = 0.001
+#: Settings in seconds that the runner checks in rounds, the least each may be, and why.
+SECONDS_FLOORS = {
+    'session_timeout': (1.0, 'the consumer heartbeats every 0.1 s at the least'),
+    'heartbeat_timeout': (1.0, 'a slot reports four times a second'),
+    'stall_timeout': (1.0, 'the consumer loop polls for 0.1 s in each round'),
+    'stuck_timeout': (1.0, 'agents are looked at four times a second'),
+}
 #: Settings in seconds that reach Kafka as 32-bit milliseconds, and their maximum.
 SECONDS_LIMITS = {'session_timeout': (2 ** 31 - 1) // 1000}
 #: The largest value of each whole-number setting: what Kafka's protocol carries for it
@@ -290,8 +349,10 @@ def _seconds(name: str, value: Any) -> float:
     number = _number(value, float, 'expected seconds')
     if not 0 < number < math.inf:
         raise ValueError('must be a positive number of seconds')
-    if name == 'heartbeat_timeout' and number < 1:
-        raise ValueError('must be at least 1 second (a slot reports four times a second)')
+    least, why = SECONDS_FLOORS.get(name, (MIN_SECONDS, None))
+    if number < least:
+        raise ValueError(f'at least {least:g} second{"s" if least != 1 else ""}'
+                         + (f' ({why})' if why else ''))
     most = SECONDS_LIMITS.get(name, MAX_SECONDS)
     if number > most:
         raise ValueError(f'at most {most:.0f} seconds')
@@ -448,8 +509,10 @@ def _yaml_problem(exc: Exception) -> str:
     return f': a value it cannot read ({reason})'
 
 
+#: The settings that say where a slot's web server listens (see :meth:`Options.web_address`).
+WEB_ADDRESS_KEYS = ('web_host', 'web_port')
 #: Config-file keys that belong to the main process rather than to a slot.
-SUPERVISOR_KEYS = ('app', 'workers', 'workers_max', 'pidfile', 'slots')
+SUPERVISOR_KEYS = ('app', 'workers', 'workers_max', 'pidfile', 'metrics_targets', 'slots')
 #: Slots per CPU a worker may have unless ``--workers-max`` says otherwise.
 WORKERS_PER_CPU = 4
 
@@ -472,6 +535,7 @@ class Options:
     workers: int = 1
     workers_max: int = dataclasses.field(default_factory=default_workers_max)
     pidfile: str | None = None
+    metrics_targets: str | None = None      # the Prometheus file_sd targets file
     cli: dict[str, Any] = dataclasses.field(default_factory=dict)
     file: dict[str, Any] = dataclasses.field(default_factory=dict)
     per_slot: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -481,14 +545,26 @@ class Options:
         is the base port + index unless set for it."""
         overrides = self.per_slot.get(index, {})
         settings = build(app_settings, {**self.file, **overrides}, self.cli)
-        if 'web_port' in self.cli or 'web_port' not in overrides:
-            settings.web_port += index if settings.web_port else 0
+        settings.web_port = self._slot_port(settings.web_port, index)
         if settings.web_advertise and (
                 'web_advertise' in self.cli or 'web_advertise' not in overrides):
             host, port = split_host_port(settings.web_advertise)
             if port is not None:
                 settings.web_advertise = join_host_port(host, port + index)
         return settings
+
+    def web_address(self, app_settings: Mapping[str, Any], index: int) -> tuple[str, int]:
+        """Where slot ``index``'s web server listens (as :meth:`settings_for` says), from
+        the app's settings (only its web settings are looked at)."""
+        settings = _merge(app_settings, {**self.file, **self.per_slot.get(index, {})}, self.cli)
+        return settings.web_host, self._slot_port(settings.web_port, index)
+
+    def _slot_port(self, port: int, index: int) -> int:
+        """Slot ``index``'s port: the base ``port`` + index unless set for the slot (port 0,
+        any free port, stays 0)."""
+        if 'web_port' in self.cli or 'web_port' not in self.per_slot.get(index, {}):
+            return port + index if port else 0
+        return port
 
     def base_settings(self) -> Settings:
         """Settings as far as the main process knows them (without the App's, so the
@@ -528,6 +604,8 @@ def positive_seconds(value: Any, what: str, error: type[Exception]) -> float:
         raise error(f'invalid {what} {shown(value)}: expected seconds') from None
     if not seconds > 0:
         raise error(f'invalid {what} {shown(value)}: must be positive')
+    if seconds < MIN_SECONDS:
+        raise error(f'invalid {what} {shown(value)}: at least {MIN_SECONDS:g} seconds')
     if seconds > MAX_SECONDS:
         raise error(f'invalid {what} {shown(value)}: at most {MAX_SECONDS:.0f} seconds')
     return seconds

@@ -104,10 +104,15 @@ class SlotContext:
             return [] if partition is None else partition.windows(key)
 
     def check_global(self, table: GlobalTable) -> GlobalReader:
-        """Refuse a global table that is not the app's own; the slot's global tables."""
+        """Refuse a global table that is not the app's own, or one not held here (no
+        :class:`GlobalReader` was given, as in ``runner.testing`` so far); the slot's
+        global tables."""
         if self.layout.app.global_tables.get(table.name) is not table:
             raise ConfigError(f'global table {table.name!r} is not a table of app '
                               f'{self.layout.app.name!r}')
+        if self.global_tables is None:
+            raise RuntimeError(f'global table {table.name!r} is not held here: global tables '
+                               'live in worker slots')
         return self.global_tables
 
     def read_global(self, table: GlobalTable, key: Any) -> Any:

@@ -2,11 +2,14 @@
 
 The slot's main thread starts everything, then only waits for events (signals
 and failure reports) and shuts down in order.  Everything holding a thread, a
-socket or a lock is created here, never inherited across ``fork()``.
+socket or a lock is created here, never inherited across ``fork()``, but for the
+web server's listening socket, which the main process passes (see
+:mod:`runner.main.listeners`).
 """
 
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +34,7 @@ from ..reports import Reporter
 from ..state.globals import GlobalReader
 from ..state.manager import StateManager
 from ..state.recovery import ChangelogReader
+from . import handover
 from .agents import AgentThreads
 from .consumer import ConsumerLoop
 from .context import SlotContext
@@ -73,9 +77,10 @@ class Slot:
 
     def __init__(self, app: App, settings: Settings, index: int = 0,
                  report: Callable[[dict[str, Any]], None] | None = None,
-                 successor: bool = False) -> None:
+                 successor: bool = False, listener: socket.socket | None = None) -> None:
         self.app = app
         self.successor = successor
+        self._listener = listener
         self.settings = settings
         self.index = index
         self.status = SlotStatus(app.name, index, settings.stall_timeout)
@@ -86,6 +91,7 @@ class Slot:
         self._consumer: ConsumerLoop | None = None
         self._web: WebServer | None = None
         self._web_address: str | None = None
+        self._handing_over = False      # it stops for its successor (USR2)
         self._queries: TableQueries | None = None
         self.metrics = SlotMetrics()
         self.metrics.registry.register(SlotCollector(
@@ -118,29 +124,45 @@ class Slot:
         else:
             lock.acquire()
         try:
-            settings = self.settings
-            web = self._web = WebServer(settings.web_host, settings.web_port, settings.web_token)
-            if not (web.loopback or settings.web_token):
-                log.warning('the web server listens beyond loopback (%s) without a web_token: '
-                            'whoever reaches it reads the state and tables of this slot',
-                            settings.web_host)
-            self._web_address = advertised(web.address, settings.web_advertise,
-                                           settings.bootstrap_servers())
-            log.info('other members reach this slot at http://%s/', self._web_address)
-            self._queries = TableQueries(self.app.tables, self.status, self._web_address,
-                                         settings.web_token)
-            self._global_queries = GlobalQueries(self.app.global_tables, self.status,
-                                                 self._web_address)
-            web.start([*self._global_queries.routes(), *self._queries.routes(),
-                       *status_routes(self.status),
-                       metrics_route(self.metrics.scrape), skip_route(self._skip)])
+            web = self._web = self._open_web()
+            owners = handover.take_owners(self.datadir)
+            if self.successor:
+                self.status.owners = owners
+            else:
+                self._start_web()
             self._report()
             try:
                 return self._run_until_stopped()
             finally:
-                web.stop()
+                web.stop(finish=self._handing_over)
+                if self._handing_over:
+                    handover.leave_owners(self.datadir, self.status.owners)
         finally:
             lock.release()
+
+    def _open_web(self) -> WebServer:
+        """The web server, on the socket the main process passed (or bound now), not
+        serving yet."""
+        settings = self.settings
+        web = WebServer(settings.web_host, settings.web_port, settings.web_token,
+                        self._listener)
+        if not (web.loopback or settings.web_token):
+            log.warning('the web server listens beyond loopback (%s) without a web_token: '
+                        'whoever reaches it reads the state and tables of this slot',
+                        settings.web_host)
+        self._web_address = advertised(web.address, settings.web_advertise,
+                                       settings.bootstrap_servers())
+        log.info('other members reach this slot at http://%s/', self._web_address)
+        self._queries = TableQueries(self.app.tables, self.status, self._web_address,
+                                     settings.web_token)
+        self._global_queries = GlobalQueries(self.app.global_tables, self.status,
+                                             self._web_address)
+        return web
+
+    def _start_web(self) -> None:
+        self._web.start([*self._global_queries.routes(), *self._queries.routes(),
+                         *status_routes(self.status), metrics_route(self.metrics.scrape),
+                         skip_route(self._skip)])
 
     def _take_over(self, lock: platform.DirLock) -> bool:
         """Wait for the data directory of the slot this one replaces, reporting meanwhile;
@@ -165,6 +187,8 @@ class Slot:
             if stopped is not None:
                 return stopped
             self._start_threads(layout)
+            if self.successor:      # connections waited in the backlog meanwhile
+                self._start_web()
             self.status.phase = 'running'
             log.info('slot %d of %s running with data directory %s', self.index,
                      self.app.name, self.datadir)
@@ -215,6 +239,7 @@ class Slot:
                 return self._failed(event, event.code)
             elif event is not None:
                 log.info('%s shutdown requested while loading global tables', event)
+                self._handing_over = event == 'handover'
                 return EX_OK
         return None
 
@@ -325,6 +350,7 @@ class Slot:
                 return 'cold', self._failed(event, event.code), False
             elif event == 'handover':
                 log.info('warm shutdown requested, for a replacement')
+                self._handing_over = True
                 return 'warm', EX_OK, False
             else:
                 log.info('%s shutdown requested', event)
@@ -430,26 +456,30 @@ def slot_dir(datadir: str, index: int) -> Path:
 
 
 def boot(options: Options, index: int, report_fd: int, main_pid: int,
-         successor: bool = False) -> int:
+         successor: bool = False, web_fd: int | None = None) -> int:
     """Run slot ``index`` in a child just forked by the main process; returns its exit code.
 
     The app is imported here, after the fork, so a restarted slot runs the code
     deployed now.  Errors are reported to the main process, which speaks for them.
     A ``successor`` replaces a running slot (see :mod:`runner.main.rolling`).
+    ``web_fd``: the listening socket its web server serves (see
+    :mod:`runner.main.listeners`).
     """
     platform.die_with_parent(main_pid)
     platform.mark_slot()
     reporter = Reporter(report_fd)
-    logs.retag(f'slot {index}')
+    logs.retag('slot', index)
     signal.signal(signal.SIGUSR1, lambda _signum, _frame: platform.dump_stacks(
         f'slot {index} loading the app'))           # the slot's own handler replaces it
     try:
         app = load_app(options.app)
         settings = options.settings_for(app.settings, index)
         reporter.send({'loaded': True})             # the import timeout no longer applies
-        logs.setup(settings.loglevel, settings.logfile, f'slot {index}', settings.secrets())
+        logs.setup(settings.loglevel, settings.logfile, 'slot', settings.secrets(),
+                   settings.log_format, index)
         platform.set_title(f'runner: slot {index} {app.name}')
-        return Slot(app, settings, index, reporter.send, successor).run()
+        listener = None if web_fd is None else socket.socket(fileno=web_fd)
+        return Slot(app, settings, index, reporter.send, successor, listener).run()
     except RunnerError as exc:
         log.debug('slot %d could not start: %s', index, exc)
         reporter.send({'error': str(exc), 'code': exc.exit_code})

@@ -284,3 +284,9 @@ def test_a_reader_that_cannot_create_its_consumer_reports_the_failure(reader, mo
     reader.start()
     reader.thread.join(10)
     assert failures == ['the global table reader failed: KafkaConnectionError: no broker']
+
+
+def test_a_context_without_global_tables_says_so():
+    slot = SlotContext(Layout(app, {}, PARTITIONS), Producer(), None)
+    with pytest.raises(RuntimeError, match="global table 'prices' is not held here"):
+        in_agent(slot, lambda: prices['item-1'])
