@@ -10,7 +10,7 @@ import signal
 import urllib.parse
 
 import pytest
-from harness import consume, produce, wait_for, write_app
+from harness import consume, produce, run_cli, wait_for, write_app
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.protocol.admin import AlterClientQuotasRequest
@@ -218,3 +218,23 @@ def test_a_slot_is_ready_and_its_agents_start_only_once_its_global_tables_are_lo
     [record] = consume(kafka_bootstrap, names['sink'], count=1)
     assert json.loads(record.value) == len(truth)        # the agent saw every rate
     assert 'loaded global table rates: 600 records' in worker.log()
+
+
+def test_a_rolling_restart_hands_the_global_tables_over_with_their_data_directories(
+        tmp_path, names, workers, kafka_bootstrap):
+    pidfile = tmp_path / 'runner.pid'
+    worker = workers(rates_app(tmp_path, names), extra=('-w', '2', '--pidfile', str(pidfile)))
+    old = worker.split_between(2)
+    truth = {f'k-{n}': n for n in range(40)}
+    fill_placed(kafka_bootstrap, changelog(names), truth, murmur2_partition)
+    wait_for(lambda: answers_all(worker, truth, (0, 1)), 60, 'every key in both slots')
+    result = run_cli(['restart', '--pidfile', str(pidfile), '--timeout', '120'], tmp_path,
+                     timeout=150)
+    assert result.returncode == 0, result.stderr
+    assert not set(old) & set(worker.split_between(2))
+    for slot in (0, 1):                 # the successors read on from where their slot was
+        assert (described(worker, slot)['read_since_start'], described(worker, slot)['loaded']) \
+            == (0, True)
+    assert answers_all(worker, truth, (0, 1))
+    fill_placed(kafka_bootstrap, changelog(names), {'after': 1}, crc32_partition)
+    wait_for(lambda: answers_all(worker, {'after': 1}, (0, 1)), 60, 'a key written after')
