@@ -32,12 +32,14 @@ from ..kafka import admin, fixes
 from ..kafka.assignor import RunnerAssignor
 from ..kafka.producer import Producer
 from ..reports import Reporter
+from ..state.globals import GlobalReader
 from ..state.manager import StateManager
 from ..state.recovery import ChangelogReader
 from . import handover
 from .agents import AgentThreads
 from .consumer import ConsumerLoop
 from .context import SlotContext
+from .globals import GlobalQueries
 from .metrics import SlotCollector, SlotMetrics
 from .queries import TableQueries
 from .queues import Dispatcher, Inbox
@@ -95,12 +97,15 @@ class Slot:
         self._handing_over = False      # it stops for its successor (USR2)
         self._queries: TableQueries | None = None
         self.metrics = SlotMetrics()
-        self.metrics.registry.register(SlotCollector(self.status, lambda: self._agents,
-                                                     lambda: self._consumer, lambda: self._state))
+        self.metrics.registry.register(SlotCollector(
+            self.status, lambda: self._agents, lambda: self._consumer, lambda: self._state,
+            global_tables=lambda: self._global_tables))
         self._layout: Layout | None = None
         self._producer: Producer | None = None
         self._plain_producer: Producer | None = None    # exactly-once: for sends outside agents
         self._state: StateManager | None = None
+        self._global_tables: GlobalReader | None = None
+        self._global_queries: GlobalQueries | None = None
         #: When (monotonic) this slot last saw Kafka out of its reach.
         self._kafka_lost_seen = -float('inf')
 
@@ -154,11 +159,14 @@ class Slot:
         log.info('other members reach this slot at http://%s/', self._web_address)
         self._queries = TableQueries(self.app.tables, self.status, self._web_address,
                                      settings.web_token)
+        self._global_queries = GlobalQueries(self.app.global_tables, self.status,
+                                             self._web_address)
         return web
 
     def _start_web(self) -> None:
-        self._web.start([*self._queries.routes(), *status_routes(self.status),
-                         metrics_route(self.metrics.scrape), skip_route(self._skip)])
+        self._web.start([*self._global_queries.routes(), *self._queries.routes(),
+                         *status_routes(self.status), metrics_route(self.metrics.scrape),
+                         skip_route(self._skip)])
 
     def _take_over(self, lock: platform.DirLock) -> bool:
         """Wait for the data directory of the slot this one replaces, reporting meanwhile;
@@ -178,7 +186,11 @@ class Slot:
 
     def _run_until_stopped(self) -> int:
         try:
-            self._start_threads(self._layout or self._prepare_topics())
+            layout = self._layout or self._prepare_topics()
+            stopped = self._load_global_tables(layout)
+            if stopped is not None:
+                return stopped
+            self._start_threads(layout)
             if self.successor:      # connections waited in the backlog meanwhile
                 self._start_web()
             self.status.phase = 'running'
@@ -194,6 +206,7 @@ class Slot:
         """Partition counts of every topic and table; missing topics (changelogs too) created."""
         settings = self.settings
         declared = [*self.app.topics.values(), *(t.changelog for t in self.app.tables.values()),
+                    *(t.changelog for t in self.app.global_tables.values()),
                     *(a.repartition for a in self.app.agents if a.repartition is not None)]
         client = admin.connect(settings.kafka_client(), settings.broker_timeout,
                                self._client_id())
@@ -207,13 +220,40 @@ class Slot:
             client.close()
         return layout
 
+    def _load_global_tables(self, layout: Layout) -> int | None:
+        """Start following the global tables and wait until they have read their changelogs
+        to the end as of now, reporting meanwhile; agents start only then (so a lookup never
+        misses a key that was written before the slot started).  None once loaded, else the
+        exit code of a stop asked for (or a failure) meanwhile."""
+        if not self.app.global_tables:
+            return None
+        reader = self._global_tables = GlobalReader(
+            self.settings, self._client_id(), self.app.global_tables.values(), self.datadir,
+            layout.topics, self._fail)
+        self.status.global_tables = reader.loading
+        self.status.threads.append(reader.thread)
+        self._global_queries.open(reader)
+        reader.start()
+        while not reader.loaded.is_set():
+            self._report()
+            event = self._events.get(timeout=REPORT_INTERVAL)
+            if event == 'dump':
+                platform.dump_stacks(f'slot {self.index}')
+            elif isinstance(event, Failure):
+                return self._failed(event, event.code)
+            elif event is not None:
+                log.info('%s shutdown requested while loading global tables', event)
+                self._handing_over = event == 'handover'
+                return EX_OK
+        return None
+
     def _start_threads(self, layout: Layout) -> None:
         settings = self.settings
         identity = f'{self.app.name}-{platform.stable_identity(self.datadir)}'
         self._producer = self._start_producer(identity)
         self._state = self._start_state()
         slot_context = SlotContext(layout, self._producer, self._state,
-                                   self._plain_producer or self._producer)
+                                   self._plain_producer or self._producer, self._global_tables)
         context.install(slot_context)
         routes: dict[str, list[Inbox]] = {}
         for agent in self.app.agents:
@@ -395,6 +435,9 @@ class Slot:
         if self._state is not None:
             self._state.reader.stop()
             self._state.reader.thread.join(COLD_GRACE)
+        if self._global_tables is not None:
+            self._global_tables.stop()
+            self._global_tables.thread.join(COLD_GRACE)
         for producer in (self._producer, self._plain_producer):
             if producer is not None:
                 producer.close(COLD_GRACE)

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from kafka import TopicPartition
 
 from ..app import context
+from ..app.globals import GlobalTable
 from ..app.tables import Table, tables_used_by
 from ..app.timers import NotOwned, Timer, leader_topic
 from ..app.topics import Topic
@@ -211,6 +212,17 @@ class TimerContext:
 
     def windows(self, table: Table, key: Any) -> list[tuple[float, Any]]:
         return self._partition(table, key).windows(key)
+
+    def read_global(self, table: GlobalTable, key: Any) -> Any:
+        """Any key of a global table: every slot holds all of it."""
+        return self.slot.read_global(table, key)
+
+    def items_global(self, table: GlobalTable) -> Iterator[tuple[Any, Any]]:
+        return self.slot.items_global(table)
+
+    def write_global(self, table: GlobalTable, key: Any, value: Any) -> None:
+        """Refused, as outside agents: only the agent of its source topic writes it."""
+        self.slot.write_global(table, key, value)
 
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None) -> Any:

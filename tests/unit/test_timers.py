@@ -477,3 +477,19 @@ def test_a_timer_that_stops_the_slot_stops_a_runner_testing_run():
         assert str(raised.value).startswith('timer test_timers.test_a_timer_that_stops')
         with pytest.raises(RuntimeError, match='the run has stopped'):
             t.send('events', value=1)
+
+
+def test_a_tick_reads_global_tables_as_the_slot_holds_them_and_may_not_write_them():
+    local = runner.App('globally')
+    local.agent(local.topic('orders'))(lambda stream: None)
+    rates = local.GlobalTable('rates', default=float)
+    layout = Layout(local, {'orders': 1, rates.changelog.name: 1}, 1)
+    held = SimpleNamespace(get=lambda table, key: {'eur': 1.1}.get(key, context.MISSING),
+                           items=lambda table: iter([('eur', 1.1)]))
+    slot = SlotContext(layout, SimpleNamespace(transactional=False), None,
+                       global_tables=held)
+    timer_context = TimerContext(slot, Tasks({}, list), threading.Lock())
+    assert in_tick(timer_context, lambda: (rates['eur'], rates['usd'], dict(rates.items()))) \
+        == (1.1, 0.0, {'eur': 1.1})
+    with pytest.raises(RuntimeError, match="global table 'rates' can only be changed by"):
+        in_tick(timer_context, lambda: rates.__setitem__('eur', 1.2))
