@@ -189,6 +189,13 @@ class Worker:
                 if pid is None or int(m[1]) == pid]
 
 
+def without_waiting(stderr: str) -> str:
+    """What a command that waits wrote on stderr besides its progress lines (``runner:
+    waiting for ...``, one per change into a pipe), stripped."""
+    return '\n'.join(line for line in stderr.splitlines()
+                     if not line.startswith('runner: waiting for ')).strip()
+
+
 def debian_command(command: str, package: str | None = None) -> str:
     """The path of ``command``, from Debian's ``package`` (by default named alike), installed
     when missing (as root); the calling test is skipped, with the reason, where it cannot be."""
