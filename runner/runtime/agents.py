@@ -14,6 +14,7 @@ from ..app.topics import Topic
 from ..errors import OutputRefused, RunnerError
 from .context import AgentContext, SlotContext
 from .policy import ErrorPolicy, error_text, where
+from .progress import summed
 from .queues import Inbox, Stopped
 from .stream import Stream
 
@@ -46,11 +47,7 @@ class AgentThreads:
 
     def processed(self) -> dict[TopicPartition, int]:
         """Records its threads have processed, per partition (read at a metrics scrape)."""
-        total: dict[TopicPartition, int] = {}
-        for stream in self._streams:
-            for tp, count in dict(stream.processed).items():
-                total[tp] = total.get(tp, 0) + count
-        return total
+        return summed(dict(stream.processed) for stream in self._streams)
 
     def start(self) -> None:
         for thread in self._threads:
