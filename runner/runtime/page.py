@@ -20,6 +20,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from ..logs import clock, duration
 from .web import Text
 
 CONTENT_TYPE = 'text/html; charset=utf-8'
@@ -32,21 +33,6 @@ def _resource(name: str) -> str:
 def _digest(text: str) -> str:
     """A CSP source allowing the inline ``text``."""
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
-
-
-def clock(unix_time: float) -> str:
-    """A Unix time as ``YYYY-MM-DD HH:MM:SS UTC``."""
-    return time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(unix_time))
-
-
-def duration(seconds: float) -> str:
-    """Seconds as the two largest units: ``45s``, ``3m 20s``, ``2h 5m``, ``4d 3h``."""
-    whole = int(seconds)
-    for size, unit, smaller, next_unit in ((86400, 'd', 3600, 'h'), (3600, 'h', 60, 'm'),
-                                           (60, 'm', 1, 's')):
-        if whole >= size:
-            return f'{whole // size}{unit} {whole % size // smaller}{next_unit}'
-    return f'{whole}s'
 
 
 class StatusPage:

@@ -3,8 +3,6 @@ records processed reach what was sent, lag returns to 0, and a slot added with T
 found without touching Prometheus's configuration."""
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import urllib.parse
@@ -14,29 +12,9 @@ from pathlib import Path
 import pytest
 from apps import forward_app, outputs
 from harness import REPO, free_port, produce, wait_for
+from system_packages import debian_program
 
 RECORDS = 200
-
-
-def prometheus_binary() -> str:
-    """Debian's prometheus, installed when missing (as root); the test is skipped, with the
-    reason, where it cannot be."""
-    found = shutil.which('prometheus')
-    if found:
-        return found
-    if os.geteuid() != 0:
-        pytest.skip('prometheus is not installed, and installing it (apt-get install '
-                    'prometheus) needs root')
-    if shutil.which('apt-get') is None:
-        pytest.skip('prometheus is not installed, and there is no apt-get to install it')
-    result = subprocess.run(['apt-get', 'install', '-y', '--no-install-recommends', 'prometheus'],
-                            env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'},
-                            capture_output=True, text=True, timeout=900, check=False)
-    found = shutil.which('prometheus')
-    if not found:
-        reason = (result.stderr.strip().splitlines() or ['no output'])[-1]
-        pytest.skip(f'prometheus cannot be installed: {reason}')
-    return found
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -99,7 +77,7 @@ class Prometheus:
 @pytest.fixture
 def prometheus(tmp_path):
     """Start a Prometheus for the test's ``runner.pid.targets.json``; always stopped."""
-    binary = prometheus_binary()
+    binary = debian_program('prometheus')
     directory = tmp_path / 'prometheus'
     directory.mkdir()
     server = Prometheus(binary, directory, tmp_path / 'runner.pid.targets.json')

@@ -11,8 +11,9 @@ from html.parser import HTMLParser
 import pytest
 from kafka import TopicPartition
 
+from runner.logs import duration
 from runner.runtime import web
-from runner.runtime.page import StatusPage, duration
+from runner.runtime.page import StatusPage
 from runner.runtime.status import SlotStatus
 
 HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
