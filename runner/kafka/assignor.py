@@ -76,6 +76,8 @@ ChangelogPartition = tuple[str, int]
 UNKNOWN_GENERATION = -1
 #: Assignments a member remembers (see :attr:`RunnerAssignor.changes`).
 CHANGES_KEPT = 10
+#: Said after the cause of a round that follows another at once (see ``_follow_up``).
+FOLLOW_UP = ' (its next round)'
 
 
 class Change(NamedTuple):
@@ -185,9 +187,19 @@ class RunnerAssignor(AbstractPartitionAssignor):
         self.members = sorted(web for web in data.get('members', ()) if isinstance(web, str))
         cause = ('this slot joined the group' if first else
                  _cause(members_before, self.members, counts_before, self.counts,
-                        warmed & self._owned))
+                        warmed & self._owned) or self._follow_up(generation))
         self.changes.append(Change(time.time(), generation, sorted(self._held - held_before),
                                    sorted(held_before - self._held), cause))
+
+    def _follow_up(self, generation: int) -> str:
+        """The cause of an assignment nothing explains: the round that follows another at
+        once (a cooperative rebalance hands out what its first round revoked) has the cause
+        of that one; otherwise a rejoin or a request, which Kafka does not tell apart."""
+        last = self.changes[-1] if self.changes else None
+        if last is not None and last.generation == generation - 1:
+            return last.cause if last.cause.endswith(FOLLOW_UP) else last.cause + FOLLOW_UP
+        return ('members unchanged: a member rejoined or asked for it (a warm handover, a '
+                'lost membership)')
 
     def forget(self, tps: Iterable[Any]) -> None:
         """This member no longer holds ``tps`` (its membership was lost: others may own them
@@ -439,7 +451,7 @@ def _cause(members_before: list[str], members: list[str], counts_before: dict[st
            counts: dict[str, int], taken_over: set[Task]) -> str:
     """Why the group rebalanced, as far as a member can tell from two assignments in a
     row: members that joined or left, partition counts that changed, warm tasks taken
-    over; else a rejoin or a request it cannot tell apart (Kafka does not say)."""
+    over ('' if none of these)."""
     joined, left = sorted(set(members) - set(members_before)), sorted(
         set(members_before) - set(members))
     grown = sorted(f'{topic} {counts_before[topic]} to {count} partitions'
@@ -449,8 +461,7 @@ def _cause(members_before: list[str], members: list[str], counts_before: dict[st
         [f'left: {", ".join(left)}'] if left and members else []) + (
         [f'partition count changed: {", ".join(grown)}'] if grown else []) + (
         [f'this slot took over {len(taken_over)} task(s) it warmed up'] if taken_over else [])
-    return '; '.join(causes) or ('members unchanged: a member rejoined or asked for it (a warm '
-                                 'handover, the second round of a cooperative rebalance)')
+    return '; '.join(causes)
 
 
 def _distinct(group: list[Member]) -> list[Member]:

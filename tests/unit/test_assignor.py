@@ -341,5 +341,18 @@ def test_an_assignment_from_a_leader_of_an_older_version_knows_no_members():
     data = json.loads(raw.user_data)
     del data['members']
     chosen.on_assignment(ConsumerProtocolAssignment(raw.version, raw.assigned_partitions,
-                                                    json.dumps(data).encode()), 2)
+                                                    json.dumps(data).encode()), 5)
     assert chosen.members == [] and chosen.changes[-1].cause.startswith('members unchanged')
+
+
+def test_the_round_that_follows_another_at_once_has_its_cause():
+    chosen = assignor({})
+    alone = chosen.assign(Cluster({'words': 2}), [member('a', ['words'])])
+    for generation in (1, 2, 3):
+        chosen.on_assignment(alone['id-a'], generation)
+    chosen.on_assignment(alone['id-a'], 7)
+    assert [change.cause for change in chosen.changes] == [
+        'this slot joined the group', 'this slot joined the group (its next round)',
+        'this slot joined the group (its next round)',
+        ('members unchanged: a member rejoined or asked for it (a warm handover, a lost '
+         'membership)')]
