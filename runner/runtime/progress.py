@@ -35,18 +35,19 @@ class Throughput:
         #: (when, counts), oldest first: the first is the newest at least a window old.
         self._samples: deque[tuple[float, Counts]] = deque()
 
-    def sample(self) -> None:
+    def sample(self) -> bool:
         """Take the counts, if the last sample is :data:`SAMPLE_EVERY` old (the slot's main
-        thread calls this on every round)."""
+        thread calls this on every round); whether it did."""
         now = self._clock()
         with self._lock:
             if self._samples and now - self._samples[-1][0] < SAMPLE_EVERY:
-                return
+                return False
         counts = self._counts()
         with self._lock:
             self._samples.append((now, counts))
             while len(self._samples) > 2 and now - self._samples[1][0] >= self._window:
                 self._samples.popleft()
+        return True
 
     def rates(self) -> dict[TopicPartition, float]:
         """Records per second of every partition counted since the window began (empty

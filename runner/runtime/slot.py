@@ -91,6 +91,7 @@ class Slot:
         self._throughput = Throughput(lambda: summed(threads.processed()
                                                      for threads in self._agents))
         self.status.rates = self._throughput.rates
+        self._progress: dict[str, Any] = {}      # reported to the main process (see _report)
         self.metrics.registry.register(SlotCollector(self.status, lambda: self._agents,
                                                      lambda: self._consumer, lambda: self._state))
         self._layout: Layout | None = None
@@ -381,7 +382,8 @@ class Slot:
         """Tell the main process how this slot is doing: its heartbeat, sent by the
         slot's main thread, which neither agents nor commits block."""
         self.status.tick()
-        self._throughput.sample()
+        if self._throughput.sample():      # once a second: the status file changes no faster
+            self._progress = self.status.progress()
         if self._report_to is None:
             return
         live, _ = self.status.live()
@@ -392,7 +394,7 @@ class Slot:
             'heartbeat_timeout': self.settings.heartbeat_timeout,
             'assignment': sorted(f'{tp.topic}:{tp.partition}' for tp in self.status.assignment),
             'stopped': self.status.stopped(),
-            'progress': self.status.progress(),
+            'progress': self._progress,
         })
 
     def _stop_workers(self, drain: bool, deadline: float, leave: bool) -> None:

@@ -93,6 +93,11 @@ def test_the_page_shows_partitions_agents_tables_rebalances_errors_and_links():
     assert '<strong>127.0.0.1:6066</strong> (this slot)' in page
 
 
+def test_a_slot_that_is_starting_has_a_page_too():
+    page = StatusPage().render(SlotStatus('wc', 1, 60.0).describe()).payload.decode()
+    assert 'wc: slot 1' in page and 'no partitions assigned' in page and 'none yet' in page
+
+
 def test_the_page_allows_only_its_own_inline_script_and_style():
     page = StatusPage()
     text = page.render(hostile_status().describe()).payload.decode()

@@ -25,8 +25,8 @@
     fetch(location.pathname, {headers: headers, cache: 'no-store'}).then(function (answer) {
       return answer.text().then(function (text) {
         var fresh = new DOMParser().parseFromString(text, 'text/html').getElementById('status');
-        if (answer.status === 401) {
-          if (token()) { fresh.querySelector('#refused').hidden = false; }
+        if (answer.status === 401 && fresh) {
+          fresh.querySelector('#refused').hidden = !token();
           sessionStorage.removeItem(KEY);
         }
         if (fresh) { show(fresh); }
