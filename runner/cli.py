@@ -65,7 +65,7 @@ Options:
   --graceful-timeout=SECONDS
                              A warm shutdown taking longer turns cold (default: 30).
   --processing-guarantee=G   at_least_once (the default) or exactly_once: each
-                             commit one Kafka transaction (see the README).
+                             commit one Kafka transaction (see the manual).
   --security-protocol=P      PLAINTEXT (the default), SSL, SASL_PLAINTEXT or SASL_SSL.
   --sasl-mechanism=M         PLAIN (the default), SCRAM-SHA-256 or SCRAM-SHA-512.
   --sasl-username=USER       SASL user; the password comes from the config file or
@@ -94,7 +94,8 @@ Exit codes:
   process stopped answering (status), 64 bad usage,
   65 a VALUE the topic's serializer does not take (send), 69 broker
   unreachable, 70 a slot failed, 71 no process could be forked, 73 data
-  directory, port or pidfile in use (or a link), 77 the broker refused the
+  directory, port or pidfile in use (or a link), 74 a file or table store
+  cannot be written or read (disk full), 77 the broker refused the
   login or TLS handshake, 78 app or config cannot be loaded, 130
   interrupted, 141 output pipe closed early.
 """

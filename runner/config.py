@@ -12,6 +12,19 @@ import yaml
 from .errors import ConfigError, shown, shown_name
 
 
+def setting(default: Any, meaning: str, *, default_text: str | None = None,
+            see: str | None = None, secret: bool = False) -> Any:
+    """A field of :class:`Settings` with what the manual's table of settings says of it.
+
+    ``meaning`` is one line of reStructuredText; ``default_text`` gives the default when
+    the value alone would not say it; ``see`` is the label of the manual's section that
+    says more.  A ``secret`` one is left out of the repr (see :data:`SECRETS`).  The table
+    adds the command-line option and the choices from the definitions below.
+    """
+    return dataclasses.field(default=default, repr=not secret, metadata={
+        'meaning': meaning, 'default_text': default_text, 'see': see})
+
+
 @dataclasses.dataclass
 class Settings:
     """Everything a slot needs to know besides the app's declarations.
@@ -66,45 +79,75 @@ class Settings:
     repr and never quoted in an error.
     """
 
-    broker: str = 'kafka://localhost:9092'
-    datadir: str | None = None          # default: ./{app}-data
-    web_host: str = '127.0.0.1'
-    web_port: int = 6066
-    web_advertise: str | None = None    # default: web_host, or for a wildcard the broker route
-    loglevel: str = 'info'
-    logfile: str | None = None
-    broker_timeout: float = 30.0
-    commit_interval: float = 2.0
-    session_timeout: float = 10.0
-    revoke_timeout: float = 10.0
-    graceful_timeout: float = 30.0
-    max_inflight: int = 10000
-    topic_partitions: int = 8
-    replication_factor: int = -1
-    standby_replicas: int = 1
-    table_cleanup_delay: float = 600.0
-    heartbeat_timeout: float = 5.0
-    stall_timeout: float = 150.0
-    stuck_timeout: float = 300.0
-    import_timeout: float = 60.0
-    ready_timeout: float = 300.0
-    assignor: str = 'cooperative'
-    static_membership: bool = True
-    acceptable_lag: int = 10000
-    processing_guarantee: str = 'at_least_once'
-    commit_timeout: float = 30.0
-    broker_outage_limit: float = 300.0
-    max_request_size: int = 1048576
-    security_protocol: str = 'PLAINTEXT'
-    sasl_mechanism: str = 'PLAIN'
-    sasl_username: str | None = None
-    sasl_password: str | None = dataclasses.field(default=None, repr=False)
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_password: str | None = dataclasses.field(default=None, repr=False)
-    ssl_check_hostname: bool = True
-    web_token: str | None = dataclasses.field(default=None, repr=False)
+    broker: str = setting('kafka://localhost:9092',
+                          '``kafka://host:port`` or ``host:port,host:port``')
+    datadir: str | None = setting(None, 'slot *i* uses ``DATADIR/slot-i``',
+                                  default_text='``./NAME-data``')
+    web_host: str = setting('127.0.0.1', "address the slots' web servers bind to")
+    web_port: int = setting(6066, 'port of slot 0; slot *i* uses ``web_port+i``')
+    web_advertise: str | None = setting(
+        None, '``HOST[:PORT]`` other members reach a slot at (with a port, slot *i* '
+        'advertises ``PORT+i``)', see='tables',
+        default_text='``web_host``; for a wildcard bind, the address this host reaches the '
+        'broker from')
+    loglevel: str = setting('info', 'how much the log says')
+    logfile: str | None = setting(None, 'log file shared by all processes',
+                                  default_text='stderr')
+    broker_timeout: float = setting(30.0, 'seconds to wait for a broker at start')
+    commit_interval: float = setting(2.0, 'seconds between commits',
+                                     default_text='2 (0.1 under exactly-once)')
+    session_timeout: float = setting(10.0, 'consumer group session timeout, seconds',
+                                     see='rebalancing')
+    revoke_timeout: float = setting(10.0, 'seconds a revoked partition may finish')
+    graceful_timeout: float = setting(30.0, 'seconds a warm stop may take', see='stopping')
+    max_inflight: int = setting(10000, 'fetched records a slot may hold queued before '
+                                'fetching pauses', see='processing-guarantees')
+    topic_partitions: int = setting(8, 'partitions of topics created without a count')
+    replication_factor: int = setting(-1, "of created topics; -1: the broker's default")
+    standby_replicas: int = setting(1, 'other slots keeping a warm copy of each table '
+                                    'partition', see='tables')
+    table_cleanup_delay: float = setting(600.0, 'seconds unused local table state is kept')
+    heartbeat_timeout: float = setting(5.0, 'seconds (at least 1) a running slot may go '
+                                       'without a heartbeat', see='crash-restarts')
+    stall_timeout: float = setting(150.0, "seconds a slot's consumer loop may go without a "
+                                   'round', see='crash-restarts')
+    stuck_timeout: float = setting(300.0, 'seconds an agent thread may go without progress '
+                                   'while records wait', see='records-that-fail')
+    import_timeout: float = setting(60.0, 'seconds the app check, and each slot, may take to '
+                                    'load the app; main process only', see='starting')
+    ready_timeout: float = setting(300.0, 'seconds without a ready slot before the watchdog '
+                                   'stops; main process only', see='systemd')
+    assignor: str = setting('cooperative', 'how partitions move in a rebalance',
+                            see='rebalancing')
+    static_membership: bool = setting(True, 'rejoin under the identity in the data '
+                                      'directory', see='rebalancing')
+    acceptable_lag: int = setting(10000, 'changelog records a copy may lag and still take '
+                                  'its partition over', see='rebalancing')
+    processing_guarantee: str = setting('at_least_once', 'what a crash may repeat',
+                                        see='processing-guarantees')
+    commit_timeout: float = setting(30.0, 'seconds a checkpoint waits for acknowledgements, '
+                                    'a commit or a transaction while Kafka answers')
+    broker_outage_limit: float = setting(300.0, 'seconds a slot waits for an unreachable '
+                                         'Kafka before it exits (69) and is started again',
+                                         see='broker-outages')
+    max_request_size: int = setting(1048576, 'largest record the producers send, in bytes; '
+                                    'a larger output is dead-lettered',
+                                    see='records-that-fail')
+    security_protocol: str = setting('PLAINTEXT', 'how the Kafka clients connect',
+                                     see='security')
+    sasl_mechanism: str = setting('PLAIN', 'the SASL login', see='security')
+    sasl_username: str | None = setting(None, 'the SASL user')
+    sasl_password: str | None = setting(None, 'its password', secret=True)
+    ssl_cafile: str | None = setting(None, "PEM file of the CAs that sign the brokers' "
+                                     'certificates', default_text="the system's CAs")
+    ssl_certfile: str | None = setting(None, 'PEM file of the client certificate')
+    ssl_keyfile: str | None = setting(None, 'PEM file of its private key (else it is in '
+                                      '``ssl_certfile``)')
+    ssl_password: str | None = setting(None, 'password of that key', secret=True)
+    ssl_check_hostname: bool = setting(True, "check that a broker's certificate names its "
+                                       'host')
+    web_token: str | None = setting(None, 'bearer token the web endpoints ask for',
+                                    see='security', secret=True)
 
     def bootstrap_servers(self) -> list[str]:
         """The broker URL(s) as ``host:port`` strings."""
@@ -144,7 +187,7 @@ SASL_MECHANISMS = ('PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512')
 CHOICES = {'loglevel': LOGLEVELS, 'assignor': ASSIGNORS, 'processing_guarantee': GUARANTEES,
            'security_protocol': SECURITY_PROTOCOLS, 'sasl_mechanism': SASL_MECHANISMS}
 #: Settings whose values are never shown: not in a repr, an error message or a log line.
-SECRETS = ('sasl_password', 'ssl_password', 'web_token')
+SECRETS = tuple(name for name, field in FIELDS.items() if not field.repr)
 #: Settings that name a file the Kafka clients read.
 FILES = ('ssl_cafile', 'ssl_certfile', 'ssl_keyfile')
 #: Environment variables that give secrets (never on the command line, where ``ps`` shows

@@ -30,11 +30,13 @@ class Codec:
     name = 'raw'
 
     def dumps(self, obj: Any) -> bytes | None:
+        """``obj`` as bytes (this one, ``raw``, takes bytes only)."""
         if obj is None or isinstance(obj, bytes):
             return obj
         raise TypeError(f'raw serializer needs bytes, got {type(obj).__name__}')
 
     def loads(self, data: bytes | None) -> Any:
+        """The object ``data`` encodes (this one, ``raw``, returns the bytes)."""
         return data
 
     def check(self, obj: Any) -> None:

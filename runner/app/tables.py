@@ -112,6 +112,7 @@ class Table:
         return current().read(self, key) is not MISSING
 
     def get(self, key: Any, default: Any = None) -> Any:
+        """The value of ``key``, or ``default`` (not the table's) when it has none."""
         value = current().read(self, key)
         return default if value is MISSING else value
 
@@ -120,9 +121,11 @@ class Table:
         return current().items(self)
 
     def keys(self) -> Iterator[Any]:
+        """Every key of the partitions this slot owns."""
         return (key for key, _ in self.items())
 
     def values(self) -> Iterator[Any]:
+        """Every value of the partitions this slot owns."""
         return (value for _, value in self.items())
 
     def __repr__(self) -> str:

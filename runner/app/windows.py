@@ -79,7 +79,15 @@ WINDOW_KEYS = WindowKeyCodec()
 
 
 class WindowedTable(Table):
-    """A table read and written per time window; see the module docstring."""
+    """A table read and written per time window, made by :meth:`Table.tumbling` or
+    :meth:`Table.hopping`.
+
+    ``table[key]`` is the key's :class:`WindowSet`: ``table[key] += 1`` adds to every
+    window of the event being processed.  Times are seconds; an event belongs to the
+    windows that contain its Kafka timestamp.  A window is stored under ``(key, window
+    start)``; the slot deletes it (with a tombstone in the changelog) once the newest
+    event of its partition is more than ``expires`` seconds past the window's end.
+    """
 
     def __init__(self, app: Any, name: str, windowing: Windowing,
                  default: Callable[[], Any] | None, partitions: int | None,
@@ -161,6 +169,7 @@ class WindowSet:
         return self._table.value_at(self._key, self._table.event_time() - seconds)
 
     def value(self) -> Any:
+        """The same as :meth:`current`."""
         return self.current()
 
     def apply(self, operation: Callable[[Any], Any]) -> Self:

@@ -1,4 +1,4 @@
-"""The slot's Prometheus metrics, served at ``GET /metrics`` (see "Observability" in the README).
+"""The slot's Prometheus metrics, served at ``GET /metrics`` (see ``docs/ops/observability.rst``).
 
 Nothing here is touched per record.  Records processed are counted by each
 :class:`runner.runtime.stream.Stream` per batch, in a plain dict; the error

@@ -80,9 +80,12 @@ class Stream:
         return self._records(decoded_values(self.topic))
 
     def items(self) -> Iterator[tuple[Any, Any]]:
+        """The records as ``(key, value)`` pairs, decoded."""
         return self._records(decoded_items(self.topic))
 
     def events(self) -> Iterator[Event]:
+        """The records as :class:`runner.Event` tuples: key, value, headers, topic,
+        partition, offset and timestamp."""
         return self._records(decoded_events(self.topic))
 
     def group_by(self, key: Callable[[Any], Any]) -> 'GroupedStream':
@@ -274,9 +277,11 @@ class GroupedStream:
         return self._stream._regrouped(decoded_values(self._stream.repartition), self._key)
 
     def items(self) -> Iterator[tuple[Any, Any]]:
+        """The records as ``(new key, value)`` pairs."""
         return self._stream._regrouped(decoded_items(self._stream.repartition), self._key)
 
     def events(self) -> Iterator[Event]:
+        """The records as :class:`runner.Event` tuples, with the new key."""
         return self._stream._regrouped(decoded_events(self._stream.repartition), self._key)
 
 
