@@ -44,11 +44,11 @@ address, identity, protocol, the tasks it owns (and the generation it got them
 in) and the changelog partitions it holds caught up; the leader hands every
 member, per changelog partition, the web address of its owner, the partitions
 it keeps as standby and those it warms up, and the web addresses of all the
-members (the status page links them).  No extra service is needed to
-route a table query.  Each member keeps what its last assignments changed for
-it, and why as far as it can tell (:class:`Change`).  A field a member does not send (an older version, in a
-rolling restart) reads as unknown: no generation, and a protocol that may
-still hold what it claims.
+members (the status page links them).  No extra service is needed to route a
+table query.  Each member keeps what its last assignments changed for it, and
+why as far as it can tell (:class:`Change`).  A field a member does not send
+(an older version, in a rolling restart) reads as unknown: no generation, and a
+protocol that may still hold what it claims.
 """
 
 import json
@@ -78,6 +78,8 @@ UNKNOWN_GENERATION = -1
 CHANGES_KEPT = 10
 #: Said after the cause of a round that follows another at once (see ``_follow_up``).
 FOLLOW_UP = ' (its next round)'
+#: A round follows another at once when it comes within this long of it (seconds).
+FOLLOW_UP_WITHIN = 30.0
 
 
 class Change(NamedTuple):
@@ -196,7 +198,8 @@ class RunnerAssignor(AbstractPartitionAssignor):
         once (a cooperative rebalance hands out what its first round revoked) has the cause
         of that one; otherwise a rejoin or a request, which Kafka does not tell apart."""
         last = self.changes[-1] if self.changes else None
-        if last is not None and last.generation == generation - 1:
+        if (last is not None and last.generation == generation - 1
+                and time.time() - last.at < FOLLOW_UP_WITHIN):
             return last.cause if last.cause.endswith(FOLLOW_UP) else last.cause + FOLLOW_UP
         return ('members unchanged: a member rejoined or asked for it (a warm handover, a '
                 'lost membership)')

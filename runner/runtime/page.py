@@ -1,5 +1,5 @@
-"""The status page: ``GET /`` as HTML for a browser (see "Observability: status page" in the
-README).
+"""The status page: ``GET /`` as HTML for a browser (see the manual's "Observability: status
+page", docs/ops/status-page.rst).
 
 The server renders the page from the same state ``GET /`` gives as JSON
 (:meth:`runner.runtime.status.SlotStatus.describe`), through a Jinja2 template

@@ -1,13 +1,13 @@
 """What happens to a record an agent cannot process: dead-lettered, skipped, or counted.
 
 Every record taken off the normal path is logged and counted (``GET /``
-shows the counts per agent, and the last few such records on the status page).  A dead letter keeps the record's key, value and
-headers, and adds headers saying why and where it came from; a record too
-large for the producer is dead-lettered cut to fit, with headers saying so
-and giving its original size (:func:`fitted`).  A dead letter is sent
-through the record's own context, so it is written (or, under exactly-once,
-committed) before the record's offset is, and dropped with the record's other
-outputs if its partition moves away before the next commit.
+shows the counts per agent, and the last few such records).  A dead letter
+keeps the record's key, value and headers, and adds headers saying why and
+where it came from; a record too large for the producer is dead-lettered cut
+to fit, with headers saying so and giving its original size (:func:`fitted`).
+A dead letter is sent through the record's own context, so it is written (or,
+under exactly-once, committed) before the record's offset is, and dropped with
+the record's other outputs if its partition moves away before the next commit.
 """
 
 import logging

@@ -356,3 +356,13 @@ def test_the_round_that_follows_another_at_once_has_its_cause():
         'this slot joined the group (its next round)',
         ('members unchanged: a member rejoined or asked for it (a warm handover, a lost '
          'membership)')]
+
+
+def test_a_round_long_after_the_last_one_does_not_take_its_cause(monkeypatch):
+    chosen = assignor({})
+    alone = chosen.assign(Cluster({'words': 2}), [member('a', ['words'])])
+    chosen.on_assignment(alone['id-a'], 1)
+    later = chosen.changes[-1].at + 600
+    monkeypatch.setattr('runner.kafka.assignor.time.time', lambda: later)
+    chosen.on_assignment(alone['id-a'], 2)
+    assert chosen.changes[-1].cause.startswith('members unchanged')
