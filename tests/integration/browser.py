@@ -16,6 +16,10 @@ from harness import wait_for
 COMMAND_TIMEOUT = 30
 
 
+class DevToolsError(AssertionError):
+    """Chromium refused a DevTools command."""
+
+
 class Browser:
     """Debian's ``chromium`` (at ``binary``), headless, with its profile in ``directory``;
     :meth:`close` it (it is killed if it does not go)."""
@@ -62,7 +66,7 @@ class Browser:
             message = json.loads(self._socket.recv())
             if message.get('id') == number:
                 if 'error' in message:
-                    raise AssertionError(f'{method} failed: {message["error"]}')
+                    raise DevToolsError(f'{method} failed: {message["error"]}')
                 return message['result']
 
     def open(self, url: str) -> None:
@@ -73,8 +77,14 @@ class Browser:
                  f'{url} to load')
 
     def evaluate(self, expression: str) -> Any:
-        """The value of a JavaScript expression in the page (returned as JSON)."""
-        result = self.call('Runtime.evaluate', expression=expression, returnByValue=True)
+        """The value of a JavaScript expression in the page (returned as JSON); None while
+        the page is between two documents (it has no context to run it in)."""
+        try:
+            result = self.call('Runtime.evaluate', expression=expression, returnByValue=True)
+        except DevToolsError as exc:
+            if 'context' in str(exc):
+                return None
+            raise
         if 'exceptionDetails' in result:
             raise AssertionError(f'{expression} raised: {result["exceptionDetails"]}')
         return result['result'].get('value')
