@@ -1,11 +1,12 @@
 """Stateful word count in ONE worker slot vs the raw kafka-python consume loop, on one topic.
 
     python bench/wordcount.py [--records N] [--repeat R] [--seed S] [--distinct D]
-                              [--compare CHECKOUT] [--scrape]
+                              [--compare CHECKOUT] [--metrics-off] [--scrape]
                               [--exactly-once [--exactly-once-interval S]]
 
 Produces N words (key = value = the word, D (2000) distinct, 4 partitions) once, then runs,
-alternating, R times each:
+alternating, R times each (each side's median, and its spread: highest minus lowest over
+the median):
 
 * raw: ``baseline_consumer.py`` counting the records with a plain ``KafkaConsumer``
   (a group of its own), timed from its partition assignment;
@@ -15,6 +16,8 @@ alternating, R times each:
   equal the truth (end-to-end rate); then every count is checked once;
 * with ``--compare``: the same runner run from another checkout of this repository
   (an earlier commit, say), so two versions are measured side by side;
+* with ``--metrics-off``: the same runner with its metrics made no-ops (:data:`METRICS_OFF`),
+  so metrics on and off are measured side by side;
 * with ``--scrape``: the same runner with ``GET /metrics`` asked every second while it
   runs, as Prometheus would, so the cost of the metrics is measured side by side;
 * with ``--exactly-once``: the same app with ``processing_guarantee='exactly_once'``
@@ -30,6 +33,7 @@ import argparse
 import collections
 import contextlib
 import random
+import statistics
 import threading
 import time
 import urllib.request
@@ -81,6 +85,44 @@ counts = app.Table('counts', default=int, partitions={partitions})
 def count(stream):
     for word in stream:
         counts[word] += 1
+'''
+#: Put before the app of the ``metrics-off`` side: the slot's metrics become no-ops (no
+#: batch timing, no clock read per batch, checkpoints and rebalances count nothing), as if
+#: the runner had none; it is not scraped.  Imported in the slot before it starts.
+METRICS_OFF = '''\
+import contextlib
+
+from prometheus_client.metrics import MetricWrapperBase
+
+import runner.runtime.metrics as _metrics
+
+
+class _Nothing:
+    def labels(self, *_):
+        return self
+
+    def inc(self, *_):
+        pass
+
+    def observe(self, *_):
+        pass
+
+    def time(self):
+        return contextlib.nullcontext()
+
+
+_made = _metrics.SlotMetrics.__init__
+
+
+def _made_off(self):
+    _made(self)
+    for name, value in list(vars(self).items()):
+        if isinstance(value, MetricWrapperBase):
+            setattr(self, name, _Nothing())
+
+
+_metrics.SlotMetrics.__init__ = _made_off
+_metrics.SlotMetrics.batch_timing = lambda self, agent: None
 '''
 
 
@@ -146,10 +188,11 @@ def scraping(worker: Worker, interval: float = 1.0) -> Iterator[list[int]]:
 
 def run_worker(bootstrap: str, admin: KafkaAdminClient, workdir: Path, topic: str,
                truth: dict[str, int], app: str, repo: Path,
-               settings: dict[str, Any], scrape: bool = False) -> dict[str, Any]:
+               settings: dict[str, Any], scrape: bool = False,
+               metrics_off: bool = False) -> dict[str, Any]:
     """One runner run: a fresh app (its own group and changelog) over the whole topic;
-    with ``scrape``, its metrics asked for every second."""
-    source = APP_SOURCE.format(app=app, topic=topic, partitions=PARTITIONS,
+    with ``scrape``, its metrics asked for every second; with ``metrics_off``, none."""
+    source = (METRICS_OFF if metrics_off else '') + APP_SOURCE.format(app=app, topic=topic, partitions=PARTITIONS,
                                settings=''.join(f', {k}={v!r}' for k, v in settings.items()))
     module = write_app(workdir, source, app.replace('-', '_'))
     with (Worker.for_app(workdir, module, bootstrap, app, repo=repo) as worker,
@@ -207,8 +250,11 @@ def wait_settled(worker: Worker, admin: KafkaAdminClient, group: str, topic: str
 
 
 def side(runs: list[dict]) -> dict[str, Any]:
-    """The medians of one runner's runs."""
+    """The medians of one runner's runs, and the spread of its rates and records per CPU
+    second (highest minus lowest, over the median)."""
     return {'rate': round(median(r['rate'] for r in runs)),
+            'rate_spread': spread([r['rate'] for r in runs]),
+            'records_per_cpu_s_spread': spread([r['records_per_cpu_s'] for r in runs]),
             'end_to_end_rate': round(median(r['end_to_end_rate'] for r in runs)),
             'records_per_cpu_s': round(median(r['records_per_cpu_s'] for r in runs)),
             'start_to_ready_s': median(r['start_to_ready_s'] for r in runs),
@@ -233,18 +279,44 @@ def summarize(count: int, vocabulary: int, produce_seconds: float, raws: list[di
     for name, runs in sides.items():
         numbers = results[name] = side(runs)
         numbers['ratio_raw'] = ratio(numbers['rate'], raw_rate)
-        say(f'{name}: {numbers["rate"]:,} records/s processed ({numbers["ratio_raw"]:.2f}x raw), '
-            f'{numbers["end_to_end_rate"]:,} end to end, {numbers["records_per_cpu_s"]:,} per '
-            f'CPU second, peak RSS {numbers["peak_rss_mb"]} MiB, ready '
-            f'{numbers["start_to_ready_s"]}s after start')
+        say(f'{name}: {numbers["rate"]:,} records/s processed ({numbers["ratio_raw"]:.2f}x raw, '
+            f'spread {numbers["rate_spread"]:.0%}), {numbers["end_to_end_rate"]:,} end to end, '
+            f'{numbers["records_per_cpu_s"]:,} per CPU second (spread '
+            f'{numbers["records_per_cpu_s_spread"]:.0%}), peak RSS {numbers["peak_rss_mb"]} MiB, '
+            f'ready {numbers["start_to_ready_s"]}s after start')
+        say(f'  {name} runs: records/s ' + ' · '.join(f'{r["rate"]:,}' for r in runs)
+            + '; per CPU second ' + ' · '.join(f'{r["records_per_cpu_s"]:,}' for r in runs))
     for top, bottom in (('runner', 'compared'), ('exactly-once', 'runner'),
-                        ('scraped', 'runner')):
+                        ('scraped', 'runner'), ('runner', 'metrics-off'),
+                        ('scraped', 'metrics-off')):
         if top in sides and bottom in sides:
             results[f'ratios_{top}_{bottom}'] = versus(results[top], results[bottom],
                                                        f'{top} / {bottom}')
+            results[f'paired_ratios_{top}_{bottom}'] = paired(sides[top], sides[bottom],
+                                                              f'{top} / {bottom}')
     for problem in problems(sides):
         say(f'WRONG: {problem}')
     return results
+
+
+def paired(top: list[dict], bottom: list[dict], label: str) -> dict[str, Any]:
+    """The ratios of two sides run by run (run i of one with run i of the other, minutes
+    apart: a load that drifts between rounds cancels out), their median and spread."""
+    found: dict[str, Any] = {}
+    for measure in ('rate', 'records_per_cpu_s'):
+        ratios = [ratio(a[measure], b[measure]) for a, b in zip(top, bottom, strict=True)]
+        found[measure] = {'median': median(ratios), 'spread': spread(ratios), 'runs': ratios}
+    say(f'{label}, run by run: {found["rate"]["median"]:.3f}x the rate (spread '
+        f'{found["rate"]["spread"]:.0%}), {found["records_per_cpu_s"]["median"]:.3f}x the '
+        f'records per CPU second (spread {found["records_per_cpu_s"]["spread"]:.0%}; runs '
+        + ' · '.join(f'{r:.3f}' for r in found['records_per_cpu_s']['runs']) + ')')
+    return found
+
+
+def spread(values: list[float]) -> float:
+    """(highest - lowest) / median of ``values``: 0.1 is a spread of 10 % of the median."""
+    middle = statistics.median(values)
+    return round((max(values) - min(values)) / middle, 3) if middle else 0.0
 
 
 def versus(top: dict[str, Any], bottom: dict[str, Any], label: str) -> dict[str, float]:
@@ -276,6 +348,8 @@ def benchmark(args: argparse.Namespace) -> None:
     words = make_words(args.records, args.seed, args.distinct)
     truth = dict(collections.Counter(words))
     checkouts: dict[str, tuple[Path, dict[str, Any]]] = {'runner': (REPO, {})}
+    if args.metrics_off:
+        checkouts['metrics-off'] = (REPO, {})
     if args.scrape:
         checkouts['scraped'] = (REPO, {})
     if args.exactly_once:
@@ -304,7 +378,8 @@ def benchmark(args: argparse.Namespace) -> None:
                 for name, (repo, settings) in checkouts.items():
                     sides[name].append(run_worker(bootstrap, admin, workdir, topic, truth,
                                                   f'bench-wc-{tag}-{name}-{index}', repo,
-                                                  settings, scrape=name == 'scraped'))
+                                                  settings, scrape=name == 'scraped',
+                                                  metrics_off=name == 'metrics-off'))
                     line.append(f'{name} {sides[name][-1]["rate"]:,}')
                 say(f'run {index}: {" | ".join(line)} records/s')
             results = summarize(args.records, args.distinct, produce_seconds, raws, sides)
@@ -325,6 +400,8 @@ def main() -> None:
                         help=f'distinct words ({VOCABULARY})')
     parser.add_argument('--compare', metavar='CHECKOUT',
                         help='another checkout of runner to run side by side')
+    parser.add_argument('--metrics-off', action='store_true',
+                        help='also run it with the metrics made no-ops, side by side')
     parser.add_argument('--scrape', action='store_true',
                         help='also run it with GET /metrics asked every second, side by side')
     parser.add_argument('--exactly-once', action='store_true',

@@ -56,7 +56,10 @@ Options:
                              broker from.
   -l LEVEL, --loglevel=LEVEL
                              debug, info, warning, error or critical (default: info).
-  -f FILE, --logfile=FILE    Write the log to FILE (default: stderr).
+  -f FILE, --logfile=FILE    Write the log to FILE (default: stderr); %i in FILE
+                             stands for the slot's number (one file per slot; the
+                             main process's has "main" in its place).
+  --log-format=FORMAT        text (the default) or json: one JSON object per line.
   -c FILE, --config=FILE     YAML file with any of these settings (keys such as
                              web_port or web-port) and per-slot overrides under
                              "slots:"; the command line wins over it.
@@ -76,6 +79,8 @@ Options:
   --ssl-keyfile=FILE         Client certificate's private key (PEM).
   --pidfile=FILE             Keep the main process's pid in FILE, locked while it
                              runs; status, stop and restart find it there.
+  --metrics-targets=FILE     Keep FILE up to date for Prometheus's file_sd_configs
+                             (default: PIDFILE.targets.json with --pidfile).
   --detach                   Run in the background (needs --pidfile and --logfile);
                              if already running, say so and exit 0.
   -k KEY, --key=KEY          Key of the record to send (send only).
@@ -153,6 +158,7 @@ MAX_PORT = 65535
 SETTING_OPTIONS = {'broker': '--broker', 'datadir': '--datadir', 'web_host': '--web-host',
                    'web_port': '--web-port', 'web_advertise': '--web-advertise',
                    'loglevel': '--loglevel', 'logfile': '--logfile',
+                   'log_format': '--log-format',
                    'broker_timeout': '--broker-timeout', 'graceful_timeout': '--graceful-timeout',
                    'processing_guarantee': '--processing-guarantee',
                    'security_protocol': '--security-protocol',
@@ -241,6 +247,8 @@ def load_options(args: dict[str, Any], need_app: bool = True) -> Options:
     file_values = {key: value for key, value in values.items() if key not in SUPERVISOR_KEYS}
     return Options(app=str(spec or ''), workers=workers, workers_max=workers_max,
                    pidfile=args['--pidfile'] or _text(values.get('pidfile'), 'pidfile', origin),
+                   metrics_targets=args['--metrics-targets'] or _text(
+                       values.get('metrics_targets'), 'metrics_targets', origin),
                    cli={**check_settings(secrets_from_environment(), 'the environment',
                                          UsageError),
                         **check_settings(cli_values, 'the command line', UsageError)},
@@ -294,7 +302,8 @@ def worker_command(args: dict[str, Any]) -> int:
     if detach:
         platform.detach()
         pidfile.rewrite()
-    logs.setup(settings.loglevel, settings.logfile, 'main', settings.secrets())
+    logs.setup(settings.loglevel, settings.logfile, 'main', settings.secrets(),
+               settings.log_format)
     platform.set_title(f'runner: main {name}')
     supervisor = Supervisor(name, options.workers, _slot_main(options),
                             workers_max=options.workers_max,
@@ -302,7 +311,7 @@ def worker_command(args: dict[str, Any]) -> int:
                             ready_timeout=settings.ready_timeout,
                             status_path=control.status_path(pidfile.path) if pidfile else None,
                             close_in_children=(pidfile.fd,) if pidfile else (),
-                            targets_path=control.targets_path(pidfile.path) if pidfile else None)
+                            targets_path=_targets_path(options, pidfile))
     try:
         code = supervisor.run()
     finally:
@@ -313,6 +322,14 @@ def worker_command(args: dict[str, Any]) -> int:
             log.error('%s', supervisor.fatal_message)
         print(f'runner: {supervisor.fatal_message}', file=sys.stderr)
     return code
+
+
+def _targets_path(options: Options, pidfile: platform.Pidfile | None) -> Path | None:
+    """Where the Prometheus targets file goes: ``--metrics-targets``, else beside the
+    pidfile, else nowhere."""
+    if options.metrics_targets:
+        return Path(options.metrics_targets).absolute()
+    return control.targets_path(pidfile.path) if pidfile else None
 
 
 def worker_options(args: dict[str, Any]) -> tuple[Options, Settings]:
@@ -396,7 +413,7 @@ def _check_detachable(options: Options, logfile: str | None) -> None:
     """Everything a detached process could only report into the void, checked first."""
     if not (options.pidfile and logfile):
         raise UsageError('--detach needs --pidfile and --logfile')
-    os.close(platform.open_own(Path(logfile), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+    os.close(platform.open_own(Path(logs.logfile_path(logfile, None)), os.O_WRONLY | os.O_APPEND | os.O_CREAT,
                                'log file'))
 
 
@@ -409,7 +426,7 @@ def _app_and_settings(args: dict[str, Any], role: str) -> tuple[Any, Settings]:
     app = load_app(options.app)
     settings = options.settings_for(app.settings, 0)
     logs.setup('warning' if settings.loglevel == 'info' else settings.loglevel,
-               settings.logfile, role, settings.secrets())
+               settings.logfile, role, settings.secrets(), settings.log_format)
     return app, settings
 
 

@@ -91,8 +91,11 @@ class Settings:
         default_text='``web_host``; for a wildcard bind, the address this host reaches the '
         'broker from')
     loglevel: str = setting('info', 'how much the log says')
-    logfile: str | None = setting(None, 'log file shared by all processes',
-                                  default_text='stderr')
+    logfile: str | None = setting(None, "log file; ``%i`` in it: the slot's number (the main "
+                                  "process's has ``main``)", default_text='stderr',
+                                  see='logs-and-progress')
+    log_format: str = setting('text', '``json``: one JSON object per line',
+                              see='logs-and-progress')
     broker_timeout: float = setting(30.0, 'seconds to wait for a broker at start')
     commit_interval: float = setting(2.0, 'seconds between commits',
                                      default_text='2 (0.1 under exactly-once)')
@@ -177,6 +180,7 @@ class Settings:
 RECONNECT_BACKOFF_MAX_MS = 1000
 FIELDS = {field.name: field for field in dataclasses.fields(Settings)}
 LOGLEVELS = ('debug', 'info', 'warning', 'error', 'critical')
+LOG_FORMATS = ('text', 'json')
 ASSIGNORS = ('cooperative', 'eager')
 GUARANTEES = ('at_least_once', 'exactly_once')
 #: The commit interval under exactly-once when none is given: outputs of a transaction
@@ -184,8 +188,9 @@ GUARANTEES = ('at_least_once', 'exactly_once')
 EXACTLY_ONCE_COMMIT_INTERVAL = 0.1
 SECURITY_PROTOCOLS = ('PLAINTEXT', 'SSL', 'SASL_PLAINTEXT', 'SASL_SSL')
 SASL_MECHANISMS = ('PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512')
-CHOICES = {'loglevel': LOGLEVELS, 'assignor': ASSIGNORS, 'processing_guarantee': GUARANTEES,
-           'security_protocol': SECURITY_PROTOCOLS, 'sasl_mechanism': SASL_MECHANISMS}
+CHOICES = {'loglevel': LOGLEVELS, 'log_format': LOG_FORMATS, 'assignor': ASSIGNORS,
+           'processing_guarantee': GUARANTEES, 'security_protocol': SECURITY_PROTOCOLS,
+           'sasl_mechanism': SASL_MECHANISMS}
 #: Settings whose values are never shown: not in a repr, an error message or a log line.
 SECRETS = tuple(name for name, field in FIELDS.items() if not field.repr)
 #: Settings that name a file the Kafka clients read.
@@ -492,7 +497,7 @@ def _yaml_problem(exc: Exception) -> str:
 
 
 #: Config-file keys that belong to the main process rather than to a slot.
-SUPERVISOR_KEYS = ('app', 'workers', 'workers_max', 'pidfile', 'slots')
+SUPERVISOR_KEYS = ('app', 'workers', 'workers_max', 'pidfile', 'metrics_targets', 'slots')
 #: Slots per CPU a worker may have unless ``--workers-max`` says otherwise.
 WORKERS_PER_CPU = 4
 
@@ -515,6 +520,7 @@ class Options:
     workers: int = 1
     workers_max: int = dataclasses.field(default_factory=default_workers_max)
     pidfile: str | None = None
+    metrics_targets: str | None = None      # the Prometheus file_sd targets file
     cli: dict[str, Any] = dataclasses.field(default_factory=dict)
     file: dict[str, Any] = dataclasses.field(default_factory=dict)
     per_slot: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)

@@ -20,6 +20,7 @@ sys.path[:0] = [str(REPO), str(REPO / 'scripts')]
 
 import kafka_broker  # lives beside this script
 
+from runner.progress import Waiting
 from runner.runtime.web import get_json
 
 SENTENCES = [
@@ -54,7 +55,7 @@ def run_demo(bootstrap: str) -> int:
             print_counts(port, truth)
         finally:
             worker.terminate()
-            worker.wait(60)
+            wait_until(lambda: worker.poll() is not None, 60, 'the worker to stop')
     return 0
 
 
@@ -93,11 +94,14 @@ def get(port: int, path: str) -> dict | None:
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
+    """Wait for ``condition``, saying so (a progress line on a terminal, else plain lines)."""
     deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f'demo: timed out waiting for {what}')
-        time.sleep(0.1)
+    with Waiting() as waiting:
+        while not condition():
+            if time.monotonic() > deadline:
+                raise SystemExit(f'demo: timed out waiting for {what}')
+            waiting.say(what)
+            time.sleep(0.1)
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,11 +31,14 @@ from runner.app.partitioners import murmur2_partition
 from runner.main.control import wait_until
 from runner.runtime.web import get_json
 
-__all__ = ['REPO', 'RUNNER', 'Worker', 'alive', 'committed', 'consume', 'end_offsets',
+__all__ = ['REPO', 'RUNNER', 'Worker', 'alive', 'committed', 'consume', 'debian_command',
+           'end_offsets',
            'free_port', 'murmur2_partition', 'produce', 'run_cli', 'runner_env', 'wait_for',
            'write_app']
 
 RUNNER = REPO / 'runner.py'
+#: apt-get waits this long for the package manager's lock (tests may install at once).
+APT_WAIT = ('-o', 'DPkg::Lock::Timeout=600')
 RECOVERED = re.compile(r'\[(\d+)\] \[slot \d+\] INFO runner\.state\.recovery: '
                        r'recovered (\S+)\[(\d+)\]: (\d+) records in ([\d.]+)s')
 
@@ -185,6 +189,32 @@ class Worker:
         slot process)."""
         return [(m[2], int(m[3]), int(m[4]), float(m[5])) for m in RECOVERED.finditer(self.log())
                 if pid is None or int(m[1]) == pid]
+
+
+def debian_command(command: str, package: str | None = None) -> str:
+    """The path of ``command``, from Debian's ``package`` (by default named alike), installed
+    when missing (as root: ``apt-get update``, then ``install``); the calling test is
+    skipped, with the reason, where it cannot be."""
+    import pytest  # here: the benchmarks use this module without pytest
+
+    package = package or command
+    found = shutil.which(command)
+    if found:
+        return found
+    if os.geteuid() != 0:
+        pytest.skip(f'{command} is not installed, and installing it (apt-get install '
+                    f'{package}) needs root')
+    if shutil.which('apt-get') is None:
+        pytest.skip(f'{command} is not installed, and there is no apt-get to install it')
+    for step in (['update'], ['install', '-y', '--no-install-recommends', package]):
+        result = subprocess.run(['apt-get', *APT_WAIT, *step], capture_output=True, text=True,
+                                env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'},
+                                timeout=900, check=False)
+    found = shutil.which(command)
+    if not found:
+        reason = (result.stderr.strip().splitlines() or ['no output'])[-1]
+        pytest.skip(f'{command} cannot be installed: {reason}')
+    return found
 
 
 def alive(pid: int) -> bool:

@@ -88,6 +88,12 @@ def install(context: Context) -> None:
     _installed[:] = [context]
 
 
+def uninstall(context: Context) -> None:
+    """Stop making ``context`` the default (a test run that ends, see :mod:`runner.testing`)."""
+    if context in _installed:
+        _installed.remove(context)
+
+
 def set_outside(factory: Callable[[], Context]) -> None:
     """How to make the context used outside any slot (sending from a script)."""
     _outside[:] = [factory]

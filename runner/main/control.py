@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import EX_DEGRADED, EX_NOT_ANSWERING, EX_OK, NotFinished, NotRunning
 from ..logs import clock, duration, plural
 from ..platform import running_pid
+from ..progress import Waiting
 
 #: A status file older than this (seconds) is from a main process that stopped answering
 #: (frozen, or it cannot write the file): it rewrites it every second.
@@ -63,10 +64,7 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
     followed by an indented line saying why when the slot is not ready."""
     now = time.time() if now is None else now
     slots = status['slots']
-    ready = sum(bool(slot.get('ready')) for slot in slots)
-    workers = plural(status.get('workers', len(slots)), 'slot')
-    waiting = ', waiting for Kafka' if status.get('waiting_for_kafka') else ''
-    state = f"{status['state']}{waiting}, {ready} of {workers} ready"
+    state = _state_summary(status)
     main = f"{status.get('app', '?')}: main pid {status['pid']}"
     silent = _silent_for(status, now)
     head = [f'{main}, {state}'] if silent is None else [
@@ -126,27 +124,40 @@ def _why(slot: dict[str, Any], now: float) -> str | None:
 
 
 def stop(pidfile: str, cold: bool, timeout: float) -> str:
-    """Ask the main process to stop and wait until it is gone."""
+    """Ask the main process to stop and wait until it is gone, saying what it waits for."""
     pid = running_pid(pidfile)
     if pid is None:
         return 'not running'
     os.kill(pid, signal.SIGQUIT if cold else signal.SIGTERM)
-    if not wait_until(lambda: running_pid(pidfile) is None, timeout):
-        raise NotFinished(f'pid {pid} still running after {timeout:g}s')
+
+    def gone(waiting: Waiting) -> bool:
+        if running_pid(pidfile) is None:
+            return True
+        waiting.say(f'pid {pid} to stop ({_state_of(pidfile)})')
+        return False
+    with Waiting() as waiting:
+        if not wait_until(lambda: gone(waiting), timeout):
+            raise NotFinished(f'pid {pid} still running after {timeout:g}s')
     return f'stopped (pid {pid})'
 
 
 def restart(pidfile: str, timeout: float) -> str:
     """Ask for a rolling restart (HUP) and wait until one that began after the request has
-    finished, or failed.  A request made during a restart is served by the next one."""
+    finished, or failed, saying what it waits for.  A request made during a restart is
+    served by the next one."""
     pid, before = read_status(pidfile)
     deadline = time.monotonic() + timeout
     os.kill(pid, signal.SIGHUP)
     requests = before.get('restart_requests', 0)
-    seen = wait_until(lambda: _restart_field(pidfile, 'restart_requests', requests + 1), timeout)
-    finished = seen and wait_until(
-        lambda: _restart_field(pidfile, 'restart_requests_served', seen),
-        deadline - time.monotonic())
+    with Waiting() as waiting:
+        seen = wait_until(lambda: _restart_field(
+            pidfile, 'restart_requests', requests + 1,
+            lambda state: waiting.say(f'pid {pid} to take the restart request ({state})')),
+            timeout)
+        finished = seen and wait_until(lambda: _restart_field(
+            pidfile, 'restart_requests_served', seen,
+            lambda state: waiting.say(f'the rolling restart of pid {pid} ({state})')),
+            deadline - time.monotonic())
     if not finished:
         raise NotFinished(f'rolling restart of pid {pid} not finished after {timeout:g}s')
     if finished['restart_error']:
@@ -154,12 +165,30 @@ def restart(pidfile: str, timeout: float) -> str:
     return f'restarted (pid {pid})'
 
 
-def _restart_field(pidfile: str, field: str, least: int) -> Any:
+def _state_of(pidfile: str) -> str:
+    """The state of the worker and its slots in a few words, as its status file says."""
+    try:
+        return _state_summary(read_status(pidfile)[1])
+    except NotRunning:
+        return 'stopped'
+
+
+def _state_summary(status: dict[str, Any]) -> str:
+    """``running, 1 of 2 slots ready`` (``, waiting for Kafka`` when it is)."""
+    slots = status['slots']
+    ready = sum(bool(slot.get('ready')) for slot in slots)
+    workers = plural(status.get('workers', len(slots)), 'slot')
+    waiting = ', waiting for Kafka' if status.get('waiting_for_kafka') else ''
+    return f"{status['state']}{waiting}, {ready} of {workers} ready"
+
+
+def _restart_field(pidfile: str, field: str, least: int, waiting: Callable[[str], None]) -> Any:
     """The status once its ``field`` is at least ``least`` (its value if it is the request
-    count, else the whole status), else None."""
+    count, else the whole status), else None after telling ``waiting`` the state."""
     _, status = read_status(pidfile)
     value = status.get(field, 0)
     if value < least:
+        waiting(_state_summary(status))
         return None
     return value if field == 'restart_requests' else status
 

@@ -14,31 +14,37 @@ from ..app.topics import Topic
 from ..errors import OutputRefused, RunnerError
 from .context import AgentContext, SlotContext
 from .policy import ErrorPolicy, error_text, where
-from .progress import summed
 from .queues import Inbox, Stopped
 from .stream import Stream
+from .throughput import summed
 
 log = logging.getLogger(__name__)
 
 
 class AgentThreads:
-    """``agent.concurrency`` threads, each calling ``agent.fn(stream)`` on its own stream."""
+    """``agent.concurrency`` threads, each calling ``agent.fn(stream)`` on its own stream.
+
+    ``threads`` makes them: anything with the ``Thread`` and ``Event`` of the
+    :mod:`threading` module (the default); :mod:`runner.testing` gives ones that run each
+    instance as a greenlet of the test's thread.
+    """
 
     def __init__(self, agent: Agent, inbox: Inbox, slot: SlotContext,
                  on_failure: Callable[..., None],
-                 timing: Callable[[float, int], None] | None = None) -> None:
+                 timing: Callable[[float, int], None] | None = None,
+                 threads: Any = threading) -> None:
         self.agent = agent
         self.inbox = inbox
         self._on_failure = on_failure
         self._stopping = False
-        self._stopped = threading.Event()
+        self._stopped = threads.Event()
         self.policy = ErrorPolicy(agent)
         contexts = [AgentContext(slot) for _ in range(agent.concurrency)]
         self._streams = [Stream(agent.topic, inbox, agent_context, self.policy,
                                 agent.repartition, timing) for agent_context in contexts]
         self._threads = [
-            threading.Thread(target=self._run, args=(agent_context, stream), daemon=True,
-                             name=f'agent-{agent.fn.__name__}-{i}')
+            threads.Thread(target=self._run, args=(agent_context, stream), daemon=True,
+                           name=f'agent-{agent.fn.__name__}-{i}')
             for i, (agent_context, stream) in enumerate(zip(contexts, self._streams))]
 
     @property
@@ -48,6 +54,10 @@ class AgentThreads:
     def processed(self) -> dict[TopicPartition, int]:
         """Records its threads have processed, per partition (read at a metrics scrape)."""
         return summed(dict(stream.processed) for stream in self._streams)
+
+    def holding(self) -> list[Any]:
+        """The records its threads are inside of (a thread that crashed keeps its own)."""
+        return [stream.holding for stream in self._streams if stream.holding is not None]
 
     def start(self) -> None:
         for thread in self._threads:

@@ -122,19 +122,31 @@ class Inbox:
         (:meth:`runner.runtime.tasks.Task.enter`) until the taker leaves it."""
         with self._cond:
             while True:
-                while self._ready:
-                    queue = self._ready.popleft()
-                    queue.ready = False
-                    if not self._can_take(queue):
-                        continue
-                    queue.leased = True
-                    queue.task.enter()       # counted before a revocation can look
-                    records = queue.batches.popleft()
-                    queue.pending -= len(records)
-                    return queue, records
-                if self._closing:
-                    return None
+                taken = self._take_ready()
+                if taken is not None or self._closing:
+                    return taken
                 self._cond.wait()
+
+    def take_ready(self) -> tuple[PartitionQueue, Sequence] | None | bool:
+        """:meth:`take` without waiting: the lease, ``None`` once the inbox is closed and
+        empty, or False when nothing is ready yet (:mod:`runner.testing` waits itself)."""
+        with self._cond:
+            taken = self._take_ready()
+            return taken if taken is not None or self._closing else False
+
+    def _take_ready(self) -> tuple[PartitionQueue, Sequence] | None:
+        """Lease the first ready partition, if any (the caller holds the condition)."""
+        while self._ready:
+            queue = self._ready.popleft()
+            queue.ready = False
+            if not self._can_take(queue):
+                continue
+            queue.leased = True
+            queue.task.enter()       # counted before a revocation can look
+            records = queue.batches.popleft()
+            queue.pending -= len(records)
+            return queue, records
+        return None
 
     def release(self, queue: PartitionQueue) -> None:
         """Give a leased partition back after its batch is done (or abandoned)."""

@@ -35,11 +35,11 @@ from .consumer import ConsumerLoop
 from .context import SlotContext
 from .metrics import SlotCollector, SlotMetrics
 from .page import StatusPage
-from .progress import Throughput, summed
 from .queries import TableQueries
 from .queues import Dispatcher, Inbox
 from .status import SlotStatus
 from .tasks import Tasks
+from .throughput import Throughput, summed
 from .web import Response, WebServer, advertised, metrics_route, skip_route, status_routes
 
 log = logging.getLogger(__name__)
@@ -419,14 +419,15 @@ def boot(options: Options, index: int, report_fd: int, main_pid: int,
     platform.die_with_parent(main_pid)
     platform.mark_slot()
     reporter = Reporter(report_fd)
-    logs.retag(f'slot {index}')
+    logs.retag('slot', index)
     signal.signal(signal.SIGUSR1, lambda _signum, _frame: platform.dump_stacks(
         f'slot {index} loading the app'))           # the slot's own handler replaces it
     try:
         app = load_app(options.app)
         settings = options.settings_for(app.settings, index)
         reporter.send({'loaded': True})             # the import timeout no longer applies
-        logs.setup(settings.loglevel, settings.logfile, f'slot {index}', settings.secrets())
+        logs.setup(settings.loglevel, settings.logfile, 'slot', settings.secrets(),
+                   settings.log_format, index)
         platform.set_title(f'runner: slot {index} {app.name}')
         return Slot(app, settings, index, reporter.send, successor).run()
     except RunnerError as exc:

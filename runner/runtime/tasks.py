@@ -153,3 +153,9 @@ class Tasks:
 
     def __iter__(self):
         return iter(list(self._tasks.values()))
+
+
+def names(tasks: Iterable[Task]) -> str:
+    """The tasks by their source partitions (``topic:partition``), for the log."""
+    return ', '.join(sorted(', '.join(f'{tp.topic}:{tp.partition}' for tp in task.sources)
+                            or repr(task) for task in tasks))

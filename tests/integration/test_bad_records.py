@@ -43,27 +43,6 @@ def count(stream):
             raise ValueError(f'cannot handle {{event.value}}')
 '''
 
-CATCHING_APP = '''
-import runner
-
-app = runner.App({app!r}, commit_interval=0.2, session_timeout=6)
-words = app.topic({source!r}, partitions=2, value_serializer='str')
-counts = app.Table('counts', default=int)
-
-
-@app.agent(words)
-def count(stream):
-    while True:
-        try:
-            for word in stream:
-                if word.startswith('bad'):
-                    raise ValueError(word)
-                counts[word] += 1
-            return
-        except ValueError as exc:
-            counts[str(exc)] += 1           # then go on with the stream
-'''
-
 LARGE_OUTPUT_APP = '''
 import runner
 
@@ -157,21 +136,6 @@ def test_an_agent_that_raises_follows_its_policy_and_nothing_else_is_lost(
         assert sorted(json.loads(letter['value']) for letter in letters) == ['bad', 'bad', 'nokey']
         assert {letter['runner-reason'] for letter in letters} == {'raised'}
         assert sum(letter['runner-error'].startswith('TypeError') for letter in letters) == 1
-
-
-def test_an_agent_that_catches_an_error_and_iterates_again_goes_on(
-        tmp_path, names, workers, kafka_bootstrap, admin):
-    worker = workers(write_app(tmp_path, CATCHING_APP.format(**names)))
-    worker.wait_ready()
-    good = words(300)
-    mixed = good[:100] + ['bad1'] + good[100:200] + ['bad2', 'bad3'] + good[200:]
-    produce(kafka_bootstrap, names['source'], [(w, w) for w in mixed], encode=str.encode)
-    truth = collections.Counter(good)
-    truth.update(['bad1', 'bad2', 'bad3'])
-    wait_for_counts(worker, truth)
-    all_committed(admin, kafka_bootstrap, names)
-    code, _ = worker.stop(timeout=30)
-    assert code == 0
 
 
 def test_an_output_too_large_for_the_producer_is_dead_lettered(

@@ -269,6 +269,10 @@ def children(pid):
     ({}, ['--logfile', 'no/such/dir/w.log'], 73, 'cannot use log file no/such/dir/w.log'),
     ({'theirs.log': b''}, ['--logfile', 'x.log'], 73,
      'cannot use log file x.log: it is a symbolic link'),
+    ({'theirs.log': b''}, ['--logfile', 'x-%i.log', '-p', '0'], 73,
+     'slot 0 could not start: cannot use log file x-0.log: it is a symbolic link'),
+    ({}, ['--log-format', 'xml'], 64,
+     "invalid log_format 'xml' in the command line: choose from text, json"),
     ({'c.yaml': b'web_port: 1\nweb-port: 2\n'}, ['-c', 'c.yaml'], 78,
      "at line 2: duplicate key 'web-port'"),
     ({'c.yaml': b'datadir: "a\\0b"\n'}, ['-c', 'c.yaml'], 78,
@@ -300,8 +304,8 @@ def test_bad_files_and_values_get_one_line_and_their_exit_code(tmp_path, setup, 
     for name, content in setup.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(content)
-    if 'theirs.log' in setup:
-        (tmp_path / 'x.log').symlink_to('theirs.log')
+    if 'theirs.log' in setup:       # the log file of the main process, or of slot 0
+        (tmp_path / ('x-0.log' if 'x-%i.log' in args else 'x.log')).symlink_to('theirs.log')
     broker = [] if '-b' in args else ['-b', '127.0.0.1:1']
     result = run_cli(['-A', 'testapp', *broker, *args], tmp_path)
     one_line_error(result, code, fragment)

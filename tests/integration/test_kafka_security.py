@@ -2,24 +2,34 @@
 token between slots, and secrets that never show."""
 
 import collections
+import json
 import os
 import re
+import types
+from pathlib import Path
 
 import kafka_broker
 import pytest
 from apps import count_app, some_words, wait_for_counts
-from harness import free_port, produce, run_cli
+from harness import free_port, produce, run_cli, wait_for
 
 TOKEN = 'web-token-5b0e7c'
 WRONG = 'not-the-password-42'
+SSL_PASSWORD = 'ssl-key-pass-3e91d0'
 
 
 @pytest.fixture(scope='module')
 def sasl_broker(request):
-    """A broker with a SASL listener: the session's, or one of this module's own when the
-    session uses an external broker (which has none)."""
+    """A broker with a SASL listener: the session's, the external broker's when
+    ``$KAFKA_SASL_BOOTSTRAP_SERVERS`` names its SASL listener, or else one of this module's
+    own."""
     if not os.environ.get('KAFKA_BOOTSTRAP_SERVERS'):
         yield request.getfixturevalue('session_broker')
+        return
+    if os.environ.get('KAFKA_SASL_BOOTSTRAP_SERVERS'):
+        yield types.SimpleNamespace(
+            bootstrap_servers=os.environ['KAFKA_BOOTSTRAP_SERVERS'],
+            sasl_bootstrap_servers=os.environ['KAFKA_SASL_BOOTSTRAP_SERVERS'])
         return
     with kafka_broker.Broker() as broker:
         yield broker
@@ -67,6 +77,40 @@ def test_a_stateful_app_round_trips_over_sasl_and_its_slots_ask_each_other_with_
     assert 'SASL_PLAINTEXT' in shown[0]     # kafka-python's debug lines are there, starred
     for text in shown:
         assert kafka_broker.SASL_PASSWORD not in text and TOKEN not in text
+
+
+def test_no_secret_shows_in_any_output_or_file_of_a_worker_logging_json_per_slot_at_debug(
+        tmp_path, names, workers, sasl_broker):
+    app = count_app(tmp_path, names)
+    secrets = {TOKEN, kafka_broker.SASL_PASSWORD, SSL_PASSWORD}
+    config = config_file(tmp_path, sasl_broker, web_token=TOKEN, ssl_password=SSL_PASSWORD,
+                         log_format='json')
+    port, pidfile = free_port(count=2), tmp_path / 'w.pid'
+    worker = workers.raw(['-A', app, '-c', config, '-p', str(port), '-D', str(tmp_path / 'data'),
+                          '-w', '2', '-l', 'debug', '--pidfile', str(pidfile),
+                          '--logfile', str(tmp_path / 'w-%i.log')], port)
+    worker.token = TOKEN
+    worker.split_between(2)
+    words = some_words(200)
+    produce(sasl_broker.bootstrap_servers, names['source'], [(w, w) for w in words])
+    for slot in (0, 1):
+        wait_for_counts(worker, collections.Counter(words), slot=slot)
+    (tmp_path / 'w-0.log').rename(tmp_path / 'w-0.log.1')       # as logrotate does
+    wait_for(lambda: (tmp_path / 'w-0.log').exists(), 30, 'slot 0 to open its log anew')
+    status = run_cli(['status', '--pidfile', str(pidfile), '--json'], tmp_path)
+    assert worker.stop()[0] == 0
+    files = {path.relative_to(tmp_path): path.read_bytes()      # but the config file
+             for path in tmp_path.rglob('*') if path.is_file() and str(path) != config}
+    outputs = {'output': worker.log().encode(), 'status': status.stdout.encode(), **files}
+    assert not [(where, secret) for where, text in outputs.items() for secret in secrets
+                if secret.encode() in text]
+    assert b'SASL_PLAINTEXT' in files[Path('w-0.log.1')]    # its debug lines are there,
+    assert b'***' in files[Path('w-0.log.1')]               # with the secrets starred
+    expected = {'w-main.log': ('main', None), 'w-0.log.1': ('slot', 0), 'w-0.log': ('slot', 0),
+                'w-1.log': ('slot', 1)}
+    for name, (role, slot) in expected.items():
+        lines = [json.loads(line) for line in files[Path(name)].splitlines()]
+        assert lines and {(line['role'], line['slot']) for line in lines} == {(role, slot)}
 
 
 def test_a_wrong_password_is_one_line_and_exit_77_within_the_broker_timeout(

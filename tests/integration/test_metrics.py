@@ -1,6 +1,7 @@
 """``GET /metrics`` of a slot against the real broker: what checkpoints and transactions
 did, and a slot's restart and the exit code of the process it replaced."""
 
+import json
 import os
 import signal
 import urllib.request
@@ -59,3 +60,20 @@ def test_a_slot_exports_its_transactions_checkpoints_tables_and_its_restart(
     again = wait_for(lambda: (found := scrape(worker)) and found.get(
         ('runner_slot_restarts_total', ())) == 1 and found, 60, 'the restarted slot')
     assert again['runner_slot_last_exit_code', ()] == -signal.SIGKILL
+
+
+def test_metrics_targets_lists_the_live_slots_without_a_pidfile(tmp_path, names, workers):
+    targets = tmp_path / 'run' / 'targets.json'
+    targets.parent.mkdir()
+    worker = workers(count_app(tmp_path, names), extra=('-w', '2', '--metrics-targets',
+                                                       str(targets)))
+    def listed():
+        try:
+            return json.loads(targets.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+    wait_for(lambda: len(listed() or ()) == 2, 60, 'both slots in the targets file')
+    assert sorted(target['targets'][0] for target in listed()) == [
+        f'127.0.0.1:{worker.port}', f'127.0.0.1:{worker.port + 1}']
+    assert worker.stop()[0] == 0
+    assert not targets.exists() and not list(tmp_path.glob('*.targets.json'))

@@ -7,7 +7,7 @@ import signal
 import threading
 
 from apps import counts_of
-from harness import committed, consume, end_offsets, produce, wait_for, write_app
+from harness import committed, end_offsets, produce, wait_for, write_app
 
 STUCK_APP = '''
 import collections, pathlib, threading, time
@@ -195,27 +195,3 @@ def test_table_reads_while_partitions_move_never_crash_a_slot(tmp_path, names, w
     assert len(re.findall(r'slot 1 \(pid \d+\) exited with code 0', log)) == 3
     assert 200 in statuses and set(statuses) <= {0, 200, 404, 502, 503}
     assert sum(end_offsets(kafka_bootstrap, names['source']).values()) == 30000
-
-
-RE_KEYED_APP = '''
-import runner
-
-app = runner.App({app!r})
-words = app.topic({source!r}, partitions=2, value_serializer='str')
-upper = app.topic({sink!r}, partitions=2, key_serializer='json', value_serializer='str')
-
-
-@app.agent(words, sink=[upper])
-def shout(stream):
-    for word in stream:
-        yield word.upper()
-'''
-
-
-def test_a_generator_agent_keys_its_outputs_as_the_sink_topic_encodes_keys(
-        tmp_path, names, workers, kafka_bootstrap):
-    worker = workers(write_app(tmp_path, RE_KEYED_APP.format(**names)))
-    worker.wait_ready()
-    produce(kafka_bootstrap, names['source'], [('k1', 'a'), ('k2', 'b')], encode=str.encode)
-    outputs = consume(kafka_bootstrap, names['sink'], 2)
-    assert sorted((r.key, r.value) for r in outputs) == [(b'"k1"', b'A'), (b'"k2"', b'B')]

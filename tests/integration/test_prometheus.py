@@ -11,10 +11,15 @@ from pathlib import Path
 
 import pytest
 from apps import forward_app, outputs
-from harness import REPO, free_port, produce, wait_for
-from system_packages import debian_program
+from harness import REPO, debian_command, free_port, produce, wait_for
 
 RECORDS = 200
+
+
+def prometheus_binary() -> str:
+    """Debian's prometheus, installed when missing (as root); the test is skipped, with the
+    reason, where it cannot be."""
+    return debian_command('prometheus')
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -77,7 +82,7 @@ class Prometheus:
 @pytest.fixture
 def prometheus(tmp_path):
     """Start a Prometheus for the test's ``runner.pid.targets.json``; always stopped."""
-    binary = debian_program('prometheus')
+    binary = prometheus_binary()
     directory = tmp_path / 'prometheus'
     directory.mkdir()
     server = Prometheus(binary, directory, tmp_path / 'runner.pid.targets.json')

@@ -5,8 +5,7 @@ other slot's page, which knows the token.  The screenshot is kept in tests/artif
 import pytest
 from apps import forward_app, outputs
 from browser import Browser
-from harness import REPO, produce, wait_for
-from system_packages import debian_program
+from harness import REPO, debian_command, produce, wait_for
 
 TOKEN = 'page-token-7c41d0'
 RECORDS = 200
@@ -19,7 +18,7 @@ ROWS = ("Array.from(document.querySelectorAll('#partitions tr[data-partition]'))
 @pytest.fixture
 def browser(tmp_path):
     """Debian's chromium (installed when missing), headless; always closed."""
-    binary = debian_program('chromium', 'chromium', 'fonts-dejavu-core')
+    binary = debian_command('chromium')
     directory = tmp_path / 'chromium'
     directory.mkdir()
     made = Browser(binary, directory)

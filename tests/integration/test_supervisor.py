@@ -210,7 +210,18 @@ def status(tmp_path, pidfile):
     return json.loads(result.stdout) if result.returncode in (0, 2) else {}
 
 
-def test_detach_status_stop_and_restart(tmp_path, names, kafka_bootstrap):
+def waited_for(result, pattern):
+    """The lines ``result`` wrote on stderr, each a plain line (into a pipe) of its wait
+    matching ``pattern``."""
+    lines = result.stderr.splitlines()
+    assert '\r' not in result.stderr and lines, result.stderr
+    assert all(re.fullmatch(rf'runner: waiting for {pattern} \((\w+)[^)]*\) \(\d+s\)', line)
+               for line in lines), result.stderr
+    return lines
+
+
+def test_detach_status_stop_and_restart_saying_what_they_wait_for(tmp_path, names,
+                                                                  kafka_bootstrap):
     app = forward_app(tmp_path, names)
     pidfile, logfile, port = tmp_path / 'r.pid', tmp_path / 'r.log', free_port()
     start = ['-A', app, '-b', kafka_bootstrap, '-w', '2', '-p', str(port), '--detach',
@@ -230,12 +241,17 @@ def test_detach_status_stop_and_restart(tmp_path, names, kafka_bootstrap):
         before = status(tmp_path, pidfile)
         restarted = run_cli(['restart', '--pidfile', str(pidfile)], tmp_path, timeout=300)
         assert restarted.returncode == 0, restarted.stderr
+        main = before['pid']
+        assert 'the rolling restart' in waited_for(
+            restarted, rf'(pid {main} to take the restart request|the rolling restart of pid '
+                       rf'{main})')[-1]
         after = status(tmp_path, pidfile)
         assert after['pid'] == before['pid'] and after['rolling_restarts'] == 1
         assert {s['pid'] for s in after['slots']}.isdisjoint(s['pid'] for s in before['slots'])
     finally:
         stopped = run_cli(['stop', '--pidfile', str(pidfile)], tmp_path)
     assert stopped.returncode == 0 and 'stopped' in stopped.stdout
+    waited_for(stopped, rf'pid {main} to stop')
     assert not pidfile.exists()
     gone = run_cli(['status', '--pidfile', str(pidfile)], tmp_path)
     assert gone.returncode == 3 and 'not running' in gone.stderr

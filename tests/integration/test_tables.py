@@ -8,14 +8,12 @@ import pytest
 from apps import VOCABULARY, count_app, counts_of, lookup, some_words
 from harness import (
     Worker,
-    consume,
     end_offsets,
     free_port,
     murmur2_partition,
     produce,
     run_cli,
     wait_for,
-    write_app,
 )
 
 
@@ -228,44 +226,3 @@ def test_a_table_must_have_its_source_topics_partitions(tmp_path, names, kafka_b
         f"runner: slot 0 could not start: table 'counts' has 3 partitions but agent "
         f"testapp.count updates it from topic {names['source']!r} with 4; tables must be "
         'co-partitioned with their source topics')
-
-
-WINDOW_APP = '''
-import runner
-
-app = runner.App({app!r}, commit_interval=0.2, session_timeout=6,
-                 processing_guarantee={guarantee!r})
-clicks = app.topic({source!r}, partitions=1)
-per_window = app.Table('clicks', default=int, partitions=1).tumbling(10, expires=20)
-
-
-@app.agent(clicks)
-def count(stream):
-    for key, _ in stream.items():
-        per_window[key] += 1
-'''
-
-
-@GUARANTEES
-def test_windowed_counts_expire(tmp_path, names, workers, kafka_bootstrap, guarantee):
-    worker = workers(write_app(tmp_path, WINDOW_APP.format(guarantee=guarantee, **names)))
-    worker.wait_ready()
-    produce(kafka_bootstrap, names['source'], [('a', 1), ('a', 1)], timestamp_ms=1_000_000)
-    produce(kafka_bootstrap, names['source'], [('a', 1)], timestamp_ms=1_005_000)
-    produce(kafka_bootstrap, names['source'], [('a', 1)], timestamp_ms=1_012_000)
-
-    def windows_of(key):
-        status, body = worker.get(f'/tables/clicks/{key}')
-        return body['value'] if status == 200 else None
-    wait_for(lambda: windows_of('a') == [
-        {'start': 1000.0, 'end': 1010.0, 'value': 3},
-        {'start': 1010.0, 'end': 1020.0, 'value': 1}], 30, 'two windows of a')
-    produce(kafka_bootstrap, names['source'], [('b', 1)], timestamp_ms=1_035_000)
-    wait_for(lambda: windows_of('a') == [{'start': 1010.0, 'end': 1020.0, 'value': 1}], 30,
-             'the first window of a to expire')
-    assert windows_of('b') == [{'start': 1030.0, 'end': 1040.0, 'value': 1}]
-    produce(kafka_bootstrap, names['source'], [('b', 1)], timestamp_ms=1_060_000)
-    wait_for(lambda: windows_of('a') is None, 30, 'every window of a to expire')
-    changelog = consume(kafka_bootstrap, f"{names['app']}-clicks-changelog", timeout=5,
-                        until=lambda records: any(r.value is None for r in records))
-    assert {r.key for r in changelog if r.value is None} >= {b'["a",1000.0]', b'["a",1010.0]'}

@@ -14,10 +14,13 @@ PACKAGE = REPO / 'runner'
 FORBIDDEN = {
     'runner.main': ('runner.app', 'runner.runtime', 'runner.state', 'runner.kafka', 'kafka',
                     'plyvel'),
-    'runner.app': ('runner.runtime', 'runner.state', 'runner.kafka', 'runner.main', 'plyvel'),
-    'runner.state': ('runner.runtime', 'runner.main'),
-    'runner.kafka': ('runner.app', 'runner.runtime', 'runner.state', 'runner.main'),
-    'runner.runtime': ('runner.main',),
+    'runner.app': ('runner.runtime', 'runner.state', 'runner.kafka', 'runner.main',
+                   'runner.testing', 'plyvel'),
+    'runner.kafka': ('runner.app', 'runner.runtime', 'runner.state', 'runner.main',
+                     'runner.testing'),
+    'runner.runtime': ('runner.main', 'runner.testing'),
+    'runner.state': ('runner.runtime', 'runner.main', 'runner.testing'),
+    'runner.testing': ('runner.main',),
     'runner.platform': ('runner.app', 'runner.runtime', 'runner.state', 'runner.kafka',
                         'kafka', 'plyvel'),
 }
@@ -66,3 +69,19 @@ def test_the_main_process_loads_no_app_runtime_state_or_kafka_module():
     result = subprocess.run([sys.executable, '-c', probe], env=runner_env(), cwd=REPO,
                             capture_output=True, text=True, check=True)
     assert result.stdout.strip() == '[]'
+
+
+#: The consumer thread's parts → what they must never import: the loop delegates to the
+#: rebalances, which drive the checkpoints, which wait through outages (never back).
+CONSUMER_PARTS = {
+    'runner.runtime.rebalances': ('runner.runtime.consumer',),
+    'runner.runtime.checkpoints': ('runner.runtime.consumer', 'runner.runtime.rebalances'),
+    'runner.runtime.outage': ('runner.runtime.consumer', 'runner.runtime.rebalances',
+                              'runner.runtime.checkpoints'),
+}
+
+
+@pytest.mark.parametrize('module', sorted(CONSUMER_PARTS))
+def test_the_consumer_loop_delegates_one_way(module):
+    path = REPO / (module.replace('.', '/') + '.py')
+    assert sorted(imports_of(path) & set(CONSUMER_PARTS[module])) == []

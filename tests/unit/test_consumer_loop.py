@@ -251,13 +251,14 @@ class World:
                                  Tasks(self.assignor.counts, layout.tables_of), slot,
                                  self.status, self.failures.append,
                                  self.assignor, None)
-        self.consumer = self.loop._consumer = FakeConsumer(self.events)
+        self.consumer = FakeConsumer(self.events)
+        self.loop._use(self.consumer)
         self.agents = AgentThreads(app.agents[0], self.inbox, slot, self.failures.append)
         self.agents.start()
 
     def assign(self, *tps):
         self.consumer.assigned.update(tps)
-        self.loop._assign(set(tps))
+        self.loop._rebalances.assign(set(tps))
         self.loop._activate_recovered()
 
     def feed(self, tp, *values, first=0):
@@ -272,7 +273,7 @@ class World:
 
     def revoke(self, *tps, lost=False):
         self.consumer.assigned.difference_update(tps)
-        _run(self.loop._revoke(set(tps), lost=lost))
+        _run(self.loop._rebalances.revoke(set(tps), lost=lost))
 
     def stored(self, number):
         with self.state.stores.reading((CHANGELOG, number)) as store:
@@ -336,7 +337,7 @@ def test_a_partition_back_after_another_member_had_it_starts_from_the_group_comm
     world.processed({TP0: 1})
     world.revoke(TP0)                           # cooperatively: TP0 moves to another member
     world.assignor.generation = 2
-    world.loop._rebalanced(frozenset({TP1}))    # that rebalance completes without TP0
+    world.loop._rebalances.complete(frozenset({TP1}))   # that rebalance completes without TP0
     world.events.clear()
     world.assign(TP0)                           # the other member left: TP0 comes back
     assert world.events == []                   # kafka-python reads the group's commit
@@ -347,7 +348,7 @@ def test_a_task_busy_past_the_revoke_timeout_is_abandoned_and_read_again_from_it
     world.assign(TP0, TP1)
     world.feed(TP0, 'a')
     world.processed({TP0: 1})
-    world.loop._advance_checkpoint()                       # commits TP0 at 1
+    world.loop._checkpoints.advance()                      # commits TP0 at 1
     assert world.events[-1] == ('commit', {TP0: 1})
     release = block_on('stuck')
     world.feed(TP0, 'b', 'stuck', first=1)
@@ -371,16 +372,16 @@ def test_a_stuck_task_does_not_hold_up_the_commit_of_the_others(world):
     release = block_on('stuck')
     world.feed(TP0, 'stuck')
     wait_for(INSIDE['stuck'].is_set, 10, 'the agent to be stuck inside a record')
-    world.loop._advance_checkpoint()                       # opens a checkpoint
+    world.loop._checkpoints.advance()                      # opens a checkpoint
     assert 'commit' not in kinds(world.events)
     world.feed(TP1, 'c')
     world.processed({TP1: 1})                              # TP0's record is still in hand
-    wait_for(lambda: world.loop._advance_checkpoint() or 'commit' in kinds(world.events), 5,
+    wait_for(lambda: world.loop._checkpoints.advance() or 'commit' in kinds(world.events), 5,
              'a commit within a commit interval', interval=0.01)
     assert world.events[-1] == ('commit', {TP1: 1})
     release.set()
     world.processed({TP0: 1, TP1: 1})
-    wait_for(lambda: world.loop._advance_checkpoint() or ('commit', {TP0: 1}) in world.events,
+    wait_for(lambda: world.loop._checkpoints.advance() or ('commit', {TP0: 1}) in world.events,
              5, 'the released task to be committed', interval=0.01)
 
 
@@ -389,11 +390,11 @@ def test_a_checkpoint_is_skipped_once_the_member_left_its_generation(world):
     world.feed(TP0, 'a')
     world.processed({TP0: 1})
     world.consumer.generation = 2                          # expelled, not yet told
-    world.loop._advance_checkpoint()
+    world.loop._checkpoints.advance()
     assert world.events == []
     world.consumer.generation = 1
-    world.loop._next_checkpoint = 0
-    world.loop._advance_checkpoint()                       # the writes were kept
+    world.loop._checkpoints._next_checkpoint = 0
+    world.loop._checkpoints.advance()                      # the writes were kept
     assert kinds(world.events) == ['send', 'barrier', 'commit']
 
 
@@ -444,8 +445,8 @@ def test_a_task_that_loses_one_topic_goes_on_with_the_others(world):
     world.loop._activate_recovered()
     world.feed(TP0, 'b', first=1)
     world.processed({TP0: 2})              # words:0 is still processed
-    world.loop._next_checkpoint = 0
-    world.loop._advance_checkpoint()
+    world.loop._checkpoints._next_checkpoint = 0
+    world.loop._checkpoints.advance()
     assert world.events[-1] == ('commit', {TP0: 2})
 
 
@@ -474,9 +475,10 @@ def test_a_checkpoint_waits_through_an_outage_and_commits_once_kafka_is_back(tmp
         world.feed(TP0, 'a', 'b')
         world.processed({TP0: 2})
         world.producer.acked = world.consumer.reachable = False
-        checkpoint = world.loop._new_checkpoint(0.0)
+        checkpoint = world.loop._checkpoints.new(0.0)
         checkpoint.request(world.loop._tasks.active())
-        thread = threading.Thread(target=world.loop._commit, args=(checkpoint,), daemon=True)
+        thread = threading.Thread(target=world.loop._checkpoints._commit, args=(checkpoint,),
+                                  daemon=True)
         thread.start()
         wait_for(lambda: 'waiting for Kafka' in world.status.ready()[1], 10,
                  'the slot to say it waits for Kafka')        # well past commit_timeout
@@ -484,7 +486,7 @@ def test_a_checkpoint_waits_through_an_outage_and_commits_once_kafka_is_back(tmp
         world.producer.acked = world.consumer.reachable = True
         thread.join(10)
         assert world.events[-1] == ('commit', {TP0: 2}) and world.failures == []
-        assert not world.loop._waiting_for_kafka()            # as the next round sees it
+        assert not world.loop._outage.waiting_for_kafka()     # as the next round sees it
         assert 'waiting for Kafka' not in world.status.ready()[1]
     finally:
         world.close()
@@ -497,10 +499,10 @@ def test_an_outage_past_the_limit_stops_the_slot_as_broker_unavailable(tmp_path)
         world.feed(TP0, 'a')
         world.processed({TP0: 1})
         world.producer.acked = world.consumer.reachable = False
-        checkpoint = world.loop._new_checkpoint(0.0)
+        checkpoint = world.loop._checkpoints.new(0.0)
         checkpoint.request(world.loop._tasks.active())
         with pytest.raises(BrokerUnavailable, match=r'could not be reached for 0.5s'):
-            world.loop._commit(checkpoint)
+            world.loop._checkpoints._commit(checkpoint)
     finally:
         world.close()
 
@@ -527,10 +529,10 @@ def test_records_not_acknowledged_while_kafka_answers_fail_after_the_commit_time
         world.feed(TP0, 'a')
         world.processed({TP0: 1})
         world.producer.acked = False
-        checkpoint = world.loop._new_checkpoint(0.0)
+        checkpoint = world.loop._checkpoints.new(0.0)
         checkpoint.request(world.loop._tasks.active())
         with pytest.raises(SendFailed, match='commit_timeout'):
-            world.loop._commit(checkpoint)
+            world.loop._checkpoints._commit(checkpoint)
         assert 'commit' not in kinds(world.events)
     finally:
         world.close()
@@ -547,8 +549,9 @@ def eos(tmp_path):
 
 def checkpoint_now(world):
     """Open a checkpoint and drive it until it has ended."""
-    world.loop._next_checkpoint = 0
-    wait_for(lambda: world.loop._advance_checkpoint() or world.loop._checkpoint is None, 5,
+    checkpoints = world.loop._checkpoints
+    checkpoints._next_checkpoint = 0
+    wait_for(lambda: checkpoints.advance() or checkpoints._pending is None, 5,
              'the checkpoint to end', interval=0.01)
 
 
@@ -605,7 +608,7 @@ def test_a_transaction_the_broker_aborted_is_given_up_and_its_records_processed_
 
 def test_after_its_cut_an_agent_goes_on_and_its_sends_wait_for_the_next_transaction(eos):
     eos.assign(TP0)
-    checkpoint = eos.loop._new_checkpoint(deadline=0.0)
+    checkpoint = eos.loop._checkpoints.new(deadline=0.0)
     checkpoint.request(eos.loop._tasks.active())
     assert checkpoint.complete()                            # the task is cut
     task = eos.loop._tasks.task_of(TP0)
@@ -670,12 +673,12 @@ def test_a_deferred_or_failed_offset_commit_stores_nothing_until_a_commit_succee
     def refused(offsets, timeout_ms=None):
         raise refusal('not now')
     world.consumer.commit = refused
-    world.loop._next_checkpoint = 0
-    world.loop._advance_checkpoint()
+    world.loop._checkpoints._next_checkpoint = 0
+    world.loop._checkpoints.advance()
     assert world.stored(0) == ({}, 0)            # changelog sent, offsets not committed
     world.consumer.commit = commit
-    world.loop._next_checkpoint = 0
-    world.loop._advance_checkpoint()
+    world.loop._checkpoints._next_checkpoint = 0
+    world.loop._checkpoints.advance()
     assert world.events[-1] == ('commit', {TP0: 1})
     assert world.stored(0) == ({b'a': b'1'}, 2)     # its changelog record sent again
 
@@ -697,14 +700,14 @@ def test_an_outage_is_said_once_and_summed_up_with_the_client_errors_kept_from_t
     try:
         logs.connection_errors_suppressed()
         world.consumer.reachable = False
-        assert world.loop._waiting_for_kafka()
+        assert world.loop._outage.waiting_for_kafka()
         world.status.kafka_lost -= 5                         # away for 5 s
         for _ in range(3):
             logging.getLogger('kafka.net.manager').error('Connection failed: %s',
                                                          'KafkaConnectionError')
-        assert world.loop._waiting_for_kafka() and world.loop._waiting_for_kafka()
+        assert world.loop._outage.waiting_for_kafka() and world.loop._outage.waiting_for_kafka()
         world.consumer.reachable = True
-        assert not world.loop._waiting_for_kafka()
+        assert not world.loop._outage.waiting_for_kafka()
         lines = [line.split(': ', 1)[1] for line in logfile.read_text().splitlines()]
         assert lines[0].startswith('Kafka cannot be reached')
         assert lines[1:] == [('Kafka was away for 5s; 3 connection errors of the Kafka client '

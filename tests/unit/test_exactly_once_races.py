@@ -280,7 +280,8 @@ class World:
         self.loop = ConsumerLoop(Settings(**settings), 'races', 'races-0', self.dispatcher,
                                  Tasks(self.assignor.counts, layout.tables_of), slot,
                                  self.status, self.failures.append, self.assignor, None)
-        self.consumer = self.loop._consumer = FakeConsumer(self.events)
+        self.consumer = FakeConsumer(self.events)
+        self.loop._use(self.consumer)
         self.agents = AgentThreads(app.agents[0], self.inbox, slot, self.failures.append)
         producer.start_transactions()
         self.agents.start()
@@ -293,7 +294,7 @@ class World:
     def assign(self, *tps):
         """A cooperative round that only adds ``tps`` to this member."""
         self.consumer.assigned.update(tps)
-        self.loop._assign(set(tps))
+        self.loop._rebalances.assign(set(tps))
 
     def feed(self, tp, *offsets):
         """Records whose value names their input, ``partition-offset``."""
@@ -310,18 +311,19 @@ class World:
         """Open a checkpoint and ask every task for its cut; one all tasks can serve at
         once is left ``complete``, not yet committed."""
         if complete:
-            checkpoint = self.loop._checkpoint = self.loop._new_checkpoint(0.0)
+            checkpoint = self.loop._checkpoints._pending = self.loop._checkpoints.new(0.0)
             checkpoint.request(self.loop._tasks.active())
             assert checkpoint.complete()
         else:
-            self.loop._next_checkpoint = 0
-            self.loop._advance_checkpoint()
-            assert self.loop._checkpoint is not None
+            self.loop._checkpoints._next_checkpoint = 0
+            self.loop._checkpoints.advance()
+            assert self.loop._checkpoints._pending is not None
 
     def checkpoint_now(self):
         """Open a checkpoint and drive it until it has ended."""
-        self.loop._next_checkpoint = 0
-        wait_for(lambda: self.loop._advance_checkpoint() or self.loop._checkpoint is None, 5,
+        checkpoints = self.loop._checkpoints
+        checkpoints._next_checkpoint = 0
+        wait_for(lambda: checkpoints.advance() or checkpoints._pending is None, 5,
                  'the checkpoint to end', interval=0.01)
 
     def assert_outputs_commit_with_their_offsets(self):
@@ -387,7 +389,7 @@ def test_an_abort_fences_the_tasks_before_a_waiting_send_can_enter_the_next_tran
     world.feed(TP0, 2)                          # its output waits for the next one
     wait_for(lambda: world.producer._lock.waiting, 5, "2's output to wait")
     world.kafka._transaction_manager.fail_commit = True
-    abandon = world.loop._abandon
+    abandon = world.loop._rebalances._abandon
 
     def abandon_once_the_waiting_send_is_in(tasks, why):
         # The agent wins the race if it can: the tasks are abandoned only once its send
@@ -395,7 +397,7 @@ def test_an_abort_fences_the_tasks_before_a_waiting_send_can_enter_the_next_tran
         wait_for(lambda: world.producer._sealed or '0-2' in world.kafka.open, 5,
                  'the waiting send to enter the next transaction')
         abandon(tasks, why)
-    monkeypatch.setattr(world.loop, '_abandon', abandon_once_the_waiting_send_is_in)
+    monkeypatch.setattr(world.loop._rebalances, '_abandon', abandon_once_the_waiting_send_is_in)
     world.checkpoint_now()                      # the commit fails: aborted
     assert ('seek', TP0, 1) in world.events     # read again from the last commit
     world.feed(TP0, 1, 2)

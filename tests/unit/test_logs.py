@@ -1,8 +1,15 @@
 """Log lines: kafka-python's expected complaints at a stop are debug lines; plurals."""
 
+import datetime
+import json
 import logging
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
+from harness import runner_env
 
 from runner import logs
 
@@ -83,3 +90,103 @@ def test_secrets_are_written_as_stars_wherever_they_show_up(tmp_path):
         logs.setup('info', None, 'test')
     text = path.read_text()
     assert 'pa55' not in text and 'T0K3N' not in text and text.count('***') == 4
+
+
+def test_percent_i_in_the_logfile_is_the_slot_number_and_main_for_the_main_process(tmp_path):
+    template = str(tmp_path / 'w-%i.log')
+    for role, slot in (('main', None), ('slot', 0), ('slot', 1)):
+        logs.setup('info', template, role, slot=slot)
+        logging.getLogger('runner').info('hello from %s', role)
+    logs.setup('info', None, 'test')
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['w-0.log', 'w-1.log', 'w-main.log']
+    assert '[slot 1] INFO runner: hello from slot' in (tmp_path / 'w-1.log').read_text()
+    assert '[main] INFO runner: hello from main' in (tmp_path / 'w-main.log').read_text()
+
+
+def test_json_lines_name_time_level_role_slot_logger_message_and_exception(tmp_path):
+    path = tmp_path / 'log'
+    logs.setup('info', str(path), 'slot', ['s3cr3t'], 'json', slot=2)
+    try:
+        logging.getLogger('runner.state').info('recovered %d records', 5)
+        try:
+            raise ValueError('bad s3cr3t "quoted" ünïcode')
+        except ValueError:
+            logging.getLogger('runner').exception('failed with s3cr3t')
+    finally:
+        logs.setup('info', None, 'test')
+    first, second = (json.loads(line) for line in path.read_text().splitlines())
+    assert set(first) == {'time', 'level', 'role', 'slot', 'pid', 'logger', 'message',
+                          'exception'}
+    assert (first['level'], first['role'], first['slot'], first['logger'], first['message'],
+            first['exception']) == ('INFO', 'slot', 2, 'runner.state', 'recovered 5 records', None)
+    assert datetime.datetime.fromisoformat(first['time']).tzinfo is not None
+    assert second['message'] == 'failed with ***' and second['level'] == 'ERROR'
+    assert second['exception'].startswith('Traceback') and 'ValueError: bad *** "quoted"' in \
+        second['exception']
+    assert 's3cr3t' not in path.read_text()
+
+
+def test_the_main_process_json_lines_have_no_slot(tmp_path):
+    path = tmp_path / 'log'
+    logs.setup('info', str(path), 'main', log_format='json')
+    logging.getLogger('runner').warning('w')
+    logs.setup('info', None, 'test')
+    line = json.loads(path.read_text())
+    assert (line['role'], line['slot']) == ('main', None)
+
+
+def test_a_log_file_moved_away_by_logrotate_is_opened_anew(tmp_path):
+    path = tmp_path / 'w.log'
+    logs.setup('info', str(path), 'main')
+    try:
+        logging.getLogger('runner').info('before')
+        path.rename(tmp_path / 'w.log.1')                   # logrotate's rotation, no copy
+        logging.getLogger('runner').info('after')
+    finally:
+        logs.setup('info', None, 'test')
+    assert 'before' in (tmp_path / 'w.log.1').read_text()
+    assert 'before' not in path.read_text() and 'after' in path.read_text()
+
+
+def test_a_link_put_in_the_place_of_a_rotated_log_file_is_not_followed(tmp_path, capfd):
+    path, theirs = tmp_path / 'w.log', tmp_path / 'theirs'
+    theirs.write_text('')
+    logs.setup('info', str(path), 'main')
+    try:
+        path.rename(tmp_path / 'w.log.1')
+        path.symlink_to(theirs)
+        for _ in range(3):
+            logging.getLogger('runner').info('lost')
+        path.unlink()
+        logging.getLogger('runner').info('back')
+    finally:
+        logs.setup('info', None, 'test')
+    assert theirs.read_text() == ''
+    assert 'back' in path.read_text() and 'lost' not in path.read_text()
+    lost = f'runner: cannot use log file {path}: it is a symbolic link; log lines are lost'
+    assert capfd.readouterr().err.splitlines() == [
+        f'{lost} until it can', f'runner: writing log file {path} again']
+
+
+def test_a_fatal_signal_after_a_rotation_dumps_the_stacks_into_the_new_file(tmp_path):
+    path = tmp_path / 'w.log'
+    script = textwrap.dedent(f'''
+        import logging, os, signal
+        from runner import logs
+        logs.setup('info', {str(path)!r}, 'main')
+        logging.getLogger('runner').info('before')
+        real_open = logs.platform.open_own
+        def open_own(*args):      # another thread takes the number the old file had
+            global taken
+            taken = os.open(os.devnull, os.O_WRONLY)
+            return real_open(*args)
+        logs.platform.open_own = open_own
+        os.rename({str(path)!r}, {str(path)!r} + '.1')
+        logging.getLogger('runner').info('after')
+        os.kill(os.getpid(), signal.SIGSEGV)
+        ''')
+    result = subprocess.run([sys.executable, '-c', script], env=runner_env(), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == -signal.SIGSEGV
+    assert 'Fatal Python error: Segmentation fault' in path.read_text()
+    assert 'Fatal Python error' not in (tmp_path / 'w.log.1').read_text()

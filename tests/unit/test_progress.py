@@ -1,62 +1,55 @@
-"""Records per second over the last minute, from counts sampled once a second; the last
-records an agent's error policy took off the normal path."""
+"""What a waiting command says: a progress line on a terminal, plain lines into a pipe."""
 
-from types import SimpleNamespace
+import io
 
-from kafka import TopicPartition
+from runner.progress import PLAIN_EVERY, Waiting
 
-from runner.runtime.policy import RECENT_KEPT, ErrorPolicy
-from runner.runtime.progress import Throughput
 
-TP = TopicPartition('in', 0)
+class Stream(io.StringIO):
+    def __init__(self, terminal):
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self):
+        return self.terminal
 
 
 class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self):
+        self.now = 100.0
 
-    def __call__(self) -> float:
+    def __call__(self):
         return self.now
 
 
-def test_the_rate_is_over_the_last_minute_from_samples_a_second_apart():
-    clock, counts = Clock(), {TP: 0}
-    throughput = Throughput(lambda: dict(counts), clock=clock)
-    throughput.sample()
-    assert throughput.rates() == {}                 # one sample: no rate yet
-    for _ in range(120):                            # 10 records/s for 30 s...
-        clock.now += 0.25
-        counts[TP] += 2.5
-        throughput.sample()                         # ...sampled four times a second
-    assert throughput.rates() == {TP: 10.0}
-    for _ in range(30):                             # then 30 s without a record
-        clock.now += 1.0
-        throughput.sample()
-    assert 4.0 < throughput.rates()[TP] < 6.0       # half of the minute still counted
-    for _ in range(31):
-        clock.now += 1.0
-        throughput.sample()
-    assert throughput.rates() == {TP: 0.0}
+def wait(terminal):
+    stream, clock = Stream(terminal), Clock()
+    with Waiting(stream, clock) as waiting:
+        for step in range(25):
+            clock.now = 100.0 + step
+            waiting.say('pid 7 to stop (stopping, 1 of 2 slots ready)' if step < 20
+                        else 'pid 7 to stop (stopping, 0 of 2 slots ready)')
+    return stream.getvalue()
 
 
-def test_a_partition_new_since_the_window_began_counts_from_zero():
-    clock, counts = Clock(), {}
-    throughput = Throughput(lambda: dict(counts), clock=clock)
-    throughput.sample()
-    clock.now += 4.0
-    counts[TP] = 20
-    throughput.sample()
-    assert throughput.rates() == {TP: 5.0}
+def test_into_a_pipe_a_line_when_the_wait_changes_and_every_10_seconds_while_it_does_not():
+    assert PLAIN_EVERY == 10.0
+    assert wait(terminal=False).splitlines() == [
+        'runner: waiting for pid 7 to stop (stopping, 1 of 2 slots ready) (0s)',
+        'runner: waiting for pid 7 to stop (stopping, 1 of 2 slots ready) (10s)',
+        'runner: waiting for pid 7 to stop (stopping, 0 of 2 slots ready) (20s)']
 
 
-def test_an_agent_remembers_its_last_records_set_aside_and_tried_again():
-    agent = SimpleNamespace(name='count', on_error='skip', retries=3)
-    policy = ErrorPolicy(agent)
-    record = SimpleNamespace(topic='in', partition=1, offset=7)
-    policy.retried(record, ValueError('bad <key>'), 1)
-    for _ in range(RECENT_KEPT):
-        policy.set_aside(None, record, KeyError('k'), 'raised')
-    assert len(policy.recent) == RECENT_KEPT and policy.counts['skipped'] == RECENT_KEPT
-    last = policy.recent[-1]
-    assert (last['agent'], last['record'], last['action']) == ('count', 'in[1]@7', 'skipped')
-    assert last['error'] == "raised: KeyError: 'k'"
+def test_on_a_terminal_one_line_rewritten_in_place_and_cleared_at_the_end():
+    text = wait(terminal=True)
+    assert '\n' not in text and text.endswith('\r\x1b[K')
+    shown = [part for part in text.split('\r\x1b[K') if part]
+    assert len(shown) == 25 and shown[-1] == ('runner: waiting for pid 7 to stop '
+                                              '(stopping, 0 of 2 slots ready) (24s)')
+
+
+def test_a_wait_that_never_said_anything_leaves_nothing_on_a_terminal():
+    stream = Stream(terminal=True)
+    with Waiting(stream, Clock()):
+        pass
+    assert stream.getvalue() == ''
