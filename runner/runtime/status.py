@@ -54,7 +54,8 @@ class SlotStatus:
         self.members: Callable[[], list[str]] = list
         #: Log end offset (as last fetched) minus committed offset, per partition.
         self.lag: Callable[[], dict[Any, int]] = dict
-        #: Records processed per second over the last minute, per partition.
+        #: Records processed per second over the last minute, per partition (those it
+        #: had in that minute: ``GET /`` shows the assigned ones, and counts all in its total).
         self.rates: Callable[[], dict[Any, float]] = dict
         #: Per table: its partitions here, active, recovering and standby (see ``GET /tables``).
         self.tables: Callable[[], list[dict[str, Any]]] = list
@@ -121,6 +122,7 @@ class SlotStatus:
         live, _ = self.live()
         ready, reason = self.ready()
         rates = self.rates()
+        assigned = {f'{tp.topic}:{tp.partition}' for tp in self.assignment}
         return {
             'app': self.app,
             'slot': self.slot,
@@ -138,7 +140,8 @@ class SlotStatus:
             'web': self.web,
             'members': self.members(),
             'lag': _named(self.lag()),
-            'rates': {tp: round(rate, 2) for tp, rate in _named(rates).items()},
+            'rates': {tp: round(rate, 2) for tp, rate in _named(rates).items()
+                      if tp in assigned},
             'rate': round(sum(rates.values()), 2),
             'tables': self.tables(),
             'recovery': self._recovery(),

@@ -57,7 +57,7 @@ def hostile_status() -> SlotStatus:
     status.agents = lambda: {f'agent{HOSTILE}': {'failed': 1, 'dead_lettered': 1,
                                                  'skipped': 0, 'retried': 0}}
     status.lag = lambda: {tp: 7}
-    status.rates = lambda: {tp: 2.5}
+    status.rates = lambda: {tp: 2.5, TopicPartition('gone', 0): 1.5}
     status.tables = lambda: [{'name': f'table{HOSTILE}', 'partitions': 1, 'changelog': 'c',
                               'active': [0], 'recovering': [], 'standby': {'0': 3}}]
     status.recovery = lambda: ([f'table{HOSTILE}[0]'], 12)
@@ -88,7 +88,7 @@ def test_the_page_shows_partitions_agents_tables_rebalances_errors_and_links():
                      .replace('"', '&#34;'), '7', '2.5')]
     for section in ('id="agents"', 'id="tables"', 'id="rebalances"', 'id="errors"',
                     'id="members"', '12 changelog records remaining', '2001-09-09 01:46:40 UTC',
-                    'dead-lettered', '2.5 records/s over the last minute'):
+                    'dead-lettered', '4.0 records/s over the last minute'):
         assert section in page
     assert '<strong>127.0.0.1:6066</strong> (this slot)' in page
 
@@ -151,7 +151,8 @@ def test_with_the_token_a_browser_gets_the_page_and_others_the_json(slot_server)
     status, headers, body = fetch(f'{slot_server}/', '*/*', TOKEN)
     assert status == 200 and headers['Content-Type'] == 'application/json'
     state = json.loads(body)
-    assert state['lag'] == {f'{TOPIC}:0': 7} and state['rate'] == 2.5
+    assert state['lag'] == {f'{TOPIC}:0': 7} and state['rates'] == {f'{TOPIC}:0': 2.5}
+    assert state['rate'] == 4.0         # a partition moved away counts in the minute's total
     assert state['members'][1].endswith(HOSTILE) and state['recovery']['remaining'] == 12
     assert fetch(f'{slot_server}/ready', BROWSER, TOKEN)[1]['Content-Type'] == 'application/json'
 
