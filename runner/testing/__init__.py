@@ -63,6 +63,9 @@ __all__ = ['START', 'AgentError', 'AppDriver', 'run']
 START = 1_699_920_000.0
 #: The changelog topic id a run's table stores are written with.
 TOPIC_ID = 'runner.testing'
+#: The run open in this process, if any: a second one is refused, as its slot context
+#: would replace the first's (whose sends would then go to a real Kafka).
+_open: list['AppDriver'] = []
 
 
 class AgentError(Exception):
@@ -113,6 +116,9 @@ class AppDriver:
 
     def __init__(self, app: App, datadir: str | Path | None = None,
                  partitions: Mapping[str, int] | None = None, **settings: Any) -> None:
+        if _open:
+            raise RuntimeError(f'runner.testing runs one run at a time in a process: the run '
+                               f'of app {_open[0].app.name} is still open (close it first)')
         self.app = app
         self.settings = build(app.settings, check_settings(settings, 'runner.testing.run'), {})
         self.now = START
@@ -145,6 +151,7 @@ class AppDriver:
         self._read = frozenset(routes)        # the topics agents read
         self._tasks = Tasks(self.layout.sources(), self.layout.tables_of)
         context.install(self._slot)
+        _open.append(self)
         try:
             self._assign_every_partition()
             for agent_threads in self._agents:
@@ -166,10 +173,14 @@ class AppDriver:
         else where the topic's partitioner puts its key (the partitions in turn for
         no key).  ``timestamp`` is in seconds (default: :attr:`now`).  Returns the
         record as written, with its partition and offset.  Raises
-        :class:`AgentError` if an agent's policy stops at a record meanwhile.
+        :class:`AgentError` if an agent's policy stops at a record meanwhile, and
+        ``ValueError`` for a topic no agent reads (a typo would otherwise test nothing).
         """
         self._check_running()
         declared = self._topic(topic)
+        if declared.name not in self._read:
+            raise ValueError(f'no agent of app {self.app.name} reads topic {declared.name!r} '
+                             f'(agents read: {", ".join(sorted(self._read))})')
         raw_key = key if isinstance(key, bytes) else declared.key_codec.dumps(key)
         raw_value = value if isinstance(value, bytes) else declared.value_codec.dumps(value)
         if partition is None:
@@ -182,8 +193,13 @@ class AppDriver:
 
     def outputs(self, topic: Topic | Agent | str) -> list[Event]:
         """What the app sent to ``topic`` (agents' sinks and sends, dead letters, changelog
-        records), in the order it was sent, decoded as the topic decodes it."""
+        records), in the order it was sent, decoded as the topic decodes it.  A topic the
+        app neither declares nor sent to raises ``ValueError`` (a typo is not ``[]``)."""
         name = self._topic(topic).name
+        if name not in self._topics and name not in self._broker.produced:
+            known = sorted({*self._topics, *self._broker.produced})
+            raise ValueError(f'app {self.app.name} has no topic {name!r} and sent nothing to it '
+                             f'(its topics: {", ".join(known)})')
         return [self._decoded(record) for record in self._broker.produced.get(name, ())]
 
     def table(self, name: str) -> Table:
@@ -243,6 +259,8 @@ class AppDriver:
                 self._state.stores.release(key)
             self._slot.active.clear()
         context.uninstall(self._slot)
+        if self in _open:
+            _open.remove(self)
         if self._temporary is not None:
             self._temporary.cleanup()
 

@@ -401,3 +401,57 @@ def test_headers_and_timestamps_reach_the_agent_as_sent():
         t.send(notes, value='a', headers=[('trace', b'1')], timestamp=1234.5)
         t.send(notes, value='b')
         assert seen == [([('trace', b'1')], 1_234_500), ([], round(t.now * 1000))]
+
+
+def test_a_send_to_a_topic_no_agent_reads_is_refused_naming_the_topics_agents_read():
+    with runner.testing.run(counting_app()) as t:
+        with pytest.raises(ValueError, match=r"no agent of app counting reads topic 'wrods'"
+                                             r".*agents read: words"):
+            t.send('wrods', key='cat', value='seen')
+        assert t.table('counts')['cat'] == 0
+
+
+def test_the_outputs_of_a_topic_the_app_does_not_know_are_refused_not_an_empty_list():
+    with runner.testing.run(counting_app()) as t:
+        t.send('words', key='cat', value='echo')
+        assert [e.value for e in t.outputs('echoes')] == ['echo']
+        assert t.outputs('words') == []                 # declared, nothing sent to it
+        assert t.outputs('counting-count-dlq') == []    # the agent's dead letters: none
+        with pytest.raises(ValueError, match=r"app counting has no topic 'echos' and sent "
+                                             r"nothing to it.*echoes"):
+            t.outputs('echos')
+
+
+def test_a_topic_the_app_sends_to_without_declaring_it_has_outputs():
+    app = runner.App('undeclared')
+
+    @app.agent('source')
+    def forward(stream):
+        for key, value in stream.items():
+            app.send('elsewhere', key=key, value=value)
+
+    with runner.testing.run(app) as t:
+        t.send('source', key='k', value=1)
+        assert [(e.key, e.value) for e in t.outputs('elsewhere')] == [('k', 1)]
+
+
+def test_a_second_run_while_one_is_open_is_refused_so_the_first_never_sends_to_kafka():
+    first, second = counting_app(), counting_app()
+    with runner.testing.run(first) as t:
+        with pytest.raises(RuntimeError, match='one run at a time'), runner.testing.run(second):
+            pass
+        first.topics['words'].send(key='cat', value='seen')
+        assert t.table('counts')['cat'] == 1
+    with runner.testing.run(second) as u:                  # once the first is closed
+        u.send('words', key='cat', value='seen')
+        assert u.table('counts')['cat'] == 1
+
+
+def test_the_fixture_refuses_a_second_run_until_the_first_is_closed(app_run):
+    first = app_run(counting_app())
+    with pytest.raises(RuntimeError, match='one run at a time'):
+        app_run(counting_app())
+    first.close()
+    second = app_run(counting_app())
+    second.send('words', key='cat', value='seen')
+    assert second.table('counts')['cat'] == 1
