@@ -206,6 +206,9 @@ class AppDriver:
         """The app's table ``name``, read as the slot's web server reads it: ``t.table(
         'counts')[key]`` (its default for a missing key), ``.get``, ``in``, ``.items()``;
         windowed: ``.windows(key)`` and ``.value_at(key, timestamp)``."""
+        if name not in self.app.tables:
+            raise KeyError(f'app {self.app.name} has no table {name!r} (its tables: '
+                           f'{", ".join(sorted(self.app.tables)) or "none"})')
         return self.app.tables[name]
 
     def advance(self, seconds: float) -> None:
@@ -329,7 +332,12 @@ class AppDriver:
         them could otherwise wait for the guard the failed one keeps)."""
         error = sys.exception()
         held = agent_threads.holding()
-        text = reason if error is None else f'{reason}: {error_text(error)}'
+        if error is None:
+            text = reason
+        elif reason == str(error):          # a RunnerError: its reason is its text
+            text = f'agent {agent_threads.agent.name} stopped: {reason}'
+        else:
+            text = f'{reason}: {error_text(error)}'
         self._failure = AgentError(text, agent_threads.agent.name,
                                    self._decoded(held[0]) if held else None, error)
         self.errors.append(self._failure)

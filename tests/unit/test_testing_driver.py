@@ -455,3 +455,20 @@ def test_the_fixture_refuses_a_second_run_until_the_first_is_closed(app_run):
     second = app_run(counting_app())
     second.send('words', key='cat', value='seen')
     assert second.table('counts')['cat'] == 1
+
+
+def test_the_error_of_a_run_that_stops_says_its_reason_once_with_the_agent():
+    with runner.testing.run(by_user_app(grouped=False)) as t:
+        with pytest.raises(AgentError) as raised:
+            for n in range(20):
+                t.send('orders', key=f'order-{n}', value={'user': USERS[n * 7 % 12]})
+        message = str(raised.value)
+        assert message.startswith('agent total stopped: table ')
+        assert message.count('re-key the stream') == 1
+
+
+def test_a_table_the_app_does_not_have_is_refused_naming_its_tables():
+    with runner.testing.run(counting_app()) as t, \
+            pytest.raises(KeyError, match=r"app counting has no table 'count' \(its tables: "
+                                          r"counts\)"):
+        t.table('count')
