@@ -37,7 +37,7 @@ from kafka import TopicPartition
 
 from ..app import context
 from ..app.agents import Agent
-from ..app.app import App
+from ..app.app import App, header_list
 from ..app.context import Event
 from ..app.layout import Layout
 from ..app.tables import Table
@@ -53,7 +53,7 @@ from ..runtime.tasks import Tasks
 from ..state.checkpoint import Checkpoint
 from ..state.manager import StateManager
 from ..state.stores import Key, PartitionStore, Stores
-from .broker import Broker, TestProducer
+from .broker import Broker, TestProducer, check_record
 from .greenlets import Greenlets, SteppedInbox
 
 __all__ = ['START', 'AgentError', 'AppDriver', 'run']
@@ -165,7 +165,7 @@ class AppDriver:
 
     def send(self, topic: Topic | Agent | str, key: Any = None, value: Any = None,
              partition: int | None = None, timestamp: float | None = None,
-             headers: list[tuple[str, bytes]] | None = None) -> Event:
+             headers: Mapping[str, Any] | list | None = None) -> Event:
         """Send one record to ``topic`` and process it, and all it causes, before returning.
 
         Key and value are encoded by the topic's serializers (``bytes`` are sent as
@@ -183,6 +183,8 @@ class AppDriver:
                              f'(agents read: {", ".join(sorted(self._read))})')
         raw_key = key if isinstance(key, bytes) else declared.key_codec.dumps(key)
         raw_value = value if isinstance(value, bytes) else declared.value_codec.dumps(value)
+        headers = header_list(headers)
+        check_record(raw_key, raw_value, headers)
         if partition is None:
             partition = self._broker.unkeyed(declared.name) if raw_key is None else placed(
                 declared, raw_key, None, self._producer)

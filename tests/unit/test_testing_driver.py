@@ -472,3 +472,44 @@ def test_a_table_the_app_does_not_have_is_refused_naming_its_tables():
             pytest.raises(KeyError, match=r"app counting has no table 'count' \(its tables: "
                                           r"counts\)"):
         t.table('count')
+
+
+def sending_app(**send):
+    """An agent that sends each record on to ``out`` with the keyword arguments ``send``."""
+    app = runner.App('sending')
+    out = app.topic('out', partitions=1)
+
+    @app.agent(app.topic('in', partitions=1), name='forward')
+    def forward(stream):
+        for _ in stream:
+            out.send(**send)
+    return app
+
+
+@pytest.mark.parametrize('send, refusal', [
+    ({'key': 'k', 'value': 1, 'headers': {'h': None}},
+     TypeError('All headers items must be (str, bytes) tuples')),
+    ({'key': None, 'value': None}, ValueError('Need at least one: key or value'))])
+def test_a_send_kafka_pythons_producer_refuses_is_refused_as_in_a_slot(send, refusal):
+    with runner.testing.run(sending_app(**send)) as t:
+        with pytest.raises(AgentError) as raised:
+            t.send('in', key='k', value=1)
+        assert type(raised.value.error) is type(refusal)
+        assert str(raised.value.error) == str(refusal)
+        assert t.outputs('out') == []
+
+
+def test_a_test_sends_headers_as_app_send_takes_them():
+    app = runner.App('headers')
+    seen = []
+
+    @app.agent(app.topic('in', partitions=1))
+    def take(stream):
+        for event in stream.events():
+            seen.append(event.headers)
+    with runner.testing.run(app) as t:
+        t.send('in', key='k', value=1, headers={'trace': 'abc', 'raw': b'\x00'})
+        t.send('in', key='k', value=1, headers=[('n', 7)])
+        assert seen == [[('trace', b'abc'), ('raw', b'\x00')], [('n', b'7')]]
+        with pytest.raises(TypeError, match='All headers items must be'):
+            t.send('in', key='k', value=1, headers={'none': None})
