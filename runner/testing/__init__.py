@@ -189,7 +189,7 @@ class AppDriver:
             partition = self._broker.unkeyed(declared.name) if raw_key is None else placed(
                 declared, raw_key, None, self._producer)
         record = self._broker.append(declared.name, partition, raw_key, raw_value, headers,
-                                     round((self.now if timestamp is None else timestamp) * 1000),
+                                     _milliseconds(self.now if timestamp is None else timestamp),
                                      produced=False)
         return self._decoded(record)
 
@@ -375,6 +375,18 @@ class AppDriver:
         except ValueError:
             return Event(record.key, record.value, list(record.headers), record.topic,
                          record.partition, record.offset, record.timestamp)
+
+
+#: A timestamp in seconds beyond this (the year 5138) is taken for one in milliseconds.
+LATEST_SECONDS = 1e11
+
+
+def _milliseconds(timestamp: float) -> int:
+    """A record's timestamp given in seconds, in Kafka's milliseconds."""
+    if timestamp > LATEST_SECONDS:
+        raise ValueError(f'a timestamp is in seconds since the epoch (as t.now): {timestamp!r} '
+                         f'looks like milliseconds')
+    return round(timestamp * 1000)
 
 
 class _RecoveredAtOnce:

@@ -513,3 +513,11 @@ def test_a_test_sends_headers_as_app_send_takes_them():
         assert seen == [[('trace', b'abc'), ('raw', b'\x00')], [('n', b'7')]]
         with pytest.raises(TypeError, match='All headers items must be'):
             t.send('in', key='k', value=1, headers={'none': None})
+
+
+def test_a_timestamp_in_milliseconds_is_refused_as_seconds_are_asked_for():
+    with runner.testing.run(counting_app()) as t:
+        with pytest.raises(ValueError, match='in seconds since the epoch.*milliseconds'):
+            t.send('words', key='cat', value='seen', timestamp=1_699_920_000_000)
+        assert t.send('words', key='cat', value='seen', timestamp=t.now + 5).timestamp == \
+            round((t.now + 5) * 1000)
