@@ -121,6 +121,7 @@ from docopt import DocoptExit, docopt
 from . import __version__, logs, platform
 from .config import (
     SUPERVISOR_KEYS,
+    WEB_ADDRESS_KEYS,
     WORKERS_PER_CPU,
     Options,
     Settings,
@@ -148,7 +149,9 @@ from .errors import (
     shown_name,
 )
 from .main import control
-from .main.supervisor import Reload, Supervisor
+from .main.rolling import Reload
+from .main.slots import Deploy
+from .main.supervisor import Supervisor
 
 log = logging.getLogger('runner')
 
@@ -286,7 +289,8 @@ def worker_command(args: dict[str, Any]) -> int:
     imported in throwaway children to check it, and in each slot after the fork.
     """
     options, settings = worker_options(args)
-    name = check_app(options, settings.import_timeout)
+    checked = check_app(options, settings.import_timeout)
+    name = checked['name']
     detach = args['--detach']
     if detach:
         _check_detachable(options, settings.logfile)
@@ -305,7 +309,7 @@ def worker_command(args: dict[str, Any]) -> int:
     logs.setup(settings.loglevel, settings.logfile, 'main', settings.secrets(),
                settings.log_format)
     platform.set_title(f'runner: main {name}')
-    supervisor = Supervisor(name, options.workers, _slot_main(options),
+    supervisor = Supervisor(name, options.workers, _deploy(options)(checked),
                             workers_max=options.workers_max,
                             reload=lambda: _reload(args), check_timeout=settings.import_timeout,
                             ready_timeout=settings.ready_timeout,
@@ -359,11 +363,12 @@ def check_ports(settings: Any, workers: int) -> None:
                          f'{last}; ports end at {MAX_PORT}')
 
 
-def check_app(options: Options, timeout: float) -> str:
+def check_app(options: Options, timeout: float) -> dict[str, Any]:
     """Import the app in a throwaway child, so a bad app fails before any slot is forked;
     a child still importing after ``timeout`` seconds is killed.
 
-    Returns the app's name; raises the child's error (ConfigError, UsageError) here.
+    Returns what :func:`_app_check` does; raises the child's error (ConfigError,
+    UsageError) here.
     """
     try:
         return platform.call_in_child(_app_check(options), timeout)
@@ -376,10 +381,11 @@ def check_app(options: Options, timeout: float) -> str:
         raise error_with_code(str(exc), exc.code) from None
 
 
-def _app_check(options: Options) -> Callable[[], str]:
+def _app_check(options: Options) -> Callable[[], dict[str, Any]]:
     """What the check child runs: import the app, build every slot's settings, return
-    the app's name; anything else it raises becomes a one-line RunnerError."""
-    def check() -> str:
+    the app's name and its own web settings (``web``, which the main process needs to
+    bind the slots' web ports); anything else it raises becomes a one-line RunnerError."""
+    def check() -> dict[str, Any]:
         from .app.loader import load_app
         try:
             app = load_app(options.app)
@@ -390,23 +396,29 @@ def _app_check(options: Options) -> Callable[[], str]:
         except BaseException as exc:  # noqa: BLE001 - reported as one line, like every error
             raise RunnerError(f'cannot load app {options.app!r}: {type(exc).__name__}: '
                               f'{exc}') from None
-        return app.name
+        return {'name': app.name, 'web': {key: app.settings[key] for key in WEB_ADDRESS_KEYS
+                                          if key in app.settings}}
     return check
 
 
-def _slot_main(options: Options) -> Callable[[int, int, int, bool], int]:
-    """The slot entry point; the runtime is imported in the forked child, not here."""
-    def slot_main(index: int, report_fd: int, main_pid: int, successor: bool) -> int:
+def _deploy(options: Options) -> Callable[[dict[str, Any]], Deploy]:
+    """What the slots run, given what the app check returned: the slot entry point (the
+    runtime is imported in the forked child, not here) and each slot's web address."""
+    def slot_main(index: int, report_fd: int, main_pid: int, successor: bool,
+                  web_fd: int) -> int:
         from .runtime.slot import boot
-        return boot(options, index, report_fd, main_pid, successor)
-    return slot_main
+        return boot(options, index, report_fd, main_pid, successor, web_fd)
+
+    def deploy(checked: dict[str, Any]) -> Deploy:
+        return Deploy(slot_main, lambda index: options.web_address(checked['web'], index))
+    return deploy
 
 
 def _reload(args: dict[str, Any]) -> Reload:
     """On HUP: the config file again (a bad one raises here), and the check that the app,
     as deployed now, loads (the main loop runs it in a child)."""
     options = load_options(args)
-    return Reload(_app_check(options), _slot_main(options))
+    return Reload(_app_check(options), _deploy(options))
 
 
 def _check_detachable(options: Options, logfile: str | None) -> None:

@@ -99,7 +99,7 @@ class Settings:
     broker_timeout: float = setting(30.0, 'seconds to wait for a broker at start')
     commit_interval: float = setting(2.0, 'seconds between commits',
                                      default_text='2 (0.1 under exactly-once)')
-    session_timeout: float = setting(10.0, 'consumer group session timeout, seconds',
+    session_timeout: float = setting(10.0, 'consumer group session timeout, seconds (at least 1)',
                                      see='rebalancing')
     revoke_timeout: float = setting(10.0, 'seconds a revoked partition may finish')
     graceful_timeout: float = setting(30.0, 'seconds a warm stop may take', see='stopping')
@@ -112,10 +112,10 @@ class Settings:
     table_cleanup_delay: float = setting(600.0, 'seconds unused local table state is kept')
     heartbeat_timeout: float = setting(5.0, 'seconds (at least 1) a running slot may go '
                                        'without a heartbeat', see='crash-restarts')
-    stall_timeout: float = setting(150.0, "seconds a slot's consumer loop may go without a "
-                                   'round', see='crash-restarts')
-    stuck_timeout: float = setting(300.0, 'seconds an agent thread may go without progress '
-                                   'while records wait', see='records-that-fail')
+    stall_timeout: float = setting(150.0, "seconds (at least 1) a slot's consumer loop may go "
+                                   'without a round', see='crash-restarts')
+    stuck_timeout: float = setting(300.0, 'seconds (at least 1) an agent thread may go '
+                                   'without progress while records wait', see='records-that-fail')
     import_timeout: float = setting(60.0, 'seconds the app check, and each slot, may take to '
                                     'load the app; main process only', see='starting')
     ready_timeout: float = setting(300.0, 'seconds without a ready slot before the watchdog '
@@ -202,6 +202,17 @@ SECRET_VARIABLES = {'sasl_password': 'RUNNER_SASL_PASSWORD',
 #: The longest time a setting in seconds may give (a year): every wait of the runner and
 #: of kafka-python can be that long (``threading.TIMEOUT_MAX`` is far longer).
 MAX_SECONDS = 365 * 24 * 3600.0
+#: The shortest time a setting in seconds may give: one that reaches Kafka in whole
+#: milliseconds (session, broker and commit timeouts) would be 0 below it, and no wait
+#: of the runner is shorter.
+MIN_SECONDS = 0.001
+#: Settings in seconds that the runner checks in rounds, the least each may be, and why.
+SECONDS_FLOORS = {
+    'session_timeout': (1.0, 'the consumer heartbeats every 0.1 s at the least'),
+    'heartbeat_timeout': (1.0, 'a slot reports four times a second'),
+    'stall_timeout': (1.0, 'the consumer loop polls for 0.1 s in each round'),
+    'stuck_timeout': (1.0, 'agents are looked at four times a second'),
+}
 #: Settings in seconds that reach Kafka as 32-bit milliseconds, and their maximum.
 SECONDS_LIMITS = {'session_timeout': (2 ** 31 - 1) // 1000}
 #: The largest value of each whole-number setting: what Kafka's protocol carries for it
@@ -338,8 +349,10 @@ def _seconds(name: str, value: Any) -> float:
     number = _number(value, float, 'expected seconds')
     if not 0 < number < math.inf:
         raise ValueError('must be a positive number of seconds')
-    if name == 'heartbeat_timeout' and number < 1:
-        raise ValueError('must be at least 1 second (a slot reports four times a second)')
+    least, why = SECONDS_FLOORS.get(name, (MIN_SECONDS, None))
+    if number < least:
+        raise ValueError(f'at least {least:g} second{"s" if least != 1 else ""}'
+                         + (f' ({why})' if why else ''))
     most = SECONDS_LIMITS.get(name, MAX_SECONDS)
     if number > most:
         raise ValueError(f'at most {most:.0f} seconds')
@@ -496,6 +509,8 @@ def _yaml_problem(exc: Exception) -> str:
     return f': a value it cannot read ({reason})'
 
 
+#: The settings that say where a slot's web server listens (see :meth:`Options.web_address`).
+WEB_ADDRESS_KEYS = ('web_host', 'web_port')
 #: Config-file keys that belong to the main process rather than to a slot.
 SUPERVISOR_KEYS = ('app', 'workers', 'workers_max', 'pidfile', 'metrics_targets', 'slots')
 #: Slots per CPU a worker may have unless ``--workers-max`` says otherwise.
@@ -530,14 +545,26 @@ class Options:
         is the base port + index unless set for it."""
         overrides = self.per_slot.get(index, {})
         settings = build(app_settings, {**self.file, **overrides}, self.cli)
-        if 'web_port' in self.cli or 'web_port' not in overrides:
-            settings.web_port += index if settings.web_port else 0
+        settings.web_port = self._slot_port(settings.web_port, index)
         if settings.web_advertise and (
                 'web_advertise' in self.cli or 'web_advertise' not in overrides):
             host, port = split_host_port(settings.web_advertise)
             if port is not None:
                 settings.web_advertise = join_host_port(host, port + index)
         return settings
+
+    def web_address(self, app_settings: Mapping[str, Any], index: int) -> tuple[str, int]:
+        """Where slot ``index``'s web server listens (as :meth:`settings_for` says), from
+        the app's settings (only its web settings are looked at)."""
+        settings = _merge(app_settings, {**self.file, **self.per_slot.get(index, {})}, self.cli)
+        return settings.web_host, self._slot_port(settings.web_port, index)
+
+    def _slot_port(self, port: int, index: int) -> int:
+        """Slot ``index``'s port: the base ``port`` + index unless set for the slot (port 0,
+        any free port, stays 0)."""
+        if 'web_port' in self.cli or 'web_port' not in self.per_slot.get(index, {}):
+            return port + index if port else 0
+        return port
 
     def base_settings(self) -> Settings:
         """Settings as far as the main process knows them (without the App's, so the
@@ -577,6 +604,8 @@ def positive_seconds(value: Any, what: str, error: type[Exception]) -> float:
         raise error(f'invalid {what} {shown(value)}: expected seconds') from None
     if not seconds > 0:
         raise error(f'invalid {what} {shown(value)}: must be positive')
+    if seconds < MIN_SECONDS:
+        raise error(f'invalid {what} {shown(value)}: at least {MIN_SECONDS:g} seconds')
     if seconds > MAX_SECONDS:
         raise error(f'invalid {what} {shown(value)}: at most {MAX_SECONDS:.0f} seconds')
     return seconds

@@ -4,7 +4,10 @@ Fork rules, which every process of the runner follows:
 
 * Nothing that holds a thread, a socket or a lock survives ``fork()``: the main
   process holds none of them (no thread, no Kafka client, no LevelDB handle),
-  and a slot creates its own after the fork.  Forking is explicit
+  and a slot creates its own after the fork.  The one exception is a slot's
+  listening web socket (see :func:`listen`): the main process binds it and each
+  process of that slot inherits it, a file descriptor that no thread or client
+  state comes with; every other child closes it.  Forking is explicit
   (:func:`fork_context`), whatever Python's default start method is.
 * Nothing a slot starts may outlive it.  The main process and every slot are
   child subreapers: an orphan anywhere below a slot is re-parented to that
@@ -29,6 +32,7 @@ import queue
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -86,8 +90,25 @@ def open_own(path: Path, flags: int, what: str) -> int:
     try:
         return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        reason = 'it is a symbolic link' if exc.errno == errno.ELOOP else exc.strerror
-        raise CannotCreate(f'cannot use {what} {path}: {reason}') from None
+        raise _cannot_use(what, path, exc) from None
+
+
+def read_own(path: Path, what: str) -> str | None:
+    """The text of a file the runner wrote (the status file), never read through a
+    symbolic link (CannotCreate, as :func:`open_own` says); None if there is none."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _cannot_use(what, path, exc) from None
+    with os.fdopen(fd, errors='replace') as file:
+        return file.read()
+
+
+def _cannot_use(what: str, path: str | Path, exc: OSError) -> CannotCreate:
+    reason = 'it is a symbolic link' if exc.errno == errno.ELOOP else exc.strerror
+    return CannotCreate(f'cannot use {what} {path}: {reason}')
 
 
 class Pidfile:
@@ -127,11 +148,14 @@ class Pidfile:
 
 
 def running_pid(path: str | Path) -> int | None:
-    """The pid in ``path`` if that process still holds the file's lock, else None."""
+    """The pid in ``path`` if that process still holds the file's lock, else None; a
+    pidfile that is a symbolic link is refused (CannotCreate), never followed."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise _cannot_use('pidfile', path, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -224,6 +248,31 @@ def replace_file(path: Path, text: str, durable: bool = False) -> None:
             os.fsync(directory)
         finally:
             os.close(directory)
+
+
+# -- listening sockets ------------------------------------------------------------
+
+#: Connections waiting in the kernel to be accepted by a web server.
+LISTEN_BACKLOG = 128
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``host:port`` (port 0: one the system picks); a port in
+    use or an address that cannot be listened on is ResourceBusy, in one line."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ResourceBusy(f'web port {host}:{port} is already in use') from None
+        raise ResourceBusy(f'cannot listen on {host}:{port}: {exc.strerror or exc}') from None
+    except OverflowError:           # a port beyond 65535
+        listener.close()
+        raise ResourceBusy(f'cannot listen on {host}:{port}: no such port') from None
+    return listener
 
 
 # -- daemonizing ------------------------------------------------------------------

@@ -11,6 +11,7 @@ the first test that needs a broker starts one for its session.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -152,6 +153,23 @@ def kafka_bootstrap(session_broker: kafka_broker.Broker | BrokerAddresses | None
     """The bootstrap address of $KAFKA_BOOTSTRAP_SERVERS, else of a broker run for the session."""
     return session_broker.bootstrap_servers if session_broker else os.environ[
         "KAFKA_BOOTSTRAP_SERVERS"]
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """The root logger's handlers and levels as they were before the test: a test that calls
+    ``logs.setup`` must not leave a handler writing to a stream its capture has closed."""
+    root, kafka = logging.getLogger(), logging.getLogger("kafka")
+    handlers, levels = list(root.handlers), (root.level, kafka.level)
+    yield
+    for handler in set(root.handlers) - set(handlers):
+        root.removeHandler(handler)
+        handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(levels[0])
+    kafka.setLevel(levels[1])
 
 
 @pytest.fixture

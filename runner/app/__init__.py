@@ -9,8 +9,9 @@ from .agents import Agent
 from .app import App
 from .codecs import Codec
 from .context import Event
+from .globals import GlobalTable
 from .tables import Table
 from .topics import Topic
 from .windows import WindowedTable
 
-__all__ = ['Agent', 'App', 'Codec', 'Event', 'Table', 'Topic', 'WindowedTable']
+__all__ = ['Agent', 'App', 'Codec', 'Event', 'GlobalTable', 'Table', 'Topic', 'WindowedTable']

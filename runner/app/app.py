@@ -8,6 +8,7 @@ from ..errors import ConfigError
 from .agents import Agent
 from .codecs import Codec
 from .context import current
+from .globals import GlobalTable
 from .partitioners import Partitioner
 from .tables import Table
 from .topics import Topic, check_topic_name
@@ -30,6 +31,7 @@ class App:
         self.topics: dict[str, Topic] = {}
         self.agents: list[Agent] = []
         self.tables: dict[str, Table] = {}
+        self.global_tables: dict[str, GlobalTable] = {}
 
     def topic(self, name: str, partitions: int | None = None, key_serializer: str | Codec = 'str',
               value_serializer: str | Codec = 'json', config: Mapping[str, str] | None = None,
@@ -57,10 +59,27 @@ class App:
         ``partitions`` and ``partitioner`` default to those of the topics whose
         agents use the table, and must match them when given.
         """
-        if name in self.tables:
+        if name in self.tables or name in self.global_tables:
             raise ConfigError(f'table {name!r} is declared twice')
         table = self.tables[name] = Table(self, name, default, partitions, key_serializer,
                                           value_serializer, partitioner)
+        return table
+
+    def GlobalTable(self, name: str, default: Callable[[], Any] | None = None,
+                    source: Topic | str | None = None, partitions: int | None = None,
+                    key_serializer: str | Codec = 'str', value_serializer: str | Codec = 'json',
+                    partitioner: str | Partitioner = 'murmur2') -> GlobalTable:
+        """Declare a table every slot holds whole (see :class:`runner.app.globals.GlobalTable`):
+        agents read any key of it, whatever their record's partition; the one agent that
+        reads ``source`` writes it, and so may any producer of its changelog topic
+        ``{app}-{name}-changelog``."""
+        if name in self.tables or name in self.global_tables:
+            raise ConfigError(f'table {name!r} is declared twice')
+        if isinstance(source, str):
+            source = self.topic(source)
+        table = self.global_tables[name] = GlobalTable(
+            self, name, default, source, partitions, key_serializer, value_serializer,
+            partitioner)
         return table
 
     def agent(self, topic: Topic | str, sink: Iterable[Any] | Any = None, concurrency: int = 1,

@@ -5,7 +5,7 @@ instead: each agent thread binds one that follows the record being processed
 (table keys live in that record's partition); the rest of a slot (the web
 server, threads an app starts) shares one that finds a key's partition by
 hashing it; and outside any slot (a script calling ``app.send``) a context that
-only sends is used.  Tables, windowed tables and ``app.send`` call
+only sends is used.  Tables, windowed tables, global tables and ``app.send`` call
 :func:`current`.
 """
 
@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    from .globals import GlobalTable
     from .tables import Table
     from .topics import Topic
 
@@ -52,6 +53,16 @@ class Context(Protocol):
 
     def windows(self, table: 'Table', key: Any) -> list[tuple[float, Any]]:
         """(window start, value) of every live window of ``key``, oldest first."""
+
+    def read_global(self, table: 'GlobalTable', key: Any) -> Any:
+        """The value of ``key`` in a global table, from any partition, or MISSING."""
+
+    def write_global(self, table: 'GlobalTable', key: Any, value: Any) -> None:
+        """Send ``key`` (DELETED deletes) to a global table's changelog, on behalf of the
+        record being processed by the agent of the table's source topic."""
+
+    def items_global(self, table: 'GlobalTable') -> Iterator[tuple[Any, Any]]:
+        """Every (key, value) of a global table."""
 
     def send(self, topic: 'Topic', key: bytes | None, value: bytes | None,
              headers: list | None, partition: int | None) -> Any:

@@ -18,6 +18,10 @@ encode it (their key serializer), which may differ from the table's own.
 An agent that re-keys its stream (``stream.group_by``) updates its tables from
 its repartition topic, not from its own: its own topic may have any count,
 and a missing repartition topic is created with its tables' count.
+
+Global tables are in no group: every slot reads all of their changelog.  The
+layout gives their changelogs a count and names the one agent that may write
+each (the agent of its ``source`` topic).
 """
 
 from collections.abc import Mapping
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .codecs import Codec
+from .globals import GlobalTable
 from .partitioners import Partitioner, murmur2_partition
 from .tables import Table, tables_used_by
 
@@ -75,6 +80,12 @@ class Layout:
                 raise ConfigError(f'changelog topic {changelog!r} has {existing[changelog]} '
                                   f'partitions but table {table.name!r} has {count}')
             self.tables[table.name] = self.topics[changelog] = count
+        #: Global table name → the topics whose records may write it (its writer agent's).
+        self.global_writers: dict[str, frozenset[str]] = {}
+        for table in app.global_tables.values():
+            self.topics[table.changelog.name] = _count(table.changelog, existing,
+                                                       default_partitions)
+            self.global_writers[table.name] = _writer_topics(table, app.agents)
 
     def _repartition_count(self, agent: 'Agent', default_partitions: int) -> int:
         """The partition count a missing repartition topic is created with: that of the
@@ -145,6 +156,20 @@ class Layout:
     def tables_of(self, group: int) -> list[Table]:
         """The tables of the co-partition group of ``group`` partitions."""
         return [table for table in self.app.tables.values() if self.tables[table.name] == group]
+
+
+def _writer_topics(table: GlobalTable, agents: list['Agent']) -> frozenset[str]:
+    """The topics the records of a global table's writer come from: those of the one agent
+    that reads its source topic (none without a source)."""
+    if table.source is None:
+        return frozenset()
+    writers = [agent for agent in agents if agent.topic.name == table.source.name]
+    if len(writers) != 1:
+        named = ', '.join(agent.name for agent in writers) or 'none does'
+        raise ConfigError(f'global table {table.name!r} is written by the agent of its source '
+                          f'topic {table.source.name!r}, and exactly one agent must read it '
+                          f'({named})')
+    return frozenset({writers[0].topic.name, writers[0].table_topic.name})
 
 
 def _table_partitioner(table: Table, users: list) -> Partitioner:

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import EX_DEGRADED, EX_NOT_ANSWERING, EX_OK, NotFinished, NotRunning
 from ..logs import plural
-from ..platform import running_pid
+from ..platform import read_own, running_pid
 from ..progress import Waiting
 
 #: A status file older than this (seconds) is from a main process that stopped answering
@@ -34,9 +34,12 @@ def read_status(pidfile: str) -> tuple[int, dict[str, Any]]:
     pid = running_pid(pidfile)
     if pid is None:
         raise NotRunning(f'not running (no live process holds {pidfile})')
+    text = read_own(status_path(pidfile), 'status file')
     try:
-        status = json.loads(status_path(pidfile).read_text())
-    except (OSError, ValueError):
+        status = json.loads(text) if text else None
+    except ValueError:
+        status = None
+    if not isinstance(status, dict):
         status = {'pid': pid, 'state': 'starting', 'slots': []}
     return pid, status
 

@@ -16,13 +16,15 @@ from kafka.errors import MessageSizeTooLargeError
 from kafka.future import Future
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
-from ..app.context import MISSING
+from ..app.context import DELETED, MISSING
+from ..app.globals import GlobalTable
 from ..app.layout import Layout
 from ..app.tables import Table
 from ..app.topics import Topic
 from ..errors import ConfigError, OutputRefused, shown
 from ..kafka.producer import Producer
 from ..state.checkpoint import Guard
+from ..state.globals import GlobalReader
 from ..state.manager import StateManager
 from ..state.partitions import TablePartition
 from ..state.stores import Key
@@ -40,11 +42,13 @@ class SlotContext:
     """
 
     def __init__(self, layout: Layout, producer: Producer, state: StateManager | None,
-                 outside: Producer | None = None) -> None:
+                 outside: Producer | None = None,
+                 global_tables: GlobalReader | None = None) -> None:
         self.layout = layout
         self.producer = producer
         self.outside = outside or producer
         self.state = state
+        self.global_tables = global_tables
         #: Changelog partition → its live table partition (written by the consumer thread).
         self.active: dict[Key, TablePartition] = {}
 
@@ -98,6 +102,29 @@ class SlotContext:
     def windows(self, table: Table, key: Any) -> list[tuple[float, Any]]:
         with self.active_partition(self.key_of(table, key)) as partition:
             return [] if partition is None else partition.windows(key)
+
+    def check_global(self, table: GlobalTable) -> GlobalReader:
+        """Refuse a global table that is not the app's own, or one not held here (no
+        :class:`GlobalReader` was given, as in ``runner.testing`` so far); the slot's
+        global tables."""
+        if self.layout.app.global_tables.get(table.name) is not table:
+            raise ConfigError(f'global table {table.name!r} is not a table of app '
+                              f'{self.layout.app.name!r}')
+        if self.global_tables is None:
+            raise RuntimeError(f'global table {table.name!r} is not held here: global tables '
+                               'live in worker slots')
+        return self.global_tables
+
+    def read_global(self, table: GlobalTable, key: Any) -> Any:
+        return self.check_global(table).get(table, key)
+
+    def items_global(self, table: GlobalTable) -> Iterator[tuple[Any, Any]]:
+        return self.check_global(table).items(table)
+
+    def write_global(self, table: GlobalTable, key: Any, value: Any) -> None:
+        raise RuntimeError(f'global table {table.name!r} can only be changed by the agent of '
+                           'its source topic, or by producing to its changelog topic '
+                           f'{table.changelog.name!r}')
 
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None) -> Any:
@@ -243,6 +270,28 @@ class AgentContext:
         self._check_routed(table, key)
         return partition.windows(key)
 
+    def read_global(self, table: GlobalTable, key: Any) -> Any:
+        """Any key of a global table, whatever the record's partition: every slot holds
+        all of it."""
+        return self.slot.read_global(table, key)
+
+    def items_global(self, table: GlobalTable) -> Iterator[tuple[Any, Any]]:
+        return self.slot.items_global(table)
+
+    def write_global(self, table: GlobalTable, key: Any, value: Any) -> None:
+        """Send the new value to the global table's changelog as an output of the record
+        being processed (held for its transaction under exactly-once); refused unless the
+        record is one of the table's writer agent, the agent of its source topic."""
+        record = self.record
+        if self.task is None or record is None:
+            raise RuntimeError(f'global table {table.name!r} can only be changed while '
+                               'processing a record of its source topic')
+        self.slot.check_global(table)
+        if record.topic not in self.slot.layout.global_writers[table.name]:
+            raise ConfigError(_not_the_writer(table, record.topic))
+        self.send(table.changelog, table.key_codec.dumps(key),
+                  None if value is DELETED else table.value_codec.dumps(value))
+
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None,
              timestamp_ms: int | None = None) -> Any:
@@ -346,6 +395,18 @@ class HeldSend(Future):
         if self._made is None:          # dropped: its record failed
             raise OutputRefused('the send was dropped: the record that made it failed')
         return self._made.get(timeout)
+
+
+def _not_the_writer(table: GlobalTable, topic: str) -> str:
+    """Why a record of ``topic`` may not write a global table."""
+    changelog = table.changelog.name
+    if table.source is None:
+        return (f'global table {table.name!r} has no source topic, so no agent writes it '
+                f'(a record of {topic!r} tried): produce to its changelog {changelog!r}, or '
+                'declare GlobalTable(..., source=topic) to write it from that topic\'s agent')
+    return (f'global table {table.name!r} is written only by the agent of its source topic '
+            f'{table.source.name!r}, not by one processing a record of {topic!r}: send the '
+            f'change to {table.source.name!r}, or produce it to the changelog {changelog!r}')
 
 
 def _check_size(topic: Topic, key: bytes | None, value: bytes | None, headers: list | None,

@@ -101,18 +101,21 @@ class SlotCollector(Collector):
     """Reads, at scrape time, what the slot counts anyway.
 
     ``agents`` returns the slot's :class:`runner.runtime.agents.AgentThreads`;
-    ``consumer`` the consumer loop and ``state`` its
-    :class:`runner.state.manager.StateManager` (None before they start, or without
+    ``consumer`` the consumer loop, ``state`` its
+    :class:`runner.state.manager.StateManager` and ``global_tables`` its
+    :class:`runner.state.globals.GlobalReader` (None before they start, or without
     tables).
     """
 
     def __init__(self, status: SlotStatus, agents: Callable[[], Iterable[Any]],
                  consumer: Callable[[], Any], state: Callable[[], Any] = lambda: None,
-                 environ: dict[str, str] | None = None) -> None:
+                 environ: dict[str, str] | None = None,
+                 global_tables: Callable[[], Any] = lambda: None) -> None:
         self._status = status
         self._agents = agents
         self._consumer = consumer
         self._state = state
+        self._global_tables = global_tables
         environ = os.environ if environ is None else environ
         self._restarts = int(environ.get(RESTARTS_ENV, '0'))
         self._last_exit = environ.get(LAST_EXIT_ENV)
@@ -124,6 +127,7 @@ class SlotCollector(Collector):
         yield from self._agent_metrics()
         yield from self._consumer_metrics()
         yield from self._table_metrics()
+        yield from self._global_table_metrics()
         yield from self._slot_metrics()
 
     def _agent_metrics(self) -> Iterator[Metric]:
@@ -167,6 +171,20 @@ class SlotCollector(Collector):
             yield GaugeMetricFamily('runner_table_recovery_remaining_records', 'Changelog '
                                     'records left to read before the recovering partitions '
                                     'are ready.', value=remaining)
+
+    def _global_table_metrics(self) -> Iterator[Metric]:
+        reader = self._global_tables()
+        if reader is None:
+            return
+        read = CounterMetricFamily('runner_global_table_records_read', 'Changelog records a '
+                                   'global table has read since the slot started.',
+                                   labels=['table'])
+        for name, count in sorted(dict(reader.read).items()):
+            read.add_metric([name], count)
+        yield read
+        yield GaugeMetricFamily('runner_global_tables_loaded', '1 once the global tables have '
+                                'read their changelogs to their ends as of the slot\'s start.',
+                                value=1 if reader.loaded.is_set() else 0)
 
     def _slot_metrics(self) -> Iterator[Metric]:
         status = self._status

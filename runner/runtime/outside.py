@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..app import context
+from ..app.globals import GlobalTable
 from ..app.tables import Table
 from ..app.topics import Topic
 from ..config import build, secrets_from_environment
@@ -58,6 +59,17 @@ class OutsideContext:
 
     def windows(self, table: Table, key: Any) -> list[tuple[float, Any]]:
         return self.read(table, key)
+
+    def read_global(self, table: GlobalTable, key: Any) -> Any:
+        raise RuntimeError(f'global table {table.name!r} lives in the worker slots; ask one '
+                           'over HTTP (GET /tables/NAME/KEY), or produce to its changelog '
+                           f'{table.changelog.name!r} to change it')
+
+    def write_global(self, table: GlobalTable, key: Any, value: Any) -> None:
+        self.read_global(table, key)
+
+    def items_global(self, table: GlobalTable) -> Iterator[tuple[Any, Any]]:
+        return self.read_global(table, None)
 
     def send(self, topic: Topic, key: bytes | None, value: bytes | None,
              headers: list | None = None, partition: int | None = None) -> Any:

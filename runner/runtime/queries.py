@@ -26,6 +26,7 @@ import urllib.parse
 from typing import Any
 
 from ..app.context import MISSING
+from ..app.globals import GlobalTable
 from ..app.tables import Table
 from ..app.windows import WINDOW_KEYS
 from ..state.stores import Key, PartitionStore
@@ -86,7 +87,7 @@ class TableQueries:
             table = None
             try:
                 if 'name' in match.groupdict():
-                    table = self._tables.get(_unquoted(match['name']))
+                    table = self._tables.get(unquoted(match['name']))
                     if table is None:
                         return 404, {'error': f'no table {match["name"]!r}'}
                 return view(table, match, params)
@@ -101,20 +102,17 @@ class TableQueries:
 
     def describe(self, table: Table, _match: re.Match, params: dict[str, str]) -> Response:
         """This slot's partitions of a table, and a page of its keys in key order."""
-        try:
-            limit = int(params.get('limit', PAGE))
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= MAX_PAGE:
+        limit = page_limit(params)
+        if limit is None:
             return 400, {'error': f'limit must be a whole number from 1 to {MAX_PAGE}'}
         after = params.get('after')
-        start = None if after is None else _cursor(table, _key_from_text(table, after))
+        start = None if after is None else _cursor(table, key_from_text(table, after))
         keys = self._page(table, start, limit + 1)
-        return 200, {**self._summary(table), 'keys': [_key_text(key) for key in keys[:limit]],
-                     'next': _url_text(table, keys[limit - 1]) if len(keys) > limit else None}
+        return 200, {**self._summary(table), 'keys': [key_text(key) for key in keys[:limit]],
+                     'next': url_text(table, keys[limit - 1]) if len(keys) > limit else None}
 
     def lookup(self, table: Table, match: re.Match, params: dict[str, str]) -> Response:
-        key = _key_from_text(table, _unquoted(match['key']))
+        key = key_from_text(table, unquoted(match['key']))
         if params.get('search'):
             return self._search_here(table, key)
         changelog_key = self._slot.key_of(table, key)
@@ -186,7 +184,7 @@ class TableQueries:
         if not self._reserve(len(webs)):
             return None
         path = (f'/tables/{urllib.parse.quote(table.name, safe="")}/'
-                f'{urllib.parse.quote(_url_text(table, key), safe="")}?search=1')
+                f'{urllib.parse.quote(url_text(table, key), safe="")}?search=1')
         asked = []
         for web in webs:
             future = self._asking.submit(get_json, f'http://{web}{path}', SEARCH_TIMEOUT,
@@ -311,11 +309,21 @@ def _cursor(table: Table, key: Any) -> bytes:
     return table.stored_key_codec.dumps(key)
 
 
+def page_limit(params: dict[str, str]) -> int | None:
+    """The ``limit`` of a page of keys asked for (PAGE by default); None if it is not a
+    whole number from 1 to MAX_PAGE."""
+    try:
+        limit = int(params.get('limit', PAGE))
+    except ValueError:
+        return None
+    return limit if 1 <= limit <= MAX_PAGE else None
+
+
 class BadPath(ValueError):
     """A path whose percent-encoding is not of UTF-8 text."""
 
 
-def _unquoted(text: str) -> str:
+def unquoted(text: str) -> str:
     """A path segment's text: it must be percent-encoded UTF-8 (raw bytes beyond ASCII come
     through http.server as Latin-1, which would name another key)."""
     try:
@@ -327,7 +335,7 @@ def _unquoted(text: str) -> str:
                       'é') from None
 
 
-def _key_from_text(table: Table, text: str) -> Any:
+def key_from_text(table: Table | GlobalTable, text: str) -> Any:
     """A key as typed in a URL, turned into the table's key type."""
     if table.key_codec.name == 'json':
         try:
@@ -339,13 +347,13 @@ def _key_from_text(table: Table, text: str) -> Any:
     return text
 
 
-def _url_text(table: Table, key: Any) -> str:
+def url_text(table: Table | GlobalTable, key: Any) -> str:
     """A key as a URL carries it (the inverse of :func:`_key_from_text`)."""
     if table.key_codec.name == 'json':
         return json.dumps(key)
-    return _key_text(key)
+    return key_text(key)
 
 
-def _key_text(key: Any) -> Any:
+def key_text(key: Any) -> Any:
     """A key as JSON can carry it: bytes as text, the rest as it is."""
     return key.decode(errors='backslashreplace') if isinstance(key, bytes) else key

@@ -2,11 +2,14 @@
 
 The slot's main thread starts everything, then only waits for events (signals
 and failure reports) and shuts down in order.  Everything holding a thread, a
-socket or a lock is created here, never inherited across ``fork()``.
+socket or a lock is created here, never inherited across ``fork()``, but for the
+web server's listening socket, which the main process passes (see
+:mod:`runner.main.listeners`).
 """
 
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,11 +31,14 @@ from ..kafka import admin, fixes
 from ..kafka.assignor import RunnerAssignor
 from ..kafka.producer import Producer
 from ..reports import Reporter
+from ..state.globals import GlobalReader
 from ..state.manager import StateManager
 from ..state.recovery import ChangelogReader
+from . import handover
 from .agents import AgentThreads
 from .consumer import ConsumerLoop
 from .context import SlotContext
+from .globals import GlobalQueries
 from .metrics import SlotCollector, SlotMetrics
 from .queries import TableQueries
 from .queues import Dispatcher, Inbox
@@ -71,9 +77,10 @@ class Slot:
 
     def __init__(self, app: App, settings: Settings, index: int = 0,
                  report: Callable[[dict[str, Any]], None] | None = None,
-                 successor: bool = False) -> None:
+                 successor: bool = False, listener: socket.socket | None = None) -> None:
         self.app = app
         self.successor = successor
+        self._listener = listener
         self.settings = settings
         self.index = index
         self.status = SlotStatus(app.name, index, settings.stall_timeout)
@@ -84,14 +91,18 @@ class Slot:
         self._consumer: ConsumerLoop | None = None
         self._web: WebServer | None = None
         self._web_address: str | None = None
+        self._handing_over = False      # it stops for its successor (USR2)
         self._queries: TableQueries | None = None
         self.metrics = SlotMetrics()
-        self.metrics.registry.register(SlotCollector(self.status, lambda: self._agents,
-                                                     lambda: self._consumer, lambda: self._state))
+        self.metrics.registry.register(SlotCollector(
+            self.status, lambda: self._agents, lambda: self._consumer, lambda: self._state,
+            global_tables=lambda: self._global_tables))
         self._layout: Layout | None = None
         self._producer: Producer | None = None
         self._plain_producer: Producer | None = None    # exactly-once: for sends outside agents
         self._state: StateManager | None = None
+        self._global_tables: GlobalReader | None = None
+        self._global_queries: GlobalQueries | None = None
         #: When (monotonic) this slot last saw Kafka out of its reach.
         self._kafka_lost_seen = -float('inf')
 
@@ -113,26 +124,45 @@ class Slot:
         else:
             lock.acquire()
         try:
-            settings = self.settings
-            web = self._web = WebServer(settings.web_host, settings.web_port, settings.web_token)
-            if not (web.loopback or settings.web_token):
-                log.warning('the web server listens beyond loopback (%s) without a web_token: '
-                            'whoever reaches it reads the state and tables of this slot',
-                            settings.web_host)
-            self._web_address = advertised(web.address, settings.web_advertise,
-                                           settings.bootstrap_servers())
-            log.info('other members reach this slot at http://%s/', self._web_address)
-            self._queries = TableQueries(self.app.tables, self.status, self._web_address,
-                                         settings.web_token)
-            web.start([*self._queries.routes(), *status_routes(self.status),
-                       metrics_route(self.metrics.scrape), skip_route(self._skip)])
+            web = self._web = self._open_web()
+            owners = handover.take_owners(self.datadir)
+            if self.successor:
+                self.status.owners = owners
+            else:
+                self._start_web()
             self._report()
             try:
                 return self._run_until_stopped()
             finally:
-                web.stop()
+                web.stop(finish=self._handing_over)
+                if self._handing_over:
+                    handover.leave_owners(self.datadir, self.status.owners)
         finally:
             lock.release()
+
+    def _open_web(self) -> WebServer:
+        """The web server, on the socket the main process passed (or bound now), not
+        serving yet."""
+        settings = self.settings
+        web = WebServer(settings.web_host, settings.web_port, settings.web_token,
+                        self._listener)
+        if not (web.loopback or settings.web_token):
+            log.warning('the web server listens beyond loopback (%s) without a web_token: '
+                        'whoever reaches it reads the state and tables of this slot',
+                        settings.web_host)
+        self._web_address = advertised(web.address, settings.web_advertise,
+                                       settings.bootstrap_servers())
+        log.info('other members reach this slot at http://%s/', self._web_address)
+        self._queries = TableQueries(self.app.tables, self.status, self._web_address,
+                                     settings.web_token)
+        self._global_queries = GlobalQueries(self.app.global_tables, self.status,
+                                             self._web_address)
+        return web
+
+    def _start_web(self) -> None:
+        self._web.start([*self._global_queries.routes(), *self._queries.routes(),
+                         *status_routes(self.status), metrics_route(self.metrics.scrape),
+                         skip_route(self._skip)])
 
     def _take_over(self, lock: platform.DirLock) -> bool:
         """Wait for the data directory of the slot this one replaces, reporting meanwhile;
@@ -152,7 +182,13 @@ class Slot:
 
     def _run_until_stopped(self) -> int:
         try:
-            self._start_threads(self._layout or self._prepare_topics())
+            layout = self._layout or self._prepare_topics()
+            stopped = self._load_global_tables(layout)
+            if stopped is not None:
+                return stopped
+            self._start_threads(layout)
+            if self.successor:      # connections waited in the backlog meanwhile
+                self._start_web()
             self.status.phase = 'running'
             log.info('slot %d of %s running with data directory %s', self.index,
                      self.app.name, self.datadir)
@@ -166,6 +202,7 @@ class Slot:
         """Partition counts of every topic and table; missing topics (changelogs too) created."""
         settings = self.settings
         declared = [*self.app.topics.values(), *(t.changelog for t in self.app.tables.values()),
+                    *(t.changelog for t in self.app.global_tables.values()),
                     *(a.repartition for a in self.app.agents if a.repartition is not None)]
         client = admin.connect(settings.kafka_client(), settings.broker_timeout,
                                self._client_id())
@@ -179,13 +216,40 @@ class Slot:
             client.close()
         return layout
 
+    def _load_global_tables(self, layout: Layout) -> int | None:
+        """Start following the global tables and wait until they have read their changelogs
+        to the end as of now, reporting meanwhile; agents start only then (so a lookup never
+        misses a key that was written before the slot started).  None once loaded, else the
+        exit code of a stop asked for (or a failure) meanwhile."""
+        if not self.app.global_tables:
+            return None
+        reader = self._global_tables = GlobalReader(
+            self.settings, self._client_id(), self.app.global_tables.values(), self.datadir,
+            layout.topics, self._fail)
+        self.status.global_tables = reader.loading
+        self.status.threads.append(reader.thread)
+        self._global_queries.open(reader)
+        reader.start()
+        while not reader.loaded.is_set():
+            self._report()
+            event = self._events.get(timeout=REPORT_INTERVAL)
+            if event == 'dump':
+                platform.dump_stacks(f'slot {self.index}')
+            elif isinstance(event, Failure):
+                return self._failed(event, event.code)
+            elif event is not None:
+                log.info('%s shutdown requested while loading global tables', event)
+                self._handing_over = event == 'handover'
+                return EX_OK
+        return None
+
     def _start_threads(self, layout: Layout) -> None:
         settings = self.settings
         identity = f'{self.app.name}-{platform.stable_identity(self.datadir)}'
         self._producer = self._start_producer(identity)
         self._state = self._start_state()
         slot_context = SlotContext(layout, self._producer, self._state,
-                                   self._plain_producer or self._producer)
+                                   self._plain_producer or self._producer, self._global_tables)
         context.install(slot_context)
         routes: dict[str, list[Inbox]] = {}
         for agent in self.app.agents:
@@ -286,6 +350,7 @@ class Slot:
                 return 'cold', self._failed(event, event.code), False
             elif event == 'handover':
                 log.info('warm shutdown requested, for a replacement')
+                self._handing_over = True
                 return 'warm', EX_OK, False
             else:
                 log.info('%s shutdown requested', event)
@@ -356,6 +421,9 @@ class Slot:
         if self._state is not None:
             self._state.reader.stop()
             self._state.reader.thread.join(COLD_GRACE)
+        if self._global_tables is not None:
+            self._global_tables.stop()
+            self._global_tables.thread.join(COLD_GRACE)
         for producer in (self._producer, self._plain_producer):
             if producer is not None:
                 producer.close(COLD_GRACE)
@@ -388,12 +456,14 @@ def slot_dir(datadir: str, index: int) -> Path:
 
 
 def boot(options: Options, index: int, report_fd: int, main_pid: int,
-         successor: bool = False) -> int:
+         successor: bool = False, web_fd: int | None = None) -> int:
     """Run slot ``index`` in a child just forked by the main process; returns its exit code.
 
     The app is imported here, after the fork, so a restarted slot runs the code
     deployed now.  Errors are reported to the main process, which speaks for them.
     A ``successor`` replaces a running slot (see :mod:`runner.main.rolling`).
+    ``web_fd``: the listening socket its web server serves (see
+    :mod:`runner.main.listeners`).
     """
     platform.die_with_parent(main_pid)
     platform.mark_slot()
@@ -408,7 +478,8 @@ def boot(options: Options, index: int, report_fd: int, main_pid: int,
         logs.setup(settings.loglevel, settings.logfile, 'slot', settings.secrets(),
                    settings.log_format, index)
         platform.set_title(f'runner: slot {index} {app.name}')
-        return Slot(app, settings, index, reporter.send, successor).run()
+        listener = None if web_fd is None else socket.socket(fileno=web_fd)
+        return Slot(app, settings, index, reporter.send, successor, listener).run()
     except RunnerError as exc:
         log.debug('slot %d could not start: %s', index, exc)
         reporter.send({'error': str(exc), 'code': exc.exit_code})

@@ -45,6 +45,8 @@ class SlotStatus:
         #: Table partitions still recovering (as ``table[p]``), and changelog records left
         #: (None until known).
         self.recovery: Callable[[], tuple[list[str], int | None]] = lambda: ([], 0)
+        #: Why the slot's global tables keep it from being ready (still loading), or None.
+        self.global_tables: Callable[[], str | None] = lambda: None
         #: Changelog topic → web address of the owner of each partition (last rebalance).
         self.owners: dict[str, list[str | None]] = {}
         #: Why the group left topics of this slot unassigned (their partition count changed
@@ -81,6 +83,9 @@ class SlotStatus:
         live, reason = self.live()
         if not live:
             return False, reason
+        loading = self.global_tables()
+        if loading:
+            return False, loading
         if self.phase != 'running':
             return False, self.phase
         lost = self.kafka_lost

@@ -6,7 +6,7 @@ served at once, each request (its head, and a body, which no route reads and
 which is skipped up to ``MAX_BODY`` bytes) must arrive whole within
 ``IDLE_TIMEOUT`` seconds of the server waiting for it (the connection is closed
 otherwise, however slowly its bytes trickle in), and the listen backlog holds
-``LISTEN_BACKLOG`` connections.  When every connection is taken, a new one
+``platform.LISTEN_BACKLOG`` connections.  When every connection is taken, a new one
 makes the oldest connection that is still waiting for its request head give way:
 slow or idle clients cannot keep a liveness probe out.  Only when every
 connection is inside a request is a new one answered 503 and closed.
@@ -19,7 +19,6 @@ nothing a client sends makes a 500.
 """
 
 import contextlib
-import errno
 import hmac
 import http.client
 import io
@@ -38,8 +37,9 @@ from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
 
+from .. import platform
 from ..config import join_host_port, split_host_port
-from ..errors import DiskError, ResourceBusy
+from ..errors import DiskError
 from .status import SlotStatus
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,10 @@ MAX_CONNECTIONS = 64
 #: Seconds a request's head (its line and headers) may take to arrive, counted from the
 #: moment the server waits for it (after connecting, or after the previous answer).
 IDLE_TIMEOUT = 10.0
-#: Connections waiting in the kernel to be accepted.
-LISTEN_BACKLOG = 128
+#: Seconds a slot handing over to its successor gives the requests it is answering.
+FINISH_GRACE = 1.0
+#: A connection accepted (or answered) this many seconds ago may be sending a request.
+JUST_OPENED = 0.1
 #: The largest request body skipped; a larger one is answered 413.
 MAX_BODY = 64 * 1024
 _BUSY_BODY = b'{"error": "too many connections, try again"}\n'
@@ -325,12 +327,14 @@ class _Server(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
-    request_queue_size = LISTEN_BACKLOG
     routes: Sequence[Route]
     token: str | None = None
 
-    def __init__(self, address: tuple[str, int], handler: type) -> None:
-        super().__init__(address, handler)
+    def __init__(self, listener: socket.socket, handler: type) -> None:
+        super().__init__(listener.getsockname(), handler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = listener
+        self.server_name, self.server_port = self.server_address[:2]
         self._lock = threading.Lock()
         #: Addresses of slots warned about for asking with another token.
         self.warned: set[str] = set()
@@ -338,6 +342,13 @@ class _Server(ThreadingHTTPServer):
         self._open: dict[socket.socket, float | None] = {}
         #: Connections told to give way whose threads have not finished yet.
         self._leaving: set[socket.socket] = set()
+
+    def answering(self) -> bool:
+        """Whether a connection is inside a request, or was accepted (or answered) so
+        recently that its next request may already be on its way."""
+        recent = time.monotonic() - JUST_OPENED
+        with self._lock:
+            return any(since is None or since > recent for since in self._open.values())
 
     @property
     def served(self) -> int:
@@ -406,16 +417,14 @@ class _Server(ThreadingHTTPServer):
 
 
 class WebServer:
-    """Binds at construction (so a taken port fails early) and serves on a thread; with a
-    ``token``, every path but ``/health`` asks for it."""
+    """Binds at construction (so a taken port fails early), or serves ``listener``, a
+    socket already listening (inherited from the main process, which keeps it open
+    across the slot's handovers); serves on a thread once started; with a ``token``,
+    every path but ``/health`` asks for it."""
 
-    def __init__(self, host: str, port: int, token: str | None = None) -> None:
-        try:
-            self._server = _Server((host, port), _Handler)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ResourceBusy(f'web port {host}:{port} is already in use') from None
-            raise ResourceBusy(f'cannot listen on {host}:{port}: {exc.strerror}') from None
+    def __init__(self, host: str, port: int, token: str | None = None,
+                 listener: socket.socket | None = None) -> None:
+        self._server = _Server(listener or platform.listen(host, port), _Handler)
         self._server.token = token
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.2,),
                                         name='web', daemon=True)
@@ -435,7 +444,14 @@ class WebServer:
         self._thread.start()
         log.info('web server listening on http://%s:%d/', *self.address)
 
-    def stop(self) -> None:
+    def stop(self, finish: bool = False) -> None:
+        """Stop accepting and close this process's copy of the listening socket:
+        connections not accepted yet wait for whoever else listens on it (a successor)
+        rather than being refused.  ``finish``: let the requests being answered finish
+        first, for at most ``FINISH_GRACE`` seconds."""
         if self._thread.is_alive():
             self._server.shutdown()
+            deadline = time.monotonic() + (FINISH_GRACE if finish else 0.0)
+            while self._server.answering() and time.monotonic() < deadline:
+                time.sleep(0.01)
         self._server.server_close()

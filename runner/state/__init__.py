@@ -1,4 +1,5 @@
-"""Table state of a slot: the checkpoint, LevelDB stores, live table partitions, recovery.
+"""Table state of a slot: the checkpoint, LevelDB stores, live table partitions, recovery,
+and the global tables every slot holds whole.
 
 The checkpoint (:mod:`runner.state.checkpoint`) is the one place that orders a
 commit.  State is kept per changelog topic-partition.  Nothing here knows

@@ -201,7 +201,7 @@ class ChangelogReader:
         stored_id, offset = store.position()
         start = self._consumer.beginning_offsets([tp])[tp]
         end = self._committed_end(tp, offset)
-        problem = _untrusted(stored_id, offset, topic_id, start, end)
+        problem = untrusted(stored_id, offset, topic_id, start, end)
         if problem:
             log.warning('rebuilding %s[%d] from its changelog: %s', *key, problem)
             store.clear()
@@ -295,7 +295,7 @@ class ChangelogReader:
                  done, total, 100 * done / max(total, 1), rate, left)
 
 
-def _untrusted(stored_id: str | None, offset: int, topic_id: str, start: int, end: int) -> str:
+def untrusted(stored_id: str | None, offset: int, topic_id: str, start: int, end: int) -> str:
     """Why local state cannot be trusted against this changelog, or '' if it can."""
     if stored_id is None:
         return ''

@@ -106,8 +106,9 @@ class PartitionStore:
         return position['topic_id'], position['offset']
 
     def write(self, changes: Iterable[tuple[bytes, bytes | None]], topic_id: str | None,
-              offset: int) -> None:
-        """Apply changes (``None`` deletes) and the new position atomically."""
+              offset: int, position: bytes = POSITION) -> None:
+        """Apply changes (``None`` deletes) and the new position atomically (``position``:
+        where it is stored)."""
         with leveldb('write', self.path), self._db.write_batch() as batch:
             for key, value in changes:
                 if value is None:
@@ -116,7 +117,7 @@ class PartitionStore:
                     batch.put(DATA + key, value)
                 if self.windowed:
                     self._index(batch, key, value)
-            batch.put(POSITION, json.dumps({'topic_id': topic_id, 'offset': offset}).encode())
+            batch.put(position, json.dumps({'topic_id': topic_id, 'offset': offset}).encode())
 
     def _index(self, batch: Any, key: bytes, value: bytes | None) -> None:
         entry = INDEX + _START.pack(round(json.loads(key)[1] * 1e6)) + key

@@ -10,12 +10,13 @@ import sys
 import threading
 import time
 
-from apps import forward_app, outputs
+from apps import count_app, forward_app, outputs, wait_for_counts
 from harness import (
     RUNNER,
     alive,
     committed,
     free_port,
+    murmur2_partition,
     produce,
     run_cli,
     runner_env,
@@ -89,6 +90,103 @@ def test_hup_rolls_over_without_losing_records_or_going_dark(tmp_path, names, wo
     assert {item['value'] for item in seen} == everything
     log = worker.log()
     assert log.index('slot 0 (pid') < log.index('slot 1 (pid')
+
+
+class HandoverWatch:
+    """Polls, every 50 ms until stopped, ``/health`` of both slots of a worker and each of
+    ``keys`` (word → the slot that owns its partition) at both slots, and counts what went
+    wrong against ground truth: a refused or broken connection, a ``/health`` that is not 200, a
+    lookup that is not 200 while the slot owning the key was not being replaced (its old
+    process stopping, or its successor not ready yet, seen before or after the lookup)."""
+
+    def __init__(self, worker, keys, old_pids):
+        self.worker, self.keys, self.old_pids = worker, keys, old_pids
+        self.refused: list[str] = []
+        self.broken: list[str] = []         # connections reset, or not answered in time
+        self.unhealthy: list[str] = []
+        self.unanswered: list[str] = []     # lookups of keys whose owner was not moving
+        self.lookups = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join()
+
+    def _get(self, slot, path):
+        """(status, body) of one GET; status 0 for a refused connection (which is noted)."""
+        import http.client
+        connection = http.client.HTTPConnection(self.worker.host, self.worker.port + slot,
+                                                timeout=30)
+        try:
+            connection.request('GET', path)
+            answer = connection.getresponse()
+            return answer.status, json.loads(answer.read() or b'null')
+        except ConnectionRefusedError:
+            self.refused.append(f'{path} on slot {slot}')
+            return 0, None
+        except (OSError, http.client.HTTPException) as exc:
+            self.broken.append(f'{path} on slot {slot}: {exc!r}')
+            return 0, None
+        finally:
+            connection.close()
+
+    def _moving(self, slot):
+        """Whether slot ``slot`` is being replaced: its old process stopping (or gone) and
+        its successor not ready yet."""
+        status, state = self._get(slot, '/')
+        return not (status == 200 and state['ready'] and (
+            state['pid'] != self.old_pids[slot] or state['phase'] == 'running'))
+
+    def _run(self):
+        while not self._stop.wait(0.05):
+            for slot in (0, 1):
+                status, body = self._get(slot, '/health')
+                if status not in (0, 200):
+                    self.unhealthy.append(f'slot {slot}: {status} {body}')
+                for word, owner in self.keys.items():
+                    moving = self._moving(owner)
+                    status, body = self._get(slot, f'/tables/counts/{word}')
+                    self.lookups += 1
+                    if status not in (0, 200) and not (moving or self._moving(owner)):
+                        self.unanswered.append(f'{word} (slot {owner}) on slot {slot}: '
+                                               f'{status} {body}')
+
+
+def owners_of(worker, words, partitions):
+    """word → the slot whose assignment holds the word's partition (keys placed by murmur2)."""
+    held = {}
+    for slot in (0, 1):
+        for place in worker.state(slot)['assignment']:
+            held[int(place.rpartition(':')[2])] = slot
+    return {word: held[murmur2_partition(word.encode(), partitions)] for word in words}
+
+
+def test_restart_refuses_no_connection_and_keys_of_unmoved_partitions_keep_answering(
+        tmp_path, names, workers, kafka_bootstrap):
+    pidfile = tmp_path / 'runner.pid'
+    worker = workers(count_app(tmp_path, names), extra=('-w', '2', '--pidfile', str(pidfile)))
+    old = worker.split_between(2)
+    words = [f'w{n:03d}' for n in range(12)]
+    produce(kafka_bootstrap, names['source'], [(word, word) for word in words])
+    wait_for_counts(worker, dict.fromkeys(words, 1))
+    owners = owners_of(worker, words, 4)
+    keys = {next(word for word in words if owners[word] == slot): slot for slot in (0, 1)}
+    with HandoverWatch(worker, keys, old) as watch:
+        result = run_cli(['restart', '--pidfile', str(pidfile), '--timeout', '120'], tmp_path,
+                         timeout=150)
+        assert result.returncode == 0, result.stderr
+        restarted = watch.lookups
+        wait_for(lambda: watch.lookups >= restarted + 8, 30, 'lookups after the restart')
+    assert not set(old) & set(worker.slot_pids(2))
+    failures = {'refused': watch.refused, 'broken': watch.broken,
+                'unhealthy': watch.unhealthy, 'unanswered': watch.unanswered}
+    wrong = {kind: found for kind, found in failures.items() if found}
+    assert wrong == {}, '\n'.join(f'{kind}: {found}' for kind, found in wrong.items())
 
 
 def test_a_port_shared_by_two_slots_is_refused(tmp_path, names, workers, kafka_bootstrap):

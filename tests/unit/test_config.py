@@ -227,6 +227,37 @@ def test_a_year_of_seconds_is_accepted_except_where_kafka_counts_milliseconds_in
         check_settings({'session_timeout': 2147484}, 'test')
 
 
+@pytest.mark.parametrize('name', FLOAT_SETTINGS)
+@pytest.mark.parametrize('value', [1e-9, 0.0009, '1e-300'])
+def test_seconds_shorter_than_the_code_can_wait_are_refused(name, value):
+    with pytest.raises(ConfigError, match=f'^invalid {name} .* in test: at least '
+                                          '(0.001|1) seconds?'):
+        check_settings({name: value}, 'test')
+
+
+@pytest.mark.parametrize(('name', 'least', 'why'), [
+    ('session_timeout', 1.0, 'heartbeats'), ('heartbeat_timeout', 1.0, 'four times a second'),
+    ('stall_timeout', 1.0, 'polls'), ('stuck_timeout', 1.0, 'four times a second'),
+])
+def test_timeouts_checked_in_rounds_are_at_least_a_second(name, least, why):
+    with pytest.raises(ConfigError, match=f'^invalid {name} 0.5 in test: at least 1 second '
+                                          f'.*{why}'):
+        check_settings({name: 0.5}, 'test')
+    assert check_settings({name: least}, 'test') == {name: least}
+
+
+def test_a_millisecond_is_the_shortest_time_elsewhere():
+    short = {name: 0.001 for name in FLOAT_SETTINGS
+             if name not in ('session_timeout', 'heartbeat_timeout', 'stall_timeout',
+                             'stuck_timeout')}
+    assert check_settings(short, 'test') == short
+
+
+def test_a_command_timeout_shorter_than_a_millisecond_is_refused():
+    with pytest.raises(UsageError, match="^invalid --timeout '1e-9': at least 0.001 seconds$"):
+        positive_seconds('1e-9', '--timeout', UsageError)
+
+
 @pytest.mark.parametrize(('name', 'too_many'), [
     ('topic_partitions', 2 ** 31), ('replication_factor', 2 ** 15),
     ('max_request_size', 2 ** 31), ('max_inflight', 2 ** 31), ('standby_replicas', 2 ** 31),

@@ -8,6 +8,7 @@ the tables need, and that ``runner --help`` gives every exit code.
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,12 +47,13 @@ def test_every_setting_option_is_a_setting_and_in_the_help():
 
 def served_metric_names():
     """Every metric a slot serves, as scraped (counters with ``_total``), with each optional
-    one present: tables recovering, a previous exit code."""
+    one present: tables recovering, global tables, a previous exit code."""
     collector = SlotCollector(
         SimpleNamespace(kafka_lost=None, ready=lambda: (True, 'processing')), list,
         lambda: SimpleNamespace(lag=dict, backlog=dict, rebalances=0),
         lambda: SimpleNamespace(disk_usage=dict, recovering=lambda: ([], 0)),
-        environ={LAST_EXIT_ENV: '70'})
+        environ={LAST_EXIT_ENV: '70'},
+        global_tables=lambda: SimpleNamespace(read={'rates': 0}, loaded=threading.Event()))
     families = [*SlotMetrics().registry.collect(), *collector.collect()]
     return {family.name + ('_total' if family.type == 'counter' else '')
             for family in families}

@@ -6,10 +6,12 @@ import os
 import stat
 
 import pytest
+from harness import run_cli
 
 from runner import cli, logs, platform
 from runner.config import Options
 from runner.errors import CannotCreate
+from runner.main import control
 
 
 def planted(tmp_path, name):
@@ -83,3 +85,28 @@ def test_an_identity_file_that_is_a_link_is_refused(tmp_path):
     (tmp_path / 'identity').symlink_to(target)
     with pytest.raises(CannotCreate, match='identity: it is a symbolic link'):
         platform.stable_identity(tmp_path)
+
+
+def test_a_pidfile_read_through_a_link_is_refused(tmp_path):
+    planted(tmp_path, 'w.pid')
+    with pytest.raises(CannotCreate, match='^cannot use pidfile .*w.pid: it is a symbolic link$'):
+        platform.running_pid(tmp_path / 'w.pid')
+
+
+def test_a_status_file_read_through_a_link_is_refused(tmp_path):
+    pidfile = platform.Pidfile(tmp_path / 'w.pid')
+    pidfile.acquire()
+    try:
+        planted(tmp_path, 'w.pid.json')
+        with pytest.raises(CannotCreate, match='^cannot use status file .*w.pid.json: it is a '
+                                               'symbolic link$'):
+            control.read_status(str(tmp_path / 'w.pid'))
+    finally:
+        pidfile.release()
+
+
+def test_status_through_a_linked_pidfile_says_so_in_one_line_with_73(tmp_path):
+    planted(tmp_path, 'w.pid')
+    result = run_cli(['status', '--pidfile', 'w.pid'], tmp_path)
+    assert result.returncode == 73
+    assert result.stderr == 'runner: cannot use pidfile w.pid: it is a symbolic link\n'

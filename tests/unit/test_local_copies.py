@@ -2,7 +2,7 @@
 
 import runner
 from runner.app.context import MISSING
-from runner.runtime.queries import _key_from_text, _stored, _url_text
+from runner.runtime.queries import _stored, key_from_text, url_text
 from runner.state.partitions import TablePartition, ValueCache
 from runner.state.stores import PartitionStore
 
@@ -29,4 +29,4 @@ def test_a_standby_copy_answers_a_plain_key(tmp_path):
 def test_keys_travel_in_urls_as_they_came():
     table = runner.App('q').Table('t', key_serializer='json')
     for key in (42, '42', 'a b', ['x', 1]):
-        assert _key_from_text(table, _url_text(table, key)) == key
+        assert key_from_text(table, url_text(table, key)) == key

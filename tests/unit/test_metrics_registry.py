@@ -16,6 +16,7 @@ from runner.runtime.metrics import SlotCollector
 from runner.runtime.queues import Inbox, Stopped
 from runner.runtime.slot import Slot
 from runner.runtime.stream import Stream
+from runner.state.globals import GlobalReader
 from runner.state.manager import StateManager
 
 TP0, TP1 = TopicPartition('orders', 0), TopicPartition('orders', 1)
@@ -223,6 +224,25 @@ def test_a_slot_with_tables_exports_their_size_on_disk_and_what_recovery_has_lef
     assert samples(families['runner_table_recovery_remaining_records']) == {
         ('runner_table_recovery_remaining_records', ()): 42}
     state.stores.release((table.changelog.name, 1))
+
+
+def test_a_slot_with_global_tables_exports_what_each_has_read_and_whether_it_is_loaded(
+        tmp_path, monkeypatch):
+    app = runner.App('metered')
+    prices, rates = app.GlobalTable('prices'), app.GlobalTable('rates')
+    reader = GlobalReader(Settings(), 'c', [prices, rates], tmp_path, {}, print)
+    reader.read.update(prices=120, rates=3)
+    slot = slot_of(tmp_path, monkeypatch)
+    slot._global_tables = reader
+    families = scraped(slot)
+    assert samples(families['runner_global_table_records_read']) == {
+        ('runner_global_table_records_read_total', (('table', 'prices'),)): 120,
+        ('runner_global_table_records_read_total', (('table', 'rates'),)): 3}
+    assert samples(families['runner_global_tables_loaded']) == {
+        ('runner_global_tables_loaded', ()): 0}
+    reader.loaded.set()
+    assert samples(scraped(slot)['runner_global_tables_loaded']) == {
+        ('runner_global_tables_loaded', ()): 1}
 
 
 class FakeReader:

@@ -10,7 +10,7 @@ from harness import wait_for
 
 import runner
 from runner.runtime import queries, web
-from runner.runtime.queries import BadPath, TableQueries, _unquoted
+from runner.runtime.queries import BadPath, TableQueries, unquoted
 
 APP = runner.App('queries-unit')
 TABLE = APP.Table('counts', default=int)
@@ -74,8 +74,8 @@ def test_a_peer_refusing_this_slot_s_token_is_a_502_naming_it(caplog):
 @pytest.mark.parametrize('text', ['caf\u00c3\u00a9', '%FF', 'a%C3'])
 def test_a_key_that_is_not_percent_encoded_utf8_is_a_bad_path(text):
     with pytest.raises(BadPath, match='percent-encode'):
-        _unquoted(text)
+        unquoted(text)
 
 
 def test_a_percent_encoded_utf8_key_is_read_as_text():
-    assert _unquoted('caf%C3%A9') == 'café'
+    assert unquoted('caf%C3%A9') == 'café'

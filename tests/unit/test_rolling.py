@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 from runner import platform
-from runner.main.rolling import RollingRestart
-from runner.main.supervisor import PendingCheck, Supervisor
+from runner.main.rolling import PendingCheck, RollingRestart
+from runner.main.slots import Deploy
+from runner.main.supervisor import Supervisor
 
 USR2, TERM = signal.SIGUSR2, signal.SIGTERM
 
@@ -88,13 +89,17 @@ def test_slots_without_a_successor_are_neither_waited_for_nor_handed_over():
 # -- the main process's part ------------------------------------------------------
 
 
+#: Slots that never run, each on a port of its own (the main process binds them).
+DEPLOY = Deploy(None, lambda index: ('127.0.0.1', 0))
+
+
 class FakeProcess:
     """What the main process forks, never forked; ``report()`` writes to its report socket."""
 
     pids = itertools.count(1000)
 
     def __init__(self, target, args, name):
-        self.index, self._report_fd, _, self.successor = args
+        self.index, self._report_fd, _, self.successor, self.web_fd = args
         self.pid = next(self.pids)
         self.exitcode = None
         self.end: socket.socket | None = None
@@ -120,7 +125,7 @@ class Main:
         monkeypatch.setattr(platform, 'kill_quietly', self._record_signal)
         monkeypatch.setattr(platform, 'kill_group', lambda pgid, signum=None: None)
         monkeypatch.setattr(platform, 'children', lambda parent: {})
-        self.supervisor = Supervisor('app', workers, None, None, check_timeout=10.0,
+        self.supervisor = Supervisor('app', workers, DEPLOY, None, check_timeout=10.0,
                                      ready_timeout=60.0)
         self.supervisor._context = SimpleNamespace(Process=self._fork)
 
@@ -154,8 +159,9 @@ class Main:
 
     def hup(self):
         """As if HUP came and the app check passed."""
-        self.supervisor._check = PendingCheck(SimpleNamespace(result=lambda: None), None)
-        self.supervisor._finish_check()
+        self.supervisor.restarts.check = PendingCheck(SimpleNamespace(result=lambda: None),
+                                                      lambda _checked: DEPLOY)
+        self.supervisor.restarts.finish_check()
 
     def report(self, slot, phase='running', ready=True):
         slot.process.report(phase, ready)
@@ -173,7 +179,7 @@ class Main:
     def replace(self, *indexes):
         """Take the slots ``indexes``, whose successors run, through their handover."""
         main = self.supervisor
-        successors = [main.successors[index] for index in indexes]
+        successors = [main.restarts.successors[index] for index in indexes]
         old = [main.slots[index] for index in indexes]
         for successor in successors:
             self.report(successor, 'prepared', ready=False)
@@ -191,6 +197,7 @@ class Main:
             process.end.close()
         for slot in self.supervisor._processes():
             slot.reader.close()
+        self.supervisor._listeners.close_all()
 
 
 @pytest.fixture
@@ -214,23 +221,23 @@ def test_a_slot_down_when_its_turn_comes_is_started_anew_and_the_restart_goes_on
     main.backoff_over(0)
     main.step()                                     # slot 0 gets no successor: started anew
     anew = main.supervisor.slots[0]
-    assert anew.pid != crashed.pid and main.supervisor.successors == {}
+    assert anew.pid != crashed.pid and main.supervisor.restarts.successors == {}
     main.report(anew)
     main.step(3)
     assert main.signals_to(anew) == []
     main.replace(1)                                 # slot 1 is replaced hot, as usual
-    assert main.supervisor._restart is None and main.supervisor._restarts_done == 1
+    assert main.supervisor.restarts.plan is None and main.supervisor.restarts.done == 1
 
 
 def test_a_failed_restart_stops_the_successors_that_did_not_take_over(make_main):
     main = make_main(4)
     main.hup()
     main.step()
-    first, second = main.supervisor.successors[0], main.supervisor.successors[1]
+    first, second = main.supervisor.restarts.successors[0], main.supervisor.restarts.successors[1]
     main.report(first, 'prepared', ready=False)
     main.exit(second, 1)                            # the new slot 1 cannot start
-    assert 'the new slot 1 could not start' in main.supervisor._restart_error
-    assert main.signals_to(first) == [TERM] and main.supervisor.successors == {}
+    assert 'the new slot 1 could not start' in main.supervisor.restarts.error
+    assert main.signals_to(first) == [TERM] and main.supervisor.restarts.successors == {}
     old = main.supervisor.slots[0]
     main.exit(old, 1)                               # slot 0 crashes: no stale successor
     main.backoff_over(0)
@@ -240,8 +247,8 @@ def test_a_failed_restart_stops_the_successors_that_did_not_take_over(make_main)
     assert main.supervisor.slots[0].pid not in (old.pid, first.pid)
     main.hup()
     main.step()
-    assert sorted(main.supervisor.successors) == [0, 1]
-    assert main.supervisor.successors[0].pid not in (first.pid, second.pid)
+    assert sorted(main.supervisor.restarts.successors) == [0, 1]
+    assert main.supervisor.restarts.successors[0].pid not in (first.pid, second.pid)
 
 
 def test_a_slot_removed_while_handing_over_leaves_and_is_not_replaced(make_main):
@@ -250,9 +257,9 @@ def test_a_slot_removed_while_handing_over_leaves_and_is_not_replaced(make_main)
     main.step()
     main.replace(0)
     main.step(2)                                    # the next group: slots 1 and 2
-    old, successor = main.supervisor.slots[2], main.supervisor.successors[2]
+    old, successor = main.supervisor.slots[2], main.supervisor.restarts.successors[2]
     for index in (1, 2):
-        main.report(main.supervisor.successors[index], 'prepared', ready=False)
+        main.report(main.supervisor.restarts.successors[index], 'prepared', ready=False)
     main.step()
     assert main.signals_to(old) == [USR2]
     main.supervisor._on_ttou()                      # slot 2 goes, for good
@@ -264,7 +271,7 @@ def test_a_slot_removed_while_handing_over_leaves_and_is_not_replaced(make_main)
     main.exit(main.supervisor.slots[1], 0)
     main.report(main.supervisor.slots[1])
     main.step()
-    assert main.supervisor._restart is None and main.supervisor._restarts_done == 1
+    assert main.supervisor.restarts.plan is None and main.supervisor.restarts.done == 1
     assert sorted(main.supervisor.slots) == [0, 1]
 
 
@@ -272,21 +279,21 @@ def test_a_slot_fenced_before_handing_over_is_not_taken_over(make_main):
     main = make_main(2)
     main.hup()
     main.step()
-    old, successor = main.supervisor.slots[0], main.supervisor.successors[0]
+    old, successor = main.supervisor.slots[0], main.supervisor.restarts.successors[0]
     main.report(successor, 'prepared', ready=False)
     main.exit(old, 73)                              # another member took its identity
     assert main.signals_to(successor) == [TERM]
     assert 0 not in main.supervisor.slots and main.supervisor._record(0).failed
-    assert 'rolling restart stopped: slot 0' in main.supervisor._restart_error
+    assert 'rolling restart stopped: slot 0' in main.supervisor.restarts.error
 
 
 def test_a_slot_that_crashes_before_handing_over_is_started_anew(make_main):
     main = make_main(2)
     main.hup()
     main.step()
-    old, successor = main.supervisor.slots[0], main.supervisor.successors[0]
+    old, successor = main.supervisor.slots[0], main.supervisor.restarts.successors[0]
     main.exit(old, 1)
-    assert main.signals_to(successor) == [TERM] and main.supervisor.successors == {}
+    assert main.signals_to(successor) == [TERM] and main.supervisor.restarts.successors == {}
     successor.stop_by = 0.0                         # it does not stop in time
     main.step()
     assert main.signals_to(successor) == [TERM, signal.SIGKILL]
@@ -298,4 +305,59 @@ def test_a_slot_that_crashes_before_handing_over_is_started_anew(make_main):
     main.report(anew)
     main.step(3)
     main.replace(1)
-    assert main.supervisor._restart is None and main.supervisor._restarts_done == 1
+    assert main.supervisor.restarts.plan is None and main.supervisor.restarts.done == 1
+
+
+def listening_port(fd):
+    """The port the listening socket ``fd`` (as the main process holds it) is bound to."""
+    with socket.socket(fileno=os.dup(fd)) as copy:
+        return copy.getsockname()[1]
+
+
+def connects(port):
+    """Whether a connection to ``port`` is taken (into the backlog, if nobody accepts)."""
+    try:
+        socket.create_connection(('127.0.0.1', port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
+def test_a_successor_serves_the_very_socket_of_the_slot_it_replaces(make_main):
+    main = make_main(2)
+    old = main.supervisor.slots[0]
+    port = listening_port(old.process.web_fd)
+    main.hup()
+    main.step()
+    successor = main.supervisor.restarts.successors[0]
+    assert successor.process.web_fd == old.process.web_fd
+    main.replace(0)                                 # the old slot has exited
+    assert main.supervisor.slots[0] is successor and connects(port)
+    assert listening_port(successor.process.web_fd) == port
+
+
+def test_a_slot_that_exits_unasked_leaves_its_port_closed_until_it_starts_again(make_main):
+    main = make_main(2)
+    crashed = main.supervisor.slots[1]
+    port = listening_port(crashed.process.web_fd)
+    main.exit(crashed, 1)
+    assert not connects(port)
+    main.backoff_over(1)
+    main.step()
+    anew = main.supervisor.slots[1]
+    assert anew.pid != crashed.pid and connects(listening_port(anew.process.web_fd))
+
+
+def test_a_web_port_in_use_at_start_stops_the_worker_with_73(monkeypatch):
+    taken = socket.create_server(('127.0.0.1', 0))
+    port = taken.getsockname()[1]
+    deploy = Deploy(None, lambda index: ('127.0.0.1', port))
+    monkeypatch.setattr(platform, 'children', lambda parent: {})
+    supervisor = Supervisor('app', 1, deploy, None, check_timeout=10.0, ready_timeout=60.0)
+    try:
+        supervisor._spawn_missing()
+    finally:
+        taken.close()
+    assert supervisor.exit_code == 73 and supervisor.slots == {}
+    assert supervisor.fatal_message == (f'slot 0 could not start: web port 127.0.0.1:{port} '
+                                        'is already in use')

@@ -13,7 +13,7 @@ from runner import cli, platform
 from runner.cli import load_options, parse
 from runner.config import default_workers_max
 from runner.errors import CannotFork, ConfigError, UsageError
-from runner.main.supervisor import Reload
+from runner.main.rolling import Reload
 
 
 def options(*argv, config=None):
@@ -112,8 +112,8 @@ def test_a_successor_that_cannot_be_forked_stops_the_rolling_restart(main_of, mo
     failing_forks(monkeypatch, 1)
     main.hup()
     main.step()
-    assert main.supervisor._restart is None and not main.supervisor.successors
-    assert main.supervisor._restart_error == ('rolling restart stopped: slot 0: cannot fork '
+    assert main.supervisor.restarts.plan is None and not main.supervisor.restarts.successors
+    assert main.supervisor.restarts.error == ('rolling restart stopped: slot 0: cannot fork '
                                               'its successor: Resource temporarily unavailable')
     assert main.supervisor.slots == old
 
@@ -139,14 +139,14 @@ def test_an_app_check_that_cannot_be_forked_is_one_line_with_exit_71(monkeypatch
 def test_a_rolling_restart_whose_app_check_cannot_be_forked_is_refused(main_of, monkeypatch):
     main = main_of(2)
     main.start()
-    main.supervisor._reload = lambda: Reload(check=lambda: None, slot_main=None)
+    main.supervisor.restarts.reload = lambda: Reload(check=lambda: None, deploy=None)
     no_fork(monkeypatch)
     main.supervisor._on_hup()
     main.step()
-    assert main.supervisor._restart_error == ('rolling restart refused, slots keep running: '
+    assert main.supervisor.restarts.error == ('rolling restart refused, slots keep running: '
                                               'the app check: no process can be forked: '
                                               'Resource temporarily unavailable')
-    assert main.supervisor._check is None and len(main.supervisor.slots) == 2
+    assert main.supervisor.restarts.check is None and len(main.supervisor.slots) == 2
 
 
 def test_a_worker_that_cannot_fork_to_detach_says_so_in_one_line(monkeypatch):

@@ -48,12 +48,12 @@ def test_a_successor_that_never_loads_the_app_is_killed_at_the_import_timeout(ma
     main.start()
     main.hup()
     main.step()
-    successor = main.supervisor.successors[0]
+    successor = main.supervisor.restarts.successors[0]
     successor.started -= 11
     main.step()
     assert main.signals_to(successor) == [signal.SIGKILL]
     main.exit(successor, -9)
-    assert main.supervisor._restart_error == ('rolling restart stopped: the new slot 0 could '
+    assert main.supervisor.restarts.error == ('rolling restart stopped: the new slot 0 could '
                                               'not start: did not load the app within 10s '
                                               '(import_timeout)')
 
@@ -61,7 +61,7 @@ def test_a_successor_that_never_loads_the_app_is_killed_at_the_import_timeout(ma
 def refuse_deploy(main):
     def broken():
         raise RunnerError('invalid workers in r.yaml')
-    main.supervisor._reload = broken
+    main.supervisor.restarts.reload = broken
     main.supervisor._on_hup()
     main.step()
 
@@ -80,7 +80,7 @@ def test_a_refused_deploy_shows_in_status_and_status_line_until_a_restart_succee
     main.replace(0)
     main.step(2)
     main.replace(1)
-    assert main.supervisor._restarts_done == 1
+    assert main.supervisor.restarts.done == 1
     assert 'last deploy' not in control.format_status(status_file(main))
     assert statuses(main)[-1] == 'running, 2 of 2 slots ready'
 
