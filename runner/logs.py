@@ -7,6 +7,7 @@ import logging.handlers
 import os
 import re
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
@@ -228,6 +229,21 @@ def connection_errors_suppressed() -> int:
 def plural(count: int, noun: str) -> str:
     """``1 slot``, ``2 slots``, ``0 slots``."""
     return f'{count} {noun}' if count == 1 else f'{count} {noun}s'
+
+
+def clock(unix_time: float) -> str:
+    """A Unix time as ``YYYY-MM-DD HH:MM:SS UTC``."""
+    return time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(unix_time))
+
+
+def duration(seconds: float) -> str:
+    """Seconds in their two largest units: ``45s``, ``3m 20s``, ``2h 5m``, ``4d 3h``."""
+    whole = int(seconds)
+    for size, unit, smaller, next_unit in ((86400, 'd', 3600, 'h'), (3600, 'h', 60, 'm'),
+                                           (60, 'm', 1, 's')):
+        if whole >= size:
+            return f'{whole // size}{unit} {whole % size // smaller}{next_unit}'
+    return f'{whole}s'
 
 
 def setup(level: str, logfile: str | None, role: str, secrets: Iterable[str] = (),

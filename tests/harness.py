@@ -37,6 +37,8 @@ __all__ = ['REPO', 'RUNNER', 'Worker', 'alive', 'committed', 'consume', 'debian_
            'write_app']
 
 RUNNER = REPO / 'runner.py'
+#: apt-get waits this long for the package manager's lock (tests may install at once).
+APT_WAIT = ('-o', 'DPkg::Lock::Timeout=600')
 RECOVERED = re.compile(r'\[(\d+)\] \[slot \d+\] INFO runner\.state\.recovery: '
                        r'recovered (\S+)\[(\d+)\]: (\d+) records in ([\d.]+)s')
 
@@ -198,7 +200,8 @@ def without_waiting(stderr: str) -> str:
 
 def debian_command(command: str, package: str | None = None) -> str:
     """The path of ``command``, from Debian's ``package`` (by default named alike), installed
-    when missing (as root); the calling test is skipped, with the reason, where it cannot be."""
+    when missing (as root: ``apt-get update``, then ``install``); the calling test is
+    skipped, with the reason, where it cannot be."""
     import pytest  # here: the benchmarks use this module without pytest
 
     package = package or command
@@ -210,9 +213,10 @@ def debian_command(command: str, package: str | None = None) -> str:
                     f'{package}) needs root')
     if shutil.which('apt-get') is None:
         pytest.skip(f'{command} is not installed, and there is no apt-get to install it')
-    result = subprocess.run(['apt-get', 'install', '-y', '--no-install-recommends', package],
-                            env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'},
-                            capture_output=True, text=True, timeout=900, check=False)
+    for step in (['update'], ['install', '-y', '--no-install-recommends', package]):
+        result = subprocess.run(['apt-get', *APT_WAIT, *step], capture_output=True, text=True,
+                                env={**os.environ, 'DEBIAN_FRONTEND': 'noninteractive'},
+                                timeout=900, check=False)
     found = shutil.which(command)
     if not found:
         reason = (result.stderr.strip().splitlines() or ['no output'])[-1]

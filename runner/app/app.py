@@ -136,7 +136,7 @@ class App:
         if not isinstance(topic, Topic):
             topic = self.topics.get(topic) or Topic(self, topic)
         return current().send(topic, topic.key_codec.dumps(key),
-                              topic.value_codec.dumps(value), _headers(headers), partition)
+                              topic.value_codec.dumps(value), header_list(headers), partition)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every record sent from this process is written."""
@@ -146,7 +146,9 @@ class App:
         return f'<App {self.name} topics={sorted(self.topics)} agents={len(self.agents)}>'
 
 
-def _headers(headers: Mapping[str, Any] | list | None) -> list | None:
+def header_list(headers: Mapping[str, Any] | list | None) -> list | None:
+    """Headers as Kafka takes them: ``(name, bytes)`` pairs, from a mapping or pairs whose
+    values are bytes, None or anything else (sent as its ``str``, UTF-8)."""
     if not headers:
         return None
     items = headers.items() if isinstance(headers, Mapping) else headers

@@ -43,15 +43,18 @@ Through the group protocol's user data every member tells the leader its web
 address, identity, protocol, the tasks it owns (and the generation it got them
 in) and the changelog partitions it holds caught up; the leader hands every
 member, per changelog partition, the web address of its owner, the partitions
-it keeps as standby and those it warms up.  No extra service is needed to
-route a table query.  A field a member does not send (an older version, in a
-rolling restart) reads as unknown: no generation, and a protocol that may
-still hold what it claims.
+it keeps as standby and those it warms up, and the web addresses of all the
+members (the status page links them).  No extra service is needed to route a
+table query.  Each member keeps what its last assignments changed for it, and
+why as far as it can tell (:class:`Change`).  A field a member does not send
+(an older version, in a rolling restart) reads as unknown: no generation, and a
+protocol that may still hold what it claims.
 """
 
 import json
 import logging
-from collections import Counter, defaultdict
+import time
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -71,6 +74,28 @@ Partition = tuple[str, int]
 ChangelogPartition = tuple[str, int]
 #: A claim's generation when its member does not say (it predates the field).
 UNKNOWN_GENERATION = -1
+#: Assignments a member remembers (see :attr:`RunnerAssignor.changes`).
+CHANGES_KEPT = 10
+#: Said after the cause of a round that follows another at once (see ``_follow_up``).
+FOLLOW_UP = ' (its next round)'
+#: A round follows another at once when it comes within this long of it (seconds).
+FOLLOW_UP_WITHIN = 30.0
+
+
+class Change(NamedTuple):
+    """What one assignment changed for this member, and why as far as it can tell."""
+
+    at: float                        # Unix time it was received
+    generation: int
+    assigned: list[Partition]        # partitions it gained
+    revoked: list[Partition]         # partitions it lost
+    cause: str
+
+    def describe(self) -> dict[str, Any]:
+        """As JSON: partitions as ``topic:partition``."""
+        return {'at': round(self.at, 3), 'generation': self.generation, 'cause': self.cause,
+                'assigned': [f'{t}:{p}' for t, p in self.assigned],
+                'revoked': [f'{t}:{p}' for t, p in self.revoked]}
 
 
 class Member(NamedTuple):
@@ -129,6 +154,11 @@ class RunnerAssignor(AbstractPartitionAssignor):
         self.warmups: set[Task] = set()
         #: The generation of the last assignment (-1 before the first).
         self.generation = UNKNOWN_GENERATION
+        #: The web addresses of the group's members, this one's included (as the last
+        #: assignment said; empty from a leader of an older version).
+        self.members: list[str] = []
+        #: What the last :data:`CHANGES_KEPT` assignments changed here, oldest first.
+        self.changes: deque[Change] = deque(maxlen=CHANGES_KEPT)
 
     def supported_protocols(self) -> list[RebalanceProtocol]:
         return [self._protocol]
@@ -145,6 +175,8 @@ class RunnerAssignor(AbstractPartitionAssignor):
 
     def on_assignment(self, assignment: ConsumerProtocolAssignment, generation: int) -> None:
         data = _decode(assignment.user_data)
+        held_before, members_before, counts_before = self._held, self.members, dict(self.counts)
+        first, warmed = self.generation == UNKNOWN_GENERATION, self.warmups
         self.owners = {changelog: list(webs) for changelog, webs in data.get('owners', {}).items()}
         self.standbys = {(changelog, p) for changelog, p in data.get('standbys', ())}
         self.warmups = {(count, p) for count, p in data.get('warmups', ())}
@@ -154,6 +186,23 @@ class RunnerAssignor(AbstractPartitionAssignor):
         self._held = {(topic, p) for topic, partitions in assignment.assigned_partitions
                       for p in partitions}
         self.generation = generation
+        self.members = sorted(web for web in data.get('members', ()) if isinstance(web, str))
+        cause = ('this slot joined the group' if first else
+                 _cause(members_before, self.members, counts_before, self.counts,
+                        warmed & self._owned) or self._follow_up(generation))
+        self.changes.append(Change(time.time(), generation, sorted(self._held - held_before),
+                                   sorted(held_before - self._held), cause))
+
+    def _follow_up(self, generation: int) -> str:
+        """The cause of an assignment nothing explains: the round that follows another at
+        once (a cooperative rebalance hands out what its first round revoked) has the cause
+        of that one; otherwise a rejoin or a request, which Kafka does not tell apart."""
+        last = self.changes[-1] if self.changes else None
+        if (last is not None and last.generation == generation - 1
+                and time.time() - last.at < FOLLOW_UP_WITHIN):
+            return last.cause if last.cause.endswith(FOLLOW_UP) else last.cause + FOLLOW_UP
+        return ('members unchanged: a member rejoined or asked for it (a warm handover, a '
+                'lost membership)')
 
     def forget(self, tps: Iterable[Any]) -> None:
         """This member no longer holds ``tps`` (its membership was lost: others may own them
@@ -186,7 +235,9 @@ class RunnerAssignor(AbstractPartitionAssignor):
         webs = {m.identity: m.web for m in group}
         owners = {changelog: [webs.get(owner.get((count, p))) for p in range(count)]
                   for changelog, count in self._changelogs.items()}
-        return {m.member_id: self._assignment(m, owner, partitions[m.identity], counts, owners,
+        members = sorted({web for web in webs.values() if web})
+        return {m.member_id: self._assignment(m, owner, partitions[m.identity], counts,
+                                              {'owners': owners, 'members': members},
                                               standbys, warmups, broken) for m in group}
 
     def _balance(self, tasks: list[Task], group: list[Member],
@@ -245,11 +296,12 @@ class RunnerAssignor(AbstractPartitionAssignor):
         return kept
 
     def _assignment(self, member: Member, owner: dict[Task, str], partitions: set[Partition],
-                    counts: dict[str, int], owners: dict, standbys: dict[str, set],
+                    counts: dict[str, int], group: dict[str, Any], standbys: dict[str, set],
                     warmups: dict[str, set[Task]], broken: dict[str, tuple[int, int]]
                     ) -> ConsumerProtocolAssignment:
+        """``group``: what every member is told alike (owners and members)."""
         tasks = sorted(task for task, identity in owner.items() if identity == member.identity)
-        user_data = {'owners': owners, 'standbys': sorted(standbys[member.identity]),
+        user_data = {**group, 'standbys': sorted(standbys[member.identity]),
                      'warmups': sorted(warmups.get(member.identity, ())), 'tasks': tasks,
                      'counts': {t: counts[t] for t in member.topics if t in counts},
                      'broken': {t: broken[t] for t in member.topics if t in broken}}
@@ -396,6 +448,23 @@ def _by_task(partitions: set[Partition], counts: dict[str, int]) -> dict[Task, s
     for topic, p in partitions:
         tasks[(counts[topic], p)].add((topic, p))
     return tasks
+
+
+def _cause(members_before: list[str], members: list[str], counts_before: dict[str, int],
+           counts: dict[str, int], taken_over: set[Task]) -> str:
+    """Why the group rebalanced, as far as a member can tell from two assignments in a
+    row: members that joined or left, partition counts that changed, warm tasks taken
+    over ('' if none of these)."""
+    joined, left = sorted(set(members) - set(members_before)), sorted(
+        set(members_before) - set(members))
+    grown = sorted(f'{topic} {counts_before[topic]} to {count} partitions'
+                   for topic, count in counts.items()
+                   if counts_before.get(topic) not in (None, count))
+    causes = ([f'joined: {", ".join(joined)}'] if joined and members_before else []) + (
+        [f'left: {", ".join(left)}'] if left and members else []) + (
+        [f'partition count changed: {", ".join(grown)}'] if grown else []) + (
+        [f'this slot took over {len(taken_over)} task(s) it warmed up'] if taken_over else [])
+    return '; '.join(causes)
 
 
 def _distinct(group: list[Member]) -> list[Member]:

@@ -9,13 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EX_DEGRADED, EX_NOT_ANSWERING, EX_OK, NotFinished, NotRunning
-from ..logs import plural
+from ..logs import clock, duration, plural
 from ..platform import read_own, running_pid
 from ..progress import Waiting
 
 #: A status file older than this (seconds) is from a main process that stopped answering
 #: (frozen, or it cannot write the file): it rewrites it every second.
 STALE_AFTER = 10.0
+#: The columns of ``runner status``'s table that hold numbers (records/s and lag).
+NUMBER_COLUMNS = (4, 5)
 
 
 def status_path(pidfile: str | Path) -> Path:
@@ -73,18 +75,44 @@ def format_status(status: dict[str, Any], now: float | None = None) -> str:
         f'  {state}']
     if status.get('restart_error'):
         head.append(f"last deploy: {status['restart_error']}")
-    rows = [(('SLOT', 'PID', 'WEB', 'STATE', 'PARTITIONS'), None)]
+    rows = [(('SLOT', 'PID', 'WEB', 'STATE', 'REC/S', 'LAG', 'PARTITIONS'), [])]
     rows += [((str(slot['slot']), str(slot['pid'] or '-'), slot.get('web') or '-',
-               slot['state'], ','.join(slot['assignment']) or '-'), _why(slot, now))
-             for slot in slots]
-    widths = [max(len(cells[i]) for cells, _ in rows) for i in range(4)]
+               slot['state'], *_rate_and_lag(slot.get('progress')),
+               ','.join(slot['assignment']) or '-'), _notes(slot, now)) for slot in slots]
+    widths = [max(len(cells[i]) for cells, _ in rows) for i in range(6)]
     lines = head
-    for cells, why in rows:
-        padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=False)]
-        lines.append('  '.join([*padded, cells[4]]).rstrip())
-        if why:
-            lines.append(' ' * (widths[0] + 2) + why)
+    for cells, notes in rows:
+        padded = [cell.rjust(width) if i in NUMBER_COLUMNS else cell.ljust(width)
+                  for i, (cell, width) in enumerate(zip(cells, widths, strict=False))]
+        lines.append('  '.join([*padded, cells[6]]).rstrip())
+        lines.extend(' ' * (widths[0] + 2) + note for note in notes)
     return '\n'.join(lines)
+
+
+def _rate_and_lag(progress: dict[str, Any] | None) -> tuple[str, str]:
+    """A running slot's records per second over the last minute and its lag."""
+    if not progress:
+        return '-', '-'
+    return f"{progress['rate']:.1f}", str(progress['lag'])
+
+
+def _notes(slot: dict[str, Any], now: float) -> list[str]:
+    """The lines below a slot's row: why it is not ready, how far its tables' recovery has
+    got (unless that is why), and when its last rebalance was and why."""
+    why = _why(slot, now)
+    notes = [why] if why else []
+    progress = slot.get('progress') or {}
+    recovery = progress.get('recovery') or {}
+    if recovery.get('partitions') and not (why or '').startswith('recovering'):
+        left = recovery.get('remaining')
+        notes.append(f"recovering {plural(len(recovery['partitions']), 'table partition')}: "
+                     + ('reading where their changelogs end' if left is None
+                        else f'{left} changelog records remaining'))
+    rebalanced = progress.get('rebalanced')
+    if rebalanced:
+        notes.append(f"last rebalance {clock(rebalanced['at'])} "
+                     f"({duration(max(0.0, now - rebalanced['at']))} ago): {rebalanced['cause']}")
+    return notes
 
 
 def _why(slot: dict[str, Any], now: float) -> str | None:

@@ -90,7 +90,8 @@ class SlotProcess:
                       'import_timeout)')
         return {'slot': self.index, 'pid': self.pid, 'web': self.report.get('web'),
                 'state': self.state(), 'ready': self.ready, 'reason': reason,
-                'assignment': self.report.get('assignment', []), 'started': self.started_at}
+                'assignment': self.report.get('assignment', []), 'started': self.started_at,
+                'progress': self.report.get('progress')}
 
 
 def _stopped_partitions(stopped: dict[str, dict[str, Any]] | None) -> str | None:

@@ -16,6 +16,7 @@ from .context import AgentContext, SlotContext
 from .policy import ErrorPolicy, error_text, where
 from .queues import Inbox, Stopped
 from .stream import Stream
+from .throughput import summed
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +53,7 @@ class AgentThreads:
 
     def processed(self) -> dict[TopicPartition, int]:
         """Records its threads have processed, per partition (read at a metrics scrape)."""
-        total: dict[TopicPartition, int] = {}
-        for stream in self._streams:
-            for tp, count in dict(stream.processed).items():
-                total[tp] = total.get(tp, 0) + count
-        return total
+        return summed(dict(stream.processed) for stream in self._streams)
 
     def holding(self) -> list[Any]:
         """The records its threads are inside of (a thread that crashed keeps its own)."""

@@ -1,17 +1,19 @@
 """What happens to a record an agent cannot process: dead-lettered, skipped, or counted.
 
 Every record taken off the normal path is logged and counted (``GET /``
-shows the counts per agent).  A dead letter keeps the record's key, value and
-headers, and adds headers saying why and where it came from; a record too
-large for the producer is dead-lettered cut to fit, with headers saying so
-and giving its original size (:func:`fitted`).  A dead letter is sent
-through the record's own context, so it is written (or, under exactly-once,
-committed) before the record's offset is, and dropped with the record's other
-outputs if its partition moves away before the next commit.
+shows the counts per agent, and the last few such records).  A dead letter
+keeps the record's key, value and headers, and adds headers saying why and
+where it came from; a record too large for the producer is dead-lettered cut
+to fit, with headers saying so and giving its original size (:func:`fitted`).
+A dead letter is sent through the record's own context, so it is written (or,
+under exactly-once, committed) before the record's offset is, and dropped with
+the record's other outputs if its partition moves away before the next commit.
 """
 
 import logging
 import threading
+import time
+from collections import deque
 from typing import Any
 
 from ..app.agents import Agent
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 MAX_ERROR_TEXT = 1000
 #: Bytes a dead letter cut to fit leaves for the framing of the record and its batch.
 FRAMING = 1024
+#: Records taken off the normal path that an agent's policy remembers (see ``recent``).
+RECENT_KEPT = 20
 
 
 def error_text(exc: BaseException) -> str:
@@ -43,6 +47,10 @@ class ErrorPolicy:
         self.agent = agent
         self._lock = threading.Lock()
         self.counts = {'failed': 0, 'dead_lettered': 0, 'skipped': 0, 'retried': 0}
+        #: The last :data:`RECENT_KEPT` records retried, skipped or dead-lettered, oldest
+        #: first: ``at`` (Unix time), ``agent``, ``record`` (``topic[p]@offset``),
+        #: ``action`` (what the count is called) and ``error``.
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_KEPT)
 
     def unreadable(self, context: AgentContext, record: Any, exc: Exception) -> None:
         """A record the topic's serializers cannot decode: never retried."""
@@ -52,7 +60,7 @@ class ErrorPolicy:
                   reason: str) -> None:
         """Dead-letter ``record`` (or skip it, if the agent says so), logged and counted."""
         if self.agent.on_error == 'skip':
-            self._count('skipped')
+            self._count('skipped', record, f'{reason}: {error_text(exc)}')
             log.warning('agent %s skipped %s (%s): %s', self.agent.name, where(record), reason,
                         error_text(exc))
             return
@@ -72,7 +80,7 @@ class ErrorPolicy:
                                         context.slot.producer.max_request_size))
             log.warning('agent %s: %s is too large to dead-letter whole; its copy is cut to '
                         'fit (header runner-cut)', self.agent.name, where(record))
-        self._count('dead_lettered')
+        self._count('dead_lettered', record, f'{reason}: {error}')
         log.warning('agent %s sent %s to %s (%s): %s', self.agent.name, where(record),
                     topic.name, reason, error)
 
@@ -81,14 +89,18 @@ class ErrorPolicy:
         self._count('failed')
 
     def retried(self, record: Any, exc: BaseException, attempt: int) -> None:
-        self._count('retried')
+        self._count('retried', record, error_text(exc))
         log.warning('agent %s raised on %s (attempt %d of %d), trying it again: %s',
                     self.agent.name, where(record), attempt, self.agent.retries + 1,
                     error_text(exc))
 
-    def _count(self, what: str) -> None:
+    def _count(self, what: str, record: Any = None, error: str = '') -> None:
+        """Count one ``what``; a ``record`` is remembered in ``recent`` too."""
         with self._lock:
             self.counts[what] += 1
+            if record is not None:
+                self.recent.append({'at': round(time.time(), 3), 'agent': self.agent.name,
+                                    'record': where(record), 'action': what, 'error': error})
 
     def _headers(self, record: Any, error: str, reason: str) -> list:
         own = [('runner-reason', reason), ('runner-error', error),

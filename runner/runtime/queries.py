@@ -98,7 +98,15 @@ class TableQueries:
     # -- views -----------------------------------------------------------------
 
     def list_tables(self, _table: None, _match: re.Match, _params: dict[str, str]) -> Response:
-        return 200, {'tables': [self._summary(table) for table in self._tables.values()]}
+        return 200, {'tables': self.summaries()}
+
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every table: its partition count, changelog, and this slot's partitions of it
+        (active, recovering, standby with their changelog offset); none before the tables
+        are open."""
+        if self._slot is None:
+            return []
+        return [self._summary(table) for table in self._tables.values()]
 
     def describe(self, table: Table, _match: re.Match, params: dict[str, str]) -> Response:
         """This slot's partitions of a table, and a page of its keys in key order."""

@@ -41,10 +41,12 @@ from .consumer import ConsumerLoop
 from .context import SlotContext
 from .globals import GlobalQueries
 from .metrics import SlotCollector, SlotMetrics
+from .page import StatusPage
 from .queries import TableQueries
 from .queues import Dispatcher, Inbox
 from .status import SlotStatus
 from .tasks import Tasks
+from .throughput import Throughput, summed
 from .timers import Duty, Timers, check_timers
 from .web import Response, WebServer, advertised, metrics_route, skip_route, status_routes
 
@@ -97,6 +99,10 @@ class Slot:
         self._handing_over = False      # it stops for its successor (USR2)
         self._queries: TableQueries | None = None
         self.metrics = SlotMetrics()
+        self._throughput = Throughput(lambda: summed(threads.processed()
+                                                     for threads in self._agents))
+        self.status.rates = self._throughput.rates
+        self._progress: dict[str, Any] = {}      # reported to the main process (see _report)
         self.metrics.registry.register(SlotCollector(
             self.status, lambda: self._agents, lambda: self._consumer, lambda: self._state,
             global_tables=lambda: self._global_tables))
@@ -157,16 +163,18 @@ class Slot:
         self._web_address = advertised(web.address, settings.web_advertise,
                                        settings.bootstrap_servers())
         log.info('other members reach this slot at http://%s/', self._web_address)
+        self.status.web = self._web_address
         self._queries = TableQueries(self.app.tables, self.status, self._web_address,
                                      settings.web_token)
+        self.status.tables = self._queries.summaries
         self._global_queries = GlobalQueries(self.app.global_tables, self.status,
                                              self._web_address)
         return web
 
     def _start_web(self) -> None:
         self._web.start([*self._global_queries.routes(), *self._queries.routes(),
-                         *status_routes(self.status), metrics_route(self.metrics.scrape),
-                         skip_route(self._skip)])
+                         *status_routes(self.status, StatusPage()),
+                         metrics_route(self.metrics.scrape), skip_route(self._skip)])
 
     def _take_over(self, lock: platform.DirLock) -> bool:
         """Wait for the data directory of the slot this one replaces, reporting meanwhile;
@@ -276,17 +284,27 @@ class Slot:
                                       identity if settings.static_membership else None,
                                       self.metrics, duty)
         self._timers = Timers(self.app.timers, slot_context, tasks, duty, self._fail)
-        self.status.timers = self._timers.describe
-        self.status.offsets = self._consumer.offsets
-        self.status.stopped = self._consumer.stopped
-        self.status.agents = lambda: {threads.agent.name: dict(threads.policy.counts)
-                                      for threads in self._agents}
+        self._show(self._consumer, assignor)
         self.status.threads.append(self._consumer.thread)
         self._queries.open(slot_context)
         for agent_threads in self._agents:
             agent_threads.start()
         self._consumer.start()
         self._timers.start()
+
+    def _show(self, consumer: ConsumerLoop, assignor: RunnerAssignor) -> None:
+        """What ``GET /``, the status page and ``runner status`` read of the consumer
+        loop, the assignor and the agents."""
+        status = self.status
+        status.offsets, status.stopped, status.lag = consumer.offsets, consumer.stopped, consumer.lag
+        status.agents = lambda: {threads.agent.name: dict(threads.policy.counts)
+                                 for threads in self._agents}
+        status.errors = lambda: sorted((event for threads in self._agents
+                                        for event in list(threads.policy.recent)),
+                                       key=lambda event: event['at'])
+        status.members = lambda: assignor.members
+        status.rebalances = lambda: [change.describe() for change in list(assignor.changes)]
+        status.timers = self._timers.describe
 
     def _start_producer(self, identity: str) -> Producer:
         """The slot's producer; under exactly-once a transactional one whose id is the
@@ -446,6 +464,8 @@ class Slot:
         """Tell the main process how this slot is doing: its heartbeat, sent by the
         slot's main thread, which neither agents nor commits block."""
         self.status.tick()
+        if self._throughput.sample():      # once a second: the status file changes no faster
+            self._progress = self.status.progress()
         if self._report_to is None:
             return
         live, _ = self.status.live()
@@ -456,6 +476,7 @@ class Slot:
             'heartbeat_timeout': self.settings.heartbeat_timeout,
             'assignment': sorted(f'{tp.topic}:{tp.partition}' for tp in self.status.assignment),
             'stopped': self.status.stopped(),
+            'progress': self._progress,
         })
 
     def _finish_timers(self, drain: bool, deadline: float) -> None:

@@ -1,4 +1,5 @@
-"""Liveness, readiness and progress of one slot, as the web server reports them."""
+"""Liveness, readiness and progress of one slot, as the web server reports them (as JSON,
+and as the status page: :mod:`runner.runtime.page`) and the main process shows them."""
 
 import os
 import threading
@@ -49,6 +50,22 @@ class SlotStatus:
         self.global_tables: Callable[[], str | None] = lambda: None
         #: Changelog topic → web address of the owner of each partition (last rebalance).
         self.owners: dict[str, list[str | None]] = {}
+        #: This slot's web address, as the other members reach it.
+        self.web: str | None = None
+        #: The web addresses of the group's members, this slot's included.
+        self.members: Callable[[], list[str]] = list
+        #: Log end offset (as last fetched) minus committed offset, per partition.
+        self.lag: Callable[[], dict[Any, int]] = dict
+        #: Records processed per second over the last minute, per partition (those it
+        #: had in that minute: ``GET /`` shows the assigned ones, and counts all in its total).
+        self.rates: Callable[[], dict[Any, float]] = dict
+        #: Per table: its partitions here, active, recovering and standby (see ``GET /tables``).
+        self.tables: Callable[[], list[dict[str, Any]]] = list
+        #: The last rebalances, oldest first (see :meth:`runner.kafka.assignor.Change.describe`).
+        self.rebalances: Callable[[], list[dict[str, Any]]] = list
+        #: The last records retried, skipped or dead-lettered, oldest first (see
+        #: :attr:`runner.runtime.policy.ErrorPolicy.recent`).
+        self.errors: Callable[[], list[dict[str, Any]]] = list
         #: Why the group left topics of this slot unassigned (their partition count changed
         #: away from their tables'), or None.
         self.unassigned: str | None = None
@@ -111,6 +128,8 @@ class SlotStatus:
     def describe(self) -> dict[str, Any]:
         live, _ = self.live()
         ready, reason = self.ready()
+        rates = self.rates()
+        assigned = {f'{tp.topic}:{tp.partition}' for tp in self.assignment}
         return {
             'app': self.app,
             'slot': self.slot,
@@ -126,4 +145,33 @@ class SlotStatus:
             'stopped': self.stopped(),
             'agents': self.agents(),
             **self.timers(),
+            'web': self.web,
+            'members': self.members(),
+            'lag': _named(self.lag()),
+            'rates': {tp: round(rate, 2) for tp, rate in _named(rates).items()
+                      if tp in assigned},
+            'rate': round(sum(rates.values()), 2),
+            'tables': self.tables(),
+            'recovery': self._recovery(),
+            'rebalance_history': self.rebalances(),
+            'errors': self.errors(),
         }
+
+    def progress(self) -> dict[str, Any]:
+        """What ``runner status`` shows of this slot beside its state: records per second
+        over the last minute, lag, recovery and the last rebalance (its time and cause)."""
+        last = (self.rebalances() or [None])[-1]
+        return {'rate': round(sum(self.rates().values()), 2), 'lag': sum(self.lag().values()),
+                'recovery': self._recovery(),
+                'rebalanced': last and {'at': last['at'], 'cause': last['cause']}}
+
+    def _recovery(self) -> dict[str, Any]:
+        """Table partitions recovering (as ``table[p]``) and changelog records remaining
+        (None until known)."""
+        recovering, remaining = self.recovery()
+        return {'partitions': recovering, 'remaining': remaining}
+
+
+def _named(by_partition: dict[Any, Any]) -> dict[str, Any]:
+    """``TopicPartition`` keys as ``topic:partition``, in order."""
+    return {f'{tp.topic}:{tp.partition}': value for tp, value in sorted(by_partition.items())}

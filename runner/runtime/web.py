@@ -12,7 +12,10 @@ slow or idle clients cannot keep a liveness probe out.  Only when every
 connection is inside a request is a new one answered 503 and closed.
 
 With a token, every path but ``/health`` answers only requests that carry it
-(``Authorization: Bearer TOKEN``); the others get 401.  Only GET and HEAD are
+(``Authorization: Bearer TOKEN``); the others get 401.  A route with a page
+(``GET /``: :mod:`runner.runtime.page`) answers a client whose ``Accept`` asks for
+``text/html`` with its JSON rendered as HTML, and one without the token with a
+page that holds no data and asks for it.  Only GET and HEAD are
 served (405 otherwise), but for ``POST /skip`` (see ``runner skip``), which answers
 only POST, and a route takes only the query parameters it names (400 otherwise):
 nothing a client sends makes a 500.
@@ -35,7 +38,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from .. import platform
 from ..config import join_host_port, split_host_port
@@ -67,25 +70,55 @@ class Text(NamedTuple):
     payload: bytes
 
 
+class Page(Protocol):
+    """A route's answer as HTML, for browsers (see :class:`runner.runtime.page.StatusPage`)."""
+
+    #: Headers sent with the page.
+    headers: dict[str, str]
+
+    def render(self, body: Any) -> Text:
+        """The page showing ``body``, the route's JSON answer."""
+
+    def locked(self) -> Text:
+        """The page for a client without the token: it holds no data."""
+
+
 Response = tuple[int, Any]
 #: ``handler(match, query_parameters) -> (status, JSON body or Text)``
 Handler = Callable[[re.Match, dict[str, str]], Response]
-#: A path pattern, its handler, the query parameters it takes and its method.
-Route = tuple[re.Pattern, Handler, frozenset[str], str]
+#: A path pattern, its handler, the query parameters it takes, its method, and its page.
+Route = tuple[re.Pattern, Handler, frozenset[str], str, Page | None]
 #: The path served without a token: liveness probes carry none.
 OPEN_PATH = '/health'
 
 
 def route(pattern: str, handler: Handler, params: Sequence[str] = (),
-          method: str = 'GET') -> Route:
+          method: str = 'GET', page: Page | None = None) -> Route:
     """A route for paths matching ``pattern`` entirely (named groups are URL-decoded) that
     takes the query parameters ``params`` (any other is answered 400), answering ``method``
-    (GET routes answer HEAD too)."""
-    return re.compile(pattern), handler, frozenset(params), method
+    (GET routes answer HEAD too); with a ``page``, as HTML to clients asking for it."""
+    return re.compile(pattern), handler, frozenset(params), method, page
 
 
-def status_routes(status: SlotStatus) -> list[Route]:
-    """``GET /health``, ``GET /ready`` and ``GET /`` for one slot."""
+def wants_html(accept: str) -> bool:
+    """Whether an ``Accept`` header names ``text/html``, and prefers it to JSON (a browser:
+    ``*/*``, as curl and scripts send, is not asking for HTML)."""
+    weights = {}
+    for item in accept.split(','):
+        media, *parameters = (part.strip() for part in item.split(';'))
+        quality = next((value for name, _, value in (p.partition('=') for p in parameters)
+                        if name.strip() == 'q'), '1')
+        try:
+            weights[media.lower()] = float(quality)
+        except ValueError:
+            continue
+    html = weights.get('text/html', 0.0)
+    return html > 0 and html >= weights.get('application/json', 0.0)
+
+
+def status_routes(status: SlotStatus, page: Page | None = None) -> list[Route]:
+    """``GET /health``, ``GET /ready`` and ``GET /`` (with ``page``, as HTML to browsers)
+    for one slot."""
     def health(_match: re.Match, _params: dict[str, str]) -> Response:
         live, reason = status.live()
         return (200 if live else 503), {'live': live, 'reason': reason}
@@ -95,7 +128,7 @@ def status_routes(status: SlotStatus) -> list[Route]:
         return (200 if is_ready else 503), {'ready': is_ready, 'reason': reason}
 
     return [route('/health', health), route('/ready', ready),
-            route('/', lambda _match, _params: (200, status.describe()))]
+            route('/', lambda _match, _params: (200, status.describe()), page=page)]
 
 
 def metrics_route(scrape: Callable[[], tuple[str, bytes]]) -> Route:
@@ -234,17 +267,37 @@ class _Handler(BaseHTTPRequestHandler):
             return
         url = urllib.parse.urlsplit(self.path)
         path = url.path.rstrip('/') or '/'
+        page = self._page(path)
         if path != OPEN_PATH and not self._authorized():
             self._warn_if_from_a_slot(url.query)
-            self._send(401, {'error': 'this path needs the bearer token (Authorization: '
-                                      'Bearer TOKEN)'}, send_body,
-                       {'WWW-Authenticate': 'Bearer'})
+            body = page.locked() if page else {
+                'error': 'this path needs the bearer token (Authorization: Bearer TOKEN)'}
+            self._send(401, body, send_body,
+                       {'WWW-Authenticate': 'Bearer', **(page.headers if page else {})})
             return
         answer = self._dispatch(path, url.query)
         if answer is None:
             self._refuse_method('POST' if self.command in ('GET', 'HEAD') else 'GET, HEAD')
+        elif page and answer[0] == 200:
+            self._send(*self._rendered(page, answer[1], path), send_body, page.headers)
         else:
             self._send(*answer, send_body)
+
+    @staticmethod
+    def _rendered(page: Page, body: Any, path: str) -> Response:
+        try:
+            return 200, page.render(body)
+        except Exception as exc:
+            log.exception('page %s failed', path)
+            return 500, {'error': str(exc)}
+
+    def _page(self, path: str) -> Page | None:
+        """The page of the GET route of ``path``, if it has one and the client asks for
+        HTML."""
+        if self.command not in ('GET', 'HEAD') or not wants_html(self.headers.get('Accept', '')):
+            return None
+        return next((page for pattern, _, _, method, page in self.server.routes
+                     if method == 'GET' and pattern.fullmatch(path)), None)
 
     def _warn_if_from_a_slot(self, query: str) -> None:
         """A refused request that another slot sent (it asks with ``forwarded`` or ``search``)
@@ -296,7 +349,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, path: str, query: str) -> Response | None:
         """The answer of the route ``path`` matches; None if it takes another method."""
-        for pattern, handler, known, method in self.server.routes:
+        for pattern, handler, known, method, _page in self.server.routes:
             match = pattern.fullmatch(path)
             if match:
                 if method != ('GET' if self.command == 'HEAD' else self.command):

@@ -37,7 +37,7 @@ from kafka import TopicPartition
 
 from ..app import context
 from ..app.agents import Agent
-from ..app.app import App
+from ..app.app import App, header_list
 from ..app.context import Event
 from ..app.layout import Layout
 from ..app.tables import Table
@@ -55,7 +55,7 @@ from ..runtime.timers import Duty, ManualClock, Timers, check_timers
 from ..state.checkpoint import Checkpoint
 from ..state.manager import StateManager
 from ..state.stores import Key, PartitionStore, Stores
-from .broker import Broker, TestProducer
+from .broker import Broker, TestProducer, check_record
 from .greenlets import Greenlets, SteppedInbox
 
 __all__ = ['START', 'AgentError', 'AppDriver', 'run']
@@ -65,6 +65,9 @@ __all__ = ['START', 'AgentError', 'AppDriver', 'run']
 START = 1_699_920_000.0
 #: The changelog topic id a run's table stores are written with.
 TOPIC_ID = 'runner.testing'
+#: The run open in this process, if any: a second one is refused, as its slot context
+#: would replace the first's (whose sends would then go to a real Kafka).
+_open: list['AppDriver'] = []
 
 
 class AgentError(Exception):
@@ -116,6 +119,9 @@ class AppDriver:
 
     def __init__(self, app: App, datadir: str | Path | None = None,
                  partitions: Mapping[str, int] | None = None, **settings: Any) -> None:
+        if _open:
+            raise RuntimeError(f'runner.testing runs one run at a time in a process: the run '
+                               f'of app {_open[0].app.name} is still open (close it first)')
         self.app = app
         self.settings = build(app.settings, check_settings(settings, 'runner.testing.run'), {})
         check_timers(app, self.settings)
@@ -151,6 +157,7 @@ class AppDriver:
         self._timers = self._timers_led_here()
         self.on_advance.append(self._run_timers)
         context.install(self._slot)
+        _open.append(self)
         try:
             self._assign_every_partition()
             for agent_threads in self._agents:
@@ -164,7 +171,7 @@ class AppDriver:
 
     def send(self, topic: Topic | Agent | str, key: Any = None, value: Any = None,
              partition: int | None = None, timestamp: float | None = None,
-             headers: list[tuple[str, bytes]] | None = None) -> Event:
+             headers: Mapping[str, Any] | list | None = None) -> Event:
         """Send one record to ``topic`` and process it, and all it causes, before returning.
 
         Key and value are encoded by the topic's serializers (``bytes`` are sent as
@@ -172,30 +179,44 @@ class AppDriver:
         else where the topic's partitioner puts its key (the partitions in turn for
         no key).  ``timestamp`` is in seconds (default: :attr:`now`).  Returns the
         record as written, with its partition and offset.  Raises
-        :class:`AgentError` if an agent's policy stops at a record meanwhile.
+        :class:`AgentError` if an agent's policy stops at a record meanwhile, and
+        ``ValueError`` for a topic no agent reads (a typo would otherwise test nothing).
         """
         self._check_running()
         declared = self._topic(topic)
+        if declared.name not in self._read:
+            raise ValueError(f'no agent of app {self.app.name} reads topic {declared.name!r} '
+                             f'(agents read: {", ".join(sorted(self._read))})')
         raw_key = key if isinstance(key, bytes) else declared.key_codec.dumps(key)
         raw_value = value if isinstance(value, bytes) else declared.value_codec.dumps(value)
+        headers = header_list(headers)
+        check_record(raw_key, raw_value, headers)
         if partition is None:
             partition = self._broker.unkeyed(declared.name) if raw_key is None else placed(
                 declared, raw_key, None, self._producer)
         record = self._broker.append(declared.name, partition, raw_key, raw_value, headers,
-                                     round((self.now if timestamp is None else timestamp) * 1000),
+                                     _milliseconds(self.now if timestamp is None else timestamp),
                                      produced=False)
         return self._decoded(record)
 
     def outputs(self, topic: Topic | Agent | str) -> list[Event]:
         """What the app sent to ``topic`` (agents' sinks and sends, dead letters, changelog
-        records), in the order it was sent, decoded as the topic decodes it."""
+        records), in the order it was sent, decoded as the topic decodes it.  A topic the
+        app neither declares nor sent to raises ``ValueError`` (a typo is not ``[]``)."""
         name = self._topic(topic).name
+        if name not in self._topics and name not in self._broker.produced:
+            known = sorted({*self._topics, *self._broker.produced})
+            raise ValueError(f'app {self.app.name} has no topic {name!r} and sent nothing to it '
+                             f'(its topics: {", ".join(known)})')
         return [self._decoded(record) for record in self._broker.produced.get(name, ())]
 
     def table(self, name: str) -> Table:
         """The app's table ``name``, read as the slot's web server reads it: ``t.table(
         'counts')[key]`` (its default for a missing key), ``.get``, ``in``, ``.items()``;
         windowed: ``.windows(key)`` and ``.value_at(key, timestamp)``."""
+        if name not in self.app.tables:
+            raise KeyError(f'app {self.app.name} has no table {name!r} (its tables: '
+                           f'{", ".join(sorted(self.app.tables)) or "none"})')
         return self.app.tables[name]
 
     def advance(self, seconds: float) -> None:
@@ -249,6 +270,8 @@ class AppDriver:
                 self._state.stores.release(key)
             self._slot.active.clear()
         context.uninstall(self._slot)
+        if self in _open:
+            _open.remove(self)
         if self._temporary is not None:
             self._temporary.cleanup()
 
@@ -338,7 +361,12 @@ class AppDriver:
         them could otherwise wait for the guard the failed one keeps)."""
         error = sys.exception()
         held = agent_threads.holding()
-        text = reason if error is None else f'{reason}: {error_text(error)}'
+        if error is None:
+            text = reason
+        elif reason == str(error):          # a RunnerError: its reason is its text
+            text = f'agent {agent_threads.agent.name} stopped: {reason}'
+        else:
+            text = f'{reason}: {error_text(error)}'
         self._failure = AgentError(text, agent_threads.agent.name,
                                    self._decoded(held[0]) if held else None, error)
         self.errors.append(self._failure)
@@ -374,6 +402,18 @@ class AppDriver:
         except ValueError:
             return Event(record.key, record.value, list(record.headers), record.topic,
                          record.partition, record.offset, record.timestamp)
+
+
+#: A timestamp in seconds beyond this (the year 5138) is taken for one in milliseconds.
+LATEST_SECONDS = 1e11
+
+
+def _milliseconds(timestamp: float) -> int:
+    """A record's timestamp given in seconds, in Kafka's milliseconds."""
+    if timestamp > LATEST_SECONDS:
+        raise ValueError(f'a timestamp is in seconds since the epoch (as t.now): {timestamp!r} '
+                         f'looks like milliseconds')
+    return round(timestamp * 1000)
 
 
 class _RecoveredAtOnce:

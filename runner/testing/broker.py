@@ -6,8 +6,9 @@ of the agents that read that topic, as the slot's consumer would fetch it.
 The producer stands in for :class:`runner.kafka.producer.Producer` where the
 slot's contexts and checkpoints use it: the partitions it places records in
 are the slot's (the topic's partitioner, in :func:`runner.runtime.context.placed`),
-a record larger than ``max_request_size`` is refused as kafka-python refuses it,
-and every send is acknowledged at once.
+a record larger than ``max_request_size``, without key and value, or with headers
+that are not a list of ``(str, bytes)`` is refused as kafka-python refuses it, and
+every send is acknowledged at once.
 """
 
 import collections
@@ -24,6 +25,20 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 
 #: ``deliver(tp, records)``: hand fetched records to the agents that read ``tp``.
 Deliver = Callable[[TopicPartition, list], None]
+
+
+def check_record(key: bytes | None, value: bytes | None, headers: Any) -> None:
+    """Refuse a record as kafka-python's ``KafkaProducer.send`` does (3.0.12): one without
+    key and value, or with headers that are not a list of ``(str, bytes)`` tuples."""
+    if value is None and key is None:
+        raise ValueError('Need at least one: key or value')
+    if not headers:
+        return
+    if not isinstance(headers, list):
+        raise TypeError('headers must be list-type')
+    if not all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+               and isinstance(item[1], bytes) for item in headers):
+        raise TypeError('All headers items must be (str, bytes) tuples')
 
 
 class Written(Future):
@@ -93,6 +108,7 @@ class TestProducer:
         """Write one record now (see :meth:`runner.kafka.producer.Producer.send`)."""
         if dropped is not None and dropped():
             return None
+        check_record(key, value, headers)
         size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers or [])
         if size > self.max_request_size:
             raise MessageSizeTooLargeError(

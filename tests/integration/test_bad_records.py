@@ -97,8 +97,13 @@ def test_a_record_that_cannot_be_decoded_is_dead_lettered_and_other_partitions_f
     assert letter['runner-reason'] == 'unreadable'
     assert letter['runner-topic'] == names['source'] and letter['runner-partition'] == '0'
     assert letter['runner-error'].startswith('SerializationError: not JSON')
-    assert worker.state()['agents']['testapp.count'] == {
+    state = worker.state()
+    assert state['agents']['testapp.count'] == {
         'failed': 0, 'dead_lettered': 1, 'skipped': 0, 'retried': 0}
+    [shown] = state['errors']                  # the status page's "Errors and dead letters"
+    assert (shown['agent'], shown['action']) == ('testapp.count', 'dead_lettered')
+    assert shown['record'].startswith(f'{names["source"]}[0]@')
+    assert shown['error'].startswith('unreadable: SerializationError: not JSON')
     assert worker.slot_pids(1) == pid          # never restarted
 
 
@@ -123,6 +128,9 @@ def test_an_agent_that_raises_follows_its_policy_and_nothing_else_is_lost(
                       'skipped': 3 if on_error == 'skip' else 0, 'retried': 3 * 2 + 1}
     assert worker.slot_pids(1) == pid
     assert worker.log().count('trying it again') == 7
+    actions = collections.Counter(event['action'] for event in worker.state()['errors'])
+    set_aside = {'dead_letter': 'dead_lettered', 'skip': 'skipped'}[on_error]
+    assert actions == {'retried': 7, set_aside: 3}
     if on_error == 'dead_letter':
         letters = dead_letters(kafka_bootstrap, f'{names["app"]}-testapp.count-dlq', 3)
         assert sorted(json.loads(letter['value']) for letter in letters) == ['bad', 'bad', 'nokey']

@@ -9,12 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
-from apps import forward_app
+from apps import forward_app, outputs
 from harness import (
     RUNNER,
     alive,
     free_port,
+    produce,
     run_cli,
     runner_env,
     wait_for,
@@ -272,3 +274,34 @@ def test_a_slot_that_does_not_stop_when_removed_is_killed(tmp_path, names, worke
     log = worker.log()
     assert log.count(f'slot 1 (pid {frozen}) did not stop within its graceful timeout; '
                      'killing it') == 1
+
+
+def test_status_shows_each_slots_rate_lag_and_the_time_and_cause_of_its_last_rebalance(
+        tmp_path, names, workers, kafka_bootstrap):
+    pidfile = tmp_path / 'r.pid'
+    worker = workers(forward_app(tmp_path, names), extra=('-w', '2', '--pidfile', str(pidfile)))
+    worker.split_between(2)
+    produce(kafka_bootstrap, names['source'], ((f'k{i}', i) for i in range(400)))
+    outputs(kafka_bootstrap, names['sink'], 400)
+
+    def progress(count):
+        slots = status(tmp_path, pidfile).get('slots', [])
+        shown = [slot.get('progress') or {} for slot in slots if slot['pid']]
+        return shown if len(shown) == count and all(shown) else None
+    wait_for(lambda: (shown := progress(2)) and all(
+        p['rate'] > 0 and p['lag'] == 0 and p['rebalanced'] for p in shown), 120,
+        'both slots processing, caught up, with a last rebalance')
+
+    added_at = time.time()
+    worker.signal(signal.SIGTTIN)
+    newcomer = f'127.0.0.1:{worker.port + 2}'
+    wait_for(lambda: (shown := progress(3)) and all(
+        p['rebalanced'] and p['rebalanced']['at'] >= added_at for p in shown), 180,
+        'every slot to show a rebalance since slot 2 was added')
+    for slot, cause in ((0, f'joined: {newcomer}'), (1, f'joined: {newcomer}'),
+                        (2, 'this slot joined the group')):
+        causes = [change['cause'] for change in worker.state(slot)['rebalance_history']
+                  if change['at'] >= added_at]
+        assert any(each.startswith(cause) for each in causes), (slot, causes)
+    table = run_cli(['status', '--pidfile', str(pidfile)], tmp_path).stdout
+    assert 'REC/S' in table and 'LAG' in table and table.count('last rebalance 20') == 3

@@ -8,7 +8,10 @@ from types import SimpleNamespace
 
 from kafka import TopicPartition
 from kafka.coordinator.assignors.abstract import RebalanceProtocol
-from kafka.protocol.consumer.metadata import ConsumerProtocolSubscription
+from kafka.protocol.consumer.metadata import (
+    ConsumerProtocolAssignment,
+    ConsumerProtocolSubscription,
+)
 
 from runner.kafka.assignor import RunnerAssignor
 
@@ -293,3 +296,73 @@ def test_members_sharing_an_identity_are_told_apart(caplog):
     assert everything_assigned_once(result, counts)
     assert tasks_of(result, 'a') == set(mine)
     assert 'share identity' in caplog.text
+
+
+def test_every_member_learns_the_web_addresses_of_all_members():
+    chosen = assignor({})
+    raw = chosen.assign(Cluster({'words': 2}), [member('a', ['words']), member('b', ['words'])])
+    chosen.on_assignment(raw['id-a'], 3)
+    assert chosen.members == ['a:1', 'b:1']
+
+
+def test_a_member_remembers_what_each_assignment_changed_and_why():
+    chosen = assignor({})
+    alone = chosen.assign(Cluster({'words': 2}), [member('a', ['words'])])
+    chosen.on_assignment(alone['id-a'], 1)
+    first = chosen.changes[-1]
+    assert first.generation == 1 and first.cause == 'this slot joined the group'
+    assert first.assigned == [('words', 0), ('words', 1)] and first.revoked == []
+    a = member('a', ['words'], {(2, 0), (2, 1)}, counts={'words': 2}, generation=1)
+    shared = chosen.assign(Cluster({'words': 2}), [a, member('b', ['words'])])
+    chosen.on_assignment(shared['id-a'], 2)
+    second = chosen.changes[-1].describe()
+    assert second['cause'] == 'joined: b:1' and len(second['revoked']) == 1
+    kept = {tuple(task) for task in json.loads(shared['id-a'].user_data)['tasks']}
+    alone_again = chosen.assign(Cluster({'words': 2}), [
+        member('a', ['words'], kept, counts={'words': 2}, generation=2)])
+    chosen.on_assignment(alone_again['id-a'], 3)
+    third = chosen.changes[-1]
+    assert third.cause == 'left: b:1' and len(third.assigned) == 1 and third.revoked == []
+    assert [change.generation for change in chosen.changes] == [1, 2, 3]
+
+
+def test_a_partition_count_change_is_given_as_the_cause():
+    chosen = assignor({})
+    chosen.on_assignment(chosen.assign(Cluster({'words': 2}), [member('a', ['words'])])['id-a'], 1)
+    grown = chosen.assign(Cluster({'words': 4}), [member('a', ['words'], counts={'words': 2})])
+    chosen.on_assignment(grown['id-a'], 2)
+    assert chosen.changes[-1].cause == 'partition count changed: words 2 to 4 partitions'
+
+
+def test_an_assignment_from_a_leader_of_an_older_version_knows_no_members():
+    chosen = assignor({})
+    chosen.on_assignment(chosen.assign(Cluster({'words': 2}), [member('a', ['words'])])['id-a'], 1)
+    raw = chosen.assign(Cluster({'words': 2}), [member('a', ['words'])])['id-a']
+    data = json.loads(raw.user_data)
+    del data['members']
+    chosen.on_assignment(ConsumerProtocolAssignment(raw.version, raw.assigned_partitions,
+                                                    json.dumps(data).encode()), 5)
+    assert chosen.members == [] and chosen.changes[-1].cause.startswith('members unchanged')
+
+
+def test_the_round_that_follows_another_at_once_has_its_cause():
+    chosen = assignor({})
+    alone = chosen.assign(Cluster({'words': 2}), [member('a', ['words'])])
+    for generation in (1, 2, 3):
+        chosen.on_assignment(alone['id-a'], generation)
+    chosen.on_assignment(alone['id-a'], 7)
+    assert [change.cause for change in chosen.changes] == [
+        'this slot joined the group', 'this slot joined the group (its next round)',
+        'this slot joined the group (its next round)',
+        ('members unchanged: a member rejoined or asked for it (a warm handover, a lost '
+         'membership)')]
+
+
+def test_a_round_long_after_the_last_one_does_not_take_its_cause(monkeypatch):
+    chosen = assignor({})
+    alone = chosen.assign(Cluster({'words': 2}), [member('a', ['words'])])
+    chosen.on_assignment(alone['id-a'], 1)
+    later = chosen.changes[-1].at + 600
+    monkeypatch.setattr('runner.kafka.assignor.time.time', lambda: later)
+    chosen.on_assignment(alone['id-a'], 2)
+    assert chosen.changes[-1].cause.startswith('members unchanged')

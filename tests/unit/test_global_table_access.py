@@ -239,7 +239,7 @@ def test_local_state_is_read_on_from_its_offsets_only_when_it_belongs_to_the_cha
 
 def query(queries, path, **params):
     """The answer of ``GET path?params`` among the global tables' routes."""
-    for pattern, handler, _, _ in queries.routes():
+    for pattern, handler, *_ in queries.routes():
         match = pattern.fullmatch(path)
         if match:
             return handler(match, params)

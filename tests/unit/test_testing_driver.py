@@ -401,3 +401,123 @@ def test_headers_and_timestamps_reach_the_agent_as_sent():
         t.send(notes, value='a', headers=[('trace', b'1')], timestamp=1234.5)
         t.send(notes, value='b')
         assert seen == [([('trace', b'1')], 1_234_500), ([], round(t.now * 1000))]
+
+
+def test_a_send_to_a_topic_no_agent_reads_is_refused_naming_the_topics_agents_read():
+    with runner.testing.run(counting_app()) as t:
+        with pytest.raises(ValueError, match=r"no agent of app counting reads topic 'wrods'"
+                                             r".*agents read: words"):
+            t.send('wrods', key='cat', value='seen')
+        assert t.table('counts')['cat'] == 0
+
+
+def test_the_outputs_of_a_topic_the_app_does_not_know_are_refused_not_an_empty_list():
+    with runner.testing.run(counting_app()) as t:
+        t.send('words', key='cat', value='echo')
+        assert [e.value for e in t.outputs('echoes')] == ['echo']
+        assert t.outputs('words') == []                 # declared, nothing sent to it
+        assert t.outputs('counting-count-dlq') == []    # the agent's dead letters: none
+        with pytest.raises(ValueError, match=r"app counting has no topic 'echos' and sent "
+                                             r"nothing to it.*echoes"):
+            t.outputs('echos')
+
+
+def test_a_topic_the_app_sends_to_without_declaring_it_has_outputs():
+    app = runner.App('undeclared')
+
+    @app.agent('source')
+    def forward(stream):
+        for key, value in stream.items():
+            app.send('elsewhere', key=key, value=value)
+
+    with runner.testing.run(app) as t:
+        t.send('source', key='k', value=1)
+        assert [(e.key, e.value) for e in t.outputs('elsewhere')] == [('k', 1)]
+
+
+def test_a_second_run_while_one_is_open_is_refused_so_the_first_never_sends_to_kafka():
+    first, second = counting_app(), counting_app()
+    with runner.testing.run(first) as t:
+        with pytest.raises(RuntimeError, match='one run at a time'), runner.testing.run(second):
+            pass
+        first.topics['words'].send(key='cat', value='seen')
+        assert t.table('counts')['cat'] == 1
+    with runner.testing.run(second) as u:                  # once the first is closed
+        u.send('words', key='cat', value='seen')
+        assert u.table('counts')['cat'] == 1
+
+
+def test_the_fixture_refuses_a_second_run_until_the_first_is_closed(app_run):
+    first = app_run(counting_app())
+    with pytest.raises(RuntimeError, match='one run at a time'):
+        app_run(counting_app())
+    first.close()
+    second = app_run(counting_app())
+    second.send('words', key='cat', value='seen')
+    assert second.table('counts')['cat'] == 1
+
+
+def test_the_error_of_a_run_that_stops_says_its_reason_once_with_the_agent():
+    with runner.testing.run(by_user_app(grouped=False)) as t:
+        with pytest.raises(AgentError) as raised:
+            for n in range(20):
+                t.send('orders', key=f'order-{n}', value={'user': USERS[n * 7 % 12]})
+        message = str(raised.value)
+        assert message.startswith('agent total stopped: table ')
+        assert message.count('re-key the stream') == 1
+
+
+def test_a_table_the_app_does_not_have_is_refused_naming_its_tables():
+    with runner.testing.run(counting_app()) as t, \
+            pytest.raises(KeyError, match=r"app counting has no table 'count' \(its tables: "
+                                          r"counts\)"):
+        t.table('count')
+
+
+def sending_app(**send):
+    """An agent that sends each record on to ``out`` with the keyword arguments ``send``."""
+    app = runner.App('sending')
+    out = app.topic('out', partitions=1)
+
+    @app.agent(app.topic('in', partitions=1), name='forward')
+    def forward(stream):
+        for _ in stream:
+            out.send(**send)
+    return app
+
+
+@pytest.mark.parametrize('send, refusal', [
+    ({'key': 'k', 'value': 1, 'headers': {'h': None}},
+     TypeError('All headers items must be (str, bytes) tuples')),
+    ({'key': None, 'value': None}, ValueError('Need at least one: key or value'))])
+def test_a_send_kafka_pythons_producer_refuses_is_refused_as_in_a_slot(send, refusal):
+    with runner.testing.run(sending_app(**send)) as t:
+        with pytest.raises(AgentError) as raised:
+            t.send('in', key='k', value=1)
+        assert type(raised.value.error) is type(refusal)
+        assert str(raised.value.error) == str(refusal)
+        assert t.outputs('out') == []
+
+
+def test_a_test_sends_headers_as_app_send_takes_them():
+    app = runner.App('headers')
+    seen = []
+
+    @app.agent(app.topic('in', partitions=1))
+    def take(stream):
+        for event in stream.events():
+            seen.append(event.headers)
+    with runner.testing.run(app) as t:
+        t.send('in', key='k', value=1, headers={'trace': 'abc', 'raw': b'\x00'})
+        t.send('in', key='k', value=1, headers=[('n', 7)])
+        assert seen == [[('trace', b'abc'), ('raw', b'\x00')], [('n', b'7')]]
+        with pytest.raises(TypeError, match='All headers items must be'):
+            t.send('in', key='k', value=1, headers={'none': None})
+
+
+def test_a_timestamp_in_milliseconds_is_refused_as_seconds_are_asked_for():
+    with runner.testing.run(counting_app()) as t:
+        with pytest.raises(ValueError, match='in seconds since the epoch.*milliseconds'):
+            t.send('words', key='cat', value='seen', timestamp=1_699_920_000_000)
+        assert t.send('words', key='cat', value='seen', timestamp=t.now + 5).timestamp == \
+            round((t.now + 5) * 1000)
