@@ -40,13 +40,10 @@ def refused(**_):
 
 
 class Consumer:
-    """A consumer whose every call but close raises."""
+    """A consumer that cannot say where a changelog ends."""
 
     def __init__(self, **_):
         self.closed = False
-
-    def assign(self, _):
-        raise RuntimeError('assign went wrong')
 
     def end_offsets(self, tps):
         raise RuntimeError('end_offsets went wrong')
