@@ -86,14 +86,6 @@ class RunBroker:
         return BrokerAddresses(**content)
 
 
-def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
-    """Without pytest-xdist (``-p no:xdist``), take the xdist options of addopts, unused."""
-    if not pluginmanager.has_plugin("xdist"):
-        group = parser.getgroup("xdist", "pytest-xdist is not loaded: these are ignored")
-        group.addoption("--numprocesses")
-        group.addoption("--maxschedchunk")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``long`` first, each followed by a short one.  xdist's load scheduling
     (with ``--maxschedchunk=1``) hands each worker two tests, then one more whenever one

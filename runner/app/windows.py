@@ -142,11 +142,21 @@ class WindowedTable(Table):
             return self.default()
         return value
 
-    def event_time(self) -> float:
+    def event_time(self, key: Any, reading: bool = True) -> float:
+        """The time of the event being processed, which picks ``key``'s windows; outside an
+        agent (no event) a RuntimeError that says what to call instead."""
         timestamp = current().event_time()
         if timestamp is None:
-            raise RuntimeError('windowed tables are updated from agents (no event here)')
+            raise RuntimeError(self._no_event(key) if reading else
+                               f'{self.name}[{key!r}] is updated from agents only: its '
+                               'windows are those of the event being processed')
         return timestamp
+
+    def _no_event(self, key: Any) -> str:
+        name = self.name
+        return (f'{name}[{key!r}] has no current event outside an agent: read '
+                f'{name}.value_at({key!r}, timestamp), {name}[{key!r}].now() (wall-clock '
+                f'time) or {name}.windows({key!r})')
 
 
 class WindowSet:
@@ -158,7 +168,7 @@ class WindowSet:
 
     def current(self) -> Any:
         """The value in the newest window containing the event being processed."""
-        return self._table.value_at(self._key, self._table.event_time())
+        return self._table.value_at(self._key, self._table.event_time(self._key))
 
     def now(self) -> Any:
         """The value in the newest window containing the wall-clock time."""
@@ -166,7 +176,7 @@ class WindowSet:
 
     def delta(self, seconds: float) -> Any:
         """The value in the window ``seconds`` before the current event's."""
-        return self._table.value_at(self._key, self._table.event_time() - seconds)
+        return self._table.value_at(self._key, self._table.event_time(self._key) - seconds)
 
     def value(self) -> Any:
         """The same as :meth:`current`."""
@@ -176,7 +186,7 @@ class WindowSet:
         """Replace the value of every window of the current event with ``operation(value)``."""
         table = self._table
         context = current()
-        for start in table.windowing.starts(table.event_time()):
+        for start in table.windowing.starts(table.event_time(self._key, reading=False)):
             key = (self._key, start)
             old = context.read(table, key)
             if old is MISSING:

@@ -40,6 +40,14 @@ class GlobalQueries:
                       ('limit', 'after')),
                 route(f'/tables/(?P<name>{names})/(?P<key>.+)', self._when_open(self.lookup))]
 
+    def summaries(self) -> list[dict[str, Any]]:
+        """Every global table: its changelog offsets here, whether it is loaded and the
+        records read since the start; none before the tables are open."""
+        reader = self._reader
+        if reader is None:
+            return []
+        return [reader.describe(table) for _, table in sorted(self._tables.items())]
+
     def _when_open(self, view: Any) -> Any:
         def answer(match: re.Match, params: dict[str, str]) -> Response:
             if self._reader is None:

@@ -50,7 +50,8 @@ MAX_PAGE = 1000
 
 
 class TableQueries:
-    """``GET /tables``, ``GET /tables/{name}`` and ``GET /tables/{name}/{key}``.
+    """``GET /tables``, ``GET /tables/{name}`` and ``GET /tables/{name}/{key}``
+    (``GET /tables`` lists the global tables too, as the slot's status summarises them).
 
     The routes exist from the moment the web server starts; until the slot's
     tables are open (:meth:`open`) they answer 503.
@@ -98,7 +99,7 @@ class TableQueries:
     # -- views -----------------------------------------------------------------
 
     def list_tables(self, _table: None, _match: re.Match, _params: dict[str, str]) -> Response:
-        return 200, {'tables': self.summaries()}
+        return 200, {'tables': self.summaries(), 'global_tables': self._status.global_tables()}
 
     def summaries(self) -> list[dict[str, Any]]:
         """Every table: its partition count, changelog, and this slot's partitions of it

@@ -169,6 +169,7 @@ class Slot:
         self.status.tables = self._queries.summaries
         self._global_queries = GlobalQueries(self.app.global_tables, self.status,
                                              self._web_address)
+        self.status.global_tables = self._global_queries.summaries
         return web
 
     def _start_web(self) -> None:
@@ -238,7 +239,7 @@ class Slot:
         reader = self._global_tables = GlobalReader(
             self.settings, self._client_id(), self.app.global_tables.values(), self.datadir,
             layout.topics, self._fail)
-        self.status.global_tables = reader.loading
+        self.status.global_loading = reader.loading
         self.status.threads.append(reader.thread)
         self._global_queries.open(reader)
         reader.start()

@@ -47,7 +47,10 @@ class SlotStatus:
         #: (None until known).
         self.recovery: Callable[[], tuple[list[str], int | None]] = lambda: ([], 0)
         #: Why the slot's global tables keep it from being ready (still loading), or None.
-        self.global_tables: Callable[[], str | None] = lambda: None
+        self.global_loading: Callable[[], str | None] = lambda: None
+        #: Per global table: its changelog offsets here, whether it is loaded and the
+        #: records read since the start (see ``GET /tables``).
+        self.global_tables: Callable[[], list[dict[str, Any]]] = list
         #: Changelog topic → web address of the owner of each partition (last rebalance).
         self.owners: dict[str, list[str | None]] = {}
         #: This slot's web address, as the other members reach it.
@@ -102,7 +105,7 @@ class SlotStatus:
         live, reason = self.live()
         if not live:
             return False, reason
-        loading = self.global_tables()
+        loading = self.global_loading()
         if loading:
             return False, loading
         if self.phase != 'running':
@@ -152,6 +155,7 @@ class SlotStatus:
                       if tp in assigned},
             'rate': round(sum(rates.values()), 2),
             'tables': self.tables(),
+            'global_tables': self.global_tables(),
             'recovery': self._recovery(),
             'rebalance_history': self.rebalances(),
             'errors': self.errors(),

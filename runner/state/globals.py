@@ -33,8 +33,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from ..app.context import MISSING
 from ..app.globals import GlobalTable
 from ..config import Settings
-from ..errors import RunnerError
-from .recovery import untrusted
+from .recovery import failures_reported, untrusted
 from .stores import PartitionStore
 
 log = logging.getLogger(__name__)
@@ -152,27 +151,24 @@ class GlobalReader:
 
     def _run(self) -> None:
         consumer = None
-        try:
-            consumer = KafkaConsumer(
-                **self._settings.kafka_client(), client_id=f'{self._client_id}-global',
-                group_id=None, enable_auto_commit=False, max_poll_records=5000,
-                auto_offset_reset='earliest', bootstrap_timeout_ms=int(
-                    self._settings.broker_timeout * 1000),
-                isolation_level='read_committed' if self._transactional else 'read_uncommitted')
-            self._start_from_stored(consumer)
-            started = time.monotonic()
-            while not self._stopping:
-                self._read_once(consumer)
-                if not self.loaded.is_set() and self._caught_up(consumer):
-                    self._report_loaded(time.monotonic() - started)
-        except RunnerError as exc:             # such as a store that cannot be written
-            self._on_failure(str(exc), exc.exit_code)
-        except Exception as exc:
-            log.exception('the global table reader failed')
-            self._on_failure(f'the global table reader failed: {exc}')
-        finally:
-            if consumer is not None:
-                consumer.close(autocommit=False)
+        with failures_reported('the global table reader', self._on_failure):
+            try:
+                consumer = KafkaConsumer(
+                    **self._settings.kafka_client(), client_id=f'{self._client_id}-global',
+                    group_id=None, enable_auto_commit=False, max_poll_records=5000,
+                    auto_offset_reset='earliest', bootstrap_timeout_ms=int(
+                        self._settings.broker_timeout * 1000),
+                    isolation_level=('read_committed' if self._transactional
+                                     else 'read_uncommitted'))
+                self._start_from_stored(consumer)
+                started = time.monotonic()
+                while not self._stopping:
+                    self._read_once(consumer)
+                    if not self.loaded.is_set() and self._caught_up(consumer):
+                        self._report_loaded(time.monotonic() - started)
+            finally:
+                if consumer is not None:
+                    consumer.close(autocommit=False)
 
     def _start_from_stored(self, consumer: KafkaConsumer) -> None:
         """Assign every partition of every global changelog, from its stored offset (the

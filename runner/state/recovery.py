@@ -9,11 +9,12 @@ Local state that does not belong to the current changelog (topic deleted or
 recreated, offsets truncated past it) is wiped and rebuilt, never trusted.
 """
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
@@ -74,6 +75,8 @@ class ChangelogReader:
         self._targets: dict[Key, tuple[int, int]] = {}    # key → (request, end to reach)
         self._lags: dict[Key, int] = {}     # changelog records a replica is behind the end
         self._lags_measured = float('-inf')  # exactly-once: when they were last asked for
+        self._consumer: KafkaConsumer | None = None     # the thread's clients, once created
+        self._admin: KafkaAdminClient | None = None
         self.thread = threading.Thread(target=self._run, name='changelog', daemon=True)
 
     # -- commands (from other threads) --------------------------------------
@@ -125,6 +128,17 @@ class ChangelogReader:
     # -- the thread ----------------------------------------------------------
 
     def _run(self) -> None:
+        with failures_reported('the changelog reader', self._on_failure):
+            try:
+                self._open_clients()
+                while not self._stopping:
+                    self._handle_commands(block=not self._replicas)
+                    if self._replicas and not self._stopping:
+                        self._read_once()
+            finally:
+                self._close()
+
+    def _open_clients(self) -> None:
         connection = self._settings.kafka_client()
         self._consumer = KafkaConsumer(
             **connection, client_id=f'{self._client_id}-changelog', group_id=None,
@@ -133,20 +147,14 @@ class ChangelogReader:
             bootstrap_timeout_ms=int(self._settings.broker_timeout * 1000))
         self._admin = KafkaAdminClient(**connection,
                                        client_id=f'{self._client_id}-changelog-admin')
-        try:
-            while not self._stopping:
-                self._handle_commands(block=not self._replicas)
-                if self._replicas and not self._stopping:
-                    self._read_once()
-        except RunnerError as exc:             # such as a store that cannot be written
-            self._on_failure(str(exc), exc.exit_code)
-        except Exception as exc:
-            log.exception('the changelog reader failed')
-            self._on_failure(f'the changelog reader failed: {exc}')
-        finally:
-            for key in self._replicas:
-                self._stores.release(key)
+
+    def _close(self) -> None:
+        """Release the stores read here and close the clients that were created."""
+        for key in self._replicas:
+            self._stores.release(key)
+        if self._consumer is not None:
             self._consumer.close(autocommit=False)
+        if self._admin is not None:
             self._admin.close()
 
     def _handle_commands(self, block: bool) -> None:
@@ -293,6 +301,20 @@ class ChangelogReader:
         left = f'about {remaining / rate:.0f}s left' if rate else 'rate unknown'
         log.info('recovering tables: %d of %d records (%.0f%%), %.0f records/s, %s',
                  done, total, 100 * done / max(total, 1), rate, left)
+
+
+@contextlib.contextmanager
+def failures_reported(reader: str, on_failure: Callable[..., None]) -> Iterator[None]:
+    """Hand what ends a reader's thread to ``on_failure`` (a :class:`RunnerError` with its
+    exit code; anything else logged with its traceback), so that the slot stops with an
+    exit code rather than wait forever for a reader that is gone."""
+    try:
+        yield
+    except RunnerError as exc:             # such as a store that cannot be written
+        on_failure(str(exc), exc.exit_code)
+    except Exception as exc:
+        log.exception('%s failed', reader)
+        on_failure(f'{reader} failed: {exc}')
 
 
 def untrusted(stored_id: str | None, offset: int, topic_id: str, start: int, end: int) -> str:

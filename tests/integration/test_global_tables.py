@@ -213,6 +213,9 @@ def test_a_slot_is_ready_and_its_agents_start_only_once_its_global_tables_are_lo
     wait_for(ready, 90, 'the slot to be ready')
     state = described(worker)
     assert (state['loaded'], state['read_since_start']) == (True, len(truth))
+    [listed] = worker.state(0, '/tables')['global_tables']
+    assert (listed['name'], listed['loaded'], listed['read_since_start']) == (
+        'rates', True, len(truth))
     assert any(reason and reason.startswith('loading global tables rates: ')
                for reason in reasons)
     [record] = consume(kafka_bootstrap, names['sink'], count=1)

@@ -19,6 +19,7 @@ from runner.errors import ConfigError
 from runner.runtime.context import AgentContext, SlotContext
 from runner.runtime.globals import GlobalQueries
 from runner.runtime.outside import OutsideContext
+from runner.runtime.queries import TableQueries
 from runner.runtime.status import SlotStatus
 from runner.runtime.tasks import Task
 from runner.state import globals as globals_state
@@ -200,7 +201,7 @@ def test_the_store_keeps_each_partitions_position_with_its_values(tmp_path):
 def test_a_slot_is_not_ready_while_its_global_tables_load(reader):
     status = SlotStatus('globals-unit', 0, 30)
     status.phase = 'running'
-    status.global_tables = reader.loading
+    status.global_loading = reader.loading
     loading = 'loading global tables prices, rates: reading where their changelogs end'
     assert status.ready() == (False, loading)
     reader.loaded.set()
@@ -272,6 +273,21 @@ def test_pages_walk_every_key_of_every_partition_once(reader):
     assert first['keys'] + rest['keys'] == sorted(item_in(n) for n in range(3))
     assert rest['next'] is None
     assert query(queries, '/tables/prices', limit='0')[0] == 400
+
+
+def test_global_tables_are_listed_loading_then_loaded_with_the_records_read(reader):
+    status = SlotStatus('globals-unit', 0, 30)
+    queries = GlobalQueries(app.global_tables, status, 'here:1')
+    status.global_tables = queries.summaries
+    listing = TableQueries(app.tables, status, 'here:1')
+    assert listing.list_tables(None, None, {}) == (200, {'tables': [], 'global_tables': []})
+    queries.open(reader)
+    reader.read['prices'] = 3
+    assert [(table['name'], table['global'], table['loaded'], table['read_since_start'])
+            for table in listing.list_tables(None, None, {})[1]['global_tables']] == [
+        ('prices', True, False, 3), ('rates', True, False, 0)]
+    reader.loaded.set()
+    assert all(table['loaded'] for table in status.describe()['global_tables'])
 
 
 def test_a_reader_that_cannot_create_its_consumer_reports_the_failure(reader, monkeypatch):

@@ -61,6 +61,11 @@ def hostile_status() -> SlotStatus:
     status.tables = lambda: [{'name': f'table{HOSTILE}', 'partitions': 1, 'changelog': 'c',
                               'active': [0], 'recovering': [], 'standby': {'0': 3}}]
     status.recovery = lambda: ([f'table{HOSTILE}[0]'], 12)
+    status.global_tables = lambda: [
+        {'name': f'global{HOSTILE}', 'global': True, 'changelog': f'c{HOSTILE}',
+         'partitions': 3, 'offsets': {'0': 40}, 'loaded': False, 'read_since_start': 42},
+        {'name': 'rates', 'global': True, 'changelog': 'rates-changelog', 'partitions': 1,
+         'offsets': {'0': 7}, 'loaded': True, 'read_since_start': 7}]
     status.rebalances = lambda: [{'at': 1.0e9, 'generation': 3, 'cause': f'joined: {HOSTILE}',
                                   'assigned': [name], 'revoked': []}]
     status.errors = lambda: [{'at': 1.0e9, 'agent': f'agent{HOSTILE}', 'record': f'{TOPIC}[0]@3',
@@ -91,6 +96,18 @@ def test_the_page_shows_partitions_agents_tables_rebalances_errors_and_links():
                     'dead-lettered', '4.0 records/s over the last minute'):
         assert section in page
     assert '<strong>127.0.0.1:6066</strong> (this slot)' in page
+
+
+def test_the_page_shows_global_tables_loading_or_loaded_with_the_records_read():
+    page = StatusPage().render(hostile_status().describe()).payload.decode()
+    body = page.split('id="global-tables"')[1].split('<tbody>')[1].split('</tbody>')[0]
+    rows = [' '.join(re.sub('<[^>]*>', '', cell)
+                     for cell in re.findall(r'<td[^>]*>(.*?)</td>', row, re.DOTALL))
+            for row in re.findall(r'<tr>(.*?)</tr>', body, re.DOTALL)]
+    escaped = HOSTILE.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;').replace(
+        '"', '&#34;')
+    assert rows == [f'global{escaped} 3 loading 42', 'rates 1 loaded 7']
+    assert f'global{HOSTILE}' in ''.join(Elements(page).text)
 
 
 def test_a_slot_that_is_starting_has_a_page_too():

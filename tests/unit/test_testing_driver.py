@@ -285,6 +285,21 @@ def test_windowed_counts_are_read_per_window_and_expire_at_a_commit():
         assert tombstones == [('a', start)]
 
 
+def test_a_window_read_outside_an_agent_says_what_to_call_instead():
+    with runner.testing.run(windowed_app()) as t:
+        t.send('clicks', key='a', value=1)
+        table = t.table('clicks')
+        for read in (table['a'].current, table['a'].value, lambda: table['a'].delta(10)):
+            with pytest.raises(RuntimeError) as refused:
+                read()
+            assert str(refused.value) == (
+                "clicks['a'] has no current event outside an agent: read "
+                "clicks.value_at('a', timestamp), clicks['a'].now() (wall-clock time) "
+                "or clicks.windows('a')")
+        with pytest.raises(RuntimeError, match=r"^clicks\['a'\] is updated from agents only"):
+            table['a'] += 1
+
+
 def test_advance_runs_the_hooks_for_the_time_passed_and_commits_each_commit_interval():
     with runner.testing.run(counting_app(), commit_interval=10) as t:
         passed = []
