@@ -50,6 +50,7 @@ runs on a thread of its own.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -331,11 +332,9 @@ def read_totals(worker: Worker, truth: Counter[str], slots: int,
         for number, key in enumerate(off()):
             totals[key] = read_total(worker, key, number % slots)
         return not off()
-    try:
+    with contextlib.suppress(TimeoutError):
         wait_for(read_again, READ_TIMEOUT, 'every total to be answered and right',
                  interval=0.5)
-    except TimeoutError:
-        pass
     return totals
 
 

@@ -265,6 +265,11 @@ def coerce(name: str, value: Any) -> Any:
         return _seconds(name, value)
     if name in CHOICES:
         return _choice(CHOICES[name], value)
+    return _text(name, value)
+
+
+def _text(name: str, value: Any) -> str:
+    """``value`` as the text of setting ``name``, checked as that setting needs."""
     if isinstance(value, (list, dict)):
         raise TypeError('expected text')
     if '\0' in str(value):

@@ -379,10 +379,8 @@ def children(parent: int) -> dict[int, tuple[str, int, int]]:
 
 def reap(pid: int) -> None:
     """Collect the exit status of child ``pid`` if it has exited; never blocks."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def reap_adopted() -> None:
@@ -416,17 +414,13 @@ def _stat(pid: str) -> list[str] | None:
 
 
 def kill_quietly(pid: int, signum: signal.Signals = signal.SIGKILL) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def kill_group(pgid: int, signum: signal.Signals = signal.SIGKILL) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def fork_context() -> multiprocessing.context.BaseContext:
@@ -515,10 +509,8 @@ class ChildCall:
 
     def _close(self) -> None:
         for fd in (self._pipe, self.fd):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
 
 def _run_child(function: Callable[[], Any], write_fd: int, parent: int,
@@ -526,10 +518,8 @@ def _run_child(function: Callable[[], Any], write_fd: int, parent: int,
     """The child side of a :class:`ChildCall`; never returns."""
     try:
         for fd in close:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         die_with_parent(parent)
         reset_signals(ignore=(signal.SIGINT,))
         try:

@@ -7,6 +7,7 @@ elsewhere in a slot, the partition the key hashes to.  How the slot keeps that
 state (LevelDB, changelog, checkpoints) is :mod:`runner.state`'s business.
 """
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -145,10 +146,8 @@ def tables_used_by(function: Callable) -> set[Table]:
     for name, cell in zip(code.co_freevars if code else (), function.__closure__ or (),
                           strict=True):
         names.add(name)
-        try:
+        with contextlib.suppress(ValueError):        # not yet bound
             scope[name] = cell.cell_contents
-        except ValueError:        # not yet bound
-            pass
     return {scope[name] for name in names if isinstance(scope.get(name), Table)}
 
 

@@ -84,8 +84,9 @@ class LeanPartitionRecords(Fetcher.PartitionRecords):
                 return True
         return batch.is_control_batch
 
-    def _read_batch(self, tp: TopicPartition, batch: DefaultRecordBatch,
-                    decode_varint: Any = decode_varint) -> Iterator[ConsumerRecord]:
+    def _read_batch(  # noqa: C901, PLR0912, PLR0915 - inlined hot path, see bench/decode.py
+            self, tp: TopicPartition, batch: DefaultRecordBatch,
+            decode_varint: Any = decode_varint) -> Iterator[ConsumerRecord]:
         """The records of a v2 batch, as kafka-python's ``DefaultRecordBatch._read_msg``
         reads them (and failing where it fails), without its objects.
 

@@ -9,6 +9,7 @@ imports the app: each slot imports it after the fork, so a restarted slot runs
 new code.
 """
 
+import contextlib
 import logging
 import os
 import select
@@ -294,10 +295,8 @@ class Supervisor:
         """The child side of the fork: shed the parent's state, then run the slot."""
         os.environ.update(self._slot_environment(index))
         for fd in close:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         platform.reset_signals(ignore=SLOT_IGNORES)
         os._exit(self._deploy.slot_main(index, report_fd, self._main_pid, successor, web_fd))
 

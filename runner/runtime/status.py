@@ -105,28 +105,41 @@ class SlotStatus:
         live, reason = self.live()
         if not live:
             return False, reason
-        loading = self.global_loading()
-        if loading:
-            return False, loading
-        if self.phase != 'running':
-            return False, self.phase
+        waiting = (self.global_loading() or self._starting() or self._waiting_for_kafka()
+                   or self._joining() or self.unassigned or self._recovering())
+        if waiting:
+            return False, waiting
+        return True, 'processing'
+
+    def _starting(self) -> str | None:
+        """The phase, while it is not ``running``."""
+        return self.phase if self.phase != 'running' else None
+
+    def _waiting_for_kafka(self) -> str | None:
+        """Why the slot waits on Kafka: unreachable, or a commit that takes too long."""
         lost = self.kafka_lost
         if lost is not None and time.monotonic() - lost >= KAFKA_GRACE:
-            return False, f'waiting for Kafka ({time.monotonic() - lost:.0f}s)'
+            return f'waiting for Kafka ({time.monotonic() - lost:.0f}s)'
         committing = self.committing
         if committing is not None and time.monotonic() - committing >= KAFKA_GRACE:
-            return False, (f'waiting for the commit of the transaction '
-                           f'({time.monotonic() - committing:.0f}s)')
+            return (f'waiting for the commit of the transaction '
+                    f'({time.monotonic() - committing:.0f}s)')
+        return None
+
+    def _joining(self) -> str | None:
+        """Why the slot is not a stable member of its consumer group, if it is not."""
         if self.group_state != MemberState.STABLE or self.generation < 0:
-            return False, 'joining the consumer group' if self.generation < 0 else 'rebalancing'
-        if self.unassigned:
-            return False, self.unassigned
+            return 'joining the consumer group' if self.generation < 0 else 'rebalancing'
+        return None
+
+    def _recovering(self) -> str | None:
+        """Which tables are still recovering from their changelogs, and how far."""
         recovering, remaining = self.recovery()
-        if recovering:
-            left = ('reading where their changelogs end' if remaining is None
-                    else f'{remaining} changelog records remaining')
-            return False, f'recovering tables {", ".join(recovering)}: {left}'
-        return True, 'processing'
+        if not recovering:
+            return None
+        left = ('reading where their changelogs end' if remaining is None
+                else f'{remaining} changelog records remaining')
+        return f'recovering tables {", ".join(recovering)}: {left}'
 
     def describe(self) -> dict[str, Any]:
         live, _ = self.live()

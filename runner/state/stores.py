@@ -35,7 +35,6 @@ import plyvel
 from ..errors import DiskError
 
 DATA = b'd'
-DATA_END = b'e'           # the first byte after the data prefix
 INDEX = b'i'
 INDEX_END = b'j'
 POSITION = b'm:position'

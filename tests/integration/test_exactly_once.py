@@ -2,6 +2,7 @@
 broker restart, a zombie slot and an agent that raises leave every table total and
 every sink output exactly as often as its input."""
 
+import contextlib
 import json
 import os
 import random
@@ -97,10 +98,8 @@ def moved_on(load, worker, records):
 
 
 def kill(pid):
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def test_a_zombie_slot_cannot_commit_once_its_successor_started(

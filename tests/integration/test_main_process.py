@@ -115,7 +115,7 @@ def test_a_frozen_slot_is_killed_once_within_its_heartbeat_timeout(tmp_path, nam
     log = worker.log()
     assert log.count('killing it') == 1
     silent = re.search(rf'slot 1 \(pid {frozen}\) no heartbeat for (\d+\.\d)s; killing it', log)
-    assert silent and 1.5 <= float(silent[1])          # the main loop's own measure
+    assert silent and float(silent[1]) >= 1.5          # the main loop's own measure
     assert log.count(f'slot 1 (pid {frozen}): no heartbeat') == 1
 
 

@@ -1,5 +1,6 @@
 """The main process: restarts, signals, rolling restarts, scaling, orphans, operating commands."""
 
+import contextlib
 import json
 import os
 import re
@@ -369,10 +370,8 @@ def test_systemd_hears_ready_reloading_watchdog_and_stopping(tmp_path, names, ka
     heard: list[str] = []
 
     def hear(field):
-        try:
+        with contextlib.suppress(TimeoutError):
             heard.extend(listener.recv(4096).decode().splitlines())
-        except TimeoutError:
-            pass
         return field in heard
     try:
         wait_for(lambda: hear('READY=1'), 60, 'READY=1')
