@@ -206,8 +206,10 @@ def test_a_crash_looping_slot_shows_as_backoff_and_stops_the_watchdog(tmp_path, 
                                     if s['state'] == 'backoff' and s['exit_code'] == 70], 30,
                            'the slot in backoff after crashing')
         assert 'picky raised' in backoff[0]['reason'] and backoff[0]['retry_at']
-        table = run_cli(['status', '--pidfile', str(pidfile)], tmp_path).stdout
-        assert 'backoff' in table and 'next start in' in table and 'None' not in table
+        table = wait_for(lambda: (shown := run_cli(['status', '--pidfile', str(pidfile)],
+                                                   tmp_path).stdout) and 'backoff' in shown and shown,
+                         60, '`runner status` to show the slot in backoff (it crashes again and again)')
+        assert 'next start in' in table and 'None' not in table
         wait_for(lambda: 'no longer pinging the systemd watchdog' in logfile.read_text(), 30,
                  'the watchdog to be held')
         systemd.receive()
