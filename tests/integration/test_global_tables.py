@@ -7,10 +7,11 @@ import json
 import os
 import random
 import signal
+import subprocess
 import urllib.parse
 
 import pytest
-from harness import consume, produce, run_cli, wait_for, write_app
+from harness import consume, debian_command, produce, run_cli, wait_for, write_app
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.protocol.admin import AlterClientQuotasRequest
@@ -105,6 +106,29 @@ def frozen(pids):
                 os.kill(pid, signal.SIGCONT)
 
 
+def each_slot_answers_alone(worker, truth, count):
+    """Every slot in turn answers every key itself, the others frozen (SIGSTOP), so a
+    forwarded lookup would find no one to answer it."""
+    for slot in range(count):
+        pids = worker.slot_pids(count)
+        with frozen([pid for number, pid in enumerate(pids) if number != slot]):
+            for key, value in truth.items():
+                status, body = lookup(worker, key, slot)
+                assert (status, body['value'], body['stale']) == (200, value, False), key
+                assert body['served_by'] == f'127.0.0.1:{worker.port + slot}'
+            assert lookup(worker, 'never-written', slot)[0] == 404
+
+
+def fill_by_kcat(bootstrap, topic, values, partitioner):
+    """Produce ``{key: value}`` (values as JSON) with kcat, librdkafka's partitioner named
+    ``partitioner`` placing the keys (``murmur2_random``: Java's and kafka-python's;
+    ``consistent_random``, librdkafka's default: CRC32)."""
+    lines = ''.join(f'{key}\t{json.dumps(value)}\n' for key, value in values.items())
+    subprocess.run([debian_command('kcat'), '-P', '-b', bootstrap, '-t', topic, '-K', '\t',
+                    '-X', f'topic.partitioner={partitioner}'],
+                   input=lines, text=True, check=True, timeout=60)
+
+
 def test_three_slots_each_answer_every_key_of_both_partitioners_without_forwarding(
         tmp_path, names, workers, kafka_bootstrap):
     worker = workers(rates_app(tmp_path, names), extra=('-w', '3'))
@@ -117,17 +141,28 @@ def test_three_slots_each_answer_every_key_of_both_partitioners_without_forwardi
     assert any(crc32_partition(k.encode(), 3) != murmur2_partition(k.encode(), 3)
                for k in by_crc32)
     wait_for(lambda: answers_all(worker, truth, range(3)), 60, 'every key from every slot')
-    for slot in range(3):
-        pids = worker.slot_pids(3)
-        others = [pid for number, pid in enumerate(pids) if number != slot]
-        with frozen(others):       # a forwarded lookup would find no one to answer it
-            for key, value in truth.items():
-                status, body = lookup(worker, key, slot)
-                assert (status, body['value'], body['stale']) == (200, value, False), key
-                assert body['served_by'] == f'127.0.0.1:{worker.port + slot}'
-            assert lookup(worker, 'never-written', slot)[0] == 404
+    each_slot_answers_alone(worker, truth, 3)
     state = described(worker, 2)
     assert (state['global'], state['partitions'], state['read_since_start']) == (True, 3, 40)
+
+
+def test_a_global_table_filled_by_kcat_with_both_partitioners_is_answered_whole_by_each_slot(
+        tmp_path, names, workers, kafka_bootstrap):
+    worker = workers(rates_app(tmp_path, names), extra=('-w', '3'))
+    worker.split_between(3)
+    by_murmur2 = {f'km-{n}': n for n in range(20)}
+    by_crc32 = {f'kc-{n}': 100 + n for n in range(20)}
+    fill_by_kcat(kafka_bootstrap, changelog(names), by_murmur2, 'murmur2_random')
+    fill_by_kcat(kafka_bootstrap, changelog(names), by_crc32, 'consistent_random')
+    truth = {**by_murmur2, **by_crc32}
+    landed = {r.key.decode(): r.partition for r in consume(kafka_bootstrap, changelog(names), 40)}
+    assert landed == {**{k: murmur2_partition(k.encode(), 3) for k in by_murmur2},
+                      **{k: crc32_partition(k.encode(), 3) for k in by_crc32}}
+    assert any(crc32_partition(k.encode(), 3) != murmur2_partition(k.encode(), 3)
+               for k in by_crc32)
+    wait_for(lambda: answers_all(worker, truth, range(3)), 60, 'every key from every slot')
+    each_slot_answers_alone(worker, truth, 3)
+
 
 
 @pytest.mark.parametrize('guarantee', ['at_least_once', 'exactly_once'])
