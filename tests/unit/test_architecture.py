@@ -85,3 +85,10 @@ CONSUMER_PARTS = {
 def test_the_consumer_loop_delegates_one_way(module):
     path = REPO / (module.replace('.', '/') + '.py')
     assert sorted(imports_of(path) & set(CONSUMER_PARTS[module])) == []
+
+
+def test_no_two_test_modules_share_a_name():
+    """pytest imports test modules by their name (the directories have no __init__.py):
+    a second module of the same name is an import error, and its tests never run."""
+    names = [path.name for top in ('tests', 'examples') for path in (REPO / top).rglob('test_*.py')]
+    assert sorted({name for name in names if names.count(name) > 1}) == []
