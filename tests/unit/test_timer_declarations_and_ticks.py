@@ -474,7 +474,7 @@ def test_a_timer_that_stops_the_slot_stops_a_runner_testing_run():
             t.advance(1.0)
         assert t.errors == [raised.value]
         assert raised.value.agent is None and isinstance(raised.value.error, ValueError)
-        assert str(raised.value).startswith('timer test_timers.test_a_timer_that_stops')
+        assert str(raised.value).startswith(f'timer {__name__}.test_a_timer_that_stops')
         with pytest.raises(RuntimeError, match='the run has stopped'):
             t.send('events', value=1)
 
