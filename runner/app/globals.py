@@ -23,13 +23,14 @@ from ..errors import ConfigError
 from .codecs import Codec, codec
 from .context import DELETED, MISSING, current
 from .partitioners import Partitioner
+from .tables import DictReads
 from .topics import Topic, check_topic_name
 
 if TYPE_CHECKING:
     from .app import App
 
 
-class GlobalTable:
+class GlobalTable(DictReads):
     """A dict-like table that every slot holds whole, kept by its changelog topic
     ``{app}-{name}-changelog``.
 
@@ -88,22 +89,13 @@ class GlobalTable:
         self.check(key, DELETED)
         current().write_global(self, key, DELETED)
 
-    def __contains__(self, key: Any) -> bool:
-        return current().read_global(self, key) is not MISSING
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        value = current().read_global(self, key)
-        return default if value is MISSING else value
+    def lookup(self, key: Any) -> Any:
+        """The stored value of ``key`` (of any partition), or MISSING."""
+        return current().read_global(self, key)
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         """Every (key, value) of the whole table, in the order of the stored keys."""
         return current().items_global(self)
-
-    def keys(self) -> Iterator[Any]:
-        return (key for key, _ in self.items())
-
-    def values(self) -> Iterator[Any]:
-        return (value for _, value in self.items())
 
     def __repr__(self) -> str:
         return f'<GlobalTable {self.name}>'

@@ -22,7 +22,34 @@ if TYPE_CHECKING:
     from .windows import WindowedTable
 
 
-class Table:
+class DictReads:
+    """The dict reads every kind of table has, in terms of its ``lookup(key)`` (the
+    stored value, or ``MISSING``) and ``items()``."""
+
+    def lookup(self, key: Any) -> Any:
+        raise NotImplementedError
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        raise NotImplementedError
+
+    def __contains__(self, key: Any) -> bool:
+        return self.lookup(key) is not MISSING
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The value of ``key``, or ``default`` (not the table's) when it has none."""
+        value = self.lookup(key)
+        return default if value is MISSING else value
+
+    def keys(self) -> Iterator[Any]:
+        """Every key :meth:`items` gives."""
+        return (key for key, _ in self.items())
+
+    def values(self) -> Iterator[Any]:
+        """Every value :meth:`items` gives."""
+        return (value for _, value in self.items())
+
+
+class Table(DictReads):
     """A dict-like table, updated from agents and durable through its changelog topic.
 
     ``partitions`` and ``partitioner`` may be left out: the table then has
@@ -109,25 +136,13 @@ class Table:
     def __delitem__(self, key: Any) -> None:
         current().write(self, key, DELETED)
 
-    def __contains__(self, key: Any) -> bool:
-        return current().read(self, key) is not MISSING
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        """The value of ``key``, or ``default`` (not the table's) when it has none."""
-        value = current().read(self, key)
-        return default if value is MISSING else value
+    def lookup(self, key: Any) -> Any:
+        """The stored value of ``key`` (a key of a partition this slot owns), or MISSING."""
+        return current().read(self, key)
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         """Every (key, value) of the partitions this slot owns."""
         return current().items(self)
-
-    def keys(self) -> Iterator[Any]:
-        """Every key of the partitions this slot owns."""
-        return (key for key, _ in self.items())
-
-    def values(self) -> Iterator[Any]:
-        """Every value of the partitions this slot owns."""
-        return (value for _, value in self.items())
 
     def __repr__(self) -> str:
         return f'<{type(self).__name__} {self.name}>'
