@@ -58,10 +58,12 @@ STOP_NOISE = re.compile(r'Metadata refresh: failed Cancelled|left RUNNING after 
 #: took long (the runner's own blocking calls run in it).
 SLOW_TASK_NOISE = re.compile(r'blocking the event loop')
 #: kafka-python's line for each failed try to reach a broker: about 1,000 a minute per
-#: slot while Kafka is away.  The slot says once that Kafka is away, and when it is back
-#: for how long and how many of these lines it kept at debug level.
+#: slot while Kafka is away, and one (with a traceback) per connection a broker going
+#: away resets.  The slot says once that Kafka is away, and when it is back for how long
+#: and how many of these lines it kept at debug level.
 CONNECTION_NOISE = re.compile(r'KafkaConnectionError|NodeNotReady|NoBrokersAvailable'
                               r'|Connection (failed|lost|refused)|socket disconnected'
+                              r'|Error receiving network data|Error sending request data'
                               r'|Bootstrap (attempt|connection|failed)|Request timed out'
                               r'|RequestTimedOut|Connect attempt .* failed|ECONNREFUSED'
                               r'|Errno 111|No node available')

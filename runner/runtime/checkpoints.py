@@ -123,6 +123,8 @@ class Checkpoints:
                                      self._outage.waiting_for_kafka)
             except transactions.TransactionStuck as exc:
                 self._start_over(checkpoint, exc)
+            except transactions.ProducerFenced as exc:
+                self._start_over_timed_out(checkpoint, exc)
             finally:
                 self._status.committing = None
             self._outage.seen = False
@@ -135,6 +137,25 @@ class Checkpoints:
         log.warning('%s after Kafka was out of reach: a new producer aborts the '
                     'transaction; the records since the last commit are processed '
                     'again', stuck)
+        transactions.start_over(checkpoint, self._producer,
+                                lambda: self._reprocess(self._tasks.active()))
+
+    def _start_over_timed_out(self, checkpoint: Checkpoint,
+                              fenced: transactions.ProducerFenced) -> None:
+        """Back from an outage longer than the transaction timeout, the broker has aborted
+        the open transaction and bumped the producer's epoch, which fences it: a new
+        producer takes the next epoch and the records since the last commit are processed
+        again, as the slot's restart would do.  A fence that may be a newer incarnation's
+        (see :func:`~.transactions.fenced_or_timed_out`) stops the slot."""
+        timed_out = transactions.fenced_or_timed_out(fenced, self._producer,
+                                                      self._status.awake_since)
+        if not (self._outage.seen and isinstance(timed_out, transactions.TransactionTimedOut)
+                and self._producer.idle()):
+            raise fenced
+        log.warning('the broker aborted the open transaction after Kafka was out of reach (it '
+                    'was open for %.0fs, longer than its timeout): a new producer takes over; '
+                    'the records since the last commit are processed again',
+                    self._producer.transaction_age())
         transactions.start_over(checkpoint, self._producer,
                                 lambda: self._reprocess(self._tasks.active()))
 

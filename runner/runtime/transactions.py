@@ -37,7 +37,8 @@ does not end within the time allowed, stops the slot.  A fence is taken for
 the broker's abort of a transaction that outlived its timeout when the
 transaction was that old and the process was never frozen meanwhile (see
 :func:`fenced_or_timed_out`): the slot then stops to be started again, rather
-than for good.
+than for good; after Kafka was out of reach, a new producer takes over instead
+(:func:`start_over`), without a restart.
 
 The steps are generators that yield what to wait for, so the same steps run
 on the consumer thread (blocking) and in the rebalance listener (awaited on

@@ -80,25 +80,34 @@ def lookup(worker, word, slot=0, table='counts'):
     return worker.get(f'/tables/{table}/{word}', slot)
 
 
-def counts_of(worker, words, slot=0, table='counts'):
-    """The values of ``words`` as one slot answers them (0 for a key it does not have)."""
-    found = {}
-    for word in words:
-        status, body = lookup(worker, word, slot, table)
-        found[word] = body['value'] if status == 200 else 0
-    return found
+def counts_of(worker, words, slot=0, table='counts', fresh=False):
+    """The values of ``words`` as one slot answers them (0 for a key it does not have);
+    with ``fresh``, None for a key answered from a stale copy (a standby's, or one still
+    recovering): it says nothing of what the owner counted."""
+    return {word: _count(*lookup(worker, word, slot, table), fresh)[0] for word in words}
 
 
-def wait_for_counts(worker, truth, timeout=60, slot=0, table='counts'):
-    """Wait until the counts of ``truth``'s words equal it; on timeout, fail naming the
-    words that are off (more: processed twice, fewer: lost or not yet processed)."""
+def _count(status, body, fresh):
+    """(value, how it was answered) of one lookup."""
+    if status != 200:
+        return 0, f'status {status}'
+    if body.get('stale'):
+        return (None if fresh else body['value']), f'stale, slot {body.get("slot")}'
+    return body['value'], f'slot {body.get("slot")}'
+
+
+def wait_for_counts(worker, truth, timeout=60, slot=0, table='counts', fresh=False):
+    """Wait until the counts of ``truth``'s words equal it (with ``fresh``, as their owners
+    answer: a stale copy's answer does not count); on timeout, fail naming the words that
+    are off and how each was answered (more: processed twice, fewer: lost or not yet
+    processed)."""
     try:
-        wait_for(lambda: counts_of(worker, truth, slot, table) == truth, timeout,
+        wait_for(lambda: counts_of(worker, truth, slot, table, fresh) == truth, timeout,
                  'every count to reach the truth')
     except TimeoutError:
-        found = counts_of(worker, truth, slot, table)
-        off = {word: f'{found[word]} for {count}' for word, count in sorted(truth.items())
-               if found[word] != count}
+        found = {word: _count(*lookup(worker, word, slot, table), fresh) for word in truth}
+        off = {word: f'{found[word][0]} for {count} ({found[word][1]})'
+               for word, count in sorted(truth.items()) if found[word][0] != count}
         raise AssertionError(f'{len(off)} of {len(truth)} counts are off: {off}') from None
 
 
@@ -158,4 +167,5 @@ def assert_each_output_once(bootstrap, sink, ids):
     twice = {value: n for value, n in found.items() if n > 1}
     missing = set(ids) - set(found)
     assert not twice and not missing, (f'{len(twice)} outputs seen more than once '
-                                       f'({sorted(twice)[:5]}...), {len(missing)} missing')
+                                       f'({sorted(twice)[:5]}...), {len(missing)} missing '
+                                       f'({sorted(missing)[:10]}...)')

@@ -4,13 +4,14 @@ consumer loop's checkpoints with forced interleavings of agents and transactions
 
 import collections
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
 from harness import wait_for
 from kafka import TopicPartition
 from kafka.coordinator.assignors.abstract import RebalanceProtocol
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, ProducerFencedError
 from kafka.future import Future
 from kafka.producer.transaction_manager import TransactionalRequestResult, TransactionState
 from kafka.structs import MemberState
@@ -481,4 +482,54 @@ def test_a_commit_that_may_have_reached_the_broker_is_not_started_over(worlds):
     world = worlds(commit_timeout=0.3, broker_outage_limit=60)
     [stuck] = commit_through_an_outage(world, 'held')   # the slot stops; its successor
     assert isinstance(stuck, TransactionStuck)          # reads the group's commit
+    assert len(world.producer.fakes) == 1
+
+
+def test_a_transaction_the_broker_timed_out_during_an_outage_starts_over_without_a_restart(
+        worlds):
+    """Back from an outage longer than the transaction timeout, the broker has aborted the
+    open transaction and bumped the producer's epoch: the offsets (or the commit) are
+    answered PRODUCER_FENCED.  That is no newer incarnation (the transaction is older than
+    its timeout and this process was awake throughout): a new producer takes over and the
+    records since the last commit are processed again, the slot stays up."""
+    world = worlds(commit_timeout=0.3, broker_outage_limit=60)
+    one_committed_one_processed(world)
+    lost = world.kafka
+    offsets = lost._transaction_manager.held_offsets = TransactionalRequestResult()
+    world.consumer.reachable = False            # the broker goes away for long
+    raised = []
+    committing = threading.Thread(target=lambda: raised.extend(failures(world.checkpoint_now)),
+                                  daemon=True)
+    committing.start()
+    wait_for(lambda: world.status.kafka_lost is not None, 5, 'the slot to notice the outage')
+    world.producer.written_at = time.monotonic() - 60     # open for a minute, awake
+    world.status.awake_since = time.monotonic() - 120
+    world.consumer.reachable = True             # back: the transaction was timed out
+    offsets.done(ProducerFencedError())
+    committing.join(10)
+    assert raised == [] and world.failures == []
+    assert lost.closed and world.kafka is not lost      # a new producer took over
+    assert ('seek', TP0, 1) in world.events             # read again from the last commit
+    world.feed(TP0, 1)
+    world.processed({TP0: 2})
+    world.checkpoint_now()
+    assert world.kafka.committed_outputs() == {'0-0': 1, '0-1': 1}
+    world.assert_outputs_commit_with_their_offsets()
+
+
+def test_a_fence_of_a_young_transaction_after_an_outage_still_stops_the_slot(worlds):
+    """A newer incarnation fences while this one's transaction is young: that stops it."""
+    world = worlds(commit_timeout=0.3, broker_outage_limit=60)
+    one_committed_one_processed(world)
+    offsets = world.kafka._transaction_manager.held_offsets = TransactionalRequestResult()
+    world.consumer.reachable = False
+    raised = []
+    committing = threading.Thread(target=lambda: raised.extend(failures(world.checkpoint_now)),
+                                  daemon=True)
+    committing.start()
+    wait_for(lambda: world.status.kafka_lost is not None, 5, 'the slot to notice the outage')
+    world.consumer.reachable = True
+    offsets.done(ProducerFencedError())
+    committing.join(10)
+    assert [type(exc).__name__ for exc in raised] == ['ProducerFenced']
     assert len(world.producer.fakes) == 1

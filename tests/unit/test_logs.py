@@ -190,3 +190,22 @@ def test_a_fatal_signal_after_a_rotation_dumps_the_stacks_into_the_new_file(tmp_
     assert result.returncode == -signal.SIGSEGV
     assert 'Fatal Python error: Segmentation fault' in path.read_text()
     assert 'Fatal Python error' not in (tmp_path / 'w.log.1').read_text()
+
+
+def test_sockets_the_broker_resets_as_it_goes_away_are_counted_debug_lines(logfile):
+    """kafka-python logs each connection the broker resets (one per client connection of
+    the slot, with a traceback) as an error: what a broker outage looks like, counted."""
+    logs.connection_errors_suppressed()
+    transport = logging.getLogger('kafka.net.transport')
+    for _ in range(3):
+        try:
+            raise ConnectionResetError(104, 'Connection reset by peer')
+        except ConnectionResetError as exc:
+            transport.exception('%s: Error receiving network data closing socket',
+                                '<KafkaTCPTransport [none]>')
+            transport.exception('%s: Error sending request data: %s',
+                                '<KafkaTCPTransport [none]>', exc)
+    logging.getLogger('kafka.net.transport').error('%s: unexpected', 'something else')
+    lines = logfile.read_text().splitlines()
+    assert len(lines) == 1 and 'something else' in lines[0]
+    assert logs.connection_errors_suppressed() == 6
