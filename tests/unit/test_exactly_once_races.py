@@ -439,20 +439,35 @@ def one_committed_one_processed(world):
     world.processed({TP0: 2})
 
 
-def commit_through_an_outage(world, held):
+def commit_through_an_outage(world, held, back=lambda _held: None):
     """Commit what was processed while the broker goes away and comes back, ``held``
-    (a request of the transaction's) never answered; returns what the commit raised."""
+    (a request of the transaction's) unanswered until ``back(request)`` (by default never);
+    returns what the commit raised."""
     one_committed_one_processed(world)
-    setattr(world.kafka._transaction_manager, held, TransactionalRequestResult())
+    request = TransactionalRequestResult()
+    setattr(world.kafka._transaction_manager, held, request)
     world.consumer.reachable = False            # the broker goes away
     raised = []
     committing = threading.Thread(target=lambda: raised.extend(failures(world.checkpoint_now)),
                                   daemon=True)
     committing.start()
     wait_for(lambda: world.status.kafka_lost is not None, 5, 'the slot to notice the outage')
-    world.consumer.reachable = True             # back; the request stays lost
+    world.consumer.reachable = True             # back
+    back(request)
     committing.join(10)
     return raised
+
+
+def assert_started_over_and_commits_once(world, lost):
+    """A new producer took over from ``lost``, TP0 is read again from its last commit, and
+    its next checkpoint commits each output once, with its offset."""
+    assert lost.closed and world.kafka is not lost
+    assert ('seek', TP0, 1) in world.events
+    world.feed(TP0, 1)
+    world.processed({TP0: 2})
+    world.checkpoint_now()
+    assert world.kafka.committed_outputs() == {'0-0': 1, '0-1': 1}
+    world.assert_outputs_commit_with_their_offsets()
 
 
 def test_a_transaction_that_cannot_end_after_an_outage_starts_over_with_a_new_producer(
@@ -460,13 +475,7 @@ def test_a_transaction_that_cannot_end_after_an_outage_starts_over_with_a_new_pr
     world = worlds(commit_timeout=0.3, broker_outage_limit=60)
     lost = world.kafka
     assert commit_through_an_outage(world, 'held_offsets') == [] and world.failures == []
-    assert lost.closed and world.kafka is not lost      # a new producer took over
-    assert ('seek', TP0, 1) in world.events             # read again from the last commit
-    world.feed(TP0, 1)
-    world.processed({TP0: 2})
-    world.checkpoint_now()
-    assert world.kafka.committed_outputs() == {'0-0': 1, '0-1': 1}
-    world.assert_outputs_commit_with_their_offsets()
+    assert_started_over_and_commits_once(world, lost)
 
 
 def failures(call):
@@ -493,43 +502,21 @@ def test_a_transaction_the_broker_timed_out_during_an_outage_starts_over_without
     its timeout and this process was awake throughout): a new producer takes over and the
     records since the last commit are processed again, the slot stays up."""
     world = worlds(commit_timeout=0.3, broker_outage_limit=60)
-    one_committed_one_processed(world)
     lost = world.kafka
-    offsets = lost._transaction_manager.held_offsets = TransactionalRequestResult()
-    world.consumer.reachable = False            # the broker goes away for long
-    raised = []
-    committing = threading.Thread(target=lambda: raised.extend(failures(world.checkpoint_now)),
-                                  daemon=True)
-    committing.start()
-    wait_for(lambda: world.status.kafka_lost is not None, 5, 'the slot to notice the outage')
-    world.producer.written_at = time.monotonic() - 60     # open for a minute, awake
-    world.status.awake_since = time.monotonic() - 120
-    world.consumer.reachable = True             # back: the transaction was timed out
-    offsets.done(ProducerFencedError())
-    committing.join(10)
-    assert raised == [] and world.failures == []
-    assert lost.closed and world.kafka is not lost      # a new producer took over
-    assert ('seek', TP0, 1) in world.events             # read again from the last commit
-    world.feed(TP0, 1)
-    world.processed({TP0: 2})
-    world.checkpoint_now()
-    assert world.kafka.committed_outputs() == {'0-0': 1, '0-1': 1}
-    world.assert_outputs_commit_with_their_offsets()
+
+    def back_after_the_timeout(offsets):
+        world.producer.written_at = time.monotonic() - 60     # open for a minute, awake
+        world.status.awake_since = time.monotonic() - 120
+        offsets.done(ProducerFencedError())
+    assert commit_through_an_outage(world, 'held_offsets', back_after_the_timeout) == []
+    assert world.failures == []
+    assert_started_over_and_commits_once(world, lost)
 
 
 def test_a_fence_of_a_young_transaction_after_an_outage_still_stops_the_slot(worlds):
     """A newer incarnation fences while this one's transaction is young: that stops it."""
     world = worlds(commit_timeout=0.3, broker_outage_limit=60)
-    one_committed_one_processed(world)
-    offsets = world.kafka._transaction_manager.held_offsets = TransactionalRequestResult()
-    world.consumer.reachable = False
-    raised = []
-    committing = threading.Thread(target=lambda: raised.extend(failures(world.checkpoint_now)),
-                                  daemon=True)
-    committing.start()
-    wait_for(lambda: world.status.kafka_lost is not None, 5, 'the slot to notice the outage')
-    world.consumer.reachable = True
-    offsets.done(ProducerFencedError())
-    committing.join(10)
+    raised = commit_through_an_outage(world, 'held_offsets',
+                                      lambda offsets: offsets.done(ProducerFencedError()))
     assert [type(exc).__name__ for exc in raised] == ['ProducerFenced']
     assert len(world.producer.fakes) == 1
