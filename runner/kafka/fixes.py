@@ -39,6 +39,7 @@ changed.  ``tests/integration/test_kafka_fixes.py`` reproduces each bug.
 """
 
 import selectors
+from collections.abc import Callable
 from typing import Any
 
 import kafka
@@ -74,68 +75,68 @@ def install(lean_reading: bool = True) -> None:
     _split_bulk_batches_by_record()
 
 
-def _forget_drained_records() -> None:
-    fetch_records = Fetcher.fetch_records
-    if getattr(fetch_records, 'runner_fix', False):
+def _patch(owner: type, name: str, wrap: Callable[[Any], Any]) -> None:
+    """Replace ``owner.name`` by ``wrap(original)``, once per process: a second install
+    finds the patched one (marked ``runner_fix``) and leaves it."""
+    original = getattr(owner, name)
+    if getattr(original, 'runner_fix', False):
         return
-
-    def patched(fetcher: Fetcher, *args: Any, **kwargs: Any) -> Any:
-        pending = fetcher._next_partition_records
-        if pending is not None and not pending:
-            fetcher._next_partition_records = None
-        return fetch_records(fetcher, *args, **kwargs)
+    patched = wrap(original)
     patched.runner_fix = True
-    Fetcher.fetch_records = patched
+    setattr(owner, name, patched)
+
+
+def _forget_drained_records() -> None:
+    def wrap(fetch_records: Callable[..., Any]) -> Callable[..., Any]:
+        def patched(fetcher: Fetcher, *args: Any, **kwargs: Any) -> Any:
+            pending = fetcher._next_partition_records
+            if pending is not None and not pending:
+                fetcher._next_partition_records = None
+            return fetch_records(fetcher, *args, **kwargs)
+        return patched
+    _patch(Fetcher, 'fetch_records', wrap)
 
 
 def _keep_joining_until_done() -> None:
-    need_rejoin = ConsumerCoordinator.need_rejoin
-    if getattr(need_rejoin, 'runner_fix', False):
-        return
-
-    def patched(coordinator: ConsumerCoordinator) -> bool:
-        return coordinator.rejoining or need_rejoin(coordinator)
-    patched.runner_fix = True
-    ConsumerCoordinator.need_rejoin = patched
+    def wrap(need_rejoin: Callable[..., bool]) -> Callable[..., bool]:
+        def patched(coordinator: ConsumerCoordinator) -> bool:
+            return coordinator.rejoining or need_rejoin(coordinator)
+        return patched
+    _patch(ConsumerCoordinator, 'need_rejoin', wrap)
 
 
 def _raise_once_fenced() -> None:
-    send_heartbeat = BaseCoordinator._send_heartbeat_request
-    if getattr(send_heartbeat, 'runner_fix', False):
-        return
+    def remember(send_heartbeat: Callable[..., Any]) -> Callable[..., Any]:
+        async def remembering(coordinator: BaseCoordinator) -> Any:
+            try:
+                return await send_heartbeat(coordinator)
+            except FencedInstanceIdError:
+                coordinator.runner_fenced = True
+                raise
+        return remembering
 
-    async def remembering(coordinator: BaseCoordinator) -> Any:
-        try:
-            return await send_heartbeat(coordinator)
-        except FencedInstanceIdError:
-            coordinator.runner_fenced = True
-            raise
-    remembering.runner_fix = True
-    BaseCoordinator._send_heartbeat_request = remembering
-    poll = ConsumerCoordinator.poll
-
-    def raising(coordinator: ConsumerCoordinator, *args: Any, **kwargs: Any) -> Any:
-        if getattr(coordinator, 'runner_fenced', False):
-            raise FencedInstanceIdError(f'group instance id {coordinator.group_instance_id} '
-                                        'was taken over by another member')
-        return poll(coordinator, *args, **kwargs)
-    ConsumerCoordinator.poll = raising
+    def raise_once_known(poll: Callable[..., Any]) -> Callable[..., Any]:
+        def raising(coordinator: ConsumerCoordinator, *args: Any, **kwargs: Any) -> Any:
+            if getattr(coordinator, 'runner_fenced', False):
+                raise FencedInstanceIdError(f'group instance id {coordinator.group_instance_id} '
+                                            'was taken over by another member')
+            return poll(coordinator, *args, **kwargs)
+        return raising
+    _patch(BaseCoordinator, '_send_heartbeat_request', remember)
+    _patch(ConsumerCoordinator, 'poll', raise_once_known)
 
 
 def _register_sockets_without_lookup_errors() -> None:
-    register_event = NetworkSelector.register_event
-    if getattr(register_event, 'runner_fix', False):
-        return
-
-    def patched(net: NetworkSelector, fileobj: Any, event: int, task: Any) -> None:
-        if _registered(net._selector, fileobj):
-            register_event(net, fileobj, event, task)
-            return
-        task = task if isinstance(task, Task) else Task(task)
-        net._selector.register(fileobj, event, (task, None) if event == selectors.EVENT_READ
-                               else (None, task))
-    patched.runner_fix = True
-    NetworkSelector.register_event = patched
+    def wrap(register_event: Callable[..., None]) -> Callable[..., None]:
+        def patched(net: NetworkSelector, fileobj: Any, event: int, task: Any) -> None:
+            if _registered(net._selector, fileobj):
+                register_event(net, fileobj, event, task)
+                return
+            task = task if isinstance(task, Task) else Task(task)
+            net._selector.register(fileobj, event, (task, None) if event == selectors.EVENT_READ
+                                   else (None, task))
+        return patched
+    _patch(NetworkSelector, 'register_event', wrap)
 
 
 def _registered(selector: selectors.BaseSelector, fileobj: Any) -> bool:
@@ -148,28 +149,24 @@ def _registered(selector: selectors.BaseSelector, fileobj: Any) -> bool:
 
 
 def _known_coordinator_is_ready() -> None:
-    ensure_ready = BaseCoordinator.ensure_coordinator_ready
-    if getattr(ensure_ready, 'runner_fix', False):
-        return
+    def wrap(ensure_ready: Callable[..., bool]) -> Callable[..., bool]:
+        def answered_here(coordinator: BaseCoordinator, *args: Any, **kwargs: Any) -> bool:
+            node = coordinator.coordinator_id
+            if node is not None and coordinator._client.connected(node):
+                return True
+            return ensure_ready(coordinator, *args, **kwargs)
+        return answered_here
+    _patch(BaseCoordinator, 'ensure_coordinator_ready', wrap)
 
-    def answered_here(coordinator: BaseCoordinator, *args: Any, **kwargs: Any) -> bool:
-        node = coordinator.coordinator_id
-        if node is not None and coordinator._client.connected(node):
-            return True
-        return ensure_ready(coordinator, *args, **kwargs)
-    answered_here.runner_fix = True
-    BaseCoordinator.ensure_coordinator_ready = answered_here
+
 def _split_bulk_batches_by_record() -> None:
-    split = RecordAccumulator.split_and_reenqueue
-    if getattr(split, 'runner_fix', False):
-        return
-
-    def patched(accumulator: RecordAccumulator, batch: Any, *args: Any, **kwargs: Any) -> Any:
-        if getattr(batch, 'runner_follow', None) is not None:
-            batches.split_into_records(batch)
-        return split(accumulator, batch, *args, **kwargs)
-    patched.runner_fix = True
-    RecordAccumulator.split_and_reenqueue = patched
+    def wrap(split: Callable[..., Any]) -> Callable[..., Any]:
+        def patched(accumulator: RecordAccumulator, batch: Any, *args: Any, **kwargs: Any) -> Any:
+            if getattr(batch, 'runner_follow', None) is not None:
+                batches.split_into_records(batch)
+            return split(accumulator, batch, *args, **kwargs)
+        return patched
+    _patch(RecordAccumulator, 'split_and_reenqueue', wrap)
 
 
 def reaches_kafka(consumer: kafka.KafkaConsumer) -> bool:
