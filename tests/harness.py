@@ -229,7 +229,7 @@ def alive(pid: int) -> bool:
     try:
         with open(f'/proc/{pid}/stat') as stat:
             return stat.read().rsplit(')', 1)[1].split()[0] != 'Z'
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):   # gone, even while being read
         return False
 
 
